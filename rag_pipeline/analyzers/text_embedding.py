@@ -75,10 +75,19 @@ class TextEncoder:
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        try:  # weight-loading progress bars are noise in pipeline logs and CLI output
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+        except ImportError:
+            pass
         self.model_dir = model_dir
         self.spec = spec
         self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        get_dim = getattr(self._model, "get_embedding_dimension", None) or \
+            self._model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
         self.max_seq_length = int(self._model.max_seq_length)
         if spec.dim is None or spec.dim != self.dim:
             self.spec = spec.model_copy(update={"dim": self.dim})

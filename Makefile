@@ -1,0 +1,42 @@
+# Two commands: `make demo` (set up, build the demo index through Dagster, query it) and
+# `make test` (set up, run the whole suite). Everything else is optional.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/var/dagster_home
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup demo test ui bench quality clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# The local CPU wheel first: any other torch requirement pulls GBs of CUDA packages.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+	@mkdir -p $(DAGSTER_HOME)
+	@test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: setup
+	$(BIN)/rag-pipeline demo
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+ui: setup
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+bench: setup
+	$(BIN)/python benchmarks/ingest_scifact.py
+	$(BIN)/python benchmarks/search_latency.py
+
+quality: setup
+	$(BIN)/python benchmarks/quality_scifact.py
+
+clean:
+	rm -rf var

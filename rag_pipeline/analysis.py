@@ -1,0 +1,212 @@
+"""Partition worker: execute one shard's planned tasks and stage the results.
+
+Reads the shard's plan (never the catalog), reads each asset's bytes once, verifies they still
+hash to the asset id, runs the text analyzers, embeds their texts in batches with the MV model
+(loaded once per process), and writes one staged batch per analysis run. Bad input becomes a
+failed result with an error class; the rest of the shard carries on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rag_pipeline import staging
+from rag_pipeline.analyzers import errors
+from rag_pipeline.analyzers.doc_text import analyze_document
+from rag_pipeline.analyzers.image_metadata import analyze_image
+from rag_pipeline.analyzers.text_embedding import TextEncoder
+from rag_pipeline.catalog.catalog import utcnow
+from rag_pipeline.contracts import (
+    AnalysisRun,
+    ErrorInfo,
+    EvidenceText,
+    EvidenceVector,
+    ResultEnvelope,
+    TaskSpec,
+)
+from rag_pipeline.discovery import sidecar_bytes
+from rag_pipeline.planner import read_plan
+from rag_pipeline.settings import Settings
+
+
+class ContentChanged(errors.AnalysisError):
+    """The file's bytes changed between discovery and analysis: the next scan picks it up."""
+
+    retryable = True
+
+
+@dataclass
+class ShardResult:
+    partition_key: str
+    runs: list[AnalysisRun] = field(default_factory=list)
+    staged_files: list[str] = field(default_factory=list)
+    n_tasks: int = 0
+    n_ok: int = 0
+    n_failed: int = 0
+    n_evidence_text: int = 0
+    n_vectors: int = 0
+    errors_by_class: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def embed_text_for(task_type: str, texts: list[EvidenceText]) -> list[tuple[str, str]]:
+    """(target, text) pairs the MV axis embeds for one asset's text evidence.
+
+    Document chunks are embedded with their title in front (a contextual chunk header: a chunk
+    deep in a document rarely names its subject). An image is one unit: title, descriptions,
+    captions and keywords together.
+    """
+    title = next((t.text for t in texts if t.kind == "title"), "")
+    if task_type == "doc_text":
+        return [(f"chunk:{t.ordinal}", f"{title}\n{t.text}" if title else t.text)
+                for t in texts if t.kind == "chunk"]
+    parts = [t.text for t in texts if t.kind in ("title", "description", "caption")]
+    keywords = [t.text for t in texts if t.kind in ("keyword", "tag")]
+    if keywords:
+        parts.append(", ".join(keywords))
+    joined = "\n".join(parts).strip()
+    return [("unit:0", joined)] if joined else []
+
+
+def _analyze_text(task: TaskSpec, data: bytes, settings: Settings) -> list[EvidenceText]:
+    if task.task_type == "doc_text":
+        return analyze_document(data, task.media_type, Path(task.uri).name,
+                                chunk_tokens=int(task.config["chunk_tokens"]),
+                                chunk_overlap=int(task.config["chunk_overlap"]))
+    analysis = analyze_image(data, sidecar_bytes(Path(task.uri)),
+                             max_pixels=int(task.config["max_pixels"]))
+    return analysis.evidence
+
+
+def run_shard(settings: Settings, partition_key: str, dagster_run_id: str | None = None,
+              encoder: TextEncoder | None = None) -> ShardResult:
+    t_start = time.perf_counter()
+    tasks = read_plan(settings, partition_key)
+    out = ShardResult(partition_key=partition_key, n_tasks=len(tasks))
+    if not tasks:
+        return out
+    started = utcnow()
+    by_type: dict[str, list[TaskSpec]] = defaultdict(list)
+    for t in tasks:
+        by_type[t.task_type].append(t)
+    run_ids = {tt: f"{tt}-{partition_key}-{uuid.uuid4().hex[:12]}" for tt in by_type}
+    envelopes: dict[str, list[ResultEnvelope]] = defaultdict(list)
+
+    # 1. Text analyzers: needed for their own tasks and as input of pending mv tasks.
+    mv_tasks = {t.asset_id: t for t in by_type.get("mv_embed", [])}
+    text_tasks: dict[str, TaskSpec] = {t.asset_id: t for tt in ("doc_text", "image_meta")
+                                       for t in by_type.get(tt, [])}
+    t0 = time.perf_counter()
+    texts_for_mv: dict[str, tuple[str, list[EvidenceText]]] = {}
+    for asset_id in sorted(set(text_tasks) | set(mv_tasks)):
+        task = text_tasks.get(asset_id)
+        mv = mv_tasks.get(asset_id)
+        probe = task or mv
+        text_type = _text_type_for(probe)
+        try:
+            data = Path(probe.uri).read_bytes()
+            if hashlib.sha256(data).hexdigest() != asset_id:
+                raise ContentChanged(f"{probe.uri}: bytes changed since discovery")
+            texts = _analyze_text(_as_text_task(probe, text_type, settings), data, settings)
+            if not texts:
+                raise errors.NoTextContent(f"{probe.uri}: no text evidence")
+            error = None
+        except errors.AnalysisError as exc:
+            texts, error = [], ErrorInfo(error_class=exc.error_class, message=str(exc),
+                                         retryable=exc.retryable)
+        except OSError as exc:
+            texts, error = [], ErrorInfo(error_class="UnreadableFile", message=f"{probe.uri}: {exc}",
+                                         retryable=True)
+        except Exception as exc:  # an analyzer bug must not sink the shard
+            texts, error = [], ErrorInfo(error_class=f"AnalyzerCrash.{type(exc).__name__}",
+                                         message=f"{probe.uri}: {exc}"[:2000])
+        if task is not None:
+            envelopes[task.task_type].append(
+                ResultEnvelope.build(task, run_ids[task.task_type], texts=texts, error=error))
+        if mv is not None:
+            if error is not None:
+                # Same cause, recorded once on the text task; the mv task is retried with it.
+                envelopes["mv_embed"].append(ResultEnvelope.build(
+                    mv, run_ids["mv_embed"], error=ErrorInfo(
+                        error_class="UpstreamFailed", message=f"text analysis failed: "
+                        f"{error.error_class}", retryable=True)))
+            else:
+                texts_for_mv[asset_id] = (text_type, texts)
+    out.seconds["text_analyzers"] = time.perf_counter() - t0
+
+    # 2. MV embeddings, batched over the whole shard.
+    t0 = time.perf_counter()
+    if texts_for_mv:
+        enc = encoder or TextEncoder.load(settings.mv_model_dir)
+        spec = mv_tasks[next(iter(texts_for_mv))].model
+        if enc.spec.weights_checksum != spec.weights_checksum:
+            raise RuntimeError(  # model parity: never embed with a model the plan did not name
+                f"model_mismatch: plan names weights {spec.weights_checksum[:12]}, the local "
+                f"model at {settings.mv_model_dir} has {enc.spec.weights_checksum[:12]}")
+        pairs: list[tuple[str, str, str]] = []
+        for asset_id, (text_type, texts) in texts_for_mv.items():
+            pairs += [(asset_id, target, text) for target, text in embed_text_for(text_type, texts)]
+        vectors = enc.encode([p[2] for p in pairs], batch_size=settings.mv_batch_size)
+        per_asset: dict[str, list[EvidenceVector]] = defaultdict(list)
+        for (asset_id, target, _), vec in zip(pairs, vectors, strict=True):
+            per_asset[asset_id].append(EvidenceVector.from_array("mv", target, vec))
+        for asset_id in texts_for_mv:
+            mv = mv_tasks[asset_id]
+            if per_asset.get(asset_id):
+                envelopes["mv_embed"].append(ResultEnvelope.build(
+                    mv, run_ids["mv_embed"], vectors=per_asset[asset_id]))
+            else:
+                envelopes["mv_embed"].append(ResultEnvelope.build(mv, run_ids["mv_embed"], error=ErrorInfo(
+                    error_class="NoTextContent", message=f"{mv.uri}: nothing to embed")))
+    out.seconds["mv_embed"] = time.perf_counter() - t0
+
+    # 3. Stage one batch per analysis run.
+    t0 = time.perf_counter()
+    finished = utcnow()
+    for task_type, envs in envelopes.items():
+        first = envs[0].task
+        run = AnalysisRun(
+            run_id=run_ids[task_type], tenant_id=first.tenant_id, analyzer=task_type,
+            model=first.model, config=first.config, config_hash=first.config_hash,
+            partition_key=partition_key, dagster_run_id=dagster_run_id, started_at=started,
+            finished_at=finished, n_tasks=len(envs),
+            n_ok=sum(e.status == "ok" for e in envs),
+            n_failed=sum(e.status == "failed" for e in envs),
+            n_evidence_text=sum(len(e.evidence_text) for e in envs),
+            n_vectors=sum(len(e.evidence_vectors) for e in envs), status="reported")
+        path = staging.write_batch(settings.staging_dir, partition_key, run, envs)
+        out.runs.append(run)
+        out.staged_files.append(str(path))
+        out.n_ok += run.n_ok
+        out.n_failed += run.n_failed
+        out.n_evidence_text += run.n_evidence_text
+        out.n_vectors += run.n_vectors
+        for e in envs:
+            if e.error:
+                out.errors_by_class[e.error.error_class] = \
+                    out.errors_by_class.get(e.error.error_class, 0) + 1
+    out.seconds["stage"] = time.perf_counter() - t0
+    out.seconds["total"] = time.perf_counter() - t_start
+    return out
+
+
+def _text_type_for(task: TaskSpec) -> str:
+    from rag_pipeline.analyzers.media_types import is_image
+
+    return "image_meta" if is_image(task.media_type) else "doc_text"
+
+
+def _as_text_task(task: TaskSpec, text_type: str, settings: Settings) -> TaskSpec:
+    """The text task whose analysis an mv task embeds (recomputed: it is deterministic)."""
+    if task.task_type == text_type:
+        return task
+    from rag_pipeline.profiles import current_profiles
+
+    prof = current_profiles(settings)[text_type]
+    return task.model_copy(update={"task_type": text_type, "model": prof.model,
+                                   "config": prof.config})

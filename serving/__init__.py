@@ -1,0 +1,27 @@
+"""Read-only search service over the pipeline's published snapshot (no Dagster, no catalog)."""
+
+from serving.search import (
+    AxisHit,
+    AxisUnavailable,
+    Explanation,
+    Hit,
+    ModelMismatch,
+    SearchError,
+    SearchFilters,
+    Searcher,
+    SearchRequest,
+    SearchResponse,
+)
+
+__all__ = [
+    "AxisHit",
+    "AxisUnavailable",
+    "Explanation",
+    "Hit",
+    "ModelMismatch",
+    "SearchError",
+    "SearchFilters",
+    "SearchRequest",
+    "SearchResponse",
+    "Searcher",
+]
