@@ -157,12 +157,10 @@ def run_shard(settings: Settings, partition_key: str, dagster_run_id: str | None
             per_asset[asset_id].append(EvidenceVector.from_array("mv", target, vec))
         for asset_id in texts_for_mv:
             mv = mv_tasks[asset_id]
-            if per_asset.get(asset_id):
-                envelopes["mv_embed"].append(ResultEnvelope.build(
-                    mv, run_ids["mv_embed"], vectors=per_asset[asset_id]))
-            else:
-                envelopes["mv_embed"].append(ResultEnvelope.build(mv, run_ids["mv_embed"], error=ErrorInfo(
-                    error_class="NoTextContent", message=f"{mv.uri}: nothing to embed")))
+            # An image with no description has nothing for the MV axis: that is an ok
+            # result with no vectors (the unit stays searchable by its other fields).
+            envelopes["mv_embed"].append(ResultEnvelope.build(
+                mv, run_ids["mv_embed"], vectors=per_asset.get(asset_id, [])))
     out.seconds["mv_embed"] = time.perf_counter() - t0
 
     # 3. Stage one batch per analysis run.

@@ -186,7 +186,10 @@ def collect_units(settings: Settings, cat: Catalog) -> tuple[list[dict], dict]:
                                        + [_evidence_item(e, "tags") for e in tags]
                                        + [_evidence_item(e, "ocr") for e in by_kind["ocr"]]),
             })
-    stats = {"n_assets": len(assets), "n_documents": n_docs, "n_images": n_images,
+    # Units with text the MV axis embeds but no vector: a gap, unlike a bare image.
+    missing = sum(1 for u in units if not u["has_mv"]
+                  and (u["kind"] == "document" or u["title"] or u["caption"] or u["tags"]))
+    stats = {"n_units_missing_mv": missing, "n_assets": len(assets), "n_documents": n_docs, "n_images": n_images,
              "n_units": len(units), "n_units_with_mv": n_with_mv, "mv_dim": dim,
              "mv_model_key": mv_spec.key}
     return units, stats

@@ -139,14 +139,14 @@ def build_snapshot(root: Path, mv_model_dir: str) -> tuple[Path, Path]:
             "title": title, "body": body, "caption": caption, "tags": tags, "ocr": ocr,
             "metadata": f"folder {folder}", "mtime": T0 + timedelta(days=days), "taken_at": None,
             "size": 1000 + days, "has_mv": has_mv,
-            "vector_mv": vec.tolist() if has_mv else None,
+            # like the snapshot writer: rows without an MV vector carry zeros and has_mv = false
+            "vector_mv": vec.tolist() if has_mv else [0.0] * encoder.dim,
             "evidence": json.dumps(_evidence(kind, title, body, caption, tags, ocr)),
             "runs": json.dumps(runs),
         })
     db = lancedb.connect(str(lance_dir))
     table_name = "snapshot_test_0001"
-    tbl = db.create_table(table_name, pa.Table.from_pylist(rows, schema=schema), mode="overwrite",
-                          on_bad_vectors="null")  # has_mv = false rows carry a null vector
+    tbl = db.create_table(table_name, pa.Table.from_pylist(rows, schema=schema), mode="overwrite")
     for field in FTS_FIELDS:
         tbl.create_index(field, config=FTS(), replace=True)
     fw = FieldWeights().model_dump()
@@ -354,7 +354,8 @@ def test_snapshot_without_mv_axis(snapshot, searcher):
 def test_model_mismatch_is_refused(snapshot, searcher, tmp_path):
     snapshots_dir, lance_dir = snapshot
     mv = searcher.manifest.axes["mv"]
-    bad = mv.model_copy(update={"model": mv.model.model_copy(update={"weights_checksum": "0" * 64})})
+    bad_spec = mv.model.model_copy(update={"weights_checksum": "0" * 64})
+    bad = mv.model_copy(update={"model": bad_spec})
     m = searcher.manifest.model_copy(update={
         "snapshot_id": "snap-badmv", "axes": {**searcher.manifest.axes, "mv": bad}})
     write_manifest(snapshots_dir, m)

@@ -121,7 +121,8 @@ def make_handler(searcher: Searcher) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def make_server(searcher: Searcher, host: str = "127.0.0.1", port: int = 8080) -> ThreadingHTTPServer:
+def make_server(searcher: Searcher, host: str = "127.0.0.1",
+                port: int = 8080) -> ThreadingHTTPServer:
     server = ThreadingHTTPServer((host, port), make_handler(searcher))
     server.daemon_threads = True
     return server

@@ -117,10 +117,12 @@ class AxisHit(BaseModel):
 class MatchedEvidence(BaseModel):
     kind: str | None = None
     field: str | None = None
-    text: str
+    ordinal: int | None = None
+    text: str  # windowed around the first match (about 300 characters)
     confidence: float | None = None
     matched_terms: list[str]
-    run_id: str | None = None
+    run_id: str | None = None  # the analysis run that produced this evidence
+    locator: dict[str, Any] = Field(default_factory=dict)  # page, char offsets, ...
 
 
 class FileVersion(BaseModel):
@@ -248,7 +250,7 @@ class Searcher:
         self.snapshots_dir = snapshots_dir
         self.lance_dir = lance_dir
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="search-axis")
-        self._fts_fields = [f for f in FTS_FIELDS]
+        self._fts_fields = list(FTS_FIELDS)
         self._fts_boosts = [float(manifest.field_weights.get(f, 1.0)) for f in self._fts_fields]
         self.unavailable: dict[str, str] = self._unavailable_axes()
 
@@ -286,7 +288,8 @@ class Searcher:
         return cls.open(settings.snapshots_dir, settings.lance_dir, **kw)
 
     @staticmethod
-    def _load_mv_encoder(manifest: SnapshotManifest, mv_model_dir: str | None) -> TextEncoder | None:
+    def _load_mv_encoder(manifest: SnapshotManifest,
+                         mv_model_dir: str | None) -> TextEncoder | None:
         info = manifest.axes.get("mv")
         if info is None or not info.available:
             return None
@@ -298,8 +301,8 @@ class Searcher:
         model_dir = mv_model_dir or info.model_dir
         if not model_dir:
             raise ModelMismatch(
-                f"snapshot {manifest.snapshot_id} has an MV axis built with {info.model.key} but no "
-                "query model directory was given or recorded (set RAG_MV_MODEL_DIR)"
+                f"snapshot {manifest.snapshot_id} has an MV axis built with {info.model.key} but "
+                "no query model directory was given or recorded (set RAG_MV_MODEL_DIR)"
             )
         try:
             spec = model_spec_for(model_dir)
@@ -398,9 +401,10 @@ class Searcher:
                     .where(where, prefilter=True).limit(limit)
                     .select([*HIT_COLUMNS, "_score"]).to_arrow().to_pylist())
         except Exception as exc:
-            # The index's tokenizer may still drop every term (its stopword list differs).
-            log.warning("fts query %r failed, no fts candidates: %s", text, exc)
-            if "stop" in str(exc).lower() or "empty" in str(exc).lower():
+            # The index's tokenizer may still drop every term (its stopword list differs from
+            # ours): that is "no fts candidates", anything else is a real failure.
+            if any(w in str(exc).lower() for w in ("stop", "empty", "token")):
+                log.warning("fts query %r matched no terms (%s): no fts candidates", text, exc)
                 return [], _ms(t0)
             raise
         return rows, _ms(t0)
@@ -494,10 +498,11 @@ class Searcher:
              fusion: FusionInfo) -> Hit:
         evidence = matched_evidence(row.get("evidence"), query)
         matched = [
-            MatchedEvidence(kind=e.get("kind"), field=e.get("field"),
+            MatchedEvidence(kind=e.get("kind"), field=e.get("field"), ordinal=e.get("ordinal"),
                             text=snippet(str(e.get("text") or ""), query, width=300),
                             confidence=e.get("confidence"), matched_terms=e["matched_terms"],
-                            run_id=e.get("run_id"))
+                            run_id=e.get("run_id"),
+                            locator=e.get("locator") if isinstance(e.get("locator"), dict) else {})
             for e in evidence
         ]
         uri = row["uri"]

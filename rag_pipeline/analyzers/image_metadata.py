@@ -619,6 +619,9 @@ def analyze_image(data: bytes, sidecars: dict[str, bytes], *, max_pixels: int) -
                                      locator=loc))
     evidence.append(EvidenceText(kind="metadata", ordinal=0,
                                  text=_summary(fmt, width, height, found, taken_at),
-                                 confidence=1.0, locator={"source": "image"}))
+                                 confidence=1.0, locator={
+                                     "source": "image", "format": fmt, "width": width,
+                                     "height": height,
+                                     "taken_at": taken_at.isoformat() if taken_at else None}))
     return ImageAnalysis(evidence=evidence, width=width, height=height, format=fmt,
                          taken_at=taken_at, keywords=[k for k, _, _ in keywords])
