@@ -1,0 +1,1 @@
+"""Offline retrieval evaluation: IR metrics over runs and graded relevance judgements."""
