@@ -130,11 +130,11 @@ def run_shard(settings: Settings, partition_key: str, dagster_run_id: str | None
                 ResultEnvelope.build(task, run_ids[task.task_type], texts=texts, error=error))
         if mv is not None:
             if error is not None:
-                # Same cause, recorded once on the text task; the mv task is retried with it.
+                # Same cause, recorded once (on the text task); a re-drive retries both.
                 envelopes["mv_embed"].append(ResultEnvelope.build(
                     mv, run_ids["mv_embed"], error=ErrorInfo(
                         error_class="UpstreamFailed", message=f"text analysis failed: "
-                        f"{error.error_class}", retryable=True)))
+                        f"{error.error_class}", retryable=error.retryable)))
             else:
                 texts_for_mv[asset_id] = (text_type, texts)
     out.seconds["text_analyzers"] = time.perf_counter() - t0

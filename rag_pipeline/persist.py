@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from rag_pipeline import staging
+from rag_pipeline import planner, staging
 from rag_pipeline.catalog.catalog import Catalog, utcnow
 from rag_pipeline.contracts import ContractError, ResultEnvelope, stable_hash
 from rag_pipeline.settings import Settings
@@ -62,6 +62,7 @@ def persist_shard(settings: Settings, cat: Catalog, partition_key: str,
         report.batches += 1
         _persist_batch(settings, cat, vs, batch, report)
         path.unlink(missing_ok=True)
+    planner.prune_plan(settings, cat, partition_key)
     report.seconds = time.perf_counter() - t0
     return report
 

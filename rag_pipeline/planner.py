@@ -109,20 +109,39 @@ def plan(settings: Settings, cat: Catalog) -> PlanReport:
                                    stage="discover", error_class="UnsupportedMediaType",
                                    message=f"{u['uri']}: no analyzer reads {u['media_type']}")
 
-    settings.plans_dir.mkdir(parents=True, exist_ok=True)
     for key, tasks in per_shard.items():
-        tbl = pa.table({
-            "dedupe_key": [t.dedupe_key for t in tasks],
-            "asset_id": [t.asset_id for t in tasks],
-            "task_type": [t.task_type for t in tasks],
-            "task": [t.model_dump_json() for t in tasks],
-        }, schema=PLAN_SCHEMA)
-        path = plan_path(settings, key)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        pq.write_table(tbl, tmp)
-        os.replace(tmp, path)  # a worker reads the old plan or the new one, never half
+        write_plan(settings, key, tasks)
         report.tasks_per_shard[key] = len(tasks)
     return report
+
+
+def write_plan(settings: Settings, key: str, tasks: list[TaskSpec]) -> None:
+    settings.plans_dir.mkdir(parents=True, exist_ok=True)
+    tbl = pa.table({
+        "dedupe_key": [t.dedupe_key for t in tasks],
+        "asset_id": [t.asset_id for t in tasks],
+        "task_type": [t.task_type for t in tasks],
+        "task": [t.model_dump_json() for t in tasks],
+    }, schema=PLAN_SCHEMA)
+    path = plan_path(settings, key)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(tbl, tmp)
+    os.replace(tmp, path)  # a worker reads the old plan or the new one, never half
+
+
+def prune_plan(settings: Settings, cat: Catalog, key: str) -> int:
+    """Drop tasks that now have a final result (called by the persister, under the lock), so
+    re-running an up-to-date shard does nothing instead of recomputing and discarding."""
+    tasks = read_plan(settings, key)
+    if not tasks:
+        return 0
+    final = {r["dedupe_key"] for r in cat.rows(
+        "SELECT dedupe_key FROM results WHERE dedupe_key IN (SELECT unnest(?)) AND "
+        "(status = 'ok' OR NOT retryable)", [[t.dedupe_key for t in tasks]])}
+    keep = [t for t in tasks if t.dedupe_key not in final]
+    if len(keep) != len(tasks):
+        write_plan(settings, key, keep)
+    return len(tasks) - len(keep)
 
 
 def read_plan(settings: Settings, key: str) -> list[TaskSpec]:

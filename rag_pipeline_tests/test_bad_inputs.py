@@ -110,3 +110,24 @@ def test_unreadable_file_is_dead_lettered(pipeline_env):
     assert letters == {secret.name: UNREADABLE_ERROR}
     with open_settings_catalog(settings) as cat:
         assert cat.counts(settings.tenant_id)["current_versions"] == len(GOOD)
+
+
+def test_redrive_retries_and_counts_attempts(pipeline_env):
+    settings = pipeline_env
+    src = settings.sources[0]
+    _write_good(src)
+    (src / "broken.pdf").write_bytes(b"%PDF-1.4\n" + bytes(range(256)) * 4)
+    run_all()
+    assert _letters(settings) == {"broken.pdf": "CorruptDocument"}
+    env = os.environ.copy()
+    out = subprocess.run([sys.executable, "-m", "rag_pipeline.cli", "dead-letters", "--redrive",
+                          "--error-class", "CorruptDocument"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and "2 failed results cleared" in out.stdout, out.stdout
+    assert _letters(settings) == {}
+    summary = run_all()
+    assert summary["shards"], "the re-driven tasks were planned again"
+    with open_settings_catalog(settings) as cat:
+        letters = cat.dead_letters(settings.tenant_id)
+    assert [(Path(r["uri"]).name, r["error_class"], r["attempts"]) for r in letters] == [
+        ("broken.pdf", "CorruptDocument", 2)]

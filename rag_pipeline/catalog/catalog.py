@@ -65,6 +65,9 @@ class Catalog:
             """
             INSERT INTO dead_letters VALUES (?, ?, ?, ?, ?, ?, ?, 1, ?, ?, ?, NULL)
             ON CONFLICT (dead_letter_id) DO UPDATE SET
+                -- seen again after a re-drive: one more attempt; seen again otherwise: same row
+                attempts = dead_letters.attempts
+                           + CASE WHEN dead_letters.resolved_at IS NULL THEN 0 ELSE 1 END,
                 last_seen_at = excluded.last_seen_at, message = excluded.message,
                 resolved_at = NULL
             """,
@@ -86,7 +89,8 @@ class Catalog:
         """Forget failed results so the next plan retries them; mark their letters resolved."""
         cond, params = "status = 'failed' AND tenant_id = ?", [tenant_id]
         if error_class:
-            cond += " AND error_class = ?"
+            # Dependent tasks that failed because of these go with them.
+            cond += " AND error_class IN (?, 'UpstreamFailed')"
             params.append(error_class)
         n = int(self.scalar(f"SELECT count(*) FROM results WHERE {cond}", params))
         self.con.execute(f"DELETE FROM results WHERE {cond}", params)
