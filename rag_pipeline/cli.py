@@ -82,7 +82,8 @@ def cmd_search(args) -> int:
     filters = SearchFilters(kind=args.kind, folder_prefix=args.folder) \
         if (args.kind or args.folder) else None
     req = SearchRequest(query=args.query, k=args.k, tenant=settings.tenant_id, filters=filters,
-                        query_type=args.type, axes=args.axes.split(",") if args.axes else None)
+                        query_type=args.type, axes=args.axes.split(",") if args.axes else None,
+                        collapse=not args.chunks)
     _print_response(searcher.search(req), args.json)
     return 0
 
@@ -176,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--type", choices=["keyword", "semantic", "visual", "balanced"],
                    help="query type (default: classified from the text)")
     s.add_argument("--axes", help="comma-separated axes to use: fts,mv (default: all available)")
+    s.add_argument("--chunks", action="store_true",
+                   help="one hit per chunk instead of one per file")
     s.add_argument("--json", action="store_true", help="print the full response as JSON")
     s.set_defaults(func=cmd_search)
 

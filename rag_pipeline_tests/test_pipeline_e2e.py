@@ -182,3 +182,17 @@ def test_vector_evidence_lives_in_lancedb(demo_env, table):
             "SELECT run_id FROM analysis_runs WHERE analyzer = 'mv_embed' AND "
             "status = 'persisted'")}
     assert set(t.column("run_id").to_pylist()) <= persisted
+
+
+def test_hits_are_files_by_default_and_chunks_on_request(demo_env):
+    settings, corpus = demo_env
+    run_all()
+    searcher = _searcher(settings)
+    query = "municipal water treatment chlorine filtration"
+    files = searcher.search(query, k=10).hits
+    assert len({h.asset_id for h in files}) == len(files)
+    chunks = searcher.search(query, k=10, collapse=False).hits
+    long_doc = [h for h in chunks if h.uri.endswith("municipal_water_treatment.md")]
+    assert len(long_doc) >= 2, "the long document has several chunks"
+    assert len({h.chunk_index for h in long_doc}) == len(long_doc)
+    assert all(h.locator for h in long_doc), "a chunk says where it is in the file"

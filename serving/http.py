@@ -36,7 +36,7 @@ from serving.search import (
 log = logging.getLogger(__name__)
 
 _REQUEST_PARAMS = {"q": "query", "k": "k", "tenant": "tenant", "type": "query_type",
-                   "candidates": "candidates"}
+                   "candidates": "candidates", "collapse": "collapse"}
 _FILTER_PARAMS = {"kind": "kind", "folder": "folder_prefix", "source": "source",
                   "media_type": "media_type", "modified_after": "modified_after",
                   "modified_before": "modified_before"}

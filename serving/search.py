@@ -94,6 +94,9 @@ class SearchRequest(BaseModel):
     query_type: QueryType | None = None  # None: classify_query decides
     axes: list[str] | None = None        # restrict to these axes, e.g. ["fts"] (BM25 only)
     candidates: int = Field(100, ge=1, le=1000)  # per-axis candidate depth
+    # One hit per file (its best chunk) rather than one per chunk. Collapsing happens per axis
+    # before fusion, so each axis ranks files, not chunks.
+    collapse: bool = True
 
     @field_validator("axes")
     @classmethod
@@ -469,11 +472,17 @@ class Searcher:
         rows_by_id: dict[str, dict[str, Any]] = {}
         axis_hits: dict[str, dict[str, AxisHit]] = {}
         rankings: dict[str, list[str]] = {}
+        key = "asset_id" if req.collapse else "unit_id"
         for axis, rows in results.items():
             ids = []
-            for rank, row in enumerate(rows, start=1):
-                uid = row["unit_id"]
+            seen: set[str] = set()
+            for row in rows:
+                uid = row[key]
+                if uid in seen:  # a lower-ranked chunk of a file already ranked
+                    continue
+                seen.add(uid)
                 ids.append(uid)
+                rank = len(ids)
                 rows_by_id.setdefault(uid, row)
                 score = (float(row["_score"]) if axis == "fts"
                          else 1.0 - float(row["_distance"]))
