@@ -49,6 +49,7 @@ BENCH_ROOT = REPO / "var" / "bench"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("LANCEDB_LOG", "error")  # lance's Rust deprecation chatter on every query
 
 
 def eprint(*args: Any) -> None:
@@ -240,18 +241,22 @@ def search_docs(searcher: Any, query: str, mapping: dict[str, str], *, k_units: 
     return docs_from_hits(resp.hits, mapping)
 
 
-def unit_doc_map(searcher: Any, mapping: dict[str, str]) -> dict[str, list[str]]:
-    """unit_id -> doc ids, read once from the snapshot table (for ``lancedb_hybrid``)."""
+def unit_doc_map(searcher: Any, mapping: dict[str, str],
+                 key: str = "unit_id") -> dict[str, list[str]]:
+    """unit_id (or, with ``key="asset_id"``, asset id) -> doc ids, read once from the
+    snapshot table (for ``lancedb_hybrid``, which returns unit ids only)."""
     table = searcher.table
     n = int(table.count_rows())
-    rows = table.search().select(["unit_id", "uri", "uris"]).limit(max(n, 1)).to_arrow()
-    out: dict[str, list[str]] = {}
-    for uid, uri, uris in zip(rows.column("unit_id").to_pylist(), rows.column("uri").to_pylist(),
+    rows = table.search().select([key, "uri", "uris"]).limit(max(n, 1)).to_arrow()
+    out: dict[str, dict[str, None]] = {}
+    for kid, uri, uris in zip(rows.column(key).to_pylist(), rows.column("uri").to_pylist(),
                               rows.column("uris").to_pylist(), strict=True):
-        docs = dict.fromkeys(d for d in (doc_id_for_uri(u, mapping) for u in [uri, *(uris or [])])
-                             if d is not None)
-        out[uid] = list(docs)
-    return out
+        docs = out.setdefault(kid, {})
+        for u in [uri, *(uris or [])]:
+            d = doc_id_for_uri(u, mapping)
+            if d is not None:
+                docs.setdefault(d, None)
+    return {kid: list(docs) for kid, docs in out.items()}
 
 
 def lancedb_hybrid_docs(searcher: Any, query: str, unit_docs: dict[str, list[str]], *,

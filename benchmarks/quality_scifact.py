@@ -1,0 +1,233 @@
+"""Retrieval quality on SciFact (BEIR, train split): BM25, MV, our hybrid and LanceDB's hybrid.
+
+    python benchmarks/quality_scifact.py [--limit N] [--explore]
+
+Uses (or builds, or brings up to date) the index under ``var/bench/scifact`` (``common.py``).
+Every judged query runs through ``Searcher.search`` with ``k=100`` (per-axis candidates: the
+default 100; one hit per file, the default ``collapse=True``) or
+``Searcher.lancedb_hybrid(k=100)`` (chunks); hits are mapped to SciFact doc ids (a
+document's first, best-ranked chunk counts) and scored with ``evals.metrics``: nDCG@10,
+Recall@100 and MRR@10, averaged over the queries.
+
+Configurations, each with ``fts_combine`` "max" (MultiMatchQuery: best boosted field) and
+"sum" (BooleanQuery of per-field SHOULD clauses) where the FTS axis takes part: BM25 only
+(``axes=["fts"]``), MV only (``axes=["mv"]``), hybrid with the query type from
+``classify_query``, hybrid with each fixed query type (keyword, semantic, balanced), and
+LanceDB's built-in hybrid (RRFReranker).
+
+``--explore`` also fuses the BM25 and MV unit rankings offline with ``weighted_rrf`` over a
+grid of FTS weights and RRF k (the serving code is not changed; the offline fusion is first
+checked to reproduce ``Searcher.search`` exactly).
+
+Query vectors are cached per query text (the same vector every time: results are identical,
+it only saves re-encoding each query once per configuration).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common  # noqa: E402
+from common import eprint, md_table  # noqa: E402
+
+from evals.metrics import evaluate, evaluate_per_query  # noqa: E402
+
+METRICS = ("ndcg@10", "recall@100", "mrr@10")
+_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]*[A-Za-z0-9]|[A-Za-z0-9]")  # as fusion's
+K_UNITS = 100
+
+
+def _dedupe(unit_ids: list[str], unit_docs: dict[str, list[str]]) -> list[str]:
+    out: dict[str, None] = {}
+    for uid in unit_ids:
+        for d in unit_docs.get(uid, ()):
+            out.setdefault(d, None)
+    return list(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    common.add_dataset_args(parser)
+    parser.add_argument("--explore", action="store_true",
+                        help="also sweep fusion weights and RRF k offline")
+    args = parser.parse_args(argv)
+
+    ds = common.load_dataset(args.dataset, args.split, args.limit)
+    index = common.ensure_index(ds, common.bench_name(args.dataset, args.limit))
+    searchers = {c: common.open_searcher(index, fts_combine=c) for c in ("max", "sum")}
+    encoder = searchers["max"].encoder
+    if encoder is None:
+        raise SystemExit("the snapshot has no MV axis")
+    # Both searchers share the process-wide cached TextEncoder: cache its query vectors.
+    encoder.encode_query = lru_cache(maxsize=None)(encoder.encode_query)
+    unit_docs = common.unit_doc_map(searchers["max"], index.mapping)
+    asset_docs = common.unit_doc_map(searchers["max"], index.mapping, key="asset_id")
+    queries = ds.queries
+    qrels = ds.qrels
+
+    from rag_pipeline.retrieval.fusion import classify_query
+
+    types = Counter(classify_query(q) for q in queries.values())
+
+    configs: list[tuple[str, str, str, dict]] = [
+        ("BM25 (axes=[fts])", "max", "search", {"axes": ["fts"]}),
+        ("BM25 (axes=[fts])", "sum", "search", {"axes": ["fts"]}),
+        ("MV (axes=[mv])", "-", "search", {"axes": ["mv"]}),
+        ("hybrid, auto query type (default)", "max", "search", {}),
+        ("hybrid, query_type=keyword", "max", "search", {"query_type": "keyword"}),
+        ("hybrid, query_type=semantic", "max", "search", {"query_type": "semantic"}),
+        ("hybrid, query_type=balanced", "max", "search", {"query_type": "balanced"}),
+        ("hybrid, auto, collapse=False (chunk-level fusion)", "max", "search",
+         {"collapse": False}),
+        ("hybrid, auto query type (default)", "sum", "search", {}),
+        ("hybrid, query_type=keyword", "sum", "search", {"query_type": "keyword"}),
+        ("hybrid, query_type=semantic", "sum", "search", {"query_type": "semantic"}),
+        ("hybrid, query_type=balanced", "sum", "search", {"query_type": "balanced"}),
+        ("LanceDB built-in hybrid (RRF)", "max", "lancedb", {}),
+        ("LanceDB built-in hybrid (RRF)", "sum", "lancedb", {}),
+    ]
+    # Ranked keys per query: asset ids for Searcher.search (one hit per file, the default),
+    # unit ids for collapse=False and lancedb_hybrid; each mapped to doc ids.
+    key_runs: dict[tuple[str, str], dict[str, list[str]]] = {}
+    results: dict[tuple[str, str], dict[str, float]] = {}
+    doc_runs: dict[tuple[str, str], dict[str, list[str]]] = {}
+    t_all = time.perf_counter()
+    for label, combine, kind, kw in configs:
+        s = searchers["max" if combine == "-" else combine]
+        t0 = time.perf_counter()
+        keys: dict[str, list[str]] = {}
+        by_unit = kind == "lancedb" or kw.get("collapse") is False
+        for qid, text in queries.items():
+            if kind == "lancedb":
+                keys[qid] = s.lancedb_hybrid(text, k=K_UNITS)
+            else:
+                hits = s.search(text, k=K_UNITS, **kw).hits
+                keys[qid] = [h.unit_id if by_unit else h.asset_id for h in hits]
+        run = {qid: _dedupe(u, unit_docs if by_unit else asset_docs) for qid, u in keys.items()}
+        key = (label, combine)
+        key_runs[key], doc_runs[key] = keys, run
+        results[key] = evaluate(run, qrels, METRICS)
+        eprint(f"{label} [{combine}]: {results[key]} ({time.perf_counter() - t0:.0f}s)")
+    eprint(f"all configurations: {time.perf_counter() - t_all:.0f}s")
+
+    print(f"## Retrieval quality: {args.dataset} {args.split} ({len(queries)} queries, "
+          f"{len(ds.corpus)} docs{f', first {args.limit}' if args.limit else ''})\n")
+    print(f"Units: {searchers['max'].manifest.n_units} (document chunks); k = {K_UNITS} hits "
+          f"(files, or chunks where noted) mapped to documents; per-axis candidates 100 "
+          f"(chunks). Query types from "
+          f"classify_query: {', '.join(f'{t} {n}' for t, n in types.most_common())}.\n")
+    best = {m: max(r[m] for r in results.values()) for m in METRICS}
+    rows = []
+    for (label, combine), r in results.items():
+        rows.append([label, combine, *(f"**{r[m]:.4f}**" if r[m] == best[m] else f"{r[m]:.4f}"
+                                       for m in METRICS)])
+    print(md_table(["configuration", "fts_combine", "nDCG@10", "Recall@100", "MRR@10"], rows))
+
+    for m in METRICS:
+        winners = [f"{label} [{c}]" for (label, c), r in results.items() if r[m] == best[m]]
+        print(f"\nbest {m}: {best[m]:.4f}: {'; '.join(winners)}", end="")
+    print()
+    mv = results[("MV (axes=[mv])", "-")]
+    for combine in ("max", "sum"):
+        hyb = results[("hybrid, auto query type (default)", combine)]
+        bm25 = results[("BM25 (axes=[fts])", combine)]
+        verdict = ", ".join(f"{m} {'yes' if hyb[m] > max(bm25[m], mv[m]) else 'NO'}"
+                            for m in METRICS)
+        print(f"\nhybrid (default, fts_combine={combine}) beats both BM25 and MV: {verdict}")
+
+    if args.explore:
+        explore(queries, qrels, key_runs, asset_docs, doc_runs, searchers["max"])
+    for s in searchers.values():
+        s.close()
+    return 0
+
+
+def explore(queries, qrels, key_runs, asset_docs, doc_runs, searcher) -> None:
+    """Why the default hybrid does (not) beat the single axes: offline weighted RRF of the
+    per-axis file rankings over fusion weights and RRF k (exactly as Searcher.search fuses
+    them, collapse=True), per-axis candidate depth (real searches), and query typing."""
+    from rag_pipeline.retrieval.fusion import RRF_K, classify_query, weighted_rrf, weights_for
+
+    mv_keys = key_runs[("MV (axes=[mv])", "-")]
+    fts_by_combine = {c: key_runs[("BM25 (axes=[fts])", c)] for c in ("max", "sum")}
+
+    def fuse(qid: str, weights: dict[str, float], k: int = RRF_K,
+             combine: str = "max") -> list[str]:
+        fused = weighted_rrf({"fts": fts_by_combine[combine][qid], "mv": mv_keys[qid]},
+                             weights, k=k)
+        return _dedupe([u for u, _ in fused[:K_UNITS]], asset_docs)
+
+    def row(run: dict[str, list[str]]) -> list[str]:
+        r = evaluate(run, qrels, METRICS)
+        return [f"{r[m]:.4f}" for m in METRICS]
+
+    # 1. Fusion weights and RRF k.
+    for combine in ("max", "sum"):
+        same = sum(fuse(qid, weights_for(classify_query(text), ["fts", "mv"]), RRF_K, combine)
+                   == doc_runs[("hybrid, auto query type (default)", combine)][qid]
+                   for qid, text in queries.items())
+        print(f"\n### Fusion weight sweep (offline weighted_rrf), fts_combine={combine}\n\n"
+              f"The offline fusion reproduces Searcher.search (default hybrid) on "
+              f"{same}/{len(queries)} queries.\n")
+        rows = []
+        for k in (10, 30, 60):
+            for w_fts in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+                w = {"fts": w_fts, "mv": round(1.0 - w_fts, 3)}
+                rows.append([k, f"{w_fts:.1f}", f"{1 - w_fts:.1f}",
+                             *row({qid: fuse(qid, w, k, combine) for qid in queries})])
+        print(md_table(["RRF k", "w_fts", "w_mv", "nDCG@10", "Recall@100", "MRR@10"], rows,
+                       align="rrrrrr"))
+
+    # 2. Per-axis candidate depth (real searches, default hybrid, fts_combine=max).
+    print("\n### Per-axis candidates (Searcher.search default hybrid, fts_combine=max)\n")
+    rows = []
+    for cand in (25, 50, 100, 200, 400):
+        run = {qid: [d for h in searcher.search(text, k=K_UNITS, candidates=cand).hits
+                     for d in asset_docs.get(h.asset_id, ())] for qid, text in queries.items()}
+        rows.append([cand, *row(run)])
+    print(md_table(["candidates", "nDCG@10", "Recall@100", "MRR@10"], rows))
+
+    # 3. Query typing: the weights each query gets.
+    per = {key: evaluate_per_query(run, qrels, ["ndcg@10"])["ndcg@10"]
+           for key, run in doc_runs.items()}
+    hyb = per[("hybrid, auto query type (default)", "max")]
+    bm25, mv = per[("BM25 (axes=[fts])", "max")], per[("MV (axes=[mv])", "-")]
+    by_type: dict[str, list[tuple[float, float, float]]] = {}
+    for qid, text in queries.items():
+        if qid in hyb:
+            by_type.setdefault(classify_query(text), []).append((hyb[qid], bm25[qid], mv[qid]))
+    print("\n### nDCG@10 by classified query type (fts_combine=max)\n")
+    print(md_table(["query type", "queries", "hybrid (default)", "BM25", "MV"],
+                   [[t, len(v), *(f"{sum(x[i] for x in v) / len(v):.4f}" for i in range(3))]
+                    for t, v in sorted(by_type.items())]))
+
+    def long_is_semantic(text: str) -> str:
+        # Alternative rule: a sentence-long query (6+ words) is semantic even when it contains
+        # a digit, an acronym or a camelCase token; quoted phrases stay keyword.
+        t = classify_query(text)
+        if t == "keyword" and '"' not in text and len(_WORD.findall(text)) >= 6:
+            return "semantic"
+        return t
+
+    rows = []
+    for label, typer in (("classify_query (current)", classify_query),
+                         ("6+ word queries -> semantic", long_is_semantic),
+                         ("all balanced", lambda _t: "balanced"),
+                         ("all semantic", lambda _t: "semantic")):
+        run = {qid: fuse(qid, weights_for(typer(text), ["fts", "mv"]))
+               for qid, text in queries.items()}
+        rows.append([label, *row(run)])
+    print("\n### Query typing (offline, RRF k=60, fts_combine=max)\n")
+    print(md_table(["query typing", "nDCG@10", "Recall@100", "MRR@10"], rows))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
