@@ -1,9 +1,11 @@
-"""Partition worker: execute one shard's planned tasks and stage the results.
+"""Partition worker: execute one (profile, shard) partition's planned tasks, stage the results.
 
-Reads the shard's plan (never the catalog), reads each asset's bytes once, verifies they still
-hash to the asset id, runs the text analyzers, embeds their texts in batches with the MV model
-(loaded once per process), and writes one staged batch per analysis run. Bad input becomes a
-failed result with an error class; the rest of the shard carries on.
+Reads the partition's plan (never the catalog), reads each asset's bytes once, verifies they
+still hash to the asset id, runs the profile's analyzers (text: document text + chunks, image
+metadata; mv_embed: the text of its text profile, embedded in batches by a model loaded once per
+process) and writes one staged batch per analysis run. Before any work, an ML profile's local
+model must match the ModelSpec its tasks carry (model parity), or nothing is written. Bad input
+becomes a failed result with an error class; the rest of the partition carries on.
 """
 
 from __future__ import annotations
@@ -19,19 +21,28 @@ from rag_pipeline import staging
 from rag_pipeline.analyzers import errors
 from rag_pipeline.analyzers.doc_text import analyze_document
 from rag_pipeline.analyzers.image_metadata import analyze_image
-from rag_pipeline.analyzers.text_embedding import TextEncoder
+from rag_pipeline.analyzers.text_embedding import TextEncoder, model_spec_for
 from rag_pipeline.catalog.catalog import utcnow
 from rag_pipeline.contracts import (
     AnalysisRun,
     ErrorInfo,
     EvidenceText,
     EvidenceVector,
+    ModelSpec,
     ResultEnvelope,
     TaskSpec,
 )
 from rag_pipeline.discovery import sidecar_bytes
-from rag_pipeline.planner import read_plan
+from rag_pipeline.faults import fault_point
+from rag_pipeline.planner import partition_key, read_plan
+from rag_pipeline.profiles import Profile, Profiles, TaskProfile, load_profiles
 from rag_pipeline.settings import Settings
+
+
+class ModelMismatch(RuntimeError):
+    """The local model is not the one the tasks name: status ``model_mismatch``, no output."""
+
+    status = "model_mismatch"
 
 
 class ContentChanged(errors.AnalysisError):
@@ -73,6 +84,26 @@ def embed_text_for(task_type: str, texts: list[EvidenceText]) -> list[tuple[str,
     return [("unit:0", joined)] if joined else []
 
 
+def check_model_parity(profile: Profile, tasks: list[TaskSpec]) -> ModelSpec | None:
+    """Compare the local model's manifest with every task's ModelSpec; raise on mismatch."""
+    if profile.analyzer != "mv_embed" or not tasks:
+        return None
+    assert profile.model_dir is not None
+    try:
+        local = model_spec_for(profile.model_dir)
+    except FileNotFoundError as exc:
+        raise ModelMismatch(f"model_mismatch: profile {profile.name!r}: {exc}") from exc
+    for t in tasks:
+        wanted = t.model
+        for field_name in ("revision", "weights_checksum"):
+            if getattr(wanted, field_name) != getattr(local, field_name):
+                raise ModelMismatch(
+                    f"model_mismatch: profile {profile.name!r} task {t.dedupe_key[:12]} wants "
+                    f"{field_name} {getattr(wanted, field_name)[:16]}, the local model at "
+                    f"{profile.model_dir} has {getattr(local, field_name)[:16]}")
+    return local
+
+
 def _analyze_text(task: TaskSpec, data: bytes, settings: Settings) -> list[EvidenceText]:
     if task.task_type == "doc_text":
         return analyze_document(data, task.media_type, Path(task.uri).name,
@@ -83,21 +114,27 @@ def _analyze_text(task: TaskSpec, data: bytes, settings: Settings) -> list[Evide
     return analysis.evidence
 
 
-def run_shard(settings: Settings, partition_key: str, dagster_run_id: str | None = None,
-              encoder: TextEncoder | None = None) -> ShardResult:
+def run_partition(settings: Settings, profile_name: str, shard: str,
+                  dagster_run_id: str | None = None, encoder: TextEncoder | None = None,
+                  profiles: Profiles | None = None) -> ShardResult:
     t_start = time.perf_counter()
-    tasks = read_plan(settings, partition_key)
-    out = ShardResult(partition_key=partition_key, n_tasks=len(tasks))
+    profiles = profiles or load_profiles(settings)
+    profile = profiles[profile_name]
+    part_key = partition_key(profile_name, shard)
+    tasks = read_plan(settings, profile_name, shard)
+    out = ShardResult(partition_key=part_key, n_tasks=len(tasks))
+    check_model_parity(profile, tasks)  # before any work: a mismatch writes nothing
     if not tasks:
         return out
     started = utcnow()
     by_type: dict[str, list[TaskSpec]] = defaultdict(list)
     for t in tasks:
         by_type[t.task_type].append(t)
-    run_ids = {tt: f"{tt}-{partition_key}-{uuid.uuid4().hex[:12]}" for tt in by_type}
+    run_ids = {tt: f"{tt}-{profile_name}-{shard}-{uuid.uuid4().hex[:12]}" for tt in by_type}
     envelopes: dict[str, list[ResultEnvelope]] = defaultdict(list)
+    text_profile = profile if profile.analyzer == "text" else profiles.text_profile_for(profile)
 
-    # 1. Text analyzers: needed for their own tasks and as input of pending mv tasks.
+    # 1. Text analyzers: the text profile's own tasks, or the input of pending mv tasks.
     mv_tasks = {t.asset_id: t for t in by_type.get("mv_embed", [])}
     text_tasks: dict[str, TaskSpec] = {t.asset_id: t for tt in ("doc_text", "image_meta")
                                        for t in by_type.get(tt, [])}
@@ -112,7 +149,8 @@ def run_shard(settings: Settings, partition_key: str, dagster_run_id: str | None
             data = Path(probe.uri).read_bytes()
             if hashlib.sha256(data).hexdigest() != asset_id:
                 raise ContentChanged(f"{probe.uri}: bytes changed since discovery")
-            texts = _analyze_text(_as_text_task(probe, text_type, settings), data, settings)
+            texts = _analyze_text(_as_text_task(probe, text_profile.tasks[text_type]), data,
+                                  settings)
             if not texts:
                 raise errors.NoTextContent(f"{probe.uri}: no text evidence")
             error = None
@@ -120,9 +158,9 @@ def run_shard(settings: Settings, partition_key: str, dagster_run_id: str | None
             texts, error = [], ErrorInfo(error_class=exc.error_class, message=str(exc),
                                          retryable=exc.retryable)
         except OSError as exc:
-            texts, error = [], ErrorInfo(error_class="UnreadableFile", message=f"{probe.uri}: {exc}",
-                                         retryable=True)
-        except Exception as exc:  # an analyzer bug must not sink the shard
+            texts, error = [], ErrorInfo(error_class="UnreadableFile",
+                                         message=f"{probe.uri}: {exc}", retryable=True)
+        except Exception as exc:  # an analyzer bug must not sink the partition
             texts, error = [], ErrorInfo(error_class=f"AnalyzerCrash.{type(exc).__name__}",
                                          message=f"{probe.uri}: {exc}"[:2000])
         if task is not None:
@@ -139,15 +177,13 @@ def run_shard(settings: Settings, partition_key: str, dagster_run_id: str | None
                 texts_for_mv[asset_id] = (text_type, texts)
     out.seconds["text_analyzers"] = time.perf_counter() - t0
 
-    # 2. MV embeddings, batched over the whole shard.
+    # 2. MV embeddings, batched over the whole partition.
     t0 = time.perf_counter()
     if texts_for_mv:
-        enc = encoder or TextEncoder.load(settings.mv_model_dir)
-        spec = mv_tasks[next(iter(texts_for_mv))].model
-        if enc.spec.weights_checksum != spec.weights_checksum:
-            raise RuntimeError(  # model parity: never embed with a model the plan did not name
-                f"model_mismatch: plan names weights {spec.weights_checksum[:12]}, the local "
-                f"model at {settings.mv_model_dir} has {enc.spec.weights_checksum[:12]}")
+        enc = encoder or TextEncoder.load(profile.model_dir)
+        if enc.spec.weights_checksum != mv_tasks[next(iter(texts_for_mv))].model.weights_checksum:
+            raise ModelMismatch(f"model_mismatch: encoder {enc.model_dir} is not the profile's "
+                                "model")
         pairs: list[tuple[str, str, str]] = []
         for asset_id, (text_type, texts) in texts_for_mv.items():
             pairs += [(asset_id, target, text) for target, text in embed_text_for(text_type, texts)]
@@ -156,11 +192,10 @@ def run_shard(settings: Settings, partition_key: str, dagster_run_id: str | None
         for (asset_id, target, _), vec in zip(pairs, vectors, strict=True):
             per_asset[asset_id].append(EvidenceVector.from_array("mv", target, vec))
         for asset_id in texts_for_mv:
-            mv = mv_tasks[asset_id]
             # An image with no description has nothing for the MV axis: that is an ok
             # result with no vectors (the unit stays searchable by its other fields).
             envelopes["mv_embed"].append(ResultEnvelope.build(
-                mv, run_ids["mv_embed"], vectors=per_asset.get(asset_id, [])))
+                mv_tasks[asset_id], run_ids["mv_embed"], vectors=per_asset.get(asset_id, [])))
     out.seconds["mv_embed"] = time.perf_counter() - t0
 
     # 3. Stage one batch per analysis run.
@@ -170,14 +205,15 @@ def run_shard(settings: Settings, partition_key: str, dagster_run_id: str | None
         first = envs[0].task
         run = AnalysisRun(
             run_id=run_ids[task_type], tenant_id=first.tenant_id, analyzer=task_type,
-            model=first.model, config=first.config, config_hash=first.config_hash,
-            partition_key=partition_key, dagster_run_id=dagster_run_id, started_at=started,
-            finished_at=finished, n_tasks=len(envs),
-            n_ok=sum(e.status == "ok" for e in envs),
+            profile=profile_name, model=first.model, config=first.config,
+            config_hash=first.config_hash, partition_key=part_key,
+            dagster_run_id=dagster_run_id, started_at=started, finished_at=finished,
+            n_tasks=len(envs), n_ok=sum(e.status == "ok" for e in envs),
             n_failed=sum(e.status == "failed" for e in envs),
             n_evidence_text=sum(len(e.evidence_text) for e in envs),
             n_vectors=sum(len(e.evidence_vectors) for e in envs), status="reported")
-        path = staging.write_batch(settings.staging_dir, partition_key, run, envs)
+        path = staging.write_batch(settings.staging_dir, shard, run, envs)
+        fault_point("after_stage")
         out.runs.append(run)
         out.staged_files.append(str(path))
         out.n_ok += run.n_ok
@@ -199,12 +235,9 @@ def _text_type_for(task: TaskSpec) -> str:
     return "image_meta" if is_image(task.media_type) else "doc_text"
 
 
-def _as_text_task(task: TaskSpec, text_type: str, settings: Settings) -> TaskSpec:
+def _as_text_task(task: TaskSpec, tp: TaskProfile) -> TaskSpec:
     """The text task whose analysis an mv task embeds (recomputed: it is deterministic)."""
-    if task.task_type == text_type:
+    if task.task_type == tp.task_type:
         return task
-    from rag_pipeline.profiles import current_profiles
-
-    prof = current_profiles(settings)[text_type]
-    return task.model_copy(update={"task_type": text_type, "model": prof.model,
-                                   "config": prof.config})
+    return task.model_copy(update={"task_type": tp.task_type, "model": tp.model,
+                                   "config": tp.config})

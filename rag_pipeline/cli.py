@@ -42,7 +42,7 @@ def cmd_materialize(args) -> int:
     ensure_dagster_home()
     from rag_pipeline.definitions import defs
 
-    materialize_all(defs, shards=args.shard or None, all_shards=args.all_shards)
+    materialize_all(defs, shards=args.shard or None, all_partitions=args.all_partitions)
     return 0
 
 
@@ -136,7 +136,7 @@ def cmd_demo(args) -> int:
     print(f"demo corpus: {corpus.n_documents} documents, {corpus.n_images} images "
           f"in {corpus_dir}")
     os.environ.setdefault("RAG_SOURCES", str(corpus_dir))
-    cmd_materialize(argparse.Namespace(shard=None, all_shards=False))
+    cmd_materialize(argparse.Namespace(shard=None, all_partitions=False))
     settings = _settings()
     searcher = _searcher(settings)
     from serving import SearchRequest
@@ -164,9 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gold", default=str(DEMO_GOLD))
     g.set_defaults(func=cmd_generate_demo)
 
-    m = sub.add_parser("materialize", help="discover -> shards -> snapshot through Dagster")
+    m = sub.add_parser("materialize",
+                       help="discover -> profile x shard partitions -> publish, through Dagster")
     m.add_argument("--shard", action="append", help="only this shard (repeatable), e.g. 03")
-    m.add_argument("--all-shards", action="store_true", help="every shard, even without work")
+    m.add_argument("--all-partitions", action="store_true",
+                   help="every profile x shard partition, even without work")
     m.set_defaults(func=cmd_materialize)
 
     s = sub.add_parser("search", help="query the current snapshot")

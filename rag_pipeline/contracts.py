@@ -91,6 +91,8 @@ class TaskSpec(_Contract):
     config: dict[str, Any] = Field(default_factory=dict)
     # Hash of inputs beyond the asset's bytes (a sidecar file, the text analyzer's config).
     inputs_hash: str = ""
+    # The profile (models.yaml) that planned it: provenance, not identity (not in dedupe_key).
+    profile: str = ""
 
     @property
     def config_hash(self) -> str:
@@ -223,6 +225,7 @@ class AnalysisRun(_Contract):
     run_id: str
     tenant_id: str
     analyzer: TaskType
+    profile: str = ""
     model: ModelSpec
     config: dict[str, Any] = Field(default_factory=dict)
     config_hash: str

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from rag_pipeline.defs import jobs
+from rag_pipeline.defs import jobs, sensors
 from rag_pipeline.defs.ingest import assets as ingest_assets
 from rag_pipeline.defs.resources import PipelineSettings
 from rag_pipeline.defs.search import assets as search_assets
@@ -10,6 +10,8 @@ from rag_pipeline.defs.search import assets as search_assets
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([ingest_assets, search_assets]),
     asset_checks=dg.load_asset_checks_from_modules([ingest_assets, search_assets]),
-    jobs=[jobs.discover_job, jobs.shard_job, jobs.snapshot_job],
+    jobs=[jobs.discover_job, jobs.cpu_job, jobs.gpu_job, jobs.publish_job],
+    sensors=[sensors.profiles_sensor, sensors.source_files_sensor,
+             sensors.discover_done_sensor, sensors.analysis_done_sensor],
     resources={"pipeline": PipelineSettings()},
 )

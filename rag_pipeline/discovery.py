@@ -17,6 +17,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from rag_pipeline.analyzers import errors
 from rag_pipeline.analyzers.media_types import detect_media_type, is_image, is_sidecar, sidecar_candidates
@@ -295,10 +296,97 @@ def scan(settings: Settings, cat: Catalog, now: datetime | None = None) -> ScanR
     except Exception:
         con.execute("ROLLBACK")
         raise
+    _write_observed(settings, observations, cat)
     report.new_versions = len(new_versions)
     report.new_assets = len(new_assets)
     report.tombstoned = len(gone)
     return report
+
+
+OBSERVED_SCHEMA = pa.schema([("uri", pa.string()), ("size", pa.int64()),
+                             ("mtime_ns", pa.int64()), ("sidecar_state", pa.string()),
+                             ("shard", pa.int32())])
+
+
+def observed_path(settings: Settings) -> Path:
+    return settings.data_dir / "observed.parquet"
+
+
+def _write_observed(settings: Settings, observations: list[FileObservation], cat: Catalog) -> None:
+    """What this scan saw (stat only), for the source sensor to diff against without opening
+    the catalog. Files that failed to read are in it too (shard -1), so they do not look new
+    on every tick."""
+    shards = {r["uri"]: r["shard"] for r in cat.rows(
+        "SELECT v.uri, a.shard FROM asset_versions v JOIN assets a USING (tenant_id, asset_id) "
+        "WHERE v.tenant_id = ? AND v.is_current", [settings.tenant_id])}
+    tbl = pa.table({
+        "uri": [o.uri for o in observations], "size": [o.size for o in observations],
+        "mtime_ns": [o.mtime_ns for o in observations],
+        "sidecar_state": [o.sidecar_state for o in observations],
+        "shard": [shards.get(o.uri, -1) for o in observations],
+    }, schema=OBSERVED_SCHEMA)
+    path = observed_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    pq.write_table(tbl, tmp)
+    os.replace(tmp, path)
+
+
+@dataclass
+class SourceChanges:
+    new: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    touched_shards: set[int] = field(default_factory=set)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.new or self.changed or self.deleted)
+
+    @property
+    def digest(self) -> str:
+        return stable_hash([sorted(self.new), sorted(self.changed), sorted(self.deleted)], 16)
+
+
+def detect_changes(settings: Settings) -> SourceChanges:
+    """New, changed and deleted files since the last scan, and the shards they touch.
+
+    Reads no catalog: it diffs a stat walk against the last scan's observed.parquet and hashes
+    only new or changed files (their shard follows their content; a changed file touches its
+    old shard too, where the old content leaves).
+    """
+    path = observed_path(settings)
+    before: dict[str, dict] = {}
+    if path.exists():
+        for r in pq.read_table(path).to_pylist():
+            before[r["uri"]] = r
+    out = SourceChanges()
+    seen: set[str] = set()
+    for src in settings.sources:
+        if not Path(src).is_dir():
+            continue
+        found, _ = walk_source(Path(src))
+        for obs in found:
+            seen.add(obs.uri)
+            prev = before.get(obs.uri)
+            if prev and (prev["size"], prev["mtime_ns"], prev["sidecar_state"]) == (
+                    obs.size, obs.mtime_ns, obs.sidecar_state):
+                continue
+            (out.changed if prev else out.new).append(obs.uri)
+            if prev and prev["shard"] >= 0:
+                out.touched_shards.add(prev["shard"])
+            try:
+                if obs.size:
+                    content_hash, _ = _hash_file(Path(obs.uri), settings.max_file_bytes)
+                    out.touched_shards.add(shard_of(content_hash, settings.shard_count))
+            except (OSError, errors.AnalysisError):
+                pass  # discovery will dead-letter it; no shard to touch
+    for uri, prev in before.items():
+        if uri not in seen:
+            out.deleted.append(uri)
+            if prev["shard"] >= 0:
+                out.touched_shards.add(prev["shard"])
+    return out
 
 
 __all__ = ["scan", "walk_source", "ScanReport", "sidecar_bytes", "is_image"]

@@ -1,6 +1,8 @@
-"""The persister: the one writer that turns staged results into catalog rows.
+"""The persister: turns staged results into catalog rows, one writer at a time.
 
-For each staged batch of a shard, under the writer lock: verify every envelope (shape, version,
+It runs at the end of every analysis partition (for that partition's shard) and in the
+``evidence`` asset (every shard: whatever a crashed or interrupted run left staged). For each
+staged batch, under the catalog writer lock: verify every envelope (shape, version,
 checksum: a bad one becomes a dead letter, the others go on), skip dedupe keys that already have
 an ok result, append vectors to LanceDB, then insert results, evidence and the analysis run in
 one DuckDB transaction, written in batches of ``write_batch_rows``. The run's 'persisted' status
@@ -18,7 +20,8 @@ import pyarrow as pa
 from rag_pipeline import planner, staging
 from rag_pipeline.catalog.catalog import Catalog, utcnow
 from rag_pipeline.contracts import ContractError, ResultEnvelope, stable_hash
-from rag_pipeline.settings import Settings
+from rag_pipeline.faults import fault_point
+from rag_pipeline.settings import Settings, shard_key
 from rag_pipeline.vector_store import VectorStore
 
 
@@ -46,13 +49,22 @@ def _insert_batched(cat: Catalog, table: str, rows: list[dict], batch_rows: int)
         cat.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM chunk")
 
 
-def persist_shard(settings: Settings, cat: Catalog, partition_key: str,
-                  vector_store: VectorStore | None = None) -> PersistReport:
-    t0 = time.perf_counter()
+def persist_all(settings: Settings, cat: Catalog) -> PersistReport:
     report = PersistReport()
+    vs = VectorStore(settings.lance_dir)
+    for i in range(settings.shard_count):
+        persist_shard(settings, cat, shard_key(i), vs, report)
+    return report
+
+
+def persist_shard(settings: Settings, cat: Catalog, shard: str,
+                  vector_store: VectorStore | None = None,
+                  report: PersistReport | None = None) -> PersistReport:
+    t0 = time.perf_counter()
+    report = report if report is not None else PersistReport()
     vs = vector_store or VectorStore(settings.lance_dir)
-    staging.clear_orphans(settings.staging_dir, partition_key)
-    for path in staging.list_batches(settings.staging_dir, partition_key):
+    staging.clear_orphans(settings.staging_dir, shard)
+    for path in staging.list_batches(settings.staging_dir, shard):
         batch = staging.read_batch(path)
         run = batch.run
         prior = cat.scalar("SELECT status FROM analysis_runs WHERE run_id = ?", [run.run_id])
@@ -62,8 +74,8 @@ def persist_shard(settings: Settings, cat: Catalog, partition_key: str,
         report.batches += 1
         _persist_batch(settings, cat, vs, batch, report)
         path.unlink(missing_ok=True)
-    planner.prune_plan(settings, cat, partition_key)
-    report.seconds = time.perf_counter() - t0
+    planner.prune_plan(settings, cat, shard)
+    report.seconds += time.perf_counter() - t0
     return report
 
 
@@ -114,13 +126,15 @@ def _persist_batch(settings: Settings, cat: Catalog, vs: VectorStore,
     for (axis, dim), cols in vec_rows.items():
         vs.delete_runs(axis, dim, [run.run_id])
         report.vectors += vs.append(axis, dim, cols, batch_rows=settings.write_batch_rows)
+    fault_point("after_vectors")
 
     results_rows, text_rows = [], []
     for e in fresh:
         t = e.task
         results_rows.append(dict(
             dedupe_key=t.dedupe_key, tenant_id=t.tenant_id, asset_id=t.asset_id,
-            task_type=t.task_type, model_key=t.model.key, config_hash=t.config_hash,
+            task_type=t.task_type, profile=t.profile or run.profile, model_key=t.model.key,
+            config_hash=t.config_hash,
             input_dedupe_key=t.inputs_hash if t.task_type == "mv_embed" else None,
             run_id=run.run_id, status=e.status,
             error_class=e.error.error_class if e.error else None,
@@ -148,6 +162,7 @@ def _persist_batch(settings: Settings, cat: Catalog, vs: VectorStore,
             _insert_batched(cat, "results", results_rows, settings.write_batch_rows)
         if text_rows:
             _insert_batched(cat, "evidence_text", text_rows, settings.write_batch_rows)
+        fault_point("mid_insert")
         for e in fresh:
             if e.error and e.error.error_class != "UpstreamFailed":
                 cat.record_dead_letter(tenant_id=e.task.tenant_id, uri=e.task.uri,
@@ -160,8 +175,9 @@ def _persist_batch(settings: Settings, cat: Catalog, vs: VectorStore,
                     if run.finished_at else None)
         con.execute(
             "INSERT INTO analysis_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-            " ?, ?, ?, ?, ?, ?, 'persisted', ?)",
-            [run.run_id, run.tenant_id, run.analyzer, m.backend, m.model_id, m.revision, m.dtype,
+            " ?, ?, ?, ?, ?, ?, ?, 'persisted', ?)",
+            [run.run_id, run.tenant_id, run.analyzer, run.profile, m.backend, m.model_id,
+             m.revision, m.dtype,
              m.quantization, m.weights_checksum, m.key, _json(run.config), run.config_hash,
              run.partition_key, run.dagster_run_id, run.started_at, run.finished_at, duration,
              run.n_tasks, run.n_ok, run.n_failed, run.n_evidence_text, run.n_vectors,

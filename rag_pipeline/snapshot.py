@@ -23,7 +23,8 @@ import pyarrow as pa
 
 from rag_pipeline.catalog.catalog import Catalog, utcnow
 from rag_pipeline.contracts import stable_hash
-from rag_pipeline.profiles import current_profiles
+from rag_pipeline.policy import effective_policy
+from rag_pipeline.profiles import load_profiles
 from rag_pipeline.settings import Settings
 from rag_pipeline.snapshot_schema import (
     FTS_FIELDS,
@@ -50,13 +51,16 @@ text_res AS (
         SELECT r.*, row_number() OVER (PARTITION BY asset_id
                ORDER BY persisted_at DESC, dedupe_key) AS rn
         FROM results r WHERE tenant_id = $tenant AND status = 'ok'
-          AND task_type IN ('doc_text', 'image_meta')) WHERE rn = 1),
+          AND ((task_type = 'doc_text' AND model_key = $doc_key AND config_hash = $doc_cfg)
+            OR (task_type = 'image_meta' AND model_key = $img_key AND config_hash = $img_cfg)))
+    WHERE rn = 1),
 mv_res AS (
     SELECT * FROM (
         SELECT r.*, row_number() OVER (PARTITION BY input_dedupe_key
-               ORDER BY (model_key = $mv_key) DESC, persisted_at DESC, dedupe_key) AS rn
+               ORDER BY persisted_at DESC, dedupe_key) AS rn
         FROM results r WHERE tenant_id = $tenant AND status = 'ok'
-          AND task_type = 'mv_embed') WHERE rn = 1)
+          AND task_type = 'mv_embed' AND model_key = $mv_key AND config_hash = $mv_cfg)
+    WHERE rn = 1)
 SELECT c.asset_id, c.version_id, c.uri, c.uris, c.source, c.rel_path, c.media_type, c.size,
        c.mtime_ns, t.task_type AS text_type, t.dedupe_key AS text_key, t.run_id AS text_run,
        m.dedupe_key AS mv_key, m.run_id AS mv_run
@@ -109,12 +113,25 @@ def _taken_at(evs: list[dict]) -> datetime | None:
     return None
 
 
-def collect_units(settings: Settings, cat: Catalog) -> tuple[list[dict], dict]:
-    """Rows for the snapshot table, plus stats. Reads the catalog and the vector store."""
-    profiles = current_profiles(settings)
-    mv_spec = profiles["mv_embed"].model
+def collect_units(settings: Settings, cat: Catalog,
+                  policy: dict[str, str] | None = None) -> tuple[list[dict], dict]:
+    """Rows for the snapshot table, plus stats. Reads the catalog and the vector store.
+
+    Evidence is selected by the policy's profiles: their model keys and config hashes, so the
+    same evidence is chosen whichever profile name first persisted it.
+    """
+    profiles = load_profiles(settings)
+    policy = policy or effective_policy(profiles, cat)
+    text_prof, mv_prof = profiles[policy["text"]], profiles[policy["mv"]]
+    doc, img = text_prof.tasks["doc_text"], text_prof.tasks["image_meta"]
+    mv_task = mv_prof.tasks["mv_embed"]
+    mv_spec = mv_task.model
     dim = int(mv_spec.dim or 0)
-    assets = cat.rows(_SELECT_UNITS, {"tenant": settings.tenant_id, "mv_key": mv_spec.key})
+    assets = cat.rows(_SELECT_UNITS, {
+        "tenant": settings.tenant_id, "doc_key": doc.model.key,
+        "doc_cfg": stable_hash(doc.config), "img_key": img.model.key,
+        "img_cfg": stable_hash(img.config), "mv_key": mv_spec.key,
+        "mv_cfg": stable_hash(mv_task.config)})
     text_keys = [a["text_key"] for a in assets]
     ev_rows = cat.rows(
         "SELECT dedupe_key, kind, ordinal, text, confidence, locator, run_id FROM evidence_text "
@@ -189,9 +206,9 @@ def collect_units(settings: Settings, cat: Catalog) -> tuple[list[dict], dict]:
     # Units with text the MV axis embeds but no vector: a gap, unlike a bare image.
     missing = sum(1 for u in units if not u["has_mv"]
                   and (u["kind"] == "document" or u["title"] or u["caption"] or u["tags"]))
-    stats = {"n_units_missing_mv": missing, "n_assets": len(assets), "n_documents": n_docs, "n_images": n_images,
+    stats = {"policy": dict(policy), "n_units_missing_mv": missing, "n_assets": len(assets), "n_documents": n_docs, "n_images": n_images,
              "n_units": len(units), "n_units_with_mv": n_with_mv, "mv_dim": dim,
-             "mv_model_key": mv_spec.key}
+             "mv_model_key": mv_spec.key, "mv_model_dir": str(mv_prof.model_dir)}
     return units, stats
 
 
@@ -203,11 +220,15 @@ def fingerprint(units: list[dict], settings: Settings) -> str:
                         settings.field_weights.model_dump()], 32)
 
 
+def _stats_fingerprint(units: list[dict], stats: dict, settings: Settings) -> str:
+    return stable_hash([fingerprint(units, settings), stats["policy"], stats["mv_model_key"]], 32)
+
+
 def build_snapshot(settings: Settings, cat: Catalog, dagster_run_id: str | None = None,
-                   force: bool = False) -> SnapshotResult:
+                   force: bool = False, policy: dict[str, str] | None = None) -> SnapshotResult:
     t0 = time.perf_counter()
-    units, stats = collect_units(settings, cat)
-    fp = fingerprint(units, settings)
+    units, stats = collect_units(settings, cat, policy)
+    fp = _stats_fingerprint(units, stats, settings)
     try:
         current = read_current_manifest(settings.snapshots_dir)
     except FileNotFoundError:
@@ -240,8 +261,7 @@ def build_snapshot(settings: Settings, cat: Catalog, dagster_run_id: str | None 
                                      language="English", with_position=False)
     index_s = time.perf_counter() - t_idx
 
-    profiles = current_profiles(settings)
-    mv = profiles["mv_embed"].model
+    mv = load_profiles(settings)[stats["policy"]["mv"]].tasks["mv_embed"].model
     stats |= {"fingerprint": fp, "index_seconds": round(index_s, 3)}
     manifest = SnapshotManifest(
         snapshot_id=snapshot_id, table_name=table_name, created_at=now,
@@ -250,7 +270,7 @@ def build_snapshot(settings: Settings, cat: Catalog, dagster_run_id: str | None 
         axes={
             "fts": AxisInfo(available=bool(units)),
             "mv": AxisInfo(available=stats["n_units_with_mv"] > 0, model=mv,
-                           model_dir=str(settings.mv_model_dir), dim=dim,
+                           model_dir=stats["mv_model_dir"], dim=dim,
                            reason=None if stats["n_units_with_mv"] else "no MV vectors persisted"),
             "vv": AxisInfo(available=False, reason="no visual (VV) analyzer configured"),
         },

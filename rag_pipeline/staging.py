@@ -88,3 +88,12 @@ def clear_orphans(staging_dir: Path, key: str, older_than_s: float = 3600.0) -> 
             except FileNotFoundError:
                 continue
     return n
+
+
+def read_batch_keys(path: Path) -> tuple[AnalysisRun, list[str]]:
+    """The run record and the dedupe keys of a staged batch, without its payload."""
+    tbl = pq.read_table(path, columns=["dedupe_key"])
+    meta = tbl.schema.metadata or {}
+    if _RUN_KEY not in meta:
+        raise ValueError(f"{path}: staged batch without its analysis run record")
+    return AnalysisRun.model_validate_json(meta[_RUN_KEY]), tbl.column(0).to_pylist()

@@ -34,6 +34,7 @@ def test_dagster_definitions_load_every_stage():
     from rag_pipeline.definitions import defs
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"assets", "asset_versions", "analysis_runs", "evidence", "search_snapshot"}
-    for job in ("discover_job", "shard_job", "snapshot_job"):
+    assert keys == {"assets", "asset_versions", "analysis_runs", "inference_runs", "evidence",
+                    "search_snapshot"}
+    for job in ("discover_job", "cpu_job", "gpu_job", "publish_job"):
         assert defs.resolve_job_def(job) is not None

@@ -44,13 +44,16 @@ def test_four_shards_concurrently_match_a_sequential_run(tmp_path, monkeypatch, 
 
     with dg.DagsterInstance.get() as instance:
         from rag_pipeline.definitions import defs
+        from rag_pipeline.defs.partitions import sync_profiles
 
+        sync_profiles(instance, settings)
         defs.resolve_job_def("discover_job").execute_in_process(instance=instance)
 
+    # Four inference partitions at once, each analysing, embedding and persisting its shard.
     env = os.environ.copy()
     procs = [subprocess.Popen(
         [DAGSTER, "asset", "materialize", "-m", "rag_pipeline.definitions",
-         "--select", "analysis_runs,evidence", "--partition", shard_key(i)],
+         "--select", "inference_runs", "--partition", f"minilm-l6|{shard_key(i)}"],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for i in range(4)]
     outputs = [p.communicate(timeout=900)[0] for p in procs]
@@ -63,17 +66,21 @@ def test_four_shards_concurrently_match_a_sequential_run(tmp_path, monkeypatch, 
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
         assert sum(r.status == dg.DagsterRunStatus.SUCCESS for r in runs) >= 5
-        assert {r.tags.get("dagster/partition") for r in runs} >= {shard_key(i) for i in range(4)}
+        assert {r.tags.get("dagster/partition") for r in runs} >= {
+            f"minilm-l6|{shard_key(i)}" for i in range(4)}
 
+    after_concurrent = _fingerprint(settings)
+    assert after_concurrent["run_partitions"] == [f"minilm-l6|{shard_key(i)}" for i in range(4)]
+    assert after_concurrent["run_status"] == {"persisted"}
+    assert after_concurrent["n_vectors"] == len(set(after_concurrent["vector_ids"])) > 0
+
+    # The text partitions next; then nothing is left to do.
+    first = run_all()
+    assert set(first["partitions"]) == {f"text-v1|{shard_key(i)}" for i in range(4)}
+    assert run_all()["partitions"] == []
     concurrent = _fingerprint(settings)
-    assert concurrent["run_partitions"] == [shard_key(i) for i in range(4)]
-    assert concurrent["run_status"] == {"persisted"}
     assert concurrent["n_evidence"] == len(concurrent["evidence"])
-    assert concurrent["n_vectors"] == len(set(concurrent["vector_ids"]))
-
-    # Nothing left to do afterwards, and the snapshot covers everything.
-    summary = run_all()
-    assert summary["shards"] == []
+    assert concurrent["vector_ids"] == after_concurrent["vector_ids"]
 
     # The same corpus indexed sequentially in a fresh data dir gives exactly the same rows.
     seq_data = tmp_path / "sequential"

@@ -86,15 +86,19 @@ def test_asset_graph_and_shard_rematerialization_from_the_ui(dagster_dev):
                       "asset nodes")
     graph = {"/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]}
              for n in nodes}
-    # assets -> asset_versions -> analysis_runs -> evidence -> search_snapshot
+    # assets -> asset_versions -> analysis_runs / inference_runs -> evidence -> search_snapshot
     assert graph["asset_versions"] == {"assets"}
     assert graph["analysis_runs"] == {"asset_versions"}
-    assert graph["evidence"] == {"analysis_runs"}
+    assert graph["inference_runs"] == {"asset_versions"}
+    assert graph["evidence"] == {"analysis_runs", "inference_runs"}
     assert graph["search_snapshot"] == {"evidence"}
-    partitioned = {"/".join(n["assetKey"]["path"]) for n in nodes if n["partitionDefinition"]}
-    assert partitioned == {"analysis_runs", "evidence"}
+    partitioned = {"/".join(n["assetKey"]["path"]): n["partitionDefinition"]["description"]
+                   for n in nodes if n["partitionDefinition"]}
+    assert set(partitioned) == {"analysis_runs", "inference_runs"}
+    assert "gpu_profiles" in partitioned["inference_runs"]
+    assert "cpu_profiles" in partitioned["analysis_runs"]
 
-    run_all()  # index once; then reprocess shard 01 from the UI
+    run_all()  # index once (registers the profiles); then reprocess shard 01 from the UI
     with open_settings_catalog(settings) as cat:
         before = cat.counts(settings.tenant_id)
 
@@ -108,9 +112,11 @@ def test_asset_graph_and_shard_rematerialization_from_the_ui(dagster_dev):
             ... on PythonError { message }
             ... on RunConfigValidationInvalid { errors { message } } } }""",
                     {"p": {"selector": {"repositoryLocationName": repo["location"]["name"],
-                                        "repositoryName": repo["name"], "jobName": "shard_job"},
-                           "executionMetadata": {"tags": [{"key": "dagster/partition",
-                                                           "value": "01"}]},
+                                        "repositoryName": repo["name"], "jobName": "gpu_job"},
+                           "executionMetadata": {"tags": [
+                               {"key": "dagster/partition", "value": "minilm-l6|01"},
+                               {"key": "dagster/partition/profile", "value": "minilm-l6"},
+                               {"key": "dagster/partition/shard", "value": "01"}]},
                            "runConfigData": {}}})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
@@ -125,7 +131,7 @@ def test_asset_graph_and_shard_rematerialization_from_the_ui(dagster_dev):
         tags { key value } assetMaterializations { assetKey { path } partition } } } }""",
                   {"id": run_id})["runOrError"]
     mats = {("/".join(m["assetKey"]["path"]), m["partition"]) for m in events["assetMaterializations"]}
-    assert mats == {("analysis_runs", "01"), ("evidence", "01")}
+    assert mats == {("inference_runs", "minilm-l6|01")}
     with open_settings_catalog(settings) as cat:
         # Reprocessing an up-to-date shard changes nothing: same rows, no duplicates.
         assert cat.counts(settings.tenant_id) == before

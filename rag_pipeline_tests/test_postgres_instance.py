@@ -69,10 +69,14 @@ def test_materialization_and_backfill_on_postgres(pg_instance, tmp_path):
     with dg.DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         from rag_pipeline.definitions import defs
+        from rag_pipeline.defs.partitions import sync_profiles
 
         # 1. A real materialization in process: discovery only, so the backfill has work.
+        sync_profiles(instance, settings)
         defs.resolve_job_def("discover_job").execute_in_process(instance=instance)
-        keys = defs.resolve_job_def("shard_job").partitions_def.get_partition_keys()
+        keys = defs.resolve_job_def("cpu_job").partitions_def.get_partition_keys(
+            dynamic_partitions_store=instance)
+        assert keys == [f"text-v1|{i:02d}" for i in range(4)]
 
     # 2. A backfill over every shard from the CLI, executed by the daemon through the queue.
     daemon_log = open(tmp_path / "daemon.log", "w")
@@ -82,7 +86,7 @@ def test_materialization_and_backfill_on_postgres(pg_instance, tmp_path):
                               start_new_session=True)
     try:
         out = subprocess.run([str(BIN / "dagster"), "job", "backfill", "-w",
-                              str(REPO / "workspace.yaml"), "-j", "shard_job",
+                              str(REPO / "workspace.yaml"), "-j", "cpu_job",
                               "--partitions", ",".join(keys), "--noprompt"],
                              cwd=REPO, env=os.environ.copy(), capture_output=True, text=True,
                              timeout=300)
@@ -92,12 +96,12 @@ def test_materialization_and_backfill_on_postgres(pg_instance, tmp_path):
             while time.monotonic() < deadline:
                 backfills = instance.get_backfills()
                 runs = instance.get_runs()
-                done = [r for r in runs if r.job_name == "shard_job" and r.is_finished]
+                done = [r for r in runs if r.job_name == "cpu_job" and r.is_finished]
                 if backfills and len(done) == len(keys):
                     break
                 time.sleep(2)
             assert len(backfills) == 1
-            shard_runs = [r for r in instance.get_runs() if r.job_name == "shard_job"]
+            shard_runs = [r for r in instance.get_runs() if r.job_name == "cpu_job"]
             assert len(shard_runs) == len(keys)
             assert {r.status for r in shard_runs} == {dg.DagsterRunStatus.SUCCESS}, \
                 (tmp_path / "daemon.log").read_text()[-3000:]
@@ -112,12 +116,13 @@ def test_materialization_and_backfill_on_postgres(pg_instance, tmp_path):
             os.killpg(daemon.pid, signal.SIGKILL)
         daemon_log.close()
 
-    summary = run_all()  # snapshot (and a no-op discover) on the same Postgres instance
-    assert summary["published"] and summary["shards"] == []
     with open_settings_catalog(settings) as cat:
         persisted = {r["partition_key"] for r in cat.rows(
             "SELECT DISTINCT partition_key FROM analysis_runs WHERE status = 'persisted'")}
     assert persisted == set(keys)
+    summary = run_all()  # the gpu partitions and the snapshot, on the same Postgres instance
+    assert summary["published"]
+    assert set(summary["partitions"]) == {k.replace("text-v1", "minilm-l6") for k in keys}
     conn = _connect(db)
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM runs")

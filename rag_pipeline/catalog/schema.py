@@ -51,6 +51,7 @@ DDL = [
         run_id VARCHAR PRIMARY KEY,
         tenant_id VARCHAR NOT NULL,
         analyzer VARCHAR NOT NULL,
+        profile VARCHAR NOT NULL,
         backend VARCHAR NOT NULL,
         model_id VARCHAR NOT NULL,
         revision VARCHAR NOT NULL,
@@ -82,6 +83,7 @@ DDL = [
         tenant_id VARCHAR NOT NULL,
         asset_id VARCHAR NOT NULL,
         task_type VARCHAR NOT NULL,
+        profile VARCHAR NOT NULL,
         model_key VARCHAR NOT NULL,
         config_hash VARCHAR NOT NULL,
         input_dedupe_key VARCHAR,           -- mv_embed: the text result it embedded
@@ -122,5 +124,14 @@ DDL = [
         first_seen_at TIMESTAMPTZ NOT NULL,
         last_seen_at TIMESTAMPTZ NOT NULL,
         resolved_at TIMESTAMPTZ
+    )""",
+    # Which profile serves each axis of the next snapshot; the newest row per axis wins, older
+    # rows are the history of promotions and rollbacks.
+    """
+    CREATE TABLE IF NOT EXISTS axis_policy (
+        axis VARCHAR NOT NULL,
+        profile VARCHAR NOT NULL,
+        set_at TIMESTAMPTZ NOT NULL,
+        note VARCHAR NOT NULL DEFAULT ''
     )""",
 ]

@@ -1,10 +1,18 @@
-"""Jobs: one per stage, so a shard can be (re)processed alone from the UI or the CLI."""
+"""Jobs: one per stage, so a partition can be (re)processed alone from the UI or the CLI."""
 
 import dagster as dg
 
-from rag_pipeline.defs.partitions import shard_partitions
+from rag_pipeline.defs.partitions import cpu_partitions, gpu_partitions
 
-discover_job = dg.define_asset_job("discover_job", selection=["assets", "asset_versions"])
-shard_job = dg.define_asset_job("shard_job", selection=["analysis_runs", "evidence"],
-                                partitions_def=shard_partitions)
-snapshot_job = dg.define_asset_job("snapshot_job", selection=["search_snapshot"])
+discover_job = dg.define_asset_job(
+    "discover_job", selection=["assets", "asset_versions"],
+    description="Scan the sources, record asset versions, plan every profile x shard partition.")
+cpu_job = dg.define_asset_job(
+    "cpu_job", selection=["analysis_runs"], partitions_def=cpu_partitions,
+    description="Text analyzers for one text-profile x shard partition.")
+gpu_job = dg.define_asset_job(
+    "gpu_job", selection=["inference_runs"], partitions_def=gpu_partitions,
+    description="Model inference for one model-profile x shard partition (gpu pool).")
+publish_job = dg.define_asset_job(
+    "publish_job", selection=["evidence", "search_snapshot"],
+    description="Persist leftovers, then build and publish the search snapshot.")

@@ -1,7 +1,7 @@
 """Materialize the whole graph through Dagster, from the CLI or a script.
 
-discover_job (one run), then shard_job once per shard that has work (a run per partition, as a
-backfill would launch them), then snapshot_job. Every run is recorded in the DAGSTER_HOME
+discover_job (one run), then cpu_job / gpu_job once per profile x shard partition that has work
+(a run per partition, as a backfill would launch them), then publish_job. Every run is recorded in the DAGSTER_HOME
 instance, so the UI shows them beside runs launched from it.
 """
 
@@ -14,6 +14,8 @@ from pathlib import Path
 import dagster as dg
 
 from rag_pipeline import planner, staging
+from rag_pipeline.defs.partitions import sync_profiles
+from rag_pipeline.profiles import load_profiles
 from rag_pipeline.settings import Settings, shard_key
 
 
@@ -32,43 +34,59 @@ def ensure_dagster_home(default: Path = Path("var/dagster_home")) -> Path:
     return home
 
 
-def shards_with_work(settings: Settings) -> list[str]:
-    keys = []
+def partitions_with_work(settings: Settings) -> list[tuple[str, str]]:
+    """(job name, partition key) for every profile x shard whose plan has tasks or whose shard
+    has staged results waiting."""
+    out = []
+    profiles = load_profiles(settings)
     for i in range(settings.shard_count):
-        key = shard_key(i)
-        if planner.read_plan(settings, key) or staging.list_batches(settings.staging_dir, key):
-            keys.append(key)
-    return keys
+        shard = shard_key(i)
+        leftovers = bool(staging.list_batches(settings.staging_dir, shard))
+        for prof in profiles.by_name.values():
+            if planner.read_plan(settings, prof.name, shard) or (
+                    leftovers and prof.pool == "cpu"):
+                out.append(("cpu_job" if prof.pool == "cpu" else "gpu_job",
+                            planner.partition_key(prof.name, shard)))
+    return out
 
 
 def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance | None = None,
-                    shards: list[str] | None = None, all_shards: bool = False,
+                    shards: list[str] | None = None, all_partitions: bool = False,
                     log=print, log_level: str = "WARNING") -> dict:
+    """discover_job, then cpu_job / gpu_job for each partition with work, then publish_job."""
     instance = instance or dg.DagsterInstance.get()
     # Step events go to the instance (and the UI); the console gets warnings and our summary.
     quiet = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     settings = Settings.from_env()
-    summary: dict = {"runs": []}
+    summary: dict = {"runs": [], "registered_profiles": sync_profiles(instance, settings)}
     res = defs.resolve_job_def("discover_job").execute_in_process(
         instance=instance, run_config=quiet)
     summary["runs"].append(res.run_id)
-    if shards is None:
-        shards = ([shard_key(i) for i in range(settings.shard_count)] if all_shards
-                  else shards_with_work(settings))
-    log(f"discover: run {res.run_id[:8]}; shards with work: {', '.join(shards) or 'none'}")
-    shard_job = defs.resolve_job_def("shard_job")
-    for key in shards:
-        r = shard_job.execute_in_process(partition_key=key, instance=instance, run_config=quiet)
+    if all_partitions:
+        profiles = load_profiles(settings)
+        work = [("cpu_job" if p.pool == "cpu" else "gpu_job", planner.partition_key(p.name, s))
+                for p in profiles.by_name.values()
+                for s in (shard_key(i) for i in range(settings.shard_count))]
+    else:
+        work = partitions_with_work(settings)
+    if shards is not None:
+        work = [(j, pk) for j, pk in work if pk.split("|")[1] in shards]
+    log(f"discover: run {res.run_id[:8]}; partitions with work: "
+        f"{', '.join(pk for _, pk in work) or 'none'}")
+    for job_name, pk in work:
+        r = defs.resolve_job_def(job_name).execute_in_process(
+            partition_key=pk, instance=instance, run_config=quiet)
         summary["runs"].append(r.run_id)
-        log(f"shard {key}: run {r.run_id[:8]} ok")
-    r = defs.resolve_job_def("snapshot_job").execute_in_process(instance=instance,
-                                                                run_config=quiet)
+        log(f"{pk}: run {r.run_id[:8]} ok")
+    r = defs.resolve_job_def("publish_job").execute_in_process(instance=instance,
+                                                               run_config=quiet)
     summary["runs"].append(r.run_id)
     mats = r.asset_materializations_for_node("search_snapshot")
     meta = mats[-1].metadata if mats else {}
     summary["snapshot_id"] = meta["snapshot_id"].value if "snapshot_id" in meta else None
     summary["published"] = meta["published"].value if "published" in meta else None
-    summary["shards"] = shards
+    summary["partitions"] = [pk for _, pk in work]
+    summary["shards"] = sorted({pk.split("|")[1] for _, pk in work})
     log(f"snapshot: {summary['snapshot_id']} "
         f"({'published' if summary['published'] else 'unchanged'})")
     return summary

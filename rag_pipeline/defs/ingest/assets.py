@@ -1,10 +1,11 @@
-"""Ingest assets: sources -> assets/asset_versions -> analysis_runs -> evidence.
+"""Ingest assets: sources -> assets/asset_versions -> analysis runs -> evidence.
 
 Thin wiring: each asset calls the core and reports counts, timings and a Markdown summary.
-Partition workers (analysis_runs) never open the catalog; the writers (discover, evidence) hold
-the catalog writer lock for one short transaction and sit in the ``catalog_writer`` pool.
+Analysis partitions (profile x shard) compute without the catalog, then persist their staged
+results under the catalog writer lock in one short transaction. ``inference_runs`` (model
+inference) sits in the ``gpu`` pool and carries placement tags; ``analysis_runs`` (CPU
+analyzers) runs apart from it.
 """
-
 
 import time
 
@@ -12,11 +13,23 @@ import dagster as dg
 
 from rag_pipeline import analysis, persist, planner
 from rag_pipeline.catalog.catalog import open_settings_catalog
-from rag_pipeline.defs.partitions import shard_partitions
+from rag_pipeline.defs.partitions import cpu_partitions, gpu_partitions
 from rag_pipeline.defs.resources import PipelineSettings
 from rag_pipeline.discovery import scan
+from rag_pipeline.failures import RETRY_RULES, batch_size_for_retry, classify
+from rag_pipeline.task_states import task_states
 
 OWNERS = ["team:search-platform"]
+
+# Where a Kubernetes or Docker run launcher should place inference steps.
+GPU_OP_TAGS = {
+    "rag/accelerator": "gpu",
+    "dagster-k8s/config": {
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+        "pod_spec_config": {"node_selector": {"accelerator": "nvidia-gpu"}},
+    },
+    "docker/container_kwargs": {"device_requests": [{"count": 1, "capabilities": [["gpu"]]}]},
+}
 
 
 def _md_table(rows: dict) -> str:
@@ -33,7 +46,8 @@ def _md_table(rows: dict) -> str:
                      group_name="catalog"),
         dg.AssetSpec("asset_versions", deps=["assets"], description="Observed file states "
                      "(uri, size, mtime_ns, content hash); moved files are new versions of the "
-                     "same asset, vanished ones are tombstoned. Also writes each shard's plan.",
+                     "same asset, vanished ones are tombstoned. Also writes the plan of every "
+                     "profile x shard partition.",
                      kinds={"duckdb"}, owners=OWNERS, group_name="catalog"),
     ],
     pool="catalog_writer",
@@ -48,6 +62,7 @@ def discover(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
         lock_wait = cat.lock_wait_s
     seconds = round(time.perf_counter() - t0, 3)
     meta = report.as_metadata()
+    work = plan.partitions_with_work()
     yield dg.MaterializeResult(asset_key="assets", metadata={
         "dagster/row_count": counts["assets"], "new_assets": report.new_assets,
         "seconds": seconds})
@@ -57,82 +72,135 @@ def discover(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
                                                            if k != "touched_shards"},
         "touched_shards": ", ".join(f"{s:02d}" for s in meta["touched_shards"]) or "none",
         "planned_tasks": plan.total, "already_done": plan.already_done,
+        "partitions_with_work": ", ".join(work) or "none",
         "lock_wait_seconds": round(lock_wait, 3), "seconds": seconds,
         "summary": dg.MetadataValue.md(
-            "### Discovery\n" + _md_table(meta | {"planned tasks": plan.total})
+            "### Discovery\n" + _md_table(meta | {"planned tasks": plan.total,
+                                                  "partitions with work": len(work)})
             + ("\n\n**Dead letters this scan:**\n" + "\n".join(
                 f"- `{u}`: {c}" for u, c in report.failures[:50]) if report.failures else "")),
+    })
+
+
+def _run_partition(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
+    """Analyse one profile x shard partition, persist it, report it; retry by failure class."""
+    settings = pipeline.settings()
+    keys = context.partition_key.keys_by_dimension
+    profile, shard = keys["profile"], keys["shard"]
+    if context.retry_number:
+        settings = settings.model_copy(update={"mv_batch_size": batch_size_for_retry(
+            settings.mv_batch_size, context.retry_number)})
+    try:
+        result = analysis.run_partition(settings, profile, shard, dagster_run_id=context.run_id)
+        with open_settings_catalog(settings) as cat:
+            persisted = persist.persist_shard(settings, cat, shard)
+            states = task_states(settings, cat, shards=[shard], profiles=[profile])
+    except Exception as exc:
+        failure = classify(exc)
+        rule = RETRY_RULES[failure]
+        status = "model_mismatch" if failure == "model_mismatch" else "failed"
+        if context.retry_number < rule.max_retries:
+            context.log.warning(f"{failure}: {exc}; retry {context.retry_number + 1}/"
+                                f"{rule.max_retries} in {rule.delay(context.retry_number):.0f}s")
+            raise dg.RetryRequested(max_retries=rule.max_retries,
+                                    seconds_to_wait=rule.delay(context.retry_number)) from exc
+        raise dg.Failure(description=f"{failure}: {exc}",
+                         metadata={"status": status, "failure_class": failure,
+                                   "partition": context.partition_key},
+                         allow_retries=False) from exc
+    state = states[0] if states else {}
+    return dg.MaterializeResult(metadata={
+        "profile": profile, "shard": shard,
+        "n_tasks": result.n_tasks, "n_ok": result.n_ok, "n_failed": result.n_failed,
+        "evidence_text": result.n_evidence_text, "vectors": result.n_vectors,
+        "persisted_results": persisted.results, "duplicates_skipped": persisted.duplicates_skipped,
+        "rejected_envelopes": persisted.rejected,
+        **{f"seconds_{k}": round(v, 3) for k, v in result.seconds.items()},
+        "seconds_persist": round(persisted.seconds, 3),
+        "errors_by_class": result.errors_by_class or {"none": 0},
+        "task_states": {k: v for k, v in state.items() if isinstance(v, int)},
+        "summary": dg.MetadataValue.md(
+            "### Analysis runs\n| run | analyzer | model | ok | failed |\n|---|---|---|---|---|\n"
+            + "\n".join(f"| `{r.run_id}` | {r.analyzer} | {r.model.model_id}@{r.model.revision}"
+                        f" | {r.n_ok} | {r.n_failed} |" for r in result.runs)
+            if result.runs else "Nothing planned: this partition is up to date."),
     })
 
 
 @dg.asset(
     name="analysis_runs",
     deps=["asset_versions"],
-    partitions_def=shard_partitions,
-    kinds={"python", "pytorch"},
+    partitions_def=cpu_partitions,
+    kinds={"python"},
     owners=OWNERS,
     group_name="analysis",
-    description="Runs the shard's planned analyzers (document text + chunks, image metadata, "
-                "MV text embeddings with the configured model) and stages their results "
-                "(append-only Parquet, one file per analysis run). Never opens the catalog.",
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+    description="CPU analyzers of a text profile over one shard: document text + chunks, image "
+                "metadata (EXIF/XMP/IPTC, sidecars). Stages results, then persists them to "
+                "evidence_text under the catalog writer lock.",
 )
 def analysis_runs(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
-    settings = pipeline.settings()
-    results = [analysis.run_shard(settings, key, dagster_run_id=context.run_id)
-               for key in context.partition_keys]
-    total = {k: sum(getattr(r, k) for r in results)
-             for k in ("n_tasks", "n_ok", "n_failed", "n_evidence_text", "n_vectors")}
-    errors: dict[str, int] = {}
-    for r in results:
-        for k, v in r.errors_by_class.items():
-            errors[k] = errors.get(k, 0) + v
-    seconds = {k: round(sum(r.seconds.get(k, 0.0) for r in results), 3)
-               for k in ("text_analyzers", "mv_embed", "stage", "total")}
-    runs = [run for r in results for run in r.runs]
-    return dg.MaterializeResult(metadata={
-        **total, "staged_runs": len(runs),
-        **{f"seconds_{k}": v for k, v in seconds.items()},
-        "errors_by_class": errors or {"none": 0},
-        "summary": dg.MetadataValue.md(
-            "### Analysis runs\n| run | analyzer | model | ok | failed |\n|---|---|---|---|---|\n"
-            + "\n".join(f"| `{r.run_id}` | {r.analyzer} | {r.model.model_id}@{r.model.revision}"
-                        f" | {r.n_ok} | {r.n_failed} |" for r in runs)
-            if runs else "Nothing planned for this shard: everything is analysed already."),
-    })
+    return _run_partition(context, pipeline)
+
+
+@dg.asset(
+    name="inference_runs",
+    deps=["asset_versions"],
+    partitions_def=gpu_partitions,
+    kinds={"pytorch", "lancedb"},
+    owners=OWNERS,
+    group_name="analysis",
+    pool="gpu",
+    op_tags=GPU_OP_TAGS,
+    description="Model inference of one profile over one shard (MV text embeddings today; "
+                "vision later), in the `gpu` pool. Checks model parity first (a local model "
+                "that differs from the profile's pinned revision/weights writes nothing), then "
+                "stages and persists vectors to LanceDB.",
+)
+def inference_runs(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
+    return _run_partition(context, pipeline)
 
 
 @dg.asset(
     name="evidence",
-    deps=["analysis_runs"],
-    partitions_def=shard_partitions,
+    deps=["analysis_runs", "inference_runs"],
     kinds={"duckdb", "lancedb"},
     owners=OWNERS,
     group_name="analysis",
     pool="catalog_writer",
-    description="Persists the shard's staged results: verifies every envelope's checksum, "
-                "skips dedupe keys already persisted, writes evidence_text (DuckDB), "
-                "evidence_vectors (LanceDB), results and analysis_runs in batched transactions.",
+    description="The evidence store (evidence_text in DuckDB, evidence_vectors in LanceDB): "
+                "persists anything an interrupted run left staged, verifies every envelope, and "
+                "reports task states per partition.",
     check_specs=[dg.AssetCheckSpec("envelopes_verified", asset="evidence",
                                    description="No staged envelope failed its contract.")],
 )
 def evidence(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
     settings = pipeline.settings()
-    reports = []
     with open_settings_catalog(settings) as cat:
-        for key in context.partition_keys:
-            reports.append(persist.persist_shard(settings, cat, key))
+        report = persist.persist_all(settings, cat)
         counts = cat.counts(settings.tenant_id)
-        lock_wait = cat.lock_wait_s
-    agg = {k: sum(getattr(r, k) for r in reports) for k in (
-        "batches", "results", "evidence_text", "vectors", "duplicates_skipped", "rejected",
-        "dead_letters")}
+        rejected_total = int(cat.scalar("SELECT count(*) FROM dead_letters WHERE error_class = "
+                                        "'ContractError' AND resolved_at IS NULL"))
+        states = task_states(settings, cat)
+    totals: dict[str, int] = {}
+    for st in states:
+        for k, v in st.items():
+            if isinstance(v, int):
+                totals[k] = totals.get(k, 0) + v
+    rows = [f"| {s['partition']} | " + " | ".join(str(s[c]) for c in (
+        "queued", "reported", "persisted", "failed", "dead_letter")) + " |"
+        for s in states if any(s[c] for c in ("queued", "reported", "failed", "dead_letter"))]
     yield dg.MaterializeResult(metadata={
-        **agg, "catalog_evidence_text_rows": counts["evidence_text"],
-        "catalog_dead_letters": counts["dead_letters"],
-        "lock_wait_seconds": round(lock_wait, 3),
-        "seconds": round(sum(r.seconds for r in reports), 3),
-        "summary": dg.MetadataValue.md("### Persisted\n" + _md_table(agg)),
+        **report.as_metadata(), "dagster/row_count": counts["evidence_text"],
+        "results": counts["results"], "dead_letters": counts["dead_letters"],
+        "task_states": totals,
+        "summary": dg.MetadataValue.md(
+            "### Evidence\n" + _md_table({"persisted now": report.results,
+                                          "evidence_text rows": counts["evidence_text"],
+                                          "results": counts["results"],
+                                          "dead letters": counts["dead_letters"]})
+            + "\n\n#### Partitions not done\n| partition | queued | reported | persisted | "
+              "failed | dead_letter |\n|---|---|---|---|---|---|\n"
+            + ("\n".join(rows) if rows else "| all done | | | | | |")),
     })
-    yield dg.AssetCheckResult(check_name="envelopes_verified", passed=agg["rejected"] == 0,
-                              metadata={"rejected": agg["rejected"]})
+    yield dg.AssetCheckResult(check_name="envelopes_verified", passed=rejected_total == 0,
+                              metadata={"rejected_unresolved": rejected_total})

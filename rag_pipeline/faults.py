@@ -1,0 +1,14 @@
+"""Fault injection for crash tests: ``RAG_FAULT=<point>`` kills this process with SIGKILL when
+execution reaches that point, exactly as an OOM killer or a lost node would. Unset, it costs a
+dict lookup. Points: after_stage (a batch is staged), after_vectors (LanceDB written, DuckDB
+not committed), mid_insert (some batches inserted in the open DuckDB transaction)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+def fault_point(name: str) -> None:
+    if os.environ.get("RAG_FAULT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
