@@ -6,6 +6,9 @@
   search         query the current snapshot (hybrid by default) with explanations
   serve          HTTP API over the current snapshot
   status         catalog counts and the current snapshot
+  policy         which profile serves each axis; promote / roll back (no recompute)
+  models         list, sync or add analyzer profiles (models.yaml)
+  tasks          task states per profile x shard partition
   dead-letters   list (or re-drive) files that failed, with their error class
 """
 
@@ -128,6 +131,96 @@ def cmd_dead_letters(args) -> int:
     return 0
 
 
+def cmd_policy(args) -> int:
+    from rag_pipeline.catalog.catalog import open_settings_catalog
+    from rag_pipeline.policy import effective_policy, policy_history, set_policy
+    from rag_pipeline.profiles import load_profiles
+
+    settings = _settings()
+    profiles = load_profiles(settings)
+    with open_settings_catalog(settings) as cat:
+        if args.policy_cmd == "set":
+            set_policy(profiles, cat, args.axis, args.profile, args.note or "")
+            print(f"policy: {args.axis} -> {args.profile}; materialize search_snapshot "
+                  "(rag-pipeline materialize) to publish it")
+            return 0
+        current = effective_policy(profiles, cat)
+        history = policy_history(cat)
+    print(f"models file: {profiles.source}")
+    for axis, name in current.items():
+        print(f"  {axis:<5} -> {name}")
+    if history:
+        print("history:")
+        for h in history:
+            print(f"  {h['set_at']:%Y-%m-%d %H:%M:%S}  {h['axis']:<5} -> {h['profile']}"
+                  f"  {h['note']}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from rag_pipeline.profiles import load_profiles
+
+    settings = _settings()
+    if args.models_cmd == "add":
+        _models_add(settings, args)
+    profiles = load_profiles(settings)
+    if args.models_cmd in ("add", "sync"):
+        from rag_pipeline.defs.partitions import sync_profiles
+        from rag_pipeline.defs.runner import ensure_dagster_home
+
+        ensure_dagster_home()
+        import dagster as dg
+
+        with dg.DagsterInstance.get() as instance:
+            added = sync_profiles(instance, settings)
+        print(f"registered as partitions: {', '.join(added) or 'nothing new'}")
+    print(f"models file: {profiles.source}")
+    for p in profiles.by_name.values():
+        spec = next(iter(p.tasks.values())).model
+        print(f"  {p.name:<16} {p.analyzer:<9} pool={p.pool:<4} {spec.model_id}@{spec.revision}"
+              + (f" dim={p.dim}" if p.dim else ""))
+    return 0
+
+
+def _models_add(settings, args) -> None:
+    import yaml
+
+    from rag_pipeline.analyzers.text_embedding import model_spec_for
+    from rag_pipeline.profiles import DEFAULT_MODELS, ModelsFile, profile_name_ok
+
+    if not profile_name_ok(args.name):
+        raise SystemExit(f"error: profile name {args.name!r}: lowercase letters, digits, . _ -")
+    path = settings.models_file
+    doc = yaml.safe_load(path.read_text()) if path.exists() else DEFAULT_MODELS.model_dump(
+        mode="json", exclude_none=True)
+    if any(p["name"] == args.name for p in doc["profiles"]):
+        raise SystemExit(f"error: profile {args.name!r} already exists in {path}")
+    spec = model_spec_for(args.model_dir)  # fails clearly if the directory is not a model
+    model = {"model_dir": str(args.model_dir), "model_id": spec.model_id}
+    if args.pin:
+        model |= {"revision": spec.revision, "weights_checksum": spec.weights_checksum}
+    doc["profiles"].append({"name": args.name, "analyzer": "mv_embed", "model": model,
+                            "config": {"text_profile": args.text_profile}})
+    ModelsFile.model_validate(doc)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    print(f"added profile {args.name!r} to {path}")
+
+
+def cmd_tasks(args) -> int:
+    from rag_pipeline.catalog.catalog import open_settings_catalog
+    from rag_pipeline.task_states import task_states
+
+    settings = _settings()
+    with open_settings_catalog(settings) as cat:
+        states = task_states(settings, cat)
+    cols = ("queued", "reported", "persisted", "failed", "dead_letter")
+    print(f"{'partition':<24}" + "".join(f"{c:>12}" for c in cols))
+    for st in states:
+        if args.all or any(st[c] for c in cols):
+            print(f"{st['partition']:<24}" + "".join(f"{st[c]:>12}" for c in cols))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from rag_pipeline.demo_corpus import generate_demo_corpus
 
@@ -189,6 +282,31 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--port", type=int, default=8080)
     sv.set_defaults(func=cmd_serve)
 
+    po = sub.add_parser("policy", help="which profile serves each axis (promote / roll back)")
+    po_sub = po.add_subparsers(dest="policy_cmd", required=True)
+    po_sub.add_parser("show", help="current policy and its history")
+    ps = po_sub.add_parser("set", help="serve AXIS from PROFILE in the next snapshot")
+    ps.add_argument("axis", choices=["text", "mv"])
+    ps.add_argument("profile")
+    ps.add_argument("--note", help="why (kept in the history)")
+    po.set_defaults(func=cmd_policy)
+
+    mo = sub.add_parser("models", help="analyzer profiles (models.yaml)")
+    mo_sub = mo.add_subparsers(dest="models_cmd", required=True)
+    mo_sub.add_parser("list", help="profiles in the models file")
+    mo_sub.add_parser("sync", help="register every profile as a Dagster partition")
+    ma = mo_sub.add_parser("add", help="add an mv_embed profile and register it")
+    ma.add_argument("name")
+    ma.add_argument("--model-dir", required=True, help="local sentence-transformers directory")
+    ma.add_argument("--text-profile", default="text-v1")
+    ma.add_argument("--pin", action="store_true",
+                    help="pin the revision and weights checksum found now (model parity)")
+    mo.set_defaults(func=cmd_models)
+
+    ta = sub.add_parser("tasks", help="task states per profile x shard partition")
+    ta.add_argument("--all", action="store_true", help="also partitions with nothing pending")
+    ta.set_defaults(func=cmd_tasks)
+
     st = sub.add_parser("status", help="catalog counts and current snapshot")
     st.set_defaults(func=cmd_status)
 
@@ -203,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:  # ProfileError, bad settings
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -287,7 +287,9 @@ class Searcher:
 
     @classmethod
     def from_settings(cls, settings: Settings, **kw: Any) -> Searcher:
-        kw.setdefault("mv_model_dir", settings.mv_model_dir or None)
+        """Open the current snapshot; its query model is the one its manifest records, unless
+        RAG_QUERY_MODEL_DIR points elsewhere (another copy of the same weights, say)."""
+        kw.setdefault("mv_model_dir", os.environ.get("RAG_QUERY_MODEL_DIR") or None)
         return cls.open(settings.snapshots_dir, settings.lance_dir, **kw)
 
     @staticmethod
