@@ -74,6 +74,11 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="train", help="qrels split (default: train)")
 
 
+def add_index_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--rebuild", action="store_true",
+                        help="wipe and rebuild the index under var/bench/<dataset> first")
+
+
 def load_dataset(name: str = "scifact", split: str = "train",
                  limit: int | None = None) -> BeirDataset:
     path = shared_data_dir() / name
@@ -116,6 +121,9 @@ def configure_environment(root: Path, corpus_dir: Path) -> None:
     target = home / "dagster.yaml"
     if yaml_src.exists() and (not target.exists() or target.read_bytes() != yaml_src.read_bytes()):
         shutil.copyfile(yaml_src, target)
+    models_file = REPO / "models.yaml"  # the repo's profiles, whatever the working directory
+    if "RAG_MODELS_FILE" not in os.environ and models_file.exists():
+        os.environ["RAG_MODELS_FILE"] = str(models_file)
     os.environ["RAG_DATA_DIR"] = str(root / "data")
     os.environ["RAG_SOURCES"] = str(corpus_dir)
     os.environ["DAGSTER_HOME"] = str(home)
@@ -149,7 +157,12 @@ def _meta_value(v: Any) -> Any:
 
 def read_stage_seconds(instance: Any, run_ids: Iterable[str]) -> tuple[dict[str, float],
                                                                         dict[str, int]]:
-    """Per-stage seconds and counts, summed over the runs' asset materialization metadata."""
+    """Per-stage seconds and counts, summed over the runs' asset materialization metadata.
+
+    Seconds keys: ``discover``, ``<asset>.<stage>`` for the partitioned analysis assets
+    (``analysis_runs``: text analyzers; ``inference_runs``: MV embeddings; stages
+    text_analyzers, mv_embed, stage, persist, total), ``evidence``, ``search_snapshot``.
+    """
     import dagster as dg
 
     seconds: dict[str, float] = {}
@@ -168,13 +181,14 @@ def read_stage_seconds(instance: Any, run_ids: Iterable[str]) -> tuple[dict[str,
             meta = {k: _meta_value(v) for k, v in mat.metadata.items()}
             if asset == "asset_versions":
                 add(seconds, "discover", meta.get("seconds"))
-            elif asset == "analysis_runs":
-                for k in ("text_analyzers", "mv_embed", "stage", "total"):
-                    add(seconds, f"analysis_runs.{k}", meta.get(f"seconds_{k}"))
-                add(counts, "tasks", meta.get("n_tasks"))
-                add(counts, "vectors", meta.get("n_vectors"))
-                add(counts, "evidence_text", meta.get("n_evidence_text"))
+            elif asset in ("analysis_runs", "inference_runs"):
+                for k, v in meta.items():
+                    if k.startswith("seconds_"):
+                        add(seconds, f"{asset}.{k[len('seconds_'):]}", v)
+                add(counts, f"{asset}.runs", 1)
+                add(counts, f"{asset}.tasks", meta.get("n_tasks"))
                 add(counts, "failed", meta.get("n_failed"))
+                add(counts, "vectors", meta.get("vectors", meta.get("n_vectors")))
             elif asset == "evidence":
                 add(seconds, "evidence", meta.get("seconds"))
             elif asset == "search_snapshot":
@@ -186,7 +200,10 @@ def read_stage_seconds(instance: Any, run_ids: Iterable[str]) -> tuple[dict[str,
 
 def build_index(ds: BeirDataset, name: str, *, fresh: bool = False,
                 log: Callable[..., None] = eprint) -> BenchIndex:
-    """Export ``ds`` and materialize the whole graph through Dagster; time it."""
+    """Export ``ds`` and materialize the whole graph through Dagster; time it.
+
+    ``fresh`` wipes var/bench/<name> first (needed after a catalog schema change).
+    """
     index = prepare_corpus(ds, name, fresh=fresh)
     log(f"[{name}] corpus: {len(ds.corpus)} docs in {index.corpus_dir} "
         f"({index.export_stats}); shards: {index.settings.shard_count}")
@@ -197,19 +214,28 @@ def build_index(ds: BeirDataset, name: str, *, fresh: bool = False,
 
     with dg.DagsterInstance.get() as instance:
         t0 = time.perf_counter()
-        summary = materialize_all(defs, instance=instance, log=lambda *_: None)
+        try:
+            summary = materialize_all(defs, instance=instance, log=lambda *_: None)
+        except Exception as exc:
+            raise SystemExit(
+                f"[{name}] materializing failed: {type(exc).__name__}: {exc}\n(an index built "
+                f"by an older version of the pipeline? rerun with --rebuild, or remove "
+                f"{index.root})") from exc
         index.seconds = time.perf_counter() - t0
         index.summary = summary
         index.stage_seconds, index.counts = read_stage_seconds(instance, summary["runs"])
+    n_runs = len(summary.get("partitions", summary.get("shards", [])))
     log(f"[{name}] materialized in {index.seconds:.1f}s: snapshot {summary['snapshot_id']} "
         f"({'published' if summary['published'] else 'unchanged'}), "
-        f"{len(summary['shards'])} shard run(s)")
+        f"{n_runs} partition run(s)")
     return index
 
 
-def ensure_index(ds: BeirDataset, name: str, log: Callable[..., None] = eprint) -> BenchIndex:
-    """The index under var/bench/<name>, built if absent, brought up to date (cheap) if not."""
-    return build_index(ds, name, fresh=False, log=log)
+def ensure_index(ds: BeirDataset, name: str, *, rebuild: bool = False,
+                 log: Callable[..., None] = eprint) -> BenchIndex:
+    """The index under var/bench/<name>, built if absent, brought up to date (cheap: nothing is
+    re-analysed when nothing changed) if not; ``rebuild`` starts from scratch."""
+    return build_index(ds, name, fresh=rebuild, log=log)
 
 
 # --------------------------------------------------------------------------------------------

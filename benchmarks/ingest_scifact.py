@@ -6,7 +6,8 @@
 2. Loads the MV model once and warms it up (untimed).
 3. *Raw*: ``TextEncoder.encode`` over "title\\ntext" per document, with the pipeline's batch
    size (``Settings.mv_batch_size``), in this process.
-4. *Pipeline*: ``materialize_all`` (discover_job, shard_job per shard, snapshot_job), timed
+4. *Pipeline*: ``materialize_all`` (discover_job, a cpu_job / gpu_job run per profile x shard
+   partition with work, publish_job), timed
    from its start until the snapshot is published, in this same process (same cached model).
 
 Prints docs/s of both and their ratio, the number of texts each embedded and the model
@@ -36,15 +37,26 @@ def pipeline_texts(index: common.BenchIndex) -> list[str]:
     from rag_pipeline.analysis import embed_text_for
     from rag_pipeline.analyzers.doc_text import analyze_document
     from rag_pipeline.analyzers.media_types import MARKDOWN
+    from rag_pipeline.profiles import load_profiles
 
-    s = index.settings
+    profiles = load_profiles(index.settings)
+    cfg = profiles.text_profile_for(mv_profile(index.settings)).tasks["doc_text"].config
     texts: list[str] = []
     for stem in sorted(index.mapping):
         path = index.corpus_dir / f"{stem}.md"
         ev = analyze_document(path.read_bytes(), MARKDOWN, path.name,
-                              chunk_tokens=s.chunk_tokens, chunk_overlap=s.chunk_overlap)
+                              chunk_tokens=int(cfg["chunk_tokens"]),
+                              chunk_overlap=int(cfg["chunk_overlap"]))
         texts += [t for _, t in embed_text_for("doc_text", ev)]
     return texts
+
+
+def mv_profile(settings):
+    """The MV profile the snapshot policy serves (its model is what the pipeline runs)."""
+    from rag_pipeline.profiles import load_profiles
+
+    profiles = load_profiles(settings)
+    return profiles[profiles.policy["mv"]]
 
 
 def model_tokens(encoder, texts: list[str]) -> int:
@@ -75,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from rag_pipeline.analyzers.text_embedding import TextEncoder
 
     t0 = time.perf_counter()
-    encoder = TextEncoder.load(settings.mv_model_dir)
+    encoder = TextEncoder.load(mv_profile(settings).model_dir)
     load_s = time.perf_counter() - t0
     raw_texts = [ds.doc_text(d) for d in ds.corpus]
     encoder.encode(raw_texts[:32], batch_size=settings.mv_batch_size)
@@ -141,20 +153,31 @@ def main(argv: list[str] | None = None) -> int:
               f"pipeline/raw-exact = {pipe_rate / exact_rate:.2f}")
 
     st = index.stage_seconds
+    ct = index.counts
+    n_text, n_mv = ct.get("analysis_runs.runs", 0), ct.get("inference_runs.runs", 0)
     stage_rows = [
         ["discover (assets, asset_versions)", st.get("discover", 0.0)],
-        ["analysis_runs: text analyzers", st.get("analysis_runs.text_analyzers", 0.0)],
-        ["analysis_runs: MV embed", st.get("analysis_runs.mv_embed", 0.0)],
-        ["analysis_runs: staging", st.get("analysis_runs.stage", 0.0)],
-        ["evidence (persist)", st.get("evidence", 0.0)],
+        [f"analysis_runs ({n_text} runs): text analyzers",
+         st.get("analysis_runs.text_analyzers", 0.0)],
+        ["analysis_runs: stage + persist",
+         st.get("analysis_runs.stage", 0.0) + st.get("analysis_runs.persist", 0.0)],
+        [f"inference_runs ({n_mv} runs): text for MV (re-analysis)",
+         st.get("inference_runs.text_analyzers", 0.0)],
+        ["inference_runs: MV embed", st.get("inference_runs.mv_embed", 0.0)],
+        ["inference_runs: stage + persist",
+         st.get("inference_runs.stage", 0.0) + st.get("inference_runs.persist", 0.0)],
+        ["evidence (leftovers, task states)", st.get("evidence", 0.0)],
         ["search_snapshot", st.get("search_snapshot", 0.0)],
     ]
-    accounted = (st.get("discover", 0.0) + st.get("analysis_runs.total", 0.0)
-                 + st.get("evidence", 0.0) + st.get("search_snapshot", 0.0))
+    accounted = (st.get("discover", 0.0) + st.get("evidence", 0.0)
+                 + st.get("search_snapshot", 0.0)
+                 + sum(st.get(f"{a}.{k}", 0.0) for a in ("analysis_runs", "inference_runs")
+                       for k in ("total", "persist")))
     stage_rows.append(["Dagster runs and everything else", pipe_s - accounted])
     stage_rows.append(["total (materialize_all)", pipe_s])
-    print(f"\nPipeline stages ({len(index.summary['shards']) if index.summary else 0} shard "
-          f"runs + discover + snapshot runs; from materialization metadata):\n")
+    runs = len(index.summary["runs"]) if index.summary else 0
+    print(f"\nPipeline stages ({runs} Dagster runs: discover, {n_text} text + {n_mv} MV "
+          f"partition runs, publish; seconds from materialization metadata):\n")
     print(md_table(["stage", "seconds", "share"],
                    [[r[0], f"{r[1]:.1f}", f"{100 * r[1] / pipe_s:.0f}%"] for r in stage_rows]))
     target = "meets" if pipe_rate / raw_rate >= 0.9 else "misses"

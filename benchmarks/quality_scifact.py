@@ -56,12 +56,14 @@ def _dedupe(unit_ids: list[str], unit_docs: dict[str, list[str]]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_dataset_args(parser)
+    common.add_index_args(parser)
     parser.add_argument("--explore", action="store_true",
                         help="also sweep fusion weights and RRF k offline")
     args = parser.parse_args(argv)
 
     ds = common.load_dataset(args.dataset, args.split, args.limit)
-    index = common.ensure_index(ds, common.bench_name(args.dataset, args.limit))
+    index = common.ensure_index(ds, common.bench_name(args.dataset, args.limit),
+                                rebuild=args.rebuild)
     searchers = {c: common.open_searcher(index, fts_combine=c) for c in ("max", "sum")}
     encoder = searchers["max"].encoder
     if encoder is None:

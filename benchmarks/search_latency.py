@@ -32,13 +32,15 @@ from common import eprint, latency_stats, md_table  # noqa: E402
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_dataset_args(parser)
+    common.add_index_args(parser)
     parser.add_argument("--k", type=int, default=10, help="results per query (default 10)")
     parser.add_argument("--warmup", type=int, default=20, help="warm-up queries (default 20)")
     parser.add_argument("--fts-combine", choices=["max", "sum"], default="max")
     args = parser.parse_args(argv)
 
     ds = common.load_dataset(args.dataset, args.split, args.limit)
-    index = common.ensure_index(ds, common.bench_name(args.dataset, args.limit))
+    index = common.ensure_index(ds, common.bench_name(args.dataset, args.limit),
+                                rebuild=args.rebuild)
     searcher = common.open_searcher(index, fts_combine=args.fts_combine)
     queries = list(ds.queries.values())
     k = args.k

@@ -126,7 +126,7 @@ def _persist_batch(settings: Settings, cat: Catalog, vs: VectorStore,
     for (axis, dim), cols in vec_rows.items():
         vs.delete_runs(axis, dim, [run.run_id])
         report.vectors += vs.append(axis, dim, cols, batch_rows=settings.write_batch_rows)
-    fault_point("after_vectors")
+        fault_point("after_vectors")
 
     results_rows, text_rows = [], []
     for e in fresh:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 from pathlib import Path
 
 import dagster as dg
@@ -32,6 +33,41 @@ def ensure_dagster_home(default: Path = Path("var/dagster_home")) -> Path:
         else:
             target.write_text("telemetry:\n  enabled: false\n")
     return home
+
+
+LAUNCHER_TAGS = {"rag/launcher": "cli", "rag/host": socket.gethostname(),
+                 "rag/pid": str(os.getpid())}
+_LIVE = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING,
+         dg.DagsterRunStatus.NOT_STARTED]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Fail runs this launcher started in a process that has since died (SIGKILL, OOM, a lost
+    terminal) and free their concurrency-pool slots. The daemon's run monitoring does this for
+    launched runs; in-process runs have no monitor, and a slot held by a dead run would make the
+    next run of its pool wait forever."""
+    reaped = []
+    for rec in instance.get_run_records(dg.RunsFilter(statuses=_LIVE,
+                                                      tags={"rag/launcher": "cli"})):
+        run = rec.dagster_run
+        if run.tags.get("rag/host") != socket.gethostname():
+            continue
+        pid = int(run.tags.get("rag/pid", "0") or 0)
+        if pid and pid != os.getpid() and not _alive(pid):
+            instance.report_run_failed(run, message=f"process {pid} died; reaped")
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            reaped.append(run.run_id)
+    return reaped
 
 
 def partitions_with_work(settings: Settings) -> list[tuple[str, str]]:
@@ -58,9 +94,13 @@ def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance | None = 
     # Step events go to the instance (and the UI); the console gets warnings and our summary.
     quiet = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     settings = Settings.from_env()
-    summary: dict = {"runs": [], "registered_profiles": sync_profiles(instance, settings)}
+    summary: dict = {"runs": [], "registered_profiles": sync_profiles(instance, settings),
+                     "reaped_runs": reap_dead_runs(instance)}
+    if summary["reaped_runs"]:
+        log(f"reaped {len(summary['reaped_runs'])} runs whose process had died")
+    tags = dict(LAUNCHER_TAGS, **{"rag/pid": str(os.getpid())})
     res = defs.resolve_job_def("discover_job").execute_in_process(
-        instance=instance, run_config=quiet)
+        instance=instance, run_config=quiet, tags=tags)
     summary["runs"].append(res.run_id)
     if all_partitions:
         profiles = load_profiles(settings)
@@ -75,11 +115,11 @@ def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance | None = 
         f"{', '.join(pk for _, pk in work) or 'none'}")
     for job_name, pk in work:
         r = defs.resolve_job_def(job_name).execute_in_process(
-            partition_key=pk, instance=instance, run_config=quiet)
+            partition_key=pk, instance=instance, run_config=quiet, tags=tags)
         summary["runs"].append(r.run_id)
         log(f"{pk}: run {r.run_id[:8]} ok")
     r = defs.resolve_job_def("publish_job").execute_in_process(instance=instance,
-                                                               run_config=quiet)
+                                                               run_config=quiet, tags=tags)
     summary["runs"].append(r.run_id)
     mats = r.asset_materializations_for_node("search_snapshot")
     meta = mats[-1].metadata if mats else {}
