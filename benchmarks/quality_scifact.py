@@ -15,9 +15,11 @@ Configurations, each with ``fts_combine`` "max" (MultiMatchQuery: best boosted f
 ``classify_query``, hybrid with each fixed query type (keyword, semantic, balanced), and
 LanceDB's built-in hybrid (RRFReranker).
 
-``--explore`` also fuses the BM25 and MV unit rankings offline with ``weighted_rrf`` over a
-grid of FTS weights and RRF k (the serving code is not changed; the offline fusion is first
-checked to reproduce ``Searcher.search`` exactly).
+``--explore`` also looks for why the default hybrid does or does not beat the single axes,
+without changing the serving code: it fuses the BM25 and MV file rankings offline with
+``weighted_rrf`` over a grid of FTS weights and RRF k (first checked to reproduce
+``Searcher.search`` exactly), varies the per-axis candidate depth (real searches), breaks
+nDCG@10 down by classified query type, and tries alternative query typings.
 
 Query vectors are cached per query text (the same vector every time: results are identical,
 it only saves re-encoding each query once per configuration).
@@ -189,9 +191,11 @@ def explore(queries, qrels, key_runs, asset_docs, doc_runs, searcher) -> None:
                        align="rrrrrr"))
 
     # 2. Per-axis candidate depth (real searches, default hybrid, fts_combine=max).
+    # (Searcher.search asks each axis for max(candidates, k) chunks: with k = 100, fewer than
+    # 100 candidates would change nothing.)
     print("\n### Per-axis candidates (Searcher.search default hybrid, fts_combine=max)\n")
     rows = []
-    for cand in (25, 50, 100, 200, 400):
+    for cand in (100, 200, 400, 1000):
         run = {qid: [d for h in searcher.search(text, k=K_UNITS, candidates=cand).hits
                      for d in asset_docs.get(h.asset_id, ())] for qid, text in queries.items()}
         rows.append([cand, *row(run)])
