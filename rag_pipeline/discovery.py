@@ -176,15 +176,18 @@ def scan(settings: Settings, cat: Catalog, now: datetime | None = None) -> ScanR
     tenant = settings.tenant_id
     report = ScanReport()
     observations: list[FileObservation] = []
+
+    def letter(uri: str, err: errors.AnalysisError) -> None:
+        cat.record_dead_letter(tenant_id=tenant, uri=uri, content_hash="", stage="discover",
+                               error_class=err.error_class, message=str(err), now=now)
+        report.dead_letters += 1
+        report.failures.append((uri, err.error_class))
+
     for src in settings.sources:
         found, failed = walk_source(Path(src))
         observations += found
         for fail in failed:
-            cat.record_dead_letter(tenant_id=tenant, uri=fail.uri, content_hash="",
-                                   stage="discover", error_class=fail.error.error_class,
-                                   message=str(fail.error), now=now)
-            report.dead_letters += 1
-            report.failures.append((fail.uri, fail.error.error_class))
+            letter(fail.uri, fail.error)
     report.files_seen = len(observations)
 
     current = {r["uri"]: r for r in cat.rows(
@@ -214,20 +217,9 @@ def scan(settings: Settings, cat: Catalog, now: datetime | None = None) -> ScanR
                 raise errors.FileTooLarge(f"{path}: {obs.size} bytes is over the "
                                           f"{settings.max_file_bytes} byte limit")
             content_hash, head = _hash_file(path, settings.max_file_bytes)
-        except errors.AnalysisError as exc:
-            cat.record_dead_letter(tenant_id=tenant, uri=obs.uri, content_hash="",
-                                   stage="discover", error_class=exc.error_class,
-                                   message=str(exc), now=now)
-            report.dead_letters += 1
-            report.failures.append((obs.uri, exc.error_class))
-            continue
-        except OSError as exc:
-            err = _classify_stat_error(path, exc)
-            cat.record_dead_letter(tenant_id=tenant, uri=obs.uri, content_hash="",
-                                   stage="discover", error_class=err.error_class,
-                                   message=str(err), now=now)
-            report.dead_letters += 1
-            report.failures.append((obs.uri, err.error_class))
+        except (errors.AnalysisError, OSError) as exc:
+            err = exc if isinstance(exc, errors.AnalysisError) else _classify_stat_error(path, exc)
+            letter(obs.uri, err)
             continue
         media_type = detect_media_type(path, head)
         version_id = version_id_for(tenant, obs.uri, content_hash, obs.size, obs.mtime_ns, sc_hash)

@@ -62,3 +62,31 @@ def run_all(**kw) -> dict:
 
     with dg.DagsterInstance.get() as instance:
         return materialize_all(defs, instance=instance, log=lambda *_: None, **kw)
+
+
+def persisted_rows(settings) -> dict:
+    """What a run persisted, independent of run ids and timestamps (result_checksum covers the
+    run id, so it is left out): compare a concurrent, crashed or re-run pipeline with a clean
+    sequential one."""
+    from rag_pipeline.catalog.catalog import open_settings_catalog
+    from rag_pipeline.vector_store import VectorStore
+
+    with open_settings_catalog(settings) as cat:
+        results = sorted((r["dedupe_key"], r["status"], r["n_text"], r["n_vectors"])
+                         for r in cat.rows("SELECT * FROM results"))
+        evidence = sorted((r["evidence_id"], r["text"]) for r in cat.rows(
+            "SELECT evidence_id, text FROM evidence_text"))
+        runs = cat.rows("SELECT run_id, partition_key, status FROM analysis_runs")
+        orphans = cat.scalar("SELECT count(*) FROM evidence_text e WHERE NOT EXISTS (SELECT 1 "
+                             "FROM analysis_runs r WHERE r.run_id = e.run_id)")
+        n_evidence = cat.scalar("SELECT count(*) FROM evidence_text")
+    tbl = VectorStore(settings.lance_dir)._table("mv", 384, create=False)
+    vt = tbl.to_arrow() if tbl is not None else None
+    return {
+        "results": results, "evidence": evidence, "n_evidence": n_evidence, "orphans": orphans,
+        "vectors": sorted(vt.column("evidence_id").to_pylist()) if vt is not None else [],
+        "vector_runs": set(vt.column("run_id").to_pylist()) if vt is not None else set(),
+        "persisted_runs": {r["run_id"] for r in runs if r["status"] == "persisted"},
+        "run_partitions": sorted({r["partition_key"] for r in runs}),
+        "run_status": {r["status"] for r in runs},
+    }

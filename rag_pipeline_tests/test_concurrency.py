@@ -10,31 +10,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from rag_pipeline.catalog.catalog import open_settings_catalog
 from rag_pipeline.demo_corpus import generate_demo_corpus
 from rag_pipeline.settings import Settings, shard_key
-from rag_pipeline.vector_store import VectorStore
-from rag_pipeline_tests.conftest import run_all
+from rag_pipeline_tests.conftest import persisted_rows, run_all
 
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
-
-
-def _fingerprint(settings: Settings) -> dict:
-    """What was persisted, independent of run ids and timestamps."""
-    with open_settings_catalog(settings) as cat:
-        # result_checksum covers the run id, so it differs between runs by design.
-        results = sorted((r["dedupe_key"], r["status"], r["n_text"], r["n_vectors"])
-                         for r in cat.rows("SELECT * FROM results"))
-        evidence = sorted((r["evidence_id"], r["text"]) for r in cat.rows(
-            "SELECT evidence_id, text FROM evidence_text"))
-        n_evidence = cat.scalar("SELECT count(*) FROM evidence_text")
-        runs = cat.rows("SELECT partition_key, status FROM analysis_runs")
-    vt = VectorStore(settings.lance_dir)._table("mv", 384, create=False).to_arrow()
-    vec_ids = vt.column("evidence_id").to_pylist()
-    return {"results": results, "evidence": evidence, "n_evidence": n_evidence,
-            "vector_ids": sorted(vec_ids), "n_vectors": len(vec_ids),
-            "run_partitions": sorted({r["partition_key"] for r in runs}),
-            "run_status": {r["status"] for r in runs}}
 
 
 def test_four_shards_concurrently_match_a_sequential_run(tmp_path, monkeypatch, pipeline_env):
@@ -69,23 +49,23 @@ def test_four_shards_concurrently_match_a_sequential_run(tmp_path, monkeypatch, 
         assert {r.tags.get("dagster/partition") for r in runs} >= {
             f"minilm-l6|{shard_key(i)}" for i in range(4)}
 
-    after_concurrent = _fingerprint(settings)
+    after_concurrent = persisted_rows(settings)
     assert after_concurrent["run_partitions"] == [f"minilm-l6|{shard_key(i)}" for i in range(4)]
     assert after_concurrent["run_status"] == {"persisted"}
-    assert after_concurrent["n_vectors"] == len(set(after_concurrent["vector_ids"])) > 0
+    assert len(after_concurrent["vectors"]) == len(set(after_concurrent["vectors"])) > 0
 
     # The text partitions next; then nothing is left to do.
     first = run_all()
     assert set(first["partitions"]) == {f"text-v1|{shard_key(i)}" for i in range(4)}
     assert run_all()["partitions"] == []
-    concurrent = _fingerprint(settings)
+    concurrent = persisted_rows(settings)
     assert concurrent["n_evidence"] == len(concurrent["evidence"])
-    assert concurrent["vector_ids"] == after_concurrent["vector_ids"]
+    assert concurrent["vectors"] == after_concurrent["vectors"]
 
     # The same corpus indexed sequentially in a fresh data dir gives exactly the same rows.
     seq_data = tmp_path / "sequential"
     monkeypatch.setenv("RAG_DATA_DIR", str(seq_data))
     run_all()
-    sequential = _fingerprint(Settings.from_env())
-    for key in ("results", "evidence", "vector_ids"):
+    sequential = persisted_rows(Settings.from_env())
+    for key in ("results", "evidence", "vectors"):
         assert concurrent[key] == sequential[key], key

@@ -10,30 +10,9 @@ import sys
 
 import pytest
 
-from rag_pipeline.catalog.catalog import open_settings_catalog
 from rag_pipeline.demo_corpus import generate_demo_corpus
 from rag_pipeline.settings import Settings
-from rag_pipeline.vector_store import VectorStore
-from rag_pipeline_tests.conftest import run_all
-
-
-def _rows(settings: Settings) -> dict:
-    """Persisted content, independent of run ids and timestamps."""
-    with open_settings_catalog(settings) as cat:
-        results = sorted((r["dedupe_key"], r["status"], r["n_text"], r["n_vectors"])
-                         for r in cat.rows("SELECT * FROM results"))
-        evidence = sorted((r["evidence_id"], r["text"]) for r in cat.rows(
-            "SELECT evidence_id, text FROM evidence_text"))
-        persisted_runs = {r["run_id"] for r in cat.rows(
-            "SELECT run_id FROM analysis_runs WHERE status = 'persisted'")}
-        orphans = cat.scalar("SELECT count(*) FROM evidence_text e WHERE NOT EXISTS (SELECT 1 "
-                             "FROM analysis_runs r WHERE r.run_id = e.run_id)")
-    tbl = VectorStore(settings.lance_dir)._table("mv", 384, create=False)
-    vt = tbl.to_arrow() if tbl is not None else None
-    vectors = sorted(vt.column("evidence_id").to_pylist()) if vt is not None else []
-    vector_runs = set(vt.column("run_id").to_pylist()) if vt is not None else set()
-    return {"results": results, "evidence": evidence, "vectors": vectors,
-            "persisted_runs": persisted_runs, "vector_runs": vector_runs, "orphans": orphans}
+from rag_pipeline_tests.conftest import persisted_rows, run_all
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +27,7 @@ def clean_rows(tmp_path_factory):
     os.environ.update(env)
     try:
         run_all()
-        return _rows(Settings.from_env())
+        return persisted_rows(Settings.from_env())
     finally:
         for k, v in saved.items():
             if v is None:
@@ -65,7 +44,7 @@ def test_sigkill_then_rerun_gives_clean_rows(point, demo_env, clean_rows):
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
 
-    crashed = _rows(settings)
+    crashed = persisted_rows(settings)
     # Nothing partial is visible: every evidence row belongs to a persisted run, and vectors of
     # an unpersisted run (written before the crash) are not in the catalog's results.
     assert crashed["orphans"] == 0
@@ -76,7 +55,7 @@ def test_sigkill_then_rerun_gives_clean_rows(point, demo_env, clean_rows):
 
     summary = run_all()  # rerun without the fault
     assert summary["reaped_runs"], "the killed run was failed and its pool slots freed"
-    rerun = _rows(settings)
+    rerun = persisted_rows(settings)
     for key in ("results", "evidence", "vectors"):
         assert rerun[key] == clean_rows[key], key
     assert rerun["vector_runs"] <= rerun["persisted_runs"], "leftover vectors were cleaned up"
