@@ -21,7 +21,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 __all__ = [
     "DEFAULT_METRICS",
+    "EVAL_METRICS",
     "METRICS",
+    "latency_summary",
+    "percentile",
     "evaluate",
     "evaluate_per_query",
     "mrr_at_k",
@@ -34,6 +37,8 @@ Qrels = Mapping[str, Mapping[str, int]]
 Run = Mapping[str, Sequence[str]]
 
 DEFAULT_METRICS: tuple[str, ...] = ("ndcg@10", "recall@100", "mrr@10", "precision@5")
+# What `rag-pipeline eval` reports and the gates read.
+EVAL_METRICS: tuple[str, ...] = ("ndcg@10", "recall@50", "recall@100", "mrr@10", "precision@5")
 
 
 def _check_k(k: int) -> None:
@@ -132,3 +137,23 @@ def evaluate(run: Run, qrels: Qrels, metrics: Iterable[str] = DEFAULT_METRICS) -
     per_query = evaluate_per_query(run, qrels, metrics)
     return {name: (sum(scores.values()) / len(scores) if scores else 0.0)
             for name, scores in per_query.items()}
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Linear-interpolated percentile (numpy's default method), ``p`` in [0, 100]; NaN if empty."""
+    if not 0.0 <= p <= 100.0:
+        raise ValueError(f"p must be in [0, 100], not {p!r}")
+    xs = sorted(float(v) for v in values)
+    if not xs:
+        return float("nan")
+    pos = (len(xs) - 1) * p / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def latency_summary(ms: Sequence[float]) -> dict[str, float]:
+    """p50 / p95 / p99 / mean of per-query latencies (milliseconds)."""
+    return {"latency_p50_ms": percentile(ms, 50), "latency_p95_ms": percentile(ms, 95),
+            "latency_p99_ms": percentile(ms, 99),
+            "latency_mean_ms": (sum(ms) / len(ms)) if ms else float("nan")}

@@ -9,6 +9,7 @@
   policy         which profile serves each axis; promote / roll back (no recompute)
   models         list, sync or add analyzer profiles (models.yaml)
   tasks          task states per profile x shard partition
+  eval           run / compare / report evaluations (gold sets, BEIR folders)
   dead-letters   list (or re-drive) files that failed, with their error class
 """
 
@@ -314,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--redrive", action="store_true")
     dl.add_argument("--error-class")
     dl.set_defaults(func=cmd_dead_letters)
+
+    from evals.cli import add_eval_parser
+
+    add_eval_parser(sub)
     return p
 
 

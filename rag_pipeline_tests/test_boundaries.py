@@ -35,6 +35,6 @@ def test_dagster_definitions_load_every_stage():
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     assert keys == {"assets", "asset_versions", "analysis_runs", "inference_runs", "evidence",
-                    "search_snapshot"}
-    for job in ("discover_job", "cpu_job", "gpu_job", "publish_job"):
+                    "search_snapshot", "promoted_snapshot", "nightly_eval"}
+    for job in ("discover_job", "cpu_job", "gpu_job", "publish_job", "nightly_eval_job"):
         assert defs.resolve_job_def(job) is not None

@@ -21,8 +21,8 @@ from rag_pipeline.retrieval.fusion import (
 def test_fusion_weight_table_is_exact():
     assert FUSION_WEIGHTS == {
         "visual": {"vv": 0.50, "mv": 0.30, "fts": 0.20},
-        "keyword": {"vv": 0.20, "mv": 0.30, "fts": 0.50},
-        "semantic": {"vv": 0.20, "mv": 0.50, "fts": 0.30},
+        "keyword": {"vv": 0.20, "mv": 0.40, "fts": 0.40},
+        "semantic": {"vv": 0.20, "mv": 0.48, "fts": 0.32},
         "balanced": {"vv": 0.34, "mv": 0.33, "fts": 0.33},
     }
     for table in FUSION_WEIGHTS.values():
@@ -32,8 +32,8 @@ def test_fusion_weight_table_is_exact():
 def test_weights_renormalised_over_available_axes():
     w = weights_for("keyword", {"mv", "fts"})
     assert set(w) == {"mv", "fts"}
-    assert math.isclose(w["mv"], 0.30 / 0.80)
-    assert math.isclose(w["fts"], 0.50 / 0.80)
+    assert math.isclose(w["mv"], 0.40 / 0.80)
+    assert math.isclose(w["fts"], 0.40 / 0.80)
     assert math.isclose(sum(w.values()), 1.0)
 
     w = weights_for("visual", ["fts", "mv"])

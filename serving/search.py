@@ -290,6 +290,9 @@ class Searcher:
         """Open the current snapshot; its query model is the one its manifest records, unless
         RAG_QUERY_MODEL_DIR points elsewhere (another copy of the same weights, say)."""
         kw.setdefault("mv_model_dir", os.environ.get("RAG_QUERY_MODEL_DIR") or None)
+        if "snapshot_id" not in kw:  # serving follows the promoted snapshot once there is one
+            promoted = (settings.snapshots_dir / "PROMOTED").exists()
+            kw.setdefault("pointer", "PROMOTED" if promoted else "CURRENT")
         return cls.open(settings.snapshots_dir, settings.lance_dir, **kw)
 
     @staticmethod

@@ -14,5 +14,6 @@ gpu_job = dg.define_asset_job(
     "gpu_job", selection=["inference_runs"], partitions_def=gpu_partitions,
     description="Model inference for one model-profile x shard partition (gpu pool).")
 publish_job = dg.define_asset_job(
-    "publish_job", selection=["evidence", "search_snapshot"],
-    description="Persist leftovers, then build and publish the search snapshot.")
+    "publish_job", selection=["evidence", "search_snapshot", "promoted_snapshot"],
+    description="Persist leftovers, build and publish the search snapshot, and promote it if "
+                "its blocking smoke-eval check passes the gates.")

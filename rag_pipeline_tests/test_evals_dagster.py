@@ -1,0 +1,161 @@
+"""Evals in Dagster (real runs on the demo corpus): the blocking smoke-eval check on
+search_snapshot promotes a good snapshot, blocks a deliberately worse one (a tiny random MV
+model) so it is NOT promoted, and the nightly schedule's job records metrics (one demo index for all:
+the test files must stay fast)."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import yaml
+
+from rag_pipeline.catalog.catalog import open_settings_catalog
+from rag_pipeline.settings import Settings
+from rag_pipeline_tests.tiny_models import build_tiny_sentence_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _defs() -> dg.Definitions:
+    """The project's definitions plus the eval defs, wired as in rag_pipeline/definitions.py
+    (publish_job also materializes promoted_snapshot)."""
+    from rag_pipeline.defs import evals as eval_defs
+    from rag_pipeline.defs import jobs
+    from rag_pipeline.defs.ingest import assets as ingest_assets
+    from rag_pipeline.defs.resources import PipelineSettings
+    from rag_pipeline.defs.search import assets as search_assets
+
+    publish = dg.define_asset_job(
+        "publish_job", selection=["evidence", "search_snapshot", "promoted_snapshot"])
+    return dg.Definitions(
+        assets=[*dg.load_assets_from_modules([ingest_assets, search_assets]),
+                *eval_defs.assets],
+        asset_checks=[*dg.load_asset_checks_from_modules([ingest_assets, search_assets]),
+                      *eval_defs.asset_checks],
+        jobs=[jobs.discover_job, jobs.cpu_job, jobs.gpu_job, publish, *eval_defs.jobs],
+        schedules=eval_defs.schedules, resources={"pipeline": PipelineSettings()})
+
+
+def _materialize(defs, instance) -> dict:
+    from rag_pipeline.defs.runner import materialize_all
+
+    return materialize_all(defs, instance=instance, log=lambda *_: None)
+
+
+def _check_evals(instance, name: str = "smoke_eval_gates"):
+    key = dg.AssetCheckKey(dg.AssetKey("search_snapshot"), name)
+    recs = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
+    return [r.event.asset_check_evaluation for r in recs if r.event and r.event.asset_check_evaluation]
+
+
+def _pointer(settings: Settings, name: str) -> str | None:
+    p = settings.snapshots_dir / name
+    return p.read_text().strip() if p.exists() else None
+
+
+@pytest.mark.timeout(600)
+def test_blocking_check_promotes_good_blocks_worse_and_nightly_records(demo_env, tmp_path,
+                                                                  monkeypatch):
+    settings, corpus = demo_env
+    monkeypatch.setenv("RAG_SMOKE_GOLD", str(corpus.gold_path))
+    tiny = build_tiny_sentence_model(tmp_path / "tiny-b")
+    doc = yaml.safe_load((REPO / "models.yaml").read_text())
+    doc["profiles"].append({"name": "tiny-b", "analyzer": "mv_embed",
+                            "model": {"model_dir": str(tiny)},
+                            "config": {"text_profile": "text-v1"}})
+    models = tmp_path / "models.yaml"
+    models.write_text(yaml.safe_dump(doc, sort_keys=False))
+    monkeypatch.setenv("RAG_MODELS_FILE", str(models))
+    settings = Settings.from_env()
+    defs = _defs()
+
+    with dg.DagsterInstance.get() as instance:
+        # 1. First snapshot: nothing promoted yet -> the check passes, records the baseline,
+        #    and promoted_snapshot publishes PROMOTED.
+        first = _materialize(defs, instance)
+        good = first["snapshot_id"]
+        assert _pointer(settings, "CURRENT") == good
+        assert _pointer(settings, "PROMOTED") == good
+        ev = _check_evals(instance)[0]
+        assert ev.passed
+        assert "baseline" in ev.metadata["status"].value
+        assert ev.metadata["ndcg@10"].value > 0.8
+        assert (settings.data_dir / "evals" / f"{good}-smoke.json").is_file()
+
+        # 2. A worse snapshot: serve MV vectors from a tiny random model.
+        from rag_pipeline.policy import set_policy
+        from rag_pipeline.profiles import load_profiles
+
+        with open_settings_catalog(settings) as cat:
+            set_policy(load_profiles(settings), cat, "mv", "tiny-b", "worse on purpose")
+        # The blocking check fails its step and the run (materialize_all raises unless it
+        # is told not to: either way the run is recorded as failed).
+        with contextlib.suppress(dg.DagsterError):
+            _materialize(defs, instance)
+        worse = _pointer(settings, "CURRENT")
+        assert worse != good, "the worse snapshot was built and is CURRENT"
+        assert _pointer(settings, "PROMOTED") == good, "... but it was NOT promoted"
+        ev = _check_evals(instance)[0]
+        assert not ev.passed
+        assert ev.metadata["verdict"].value == "BLOCK"
+        assert "ndcg@10" in ev.metadata["reasons"].value
+        assert ev.metadata["ndcg@10"].value < ev.metadata["promoted_ndcg@10"].value - 0.01
+        # Dagster skipped promoted_snapshot in that run: its last materialization is the first.
+        run = instance.get_runs(dg.RunsFilter(job_name="publish_job"), limit=1)[0]
+        assert run.status == dg.DagsterRunStatus.FAILURE
+        mats = instance.get_latest_materialization_event(dg.AssetKey("promoted_snapshot"))
+        assert mats.run_id != run.run_id
+        promo_events = {e.dagster_event.event_type_value for e in instance.all_logs(run.run_id)
+                        if e.dagster_event and e.step_key == "promoted_snapshot"}
+        assert "STEP_SUCCESS" not in promo_events and "ASSET_MATERIALIZATION" not in promo_events
+        stats = {s.step_key: s.status for s in instance.get_run_step_stats(run.run_id)}
+        assert stats.get("promoted_snapshot") in (None, dg.DagsterRunStatus.FAILURE) or \
+            str(stats.get("promoted_snapshot")).endswith("SKIPPED"), stats
+
+        # 3. Roll back the policy: an identical-to-promoted candidate passes and is promoted.
+        with open_settings_catalog(settings) as cat:
+            set_policy(load_profiles(settings), cat, "mv", "minilm-l6", "rollback")
+        third = _materialize(defs, instance)
+        assert _pointer(settings, "PROMOTED") == third["snapshot_id"]
+        ev = _check_evals(instance)[0]
+        assert ev.passed, {k: v.value for k, v in ev.metadata.items() if k != "report"}
+
+        # 4. Serving (Searcher.open with pointer PROMOTED) reads the promoted snapshot.
+        from serving.search import Searcher
+
+        s = Searcher.open(settings.snapshots_dir, settings.lance_dir, pointer="PROMOTED")
+        assert s.manifest.snapshot_id == third["snapshot_id"]
+        s.close()
+
+        # 5. The nightly schedule exists; one run of its job records the metrics as floats.
+        sched = defs.resolve_schedule_def("nightly_eval_schedule")
+        assert sched.cron_schedule == "0 2 * * *" and sched.job_name == "nightly_eval_job"
+        assert sched.execution_timezone == "UTC"
+        monkeypatch.setenv("RAG_NIGHTLY_ENGINES", "hybrid,bm25")
+        res = defs.resolve_job_def("nightly_eval_job").execute_in_process(instance=instance)
+        assert res.success
+        meta = res.asset_materializations_for_node("nightly_eval")[0].metadata
+        for key in ("ndcg@10", "recall@50", "recall@100", "mrr@10", "precision@5",
+                    "latency_p95_ms", "error_rate", "cpu_s_per_1k_queries", "bm25_ndcg@10"):
+            assert isinstance(meta[key], dg.FloatMetadataValue), key
+        assert meta["ndcg@10"].value > 0.8 and meta["error_rate"].value == 0.0
+        assert meta["snapshot_id"].value == third["snapshot_id"]
+        assert "data:image/png;base64," in meta["report"].value
+
+
+def test_nightly_cron_from_env(monkeypatch):
+    import importlib
+
+    import rag_pipeline.defs.evals.promotion as mod
+
+    monkeypatch.setenv("RAG_NIGHTLY_CRON", "30 3 * * 1-5")
+    assert mod.nightly_cron() == "30 3 * * 1-5"
+    monkeypatch.setenv("RAG_SMOKE_GOLD", "off")
+    assert mod.smoke_gold_path() is None
+    importlib.reload(mod)  # module-level schedule reads the env at import
+    assert mod.nightly_eval_schedule.cron_schedule == "30 3 * * 1-5"
+    monkeypatch.delenv("RAG_NIGHTLY_CRON")
+    importlib.reload(mod)
