@@ -19,7 +19,8 @@ LanceDB's built-in hybrid (RRFReranker).
 without changing the serving code: it fuses the BM25 and MV file rankings offline with
 ``weighted_rrf`` over a grid of FTS weights and RRF k (first checked to reproduce
 ``Searcher.search`` exactly), varies the per-axis candidate depth (real searches), breaks
-nDCG@10 down by classified query type, and tries alternative query typings.
+nDCG@10 down by classified query type, tries alternative query typings, and sweeps the BM25
+title boost (in memory only: the searcher's per-field boosts are overridden for the run).
 
 Query vectors are cached per query text (the same vector every time: results are identical,
 it only saves re-encoding each query once per configuration).
@@ -233,6 +234,34 @@ def explore(queries, qrels, key_runs, asset_docs, doc_runs, searcher) -> None:
         rows.append([label, *row(run)])
     print("\n### Query typing (offline, RRF k=60, fts_combine=max)\n")
     print(md_table(["query typing", "nDCG@10", "Recall@100", "MRR@10"], rows))
+
+    # 5. BM25 title boost. Experiment: overrides the searcher's in-memory per-field boosts
+    # (a private attribute; the snapshot and the settings are untouched) to see what
+    # Settings.field_weights.title would do without rebuilding the snapshot.
+    fields, boosts = getattr(searcher, "_fts_fields", None), getattr(searcher, "_fts_boosts", None)
+    if not fields or boosts is None or "title" not in fields:
+        print("\n(title boost sweep skipped: this Searcher has no _fts_fields/_fts_boosts)")
+        return
+    base = list(boosts)
+    rows = []
+    try:
+        for title_boost in (0.5, 1.0, 1.5, 2.0, 3.0):
+            searcher._fts_boosts = [title_boost if f == "title" else b
+                                    for f, b in zip(fields, base, strict=True)]
+            cells = []
+            for axes in (["fts"], None):
+                run = {qid: [d for h in searcher.search(text, k=K_UNITS, axes=axes).hits
+                             for d in asset_docs.get(h.asset_id, ())]
+                       for qid, text in queries.items()}
+                cells += row(run)
+            rows.append([f"{title_boost:g}" + (" (current)" if title_boost == base[
+                fields.index("title")] else ""), *cells])
+    finally:
+        searcher._fts_boosts = base
+    others = ", ".join(f"{f} {b:g}" for f, b in zip(fields, base, strict=True) if f != "title")
+    print(f"\n### BM25 title boost (fts_combine=max; other boosts: {others})\n")
+    print(md_table(["title boost", "BM25 nDCG@10", "BM25 R@100", "BM25 MRR@10",
+                    "hybrid nDCG@10", "hybrid R@100", "hybrid MRR@10"], rows))
 
 
 if __name__ == "__main__":

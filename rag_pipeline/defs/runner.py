@@ -137,5 +137,6 @@ def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance | None = 
     summary["partitions"] = [pk for _, pk in work]
     summary["shards"] = sorted({pk.split("|")[1] for _, pk in work})
     log(f"snapshot: {summary['snapshot_id']} "
-        f"({'published' if summary['published'] else 'unchanged'})")
+        f"({'published' if summary['published'] else 'unchanged'}"
+        f"{', promoted' if summary['promoted'] else ''})")
     return summary
