@@ -21,13 +21,14 @@ Loading validates every line and names the bad one as ``file:line: reason``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rag_pipeline.datasets.beir import jsonl_records
 
 GoldQueryType = Literal["keyword", "semantic", "visual", "mixed"]
 # Gold query type -> serving's QueryType (serving calls a mixed query "balanced").
@@ -108,27 +109,16 @@ def load_gold_jsonl(path: str | Path, name: str | None = None) -> GoldSet:
         raise FileNotFoundError(f"gold file {path} not found")
     queries: list[GoldQuery] = []
     first: dict[str, int] = {}
-    with path.open("r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: invalid JSON: {exc.msg} "
-                                 f"(column {exc.colno})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, "
-                                 f"got {type(obj).__name__}")
-            try:
-                q = GoldQuery.model_validate(obj)
-            except ValidationError as exc:
-                raise ValueError(f"{path}:{lineno}: {_reason(exc)}") from None
-            if q.query_id in first:
-                raise ValueError(f"{path}:{lineno}: duplicate query_id {q.query_id!r} "
-                                 f"(first at line {first[q.query_id]})")
-            first[q.query_id] = lineno
-            queries.append(q)
+    for lineno, obj in jsonl_records(path, comments=True):
+        try:
+            q = GoldQuery.model_validate(obj)
+        except ValidationError as exc:
+            raise ValueError(f"{path}:{lineno}: {_reason(exc)}") from None
+        if q.query_id in first:
+            raise ValueError(f"{path}:{lineno}: duplicate query_id {q.query_id!r} "
+                             f"(first at line {first[q.query_id]})")
+        first[q.query_id] = lineno
+        queries.append(q)
     if not queries:
         raise ValueError(f"{path}: no queries")
     return GoldSet(name=name or path.stem, kind="jsonl", queries=queries, path=path)

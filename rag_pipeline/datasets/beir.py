@@ -78,11 +78,12 @@ class BeirDataset:
 # Loading
 
 
-def _jsonl_records(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) per non-blank line; ValueError naming file:line otherwise."""
+def jsonl_records(path: Path, comments: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) per non-blank line (and, with ``comments``, non-# line);
+    ValueError naming file:line otherwise."""
     with path.open("r", encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+            if not line.strip() or (comments and line.lstrip().startswith("#")):
                 continue
             try:
                 obj = json.loads(line)
@@ -122,7 +123,7 @@ def _string_field(obj: dict[str, Any], key: str, path: Path, lineno: int,
 def read_corpus(path: Path) -> dict[str, dict[str, str]]:
     corpus: dict[str, dict[str, str]] = {}
     first_line: dict[str, int] = {}
-    for lineno, obj in _jsonl_records(path):
+    for lineno, obj in jsonl_records(path):
         doc_id = _record_id(obj, path, lineno)
         if doc_id in corpus:
             raise ValueError(f"{path}:{lineno}: duplicate _id {doc_id!r} "
@@ -139,7 +140,7 @@ def read_corpus(path: Path) -> dict[str, dict[str, str]]:
 def read_queries(path: Path) -> dict[str, str]:
     queries: dict[str, str] = {}
     first_line: dict[str, int] = {}
-    for lineno, obj in _jsonl_records(path):
+    for lineno, obj in jsonl_records(path):
         qid = _record_id(obj, path, lineno)
         if qid in queries:
             raise ValueError(f"{path}:{lineno}: duplicate _id {qid!r} "
