@@ -265,17 +265,23 @@ def strip_markdown_inline(line: str) -> str:
     return line
 
 
+def _fence_step(line: str, in_fence: str | None) -> tuple[bool, str | None]:
+    """(is this a code-fence line, fence state after it): a fence closes only on its own marker."""
+    fence = _FENCE.match(line)
+    if not fence:
+        return False, in_fence
+    marker = fence.group(1)
+    if in_fence is None:
+        return True, marker[0] * len(marker)
+    return True, (None if marker.startswith(in_fence) else in_fence)
+
+
 def _strip_markdown_block(lines: list[str]) -> str:
     out: list[str] = []
     in_fence: str | None = None
     for line in lines:
-        fence = _FENCE.match(line)
-        if fence:
-            marker = fence.group(1)
-            if in_fence is None:
-                in_fence = marker[0] * len(marker)
-            elif marker.startswith(in_fence):
-                in_fence = None
+        is_fence, in_fence = _fence_step(line, in_fence)
+        if is_fence:
             continue  # the fence line itself (```python) is not content
         if in_fence is not None:
             out.append(line)  # code is kept verbatim: identifiers are searchable
@@ -325,13 +331,8 @@ def _extract_markdown(text: str) -> ExtractedDocument:
         pos += len(line) + 1
         if offsets[i] < body_start:
             continue
-        fence = _FENCE.match(line)
-        if fence:
-            marker = fence.group(1)
-            if in_fence is None:
-                in_fence = marker[0] * len(marker)
-            elif marker.startswith(in_fence):
-                in_fence = None
+        is_fence, in_fence = _fence_step(line, in_fence)
+        if is_fence:
             continue
         if in_fence is not None:
             continue
