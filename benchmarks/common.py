@@ -80,6 +80,9 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
 def add_index_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rebuild", action="store_true",
                         help="wipe and rebuild the index under var/bench/<dataset> first")
+    parser.add_argument("--no-update", action="store_true",
+                        help="search the existing index as it is: no Dagster run (a search "
+                             "benchmark then neither waits for nor depends on the pipeline)")
 
 
 def load_dataset(name: str = "scifact", split: str = "train",
@@ -234,10 +237,18 @@ def build_index(ds: BeirDataset, name: str, *, fresh: bool = False,
     return index
 
 
-def ensure_index(ds: BeirDataset, name: str, *, rebuild: bool = False,
+def ensure_index(ds: BeirDataset, name: str, *, rebuild: bool = False, update: bool = True,
                  log: Callable[..., None] = eprint) -> BenchIndex:
     """The index under var/bench/<name>, built if absent, brought up to date (cheap: nothing is
-    re-analysed when nothing changed) if not; ``rebuild`` starts from scratch."""
+    re-analysed when nothing changed) if not; ``rebuild`` starts from scratch. ``update=False``
+    uses a published index as it is (no Dagster run)."""
+    if not update and not rebuild:
+        index = prepare_corpus(ds, name)
+        if not (index.settings.snapshots_dir / "CURRENT").exists():
+            raise SystemExit(f"[{name}] no published snapshot under {index.settings.data_dir}: "
+                             "run once without --no-update to build it")
+        log(f"[{name}] using the published index as it is (--no-update)")
+        return index
     return build_index(ds, name, fresh=rebuild, log=log)
 
 

@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rag_pipeline import staging
+from rag_pipeline import image_analysis, staging
 from rag_pipeline.analyzers import errors
 from rag_pipeline.analyzers.doc_text import analyze_document
 from rag_pipeline.analyzers.image_metadata import analyze_image
@@ -35,7 +35,7 @@ from rag_pipeline.contracts import (
 from rag_pipeline.discovery import sidecar_bytes
 from rag_pipeline.faults import fault_point
 from rag_pipeline.planner import partition_key, read_plan
-from rag_pipeline.profiles import Profile, Profiles, TaskProfile, load_profiles
+from rag_pipeline.profiles import IMAGE_ONLY, Profile, Profiles, TaskProfile, load_profiles
 from rag_pipeline.settings import Settings
 
 
@@ -84,15 +84,31 @@ def embed_text_for(task_type: str, texts: list[EvidenceText]) -> list[tuple[str,
     return [("unit:0", joined)] if joined else []
 
 
+def local_model_spec(profile: Profile) -> ModelSpec | None:
+    """The ModelSpec of the model this worker would load for ``profile`` (None: nothing local
+    to compare, e.g. the built-in analyzers or a remote endpoint)."""
+    if profile.analyzer in ("text", "ocr") or profile.model_dir is None:
+        return None
+    if profile.analyzer == "mv_embed":
+        return model_spec_for(profile.model_dir)
+    if profile.analyzer == "vv_embed":
+        from rag_pipeline.analyzers.image_embedding import image_model_spec
+
+        return image_model_spec(profile.model_dir)
+    from rag_pipeline.analyzers.captioning import local_model_spec as caption_spec
+
+    return caption_spec(profile.model_dir, profile.tasks["caption"].model.backend)
+
+
 def check_model_parity(profile: Profile, tasks: list[TaskSpec]) -> ModelSpec | None:
     """Compare the local model's manifest with every task's ModelSpec; raise on mismatch."""
-    if profile.analyzer != "mv_embed" or not tasks:
+    if not tasks or profile.analyzer in ("text", "ocr") or profile.model_dir is None:
         return None
-    assert profile.model_dir is not None
     try:
-        local = model_spec_for(profile.model_dir)
-    except FileNotFoundError as exc:
+        local = local_model_spec(profile)
+    except (FileNotFoundError, errors.ModelError, OSError, ValueError) as exc:
         raise ModelMismatch(f"model_mismatch: profile {profile.name!r}: {exc}") from exc
+    assert local is not None
     for t in tasks:
         wanted = t.model
         for field_name in ("revision", "weights_checksum"):
@@ -102,6 +118,25 @@ def check_model_parity(profile: Profile, tasks: list[TaskSpec]) -> ModelSpec | N
                     f"{field_name} {getattr(wanted, field_name)[:16]}, the local model at "
                     f"{profile.model_dir} has {getattr(local, field_name)[:16]}")
     return local
+
+
+def error_info(exc: BaseException, uri: str) -> ErrorInfo:
+    """A failed task's error: its class is what the dead letter records."""
+    if isinstance(exc, errors.AnalysisError):
+        return ErrorInfo(error_class=exc.error_class, message=str(exc)[:2000],
+                         retryable=exc.retryable)
+    if isinstance(exc, OSError):
+        return ErrorInfo(error_class="UnreadableFile", message=f"{uri}: {exc}", retryable=True)
+    # An analyzer bug must not sink the partition.
+    return ErrorInfo(error_class=f"AnalyzerCrash.{type(exc).__name__}",
+                     message=f"{uri}: {exc}"[:2000])
+
+
+def read_verified(task: TaskSpec) -> bytes:
+    data = Path(task.uri).read_bytes()
+    if hashlib.sha256(data).hexdigest() != task.asset_id:
+        raise ContentChanged(f"{task.uri}: bytes changed since discovery")
+    return data
 
 
 def _analyze_text(task: TaskSpec, data: bytes, settings: Settings) -> list[EvidenceText]:
@@ -132,6 +167,13 @@ def run_partition(settings: Settings, profile_name: str, shard: str,
         by_type[t.task_type].append(t)
     run_ids = {tt: f"{tt}-{profile_name}-{shard}-{uuid.uuid4().hex[:12]}" for tt in by_type}
     envelopes: dict[str, list[ResultEnvelope]] = defaultdict(list)
+    if profile.analyzer in IMAGE_ONLY:
+        t0 = time.perf_counter()
+        envelopes[profile.analyzer] = image_analysis.run_image_tasks(
+            settings, profile, tasks, run_ids[profile.analyzer])
+        out.seconds[profile.analyzer] = time.perf_counter() - t0
+        return _stage(settings, profile_name, shard, part_key, dagster_run_id, started,
+                      run_ids, envelopes, out, t_start)
     text_profile = profile if profile.analyzer == "text" else profiles.text_profile_for(profile)
 
     # 1. Text analyzers: the text profile's own tasks, or the input of pending mv tasks.
@@ -146,23 +188,16 @@ def run_partition(settings: Settings, profile_name: str, shard: str,
         probe = task or mv
         text_type = _text_type_for(probe)
         try:
-            data = Path(probe.uri).read_bytes()
-            if hashlib.sha256(data).hexdigest() != asset_id:
-                raise ContentChanged(f"{probe.uri}: bytes changed since discovery")
+            data = read_verified(probe)
             texts = _analyze_text(_as_text_task(probe, text_profile.tasks[text_type]), data,
                                   settings)
             if not texts:
                 raise errors.NoTextContent(f"{probe.uri}: no text evidence")
             error = None
-        except errors.AnalysisError as exc:
-            texts, error = [], ErrorInfo(error_class=exc.error_class, message=str(exc),
-                                         retryable=exc.retryable)
-        except OSError as exc:
-            texts, error = [], ErrorInfo(error_class="UnreadableFile",
-                                         message=f"{probe.uri}: {exc}", retryable=True)
-        except Exception as exc:  # an analyzer bug must not sink the partition
-            texts, error = [], ErrorInfo(error_class=f"AnalyzerCrash.{type(exc).__name__}",
-                                         message=f"{probe.uri}: {exc}"[:2000])
+            if text_type == "image_meta" and task is not None:
+                _store_thumbnail(settings, probe, data)
+        except Exception as exc:
+            texts, error = [], error_info(exc, probe.uri)
         if task is not None:
             envelopes[task.task_type].append(
                 ResultEnvelope.build(task, run_ids[task.task_type], texts=texts, error=error))
@@ -198,10 +233,41 @@ def run_partition(settings: Settings, profile_name: str, shard: str,
                 mv_tasks[asset_id], run_ids["mv_embed"], vectors=per_asset.get(asset_id, [])))
     out.seconds["mv_embed"] = time.perf_counter() - t0
 
-    # 3. Stage one batch per analysis run.
+    return _stage(settings, profile_name, shard, part_key, dagster_run_id, started, run_ids,
+                  envelopes, out, t_start)
+
+
+def _store_thumbnail(settings: Settings, task: TaskSpec, data: bytes) -> None:
+    """Serving hands out stored thumbnails; content-addressed, so written once per asset."""
+    from rag_pipeline.analyzers.image_decode import (
+        decode_image,
+        thumbnail_bytes,
+        thumbnail_path,
+        write_thumbnail,
+    )
+
+    target = settings.thumbs_dir
+    if thumbnail_path(target, task.asset_id).exists():
+        return
+    try:
+        decoded = decode_image(data, max_pixels=int(task.config["max_pixels"]),
+                               target_side=settings.thumbnail_side)
+        write_thumbnail(target, task.asset_id,
+                        thumbnail_bytes(decoded, max_side=settings.thumbnail_side))
+    except errors.AnalysisError:
+        pass  # the metadata analysis already decoded it; a thumbnail is a convenience
+
+
+def _stage(settings: Settings, profile_name: str, shard: str, part_key: str,
+           dagster_run_id: str | None, started, run_ids: dict[str, str],
+           envelopes: dict[str, list[ResultEnvelope]], out: ShardResult,
+           t_start: float) -> ShardResult:
+    """Stage one batch per analysis run."""
     t0 = time.perf_counter()
     finished = utcnow()
     for task_type, envs in envelopes.items():
+        if not envs:
+            continue
         first = envs[0].task
         run = AnalysisRun(
             run_id=run_ids[task_type], tenant_id=first.tenant_id, analyzer=task_type,

@@ -4,6 +4,7 @@
   generate-demo  write the demo corpus and its gold queries
   materialize    run discover -> shards -> snapshot through Dagster
   search         query the current snapshot (hybrid by default) with explanations
+  similar        units like an asset (image -> image on the VV axis; documents on MV)
   serve          HTTP API over the current snapshot
   status         catalog counts and the current snapshot
   policy         which profile serves each axis; promote / roll back (no recompute)
@@ -57,6 +58,9 @@ def _print_response(resp, as_json: bool) -> None:
     axes = ", ".join(resp.axes_used)
     print(f'\n"{resp.query}"  [{resp.query_type}; axes: {axes}; '
           f'{resp.timings_ms.get("total", 0):.1f} ms; snapshot {resp.snapshot_id}]')
+    for axis, why in resp.axes_unavailable.items():
+        if axis == "vv" or axis in resp.axes_used:
+            print(f"  ({axis} unavailable: {why})")
     if not resp.hits:
         print("  (no hits)")
     for i, h in enumerate(resp.hits, 1):
@@ -68,6 +72,8 @@ def _print_response(resp, as_json: bool) -> None:
                         if isinstance(r, dict) and r.get("run_id") == ev.run_id), {})
             print(f"        matched {ev.field} [{terms}] from run {ev.run_id}"
                   + (f" ({run.get('model_id')})" if run else ""))
+        if h.explanation.matched_tags:
+            print(f"        tags: {', '.join(h.explanation.matched_tags)}")
         if h.snippet:
             print(f"        “{h.snippet[:160]}”")
 
@@ -83,12 +89,37 @@ def cmd_search(args) -> int:
 
     settings = _settings()
     searcher = _searcher(settings)
-    filters = SearchFilters(kind=args.kind, folder_prefix=args.folder) \
-        if (args.kind or args.folder) else None
+    filters = SearchFilters(kind=args.kind, folder_prefix=args.folder, tags=args.tag) \
+        if (args.kind or args.folder or args.tag) else None
     req = SearchRequest(query=args.query, k=args.k, tenant=settings.tenant_id, filters=filters,
                         query_type=args.type, axes=args.axes.split(",") if args.axes else None,
                         collapse=not args.chunks)
     _print_response(searcher.search(req), args.json)
+    return 0
+
+
+def cmd_similar(args) -> int:
+    import hashlib
+    import re
+    from pathlib import Path
+
+    from serving import SearchFilters, SimilarRequest
+
+    settings = _settings()
+    target = args.asset
+    if not re.fullmatch(r"[0-9a-f]{64}", target):  # a file: its asset id is its content hash
+        path = Path(target)
+        if not path.is_file():
+            raise SystemExit(f"error: {target!r} is neither an asset id (sha256) nor a file")
+        target = hashlib.sha256(path.read_bytes()).hexdigest()
+    filters = SearchFilters(kind=args.kind) if args.kind else None
+    try:
+        resp = _searcher(settings).similar(SimilarRequest(
+            asset_id=target, k=args.k, tenant=settings.tenant_id, axis=args.axis,
+            filters=filters))
+    except KeyError as exc:
+        raise SystemExit(f"error: {exc.args[0]}") from None
+    _print_response(resp, args.json)
     return 0
 
 
@@ -179,7 +210,8 @@ def cmd_models(args) -> int:
     for p in profiles.by_name.values():
         spec = next(iter(p.tasks.values())).model
         print(f"  {p.name:<16} {p.analyzer:<9} pool={p.pool:<4} {spec.model_id}@{spec.revision}"
-              + (f" dim={p.dim}" if p.dim else ""))
+              + (f" dim={p.dim}" if p.dim else "")
+              + (f"  UNAVAILABLE: {p.unavailable}" if p.unavailable else ""))
     return 0
 
 
@@ -196,12 +228,25 @@ def _models_add(settings, args) -> None:
         mode="json", exclude_none=True)
     if any(p["name"] == args.name for p in doc["profiles"]):
         raise SystemExit(f"error: profile {args.name!r} already exists in {path}")
-    spec = model_spec_for(args.model_dir)  # fails clearly if the directory is not a model
-    model = {"model_dir": str(args.model_dir), "model_id": spec.model_id}
+    # Describing the model fails clearly if the directory is not one of that kind.
+    if args.analyzer == "mv_embed":
+        spec, backend = model_spec_for(args.model_dir), "sentence-transformers"
+    elif args.analyzer == "vv_embed":
+        from rag_pipeline.analyzers.image_embedding import image_model_spec
+
+        spec, backend = image_model_spec(args.model_dir), "transformers"
+    else:
+        from rag_pipeline.analyzers.captioning import local_model_spec
+
+        backend = args.backend or "transformers"
+        spec = local_model_spec(args.model_dir, backend)
+    model = {"backend": backend, "model_dir": str(args.model_dir), "model_id": spec.model_id}
     if args.pin:
         model |= {"revision": spec.revision, "weights_checksum": spec.weights_checksum}
-    doc["profiles"].append({"name": args.name, "analyzer": "mv_embed", "model": model,
-                            "config": {"text_profile": args.text_profile}})
+    entry = {"name": args.name, "analyzer": args.analyzer, "model": model}
+    if args.analyzer == "mv_embed":
+        entry["config"] = {"text_profile": args.text_profile}
+    doc["profiles"].append(entry)
     ModelsFile.model_validate(doc)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     print(f"added profile {args.name!r} to {path}")
@@ -272,11 +317,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--folder", help="folder prefix inside a source, e.g. docs/kitchen")
     s.add_argument("--type", choices=["keyword", "semantic", "visual", "balanced"],
                    help="query type (default: classified from the text)")
-    s.add_argument("--axes", help="comma-separated axes to use: fts,mv (default: all available)")
+    s.add_argument("--axes",
+                   help="comma-separated axes to use: fts,mv,vv (default: all available)")
     s.add_argument("--chunks", action="store_true",
                    help="one hit per chunk instead of one per file")
+    s.add_argument("--tag", action="append",
+                   help="only units carrying this content tag (repeatable: all must match)")
     s.add_argument("--json", action="store_true", help="print the full response as JSON")
     s.set_defaults(func=cmd_search)
+
+    si = sub.add_parser("similar", help="find units like an asset (image -> image on VV)")
+    si.add_argument("asset", help="asset id (sha256) or the path of an indexed file")
+    si.add_argument("-k", type=int, default=10)
+    si.add_argument("--axis", choices=["vv", "mv"],
+                    help="vector axis (default: vv when the asset has a VV vector, else mv)")
+    si.add_argument("--kind", choices=["document", "image"])
+    si.add_argument("--json", action="store_true", help="print the full response as JSON")
+    si.set_defaults(func=cmd_similar)
 
     sv = sub.add_parser("serve", help="HTTP API: /health, /search?q=")
     sv.add_argument("--host", default="127.0.0.1")
@@ -287,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     po_sub = po.add_subparsers(dest="policy_cmd", required=True)
     po_sub.add_parser("show", help="current policy and its history")
     ps = po_sub.add_parser("set", help="serve AXIS from PROFILE in the next snapshot")
-    ps.add_argument("axis", choices=["text", "mv"])
+    ps.add_argument("axis", choices=["text", "mv", "ocr", "vv", "caption"])
     ps.add_argument("profile")
     ps.add_argument("--note", help="why (kept in the history)")
     po.set_defaults(func=cmd_policy)
@@ -296,9 +353,13 @@ def build_parser() -> argparse.ArgumentParser:
     mo_sub = mo.add_subparsers(dest="models_cmd", required=True)
     mo_sub.add_parser("list", help="profiles in the models file")
     mo_sub.add_parser("sync", help="register every profile as a Dagster partition")
-    ma = mo_sub.add_parser("add", help="add an mv_embed profile and register it")
+    ma = mo_sub.add_parser("add", help="add a model profile (MV, VV or captions) and register it")
     ma.add_argument("name")
-    ma.add_argument("--model-dir", required=True, help="local sentence-transformers directory")
+    ma.add_argument("--analyzer", choices=["mv_embed", "vv_embed", "caption"], default="mv_embed")
+    ma.add_argument("--model-dir", required=True,
+                    help="local model directory (sentence-transformers, CLIP/SigLIP or a VLM)")
+    ma.add_argument("--backend", choices=["transformers", "vllm"],
+                    help="caption profiles: run the VLM with transformers (default) or vLLM")
     ma.add_argument("--text-profile", default="text-v1")
     ma.add_argument("--pin", action="store_true",
                     help="pin the revision and weights checksum found now (model parity)")
@@ -329,6 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:  # ProfileError, bad settings
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        # Serving refusals (an unavailable axis, a mismatched query model) are answers, not bugs.
+        if type(exc).__name__ in ("AxisUnavailable", "ModelMismatch"):
+            print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 3
+        raise
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 SCHEMA_VERSION = 1
 
-TaskType = Literal["doc_text", "image_meta", "mv_embed"]
+TaskType = Literal["doc_text", "image_meta", "mv_embed", "ocr", "vv_embed", "caption"]
 Axis = Literal["mv", "vv"]
 EvidenceKind = Literal[
     "chunk", "title", "metadata", "description", "caption", "tag", "keyword", "ocr"
@@ -62,7 +62,8 @@ class _Contract(BaseModel):
 class ModelSpec(_Contract):
     """Exactly which model (or rule-based analyzer) produced a piece of evidence."""
 
-    backend: Literal["builtin", "sentence-transformers", "transformers", "vllm", "openai"]
+    backend: Literal["builtin", "tesseract", "sentence-transformers", "transformers", "vllm",
+                     "openai"]
     model_id: str = Field(min_length=1)
     revision: str = Field(min_length=1)
     dtype: str = "none"

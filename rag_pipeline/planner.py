@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from rag_pipeline.analyzers.media_types import is_document, is_image
 from rag_pipeline.catalog.catalog import Catalog
 from rag_pipeline.contracts import TaskSpec
-from rag_pipeline.profiles import Profile, Profiles, TaskProfile, load_profiles
+from rag_pipeline.profiles import IMAGE_ONLY, Profile, Profiles, TaskProfile, load_profiles
 from rag_pipeline.settings import Settings, shard_key
 
 PLAN_SCHEMA = pa.schema([
@@ -33,6 +33,8 @@ class PlanReport:
     tasks_per_partition: dict[str, int] = field(default_factory=dict)
     already_done: int = 0
     skipped_failed: int = 0
+    # profile -> why it planned nothing (its model directory is missing, ...)
+    unavailable: dict[str, str] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -111,9 +113,19 @@ def plan(settings: Settings, cat: Catalog, profiles: Profiles | None = None) -> 
         else:
             report.skipped_failed += 1
 
+    for prof in profiles.by_name.values():
+        if prof.unavailable:
+            report.unavailable[prof.name] = prof.unavailable
     for v in versions:
         key = shard_key(v["shard"])
         for prof in profiles.by_name.values():
+            if prof.analyzer in IMAGE_ONLY:
+                # Image analyzers read only the bytes (no text dependency); an unavailable
+                # model plans nothing rather than failing every task.
+                if is_image(v["media_type"]) and not prof.unavailable:
+                    task = _task(prof.tasks[prof.analyzer], prof.name, v, key, tenant)
+                    add(task, state(task.dedupe_key), prof.name, key)
+                continue
             text_prof = prof if prof.analyzer == "text" else profiles.text_profile_for(prof)
             text_task = text_task_for(text_prof, v, key, tenant)
             if text_task is None:

@@ -7,7 +7,11 @@ policy says which profile is current per axis; switching it back is a rollback w
 
 ``text`` profiles run the CPU analyzers (document text + chunks, image metadata); ``mv_embed``
 profiles run a sentence-transformers model (GPU pool) over the text of the text profile they
-name.
+name. Image-only profiles: ``ocr`` (tesseract, CPU), ``vv_embed`` (CLIP/SigLIP image tower, GPU
+pool) and ``caption`` (a VLM writing a caption and tags; transformers, vLLM or an
+OpenAI-compatible endpoint; GPU pool). A model profile whose local model directory is missing
+resolves as unavailable: it plans nothing and its axis is reported unavailable, rather than
+failing every run.
 """
 
 from __future__ import annotations
@@ -22,15 +26,20 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from rag_pipeline.analyzers import doc_text, image_metadata
+from rag_pipeline.analyzers import doc_text, errors, image_metadata
 from rag_pipeline.contracts import ModelSpec
 from rag_pipeline.settings import Settings
 
 MODELS_FILE_VERSION = 1
 PROFILE_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
-Analyzer = Literal["text", "mv_embed"]
-POOL_OF = {"text": "cpu", "mv_embed": "gpu"}
-AXIS_OF = {"text": "text", "mv_embed": "mv"}
+Analyzer = Literal["text", "mv_embed", "ocr", "vv_embed", "caption"]
+POOL_OF = {"text": "cpu", "ocr": "cpu", "mv_embed": "gpu", "vv_embed": "gpu", "caption": "gpu"}
+# The policy slot a profile's evidence fills in the snapshot (mv and vv are vector axes).
+AXIS_OF = {"text": "text", "mv_embed": "mv", "ocr": "ocr", "vv_embed": "vv", "caption": "caption"}
+IMAGE_ONLY = frozenset({"ocr", "vv_embed", "caption"})
+REQUIRED_POLICY = ("text", "mv")
+BACKENDS_OF = {"mv_embed": {"sentence-transformers"}, "vv_embed": {"transformers"},
+               "caption": {"transformers", "vllm", "openai"}}
 
 
 class ProfileError(ValueError):
@@ -42,9 +51,11 @@ class ModelRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["sentence-transformers"] = "sentence-transformers"
-    # A local directory; "package:<module>" for a model shipped in a Python package.
-    model_dir: str
+    backend: Literal["sentence-transformers", "transformers", "vllm", "openai"] = \
+        "sentence-transformers"
+    # A local directory; "package:<module>" for a model shipped in a Python package. None only
+    # for an OpenAI-compatible endpoint (its address is in the profile's config: base_url).
+    model_dir: str | None = None
     model_id: str | None = None
     revision: str | None = None
     weights_checksum: str | None = None
@@ -61,10 +72,22 @@ class ProfileSpec(BaseModel):
 
     @model_validator(mode="after")
     def _model_when_needed(self) -> ProfileSpec:
-        if self.analyzer == "mv_embed" and self.model is None:
-            raise ValueError(f"profile {self.name!r}: an mv_embed profile needs a model")
-        if self.analyzer == "text" and self.model is not None:
-            raise ValueError(f"profile {self.name!r}: text profiles are built in, no model")
+        if self.analyzer in ("text", "ocr"):
+            if self.model is not None:
+                raise ValueError(f"profile {self.name!r}: {self.analyzer} profiles are built "
+                                 "in, no model")
+            return self
+        if self.model is None:
+            raise ValueError(f"profile {self.name!r}: a {self.analyzer} profile needs a model")
+        if self.model.backend not in BACKENDS_OF[self.analyzer]:
+            raise ValueError(f"profile {self.name!r}: backend {self.model.backend!r} cannot run "
+                             f"{self.analyzer} (use {sorted(BACKENDS_OF[self.analyzer])})")
+        if self.model.backend == "openai":
+            if not self.config.get("base_url") or not self.model.model_id:
+                raise ValueError(f"profile {self.name!r}: an openai backend needs "
+                                 "config.base_url and model.model_id")
+        elif not self.model.model_dir:
+            raise ValueError(f"profile {self.name!r}: model.model_dir is required")
         return self
 
 
@@ -90,7 +113,7 @@ class ModelsFile(BaseModel):
         if dupes:
             raise ValueError(f"duplicate profile names: {sorted(dupes)}")
         by_name = {p.name: p for p in self.profiles}
-        for axis in ("text", "mv"):
+        for axis in REQUIRED_POLICY:
             if axis not in self.policy:
                 raise ValueError(f"policy names no profile for axis {axis!r}")
         for axis, name in self.policy.items():
@@ -111,8 +134,10 @@ DEFAULT_MODELS = ModelsFile(
                                    model_id="sentence-transformers/all-MiniLM-L6-v2"),
                     config={"text_profile": "text-v1"},
                     description="all-MiniLM-L6-v2 text-meaning vectors (384-d)."),
+        ProfileSpec(name="ocr-tesseract", analyzer="ocr",
+                    description="Text in images, read by tesseract (CPU)."),
     ],
-    policy={"text": "text-v1", "mv": "minilm-l6"},
+    policy={"text": "text-v1", "mv": "minilm-l6", "ocr": "ocr-tesseract"},
 )
 
 
@@ -160,14 +185,23 @@ class Profile:
     text_profile: str | None = None  # mv_embed: whose text it embeds
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # Settings that do not change the output (endpoint address, batch size, device): they stay
+    # out of the task config, so moving a server or resizing a batch recomputes nothing.
+    runtime: dict[str, Any] = field(default_factory=dict)
+    unavailable: str | None = None  # why this profile cannot run here (its model is missing)
 
     @property
     def axis(self) -> str:
         return AXIS_OF[self.analyzer]
 
     @property
+    def task_type(self) -> str | None:
+        """The one task type of a model/image profile (text profiles have two)."""
+        return None if self.analyzer == "text" else self.analyzer
+
+    @property
     def dim(self) -> int | None:
-        t = self.tasks.get("mv_embed")
+        t = self.tasks.get(self.task_type or "")
         return t.model.dim if t else None
 
 
@@ -175,42 +209,117 @@ def builtin_spec(name: str, revision: str) -> ModelSpec:
     return ModelSpec(backend="builtin", model_id=f"rag_pipeline.{name}", revision=revision)
 
 
-def _resolve(spec: ProfileSpec, settings: Settings, base: Path | None) -> Profile:
-    if spec.analyzer == "text":
-        cfg = spec.config
-        return Profile(
-            name=spec.name, analyzer="text", pool="cpu", description=spec.description,
-            tasks={
-                "doc_text": TaskProfile("doc_text", builtin_spec("doc_text",
-                                                                 doc_text.ANALYZER_REVISION),
-                                        {"chunk_tokens": int(cfg.get("chunk_tokens",
-                                                                     settings.chunk_tokens)),
-                                         "chunk_overlap": int(cfg.get("chunk_overlap",
-                                                                      settings.chunk_overlap))}),
-                "image_meta": TaskProfile("image_meta", builtin_spec(
-                    "image_meta", image_metadata.ANALYZER_REVISION),
-                    {"max_pixels": int(cfg.get("max_pixels", settings.max_image_pixels))}),
-            })
-    from rag_pipeline.analyzers.text_embedding import model_spec_for
+# Caption settings that are runtime, not identity (see Profile.runtime).
+_CAPTION_RUNTIME_KEYS = {"base_url", "api_key_env", "timeout_s", "batch_size", "device",
+                         "max_retries", "retry_backoff_s", "concurrency", "max_model_len",
+                         "gpu_memory_utilization"}
 
-    ref = spec.model
-    assert ref is not None
-    model_dir = resolve_model_dir(ref.model_dir, base)
-    if settings.mv_model_dir and ref.model_dir == DEFAULT_MODELS.profiles[1].model.model_dir:
-        # RAG_MV_MODEL_DIR points the default profile at another copy of its model.
-        model_dir = Path(settings.mv_model_dir)
-    local = model_spec_for(model_dir)
-    # A pinned revision/checksum is what tasks ask for; the worker checks the local model
-    # against it (model parity). Unpinned, the weights found now are pinned into the tasks.
-    declared = local.model_copy(update={
+
+def _pinned(local: ModelSpec, ref: ModelRef) -> ModelSpec:
+    """A pinned revision/checksum is what tasks ask for; the worker checks the local model
+    against it (model parity). Unpinned, the weights found now are pinned into the tasks."""
+    return local.model_copy(update={
         k: v for k, v in (("model_id", ref.model_id), ("revision", ref.revision),
                           ("weights_checksum", ref.weights_checksum)) if v})
-    cfg = {"normalize": True, "title_prefix": True} | {
-        k: v for k, v in spec.config.items() if k != "text_profile"}
-    return Profile(name=spec.name, analyzer="mv_embed", pool="gpu", model_dir=model_dir,
-                   declared=ref, description=spec.description,
-                   text_profile=spec.config.get("text_profile"),
-                   tasks={"mv_embed": TaskProfile("mv_embed", declared, cfg)})
+
+
+def _unavailable_spec(ref: ModelRef, model_dir: Path | None) -> ModelSpec:
+    return ModelSpec(backend=ref.backend, model_id=ref.model_id or (model_dir.name if model_dir
+                                                                    else "unknown"),
+                     revision=ref.revision or "unavailable",
+                     weights_checksum=ref.weights_checksum or "none")
+
+
+def _resolve_text(spec: ProfileSpec, settings: Settings) -> Profile:
+    cfg = spec.config
+    return Profile(
+        name=spec.name, analyzer="text", pool="cpu", description=spec.description,
+        tasks={
+            "doc_text": TaskProfile("doc_text", builtin_spec("doc_text",
+                                                             doc_text.ANALYZER_REVISION),
+                                    {"chunk_tokens": int(cfg.get("chunk_tokens",
+                                                                 settings.chunk_tokens)),
+                                     "chunk_overlap": int(cfg.get("chunk_overlap",
+                                                                  settings.chunk_overlap))}),
+            "image_meta": TaskProfile("image_meta", builtin_spec(
+                "image_meta", image_metadata.ANALYZER_REVISION),
+                {"max_pixels": int(cfg.get("max_pixels", settings.max_image_pixels))}),
+        })
+
+
+def _resolve_ocr(spec: ProfileSpec, settings: Settings) -> Profile:
+    from rag_pipeline.analyzers import ocr
+
+    cfg = ocr.OcrConfig.model_validate(spec.config)
+    model, reason = ocr.ocr_model_spec(cfg)
+    # The tesseract version and languages are the model; when tesseract is missing the tasks
+    # still run and fail retryably (OcrUnavailable), so installing it later fills the gap.
+    # A timeout changes no output: runtime, not identity.
+    identity = cfg.model_dump(exclude={"timeout_s"}) | {"max_pixels": settings.max_image_pixels}
+    return Profile(name=spec.name, analyzer="ocr", pool="cpu", description=spec.description,
+                   tasks={"ocr": TaskProfile("ocr", model, identity)},
+                   runtime={"timeout_s": cfg.timeout_s},
+                   extra={"tesseract": reason or "available"})
+
+
+def _resolve_model(spec: ProfileSpec, settings: Settings, base: Path | None) -> Profile:
+    ref = spec.model
+    assert ref is not None
+    model_dir = resolve_model_dir(ref.model_dir, base) if ref.model_dir else None
+    unavailable = None
+    if spec.analyzer == "mv_embed":
+        from rag_pipeline.analyzers.text_embedding import model_spec_for
+
+        if settings.mv_model_dir and ref.model_dir == DEFAULT_MODELS.profiles[1].model.model_dir:
+            # RAG_MV_MODEL_DIR points the default profile at another copy of its model.
+            model_dir = Path(settings.mv_model_dir)
+        declared = _pinned(model_spec_for(model_dir), ref)
+        cfg = {"normalize": True, "title_prefix": True} | {
+            k: v for k, v in spec.config.items() if k != "text_profile"}
+        runtime: dict[str, Any] = {}
+    elif spec.analyzer == "vv_embed":
+        from rag_pipeline.analyzers.image_embedding import image_model_spec
+
+        try:
+            declared = _pinned(image_model_spec(model_dir), ref)
+        except (FileNotFoundError, OSError, ValueError, errors.ModelError) as exc:
+            declared, unavailable = _unavailable_spec(ref, model_dir), str(exc)
+        runtime = {k: spec.config[k] for k in ("batch_size", "device", "dtype")
+                   if k in spec.config}
+        # Decode side: JPEG draft decoding stops at the smallest scale still this large.
+        cfg = {"normalize": True, "decode_side": int(spec.config.get("decode_side", 448)),
+               "max_pixels": settings.max_image_pixels}
+    else:  # caption
+        from rag_pipeline.analyzers import captioning
+
+        if ref.backend == "openai":
+            # A remote model has no local weights: its id and the declared revision pin it.
+            declared = ModelSpec(backend="openai", model_id=str(ref.model_id),
+                                 revision=ref.revision or "unpinned",
+                                 weights_checksum=ref.weights_checksum or "none")
+        else:
+            try:
+                declared = _pinned(captioning.local_model_spec(model_dir, ref.backend), ref)
+            except (FileNotFoundError, OSError, ValueError, errors.ModelError) as exc:
+                declared, unavailable = _unavailable_spec(ref, model_dir), str(exc)
+        runtime = {k: v for k, v in spec.config.items() if k in _CAPTION_RUNTIME_KEYS}
+        cfg = {"prompt_version": captioning.PROMPT_VERSION,
+               "max_pixels": settings.max_image_pixels} | {
+            k: v for k, v in spec.config.items() if k not in _CAPTION_RUNTIME_KEYS}
+    task_type = spec.analyzer
+    return Profile(name=spec.name, analyzer=spec.analyzer, pool=POOL_OF[spec.analyzer],
+                   model_dir=model_dir, declared=ref, description=spec.description,
+                   text_profile=spec.config.get("text_profile"), runtime=runtime,
+                   unavailable=unavailable,
+                   tasks={task_type: TaskProfile(task_type, declared, cfg)})
+
+
+def _resolve(spec: ProfileSpec, settings: Settings, base: Path | None) -> Profile:
+    if spec.analyzer == "text":
+        return _resolve_text(spec, settings)
+    if spec.analyzer == "ocr":
+        return _resolve_ocr(spec, settings)
+    return _resolve_model(spec, settings, base)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from rag_pipeline.snapshot_schema import (
     SnapshotManifest,
     current_pointer,
     manifest_path,
+    normalize_tag,
     read_current_manifest,
     snapshot_arrow_schema,
     write_atomic,
@@ -113,6 +114,38 @@ def _taken_at(evs: list[dict]) -> datetime | None:
     return None
 
 
+def _image_results(cat: Catalog, tenant: str, profile) -> dict[str, dict]:
+    """asset_id -> the newest ok result of an image-only profile (matched by model and config,
+    like the text and MV results)."""
+    if profile is None:
+        return {}
+    tp = profile.tasks[profile.analyzer]
+    rows = cat.rows(
+        "SELECT asset_id, dedupe_key, run_id FROM (SELECT r.*, row_number() OVER (PARTITION BY "
+        "asset_id ORDER BY persisted_at DESC, dedupe_key) AS rn FROM results r WHERE tenant_id = ? "
+        "AND status = 'ok' AND task_type = ? AND model_key = ? AND config_hash = ?) WHERE rn = 1",
+        [tenant, tp.task_type, tp.model.key, stable_hash(tp.config)])
+    return {r["asset_id"]: r for r in rows}
+
+
+def _vectors(settings: Settings, axis: str, dim: int, run_ids: list[str]
+             ) -> dict[tuple[str, str], np.ndarray]:
+    out: dict[tuple[str, str], np.ndarray] = {}
+    vt = VectorStore(settings.lance_dir).read(axis, dim, run_ids) if dim else None
+    if vt is not None and vt.num_rows:
+        keys = vt.column("dedupe_key").to_pylist()
+        targets = vt.column("target").to_pylist()
+        mat = vt.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, dim)
+        for k, t, v in zip(keys, targets, mat, strict=True):
+            out[(k, t)] = v
+    return out
+
+
+def _thumbnail(settings: Settings, asset_id: str) -> str:
+    rel = PurePosixPath("thumbnails") / asset_id[:2] / f"{asset_id}.jpg"
+    return str(rel) if (settings.data_dir / rel).exists() else ""
+
+
 def collect_units(settings: Settings, cat: Catalog,
                   policy: dict[str, str] | None = None) -> tuple[list[dict], dict]:
     """Rows for the snapshot table, plus stats. Reads the catalog and the vector store.
@@ -132,7 +165,13 @@ def collect_units(settings: Settings, cat: Catalog,
         "doc_cfg": stable_hash(doc.config), "img_key": img.model.key,
         "img_cfg": stable_hash(img.config), "mv_key": mv_spec.key,
         "mv_cfg": stable_hash(mv_task.config)})
-    text_keys = [a["text_key"] for a in assets]
+    # Image-only profiles named by the policy: OCR text, VLM captions and tags, VV vectors.
+    extra = {slot: _image_results(cat, settings.tenant_id, profiles[policy[slot]])
+             for slot in ("ocr", "caption", "vv") if policy.get(slot)}
+    vv_prof = profiles[policy["vv"]] if policy.get("vv") else None
+    vv_dim = int(vv_prof.dim or 0) if vv_prof else 0
+    text_keys = [a["text_key"] for a in assets] + [
+        r["dedupe_key"] for slot in ("ocr", "caption") for r in extra.get(slot, {}).values()]
     ev_rows = cat.rows(
         "SELECT dedupe_key, kind, ordinal, text, confidence, locator, run_id FROM evidence_text "
         "WHERE dedupe_key IN (SELECT unnest(?)) ORDER BY dedupe_key, kind, ordinal", [text_keys])
@@ -141,19 +180,16 @@ def collect_units(settings: Settings, cat: Catalog,
         evidence[ev["dedupe_key"]].append(ev)
 
     mv_runs = sorted({a["mv_run"] for a in assets if a["mv_run"]})
-    vectors: dict[tuple[str, str], np.ndarray] = {}
-    vt = VectorStore(settings.lance_dir).read("mv", dim, mv_runs) if dim else None
-    if vt is not None and vt.num_rows:
-        keys = vt.column("dedupe_key").to_pylist()
-        targets = vt.column("target").to_pylist()
-        mat = vt.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, dim)
-        for k, t, v in zip(keys, targets, mat, strict=True):
-            vectors[(k, t)] = v
-    runs = _run_info(cat, sorted({a["text_run"] for a in assets} | set(mv_runs)))
+    vectors = _vectors(settings, "mv", dim, mv_runs)
+    vv_runs = sorted({r["run_id"] for r in extra.get("vv", {}).values()})
+    vv_vectors = _vectors(settings, "vv", vv_dim, vv_runs)
+    extra_runs = {r["run_id"] for rows in extra.values() for r in rows.values()}
+    runs = _run_info(cat, sorted({a["text_run"] for a in assets} | set(mv_runs) | extra_runs))
 
     units: list[dict] = []
     zero = np.zeros(dim, dtype=np.float32)
-    n_docs = n_images = n_with_mv = 0
+    zero_vv = np.zeros(vv_dim, dtype=np.float32)
+    n_docs = n_images = n_with_mv = n_with_vv = 0
     for a in assets:
         evs = evidence.get(a["text_key"], [])
         by_kind: dict[str, list[dict]] = defaultdict(list)
@@ -168,7 +204,8 @@ def collect_units(settings: Settings, cat: Catalog,
             "version_id": a["version_id"], "uri": a["uri"], "uris": list(a["uris"]),
             "source": a["source"], "folder": "" if folder == "." else folder,
             "media_type": a["media_type"], "mtime": _ts(a["mtime_ns"]), "size": a["size"],
-            "taken_at": _taken_at(evs), "runs": json.dumps(unit_runs, sort_keys=True),
+            "taken_at": _taken_at(evs), "content_tags": [], "thumbnail": "",
+            "has_vv": False, "vector_vv": zero_vv,
             "title": " ".join(e["text"] for e in by_kind["title"]),
             "metadata": "\n".join(e["text"] for e in by_kind["metadata"]),
         }
@@ -184,12 +221,23 @@ def collect_units(settings: Settings, cat: Catalog,
                     "chunk_index": int(ch["ordinal"]), "locator": ch["locator"],
                     "body": ch["text"], "caption": "", "tags": "", "ocr": "",
                     "has_mv": vec is not None, "vector_mv": vec if vec is not None else zero,
+                    "runs": json.dumps(unit_runs, sort_keys=True),
                     "evidence": json.dumps(head + [_evidence_item(ch, "body")]),
                 })
         else:
             n_images += 1
             vec = vectors.get((a["mv_key"], "unit:0")) if a["mv_key"] else None
             n_with_mv += vec is not None
+            for slot, task_type in (("ocr", "ocr"), ("caption", "caption"), ("vv", "vv_embed")):
+                r = extra.get(slot, {}).get(a["asset_id"])
+                if r is not None:
+                    unit_runs[task_type] = runs.get(r["run_id"], {"run_id": r["run_id"]})
+                    if slot != "vv":
+                        for ev in evidence.get(r["dedupe_key"], []):
+                            by_kind[ev["kind"]].append(ev)
+            vv_res = extra.get("vv", {}).get(a["asset_id"])
+            vv_vec = vv_vectors.get((vv_res["dedupe_key"], "unit:0")) if vv_res else None
+            n_with_vv += vv_vec is not None
             captions = by_kind["description"] + by_kind["caption"]
             tags = by_kind["keyword"] + by_kind["tag"]
             units.append(base | {
@@ -198,7 +246,12 @@ def collect_units(settings: Settings, cat: Catalog,
                 "caption": "\n".join(e["text"] for e in captions),
                 "tags": ", ".join(e["text"] for e in tags),
                 "ocr": "\n".join(e["text"] for e in by_kind["ocr"]),
+                "content_tags": sorted({normalize_tag(e["text"]) for e in tags} - {""}),
+                "thumbnail": _thumbnail(settings, a["asset_id"]),
                 "has_mv": vec is not None, "vector_mv": vec if vec is not None else zero,
+                "has_vv": vv_vec is not None,
+                "vector_vv": vv_vec if vv_vec is not None else zero_vv,
+                "runs": json.dumps(unit_runs, sort_keys=True),
                 "evidence": json.dumps(head + [_evidence_item(e, "caption") for e in captions]
                                        + [_evidence_item(e, "tags") for e in tags]
                                        + [_evidence_item(e, "ocr") for e in by_kind["ocr"]]),
@@ -208,7 +261,14 @@ def collect_units(settings: Settings, cat: Catalog,
                   and (u["kind"] == "document" or u["title"] or u["caption"] or u["tags"]))
     stats = {"policy": dict(policy), "n_units_missing_mv": missing, "n_assets": len(assets), "n_documents": n_docs, "n_images": n_images,
              "n_units": len(units), "n_units_with_mv": n_with_mv, "mv_dim": dim,
-             "mv_model_key": mv_spec.key, "mv_model_dir": str(mv_prof.model_dir)}
+             "mv_model_key": mv_spec.key, "mv_model_dir": str(mv_prof.model_dir),
+             "n_units_with_vv": n_with_vv, "vv_dim": vv_dim,
+             "vv_model_key": vv_prof.tasks["vv_embed"].model.key if vv_prof else None,
+             "vv_model_dir": str(vv_prof.model_dir) if vv_prof else None,
+             "vv_unavailable": vv_prof.unavailable if vv_prof else None,
+             "n_images_with_ocr": sum(1 for u in units if u["ocr"]),
+             "n_images_with_caption": sum(1 for a in assets if a["asset_id"] in
+                                          extra.get("caption", {}))}
     return units, stats
 
 
@@ -221,7 +281,8 @@ def fingerprint(units: list[dict], settings: Settings) -> str:
 
 
 def _stats_fingerprint(units: list[dict], stats: dict, settings: Settings) -> str:
-    return stable_hash([fingerprint(units, settings), stats["policy"], stats["mv_model_key"]], 32)
+    return stable_hash([fingerprint(units, settings), stats["policy"], stats["mv_model_key"],
+                        stats["vv_model_key"], stats["vv_unavailable"]], 32)
 
 
 def build_snapshot(settings: Settings, cat: Catalog, dagster_run_id: str | None = None,
@@ -239,14 +300,17 @@ def build_snapshot(settings: Settings, cat: Catalog, dagster_run_id: str | None 
     now = utcnow()
     snapshot_id = f"{now:%Y%m%dT%H%M%S}-{fp[:8]}"
     table_name = f"snapshot_{snapshot_id.replace('-', '_')}"
-    dim = stats["mv_dim"]
-    schema = snapshot_arrow_schema(dim)
+    dim, vv_dim = stats["mv_dim"], stats["vv_dim"]
+    schema = snapshot_arrow_schema(dim, vv_dim)
+    vector_cols = {"vector_mv": dim, "vector_vv": vv_dim}
     cols: dict[str, list] = {name: [u.get(name) for u in units] for name in schema.names
-                             if name != "vector_mv"}
+                             if name not in vector_cols}
     arrays = {name: pa.array(cols[name], type=schema.field(name).type) for name in cols}
-    flat = (np.stack([u["vector_mv"] for u in units]).astype(np.float32).ravel()
-            if units else np.zeros(0, dtype=np.float32))
-    arrays["vector_mv"] = pa.FixedSizeListArray.from_arrays(pa.array(flat), dim)
+    for name, d in vector_cols.items():
+        if name in schema.names:
+            flat = (np.stack([u[name] for u in units]).astype(np.float32).ravel()
+                    if units else np.zeros(0, dtype=np.float32))
+            arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat), d)
     table = pa.table([arrays[n] for n in schema.names], schema=schema)
 
     db = lancedb.connect(str(settings.lance_dir))
@@ -261,7 +325,18 @@ def build_snapshot(settings: Settings, cat: Catalog, dagster_run_id: str | None 
                                      language="English", with_position=False)
     index_s = time.perf_counter() - t_idx
 
-    mv = load_profiles(settings)[stats["policy"]["mv"]].tasks["mv_embed"].model
+    profiles = load_profiles(settings)
+    mv = profiles[stats["policy"]["mv"]].tasks["mv_embed"].model
+    vv_slot = stats["policy"].get("vv")
+    vv_model = profiles[vv_slot].tasks["vv_embed"].model if vv_slot else None
+    if not vv_slot:
+        vv_reason = "no visual (VV) profile in the snapshot policy"
+    elif stats["vv_unavailable"]:
+        vv_reason = f"VV model unavailable: {stats['vv_unavailable']}"
+    elif not stats["n_units_with_vv"]:
+        vv_reason = "no VV vectors persisted for the policy's profile"
+    else:
+        vv_reason = None
     stats |= {"fingerprint": fp, "index_seconds": round(index_s, 3)}
     manifest = SnapshotManifest(
         snapshot_id=snapshot_id, table_name=table_name, created_at=now,
@@ -272,8 +347,11 @@ def build_snapshot(settings: Settings, cat: Catalog, dagster_run_id: str | None 
             "mv": AxisInfo(available=stats["n_units_with_mv"] > 0, model=mv,
                            model_dir=stats["mv_model_dir"], dim=dim,
                            reason=None if stats["n_units_with_mv"] else "no MV vectors persisted"),
-            "vv": AxisInfo(available=False, reason="no visual (VV) analyzer configured"),
+            "vv": AxisInfo(available=vv_reason is None, model=vv_model,
+                           model_dir=stats["vv_model_dir"], dim=vv_dim or None,
+                           reason=vv_reason),
         },
+        policy=dict(stats["policy"]),
         field_weights=settings.field_weights.model_dump(), dagster_run_id=dagster_run_id,
         stats=stats,
     )

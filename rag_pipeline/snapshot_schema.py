@@ -17,13 +17,17 @@ from pydantic import BaseModel, Field
 
 from rag_pipeline.contracts import ModelSpec
 
-SNAPSHOT_SCHEMA_VERSION = 1
+SNAPSHOT_SCHEMA_VERSION = 2
 
 # Full-text fields, each with its own FTS index and BM25 weight (settings.FieldWeights).
 FTS_FIELDS = ("title", "body", "caption", "tags", "ocr", "metadata")
 
 
-def snapshot_arrow_schema(mv_dim: int) -> pa.Schema:
+def snapshot_arrow_schema(mv_dim: int, vv_dim: int | None = None) -> pa.Schema:
+    """``vector_vv`` exists only when the policy names a VV profile (a fixed-size list cannot
+    have size 0)."""
+    vv = [pa.field("has_vv", pa.bool_()),
+          pa.field("vector_vv", pa.list_(pa.float32(), vv_dim))] if vv_dim else []
     return pa.schema([
         pa.field("unit_id", pa.string(), nullable=False),       # searchable unit
         pa.field("tenant_id", pa.string(), nullable=False),
@@ -43,6 +47,10 @@ def snapshot_arrow_schema(mv_dim: int) -> pa.Schema:
         pa.field("size", pa.int64()),
         pa.field("has_mv", pa.bool_()),
         pa.field("vector_mv", pa.list_(pa.float32(), mv_dim)),
+        *vv,
+        # Normalised tag values (image keywords, VLM tags): the pre-filter / boost of tag search.
+        pa.field("content_tags", pa.list_(pa.string())),
+        pa.field("thumbnail", pa.string()),                     # relative to the data dir
         # JSON list: {kind, field, ordinal, text, confidence, run_id}
         pa.field("evidence", pa.string()),
         # JSON object: task_type -> {run_id, model_key, model_id, revision, backend, ...}
@@ -68,9 +76,16 @@ class SnapshotManifest(BaseModel):
     n_documents: int
     n_images: int
     axes: dict[str, AxisInfo]  # "fts", "mv", "vv"
+    # Which profile's evidence fills each policy slot (text, mv, ocr, vv, caption).
+    policy: dict[str, str] = Field(default_factory=dict)
     field_weights: dict[str, float]
     dagster_run_id: str | None = None
     stats: dict[str, Any] = Field(default_factory=dict)
+
+
+def normalize_tag(value: str) -> str:
+    """One spelling per tag, shared by the snapshot writer and the query side."""
+    return " ".join(value.casefold().replace("_", " ").split())
 
 
 def manifest_path(snapshots_dir: Path, snapshot_id: str) -> Path:

@@ -54,7 +54,7 @@ def test_two_profiles_side_by_side_switch_and_roll_back(demo_env, tmp_path, monk
     monkeypatch.setenv("RAG_MODELS_FILE", str(models))
     first = run_all()
     runs_a = _run_counts(Settings.from_env())
-    assert set(runs_a) == {"text-v1", "minilm-l6"}
+    assert set(runs_a) == {"text-v1", "minilm-l6", "ocr-tesseract"}
 
     # Profile B: another model. Backfilling it runs only B's partitions.
     tiny = build_tiny_sentence_model(tmp_path / "tiny-b")

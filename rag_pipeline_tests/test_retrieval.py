@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
-from rag_pipeline.retrieval.explain import matched_evidence, matched_terms, snippet, stem
+from rag_pipeline.retrieval.explain import (
+    STOPWORDS,
+    QueryMatcher,
+    matched_evidence,
+    matched_terms,
+    snippet,
+    stem,
+    tokens,
+)
 from rag_pipeline.retrieval.fusion import (
     FUSION_WEIGHTS,
     classify_query,
@@ -181,3 +190,23 @@ def test_snippet_windows_around_first_match():
     assert len(s) <= 102
     assert snippet("short text", "quokka") == "short text"
     assert snippet(text, "nomatch", width=50).startswith("lorem")
+
+
+def test_query_matcher_agrees_with_stemming_every_word():
+    # The matcher stems only the words that begin like a query stem; stemming every word must
+    # give the same answers, also where lowercasing re-splits a non-ASCII word.
+    texts = ["The quick brown foxes were running; studies dated 2024-17 (ties, glasses).",
+             "İstanbul STRASSE straße Kelvin \u212a ﬁle ǅemal re-run_runs 4PBA 4 pba",
+             "nothing here", ""]
+    for query in ["Quick fox run", "study dating", "istanbul strasse file kelvin k", "4 pba",
+                  "runs re", "the of", "ǆemal ties glass", "fox FOX"]:
+        m = QueryMatcher(query)
+        terms = list(dict.fromkeys(tokens(query)))
+        query_stems = {stem(t) for t in terms}
+        for text in texts:
+            text_stems = {stem(w) for w in tokens(text)}
+            assert m.matched_terms(text) == [t for t in terms if stem(t) in text_stems]
+            words = [(w.start(), w.group().lower()) for w in re.finditer(r"[^\W_]+", text)]
+            first = next((i for i, w in words if w not in STOPWORDS
+                          and (len(w) > 1 or w.isdigit()) and stem(w) in query_stems), None)
+            assert m.first_match_offset(text) == first

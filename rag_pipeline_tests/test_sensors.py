@@ -93,7 +93,8 @@ def test_profiles_sensor_registers_new_profiles(pipeline_env):
         assert isinstance(result, dg.SensorResult)
         added = {(r.partitions_def_name, k) for r in result.dynamic_partitions_requests
                  for k in r.partition_keys}
-        assert added == {("cpu_profiles", "text-v1"), ("gpu_profiles", "minilm-l6")}
+        assert added == {("cpu_profiles", "text-v1"), ("cpu_profiles", "ocr-tesseract"),
+                         ("gpu_profiles", "minilm-l6")}
         for r in result.dynamic_partitions_requests:
             instance.add_dynamic_partitions(r.partitions_def_name, list(r.partition_keys))
         assert isinstance(profiles_sensor(ctx), dg.SkipReason)

@@ -293,6 +293,31 @@ def test_build_filter_escapes_values():
     assert "tenant_id = 'o''brien'" in sql
     assert "kind = 'x'' OR ''1''=''1'" in sql
     assert "starts_with(folder, 'a''b/')" in sql
+    # the tenant clause is dropped when the table holds only that tenant's rows
+    assert build_filter("a", None, sole_tenant="a") is None
+    assert build_filter("b", None, sole_tenant="a") == "(tenant_id = 'b')"
+    assert build_filter("a", SearchFilters(kind="image"), sole_tenant="a") == "(kind = 'image')"
+
+
+def test_one_tenant_snapshot_drops_clauses_every_row_passes(snapshot, searcher):
+    assert searcher._sole_tenant is None and searcher._mv_clause == "has_mv = true"
+    snapshots_dir, lance_dir = snapshot
+    db = lancedb.connect(str(lance_dir))
+    rows = searcher.dataset.to_table(filter="tenant_id = 'acme'")
+    tbl = db.create_table("snapshot_acme", rows, mode="overwrite")
+    for field in FTS_FIELDS:
+        tbl.create_index(field, config=FTS(), replace=True)
+    m = searcher.manifest.model_copy(update={"snapshot_id": "snap-acme",
+                                             "table_name": "snapshot_acme", "tenants": ["acme"]})
+    write_manifest(snapshots_dir, m)
+    s = Searcher.open(snapshots_dir, lance_dir, snapshot_id="snap-acme")
+    assert s._sole_tenant == "acme" and s._mv_clause is None
+    assert _ids(s.search("quokka", k=5, tenant="acme"))[0] == "a-quokka"
+    assert s.search("quokka", k=5).hits == []  # tenant "default" has no rows here
+    assert _ids(s.search("dog", k=5, tenant="acme", filters={"kind": "image"})) == ["a-beach"]
+    assert s.lancedb_hybrid("quokka", k=5, tenant="acme")[0] == "a-quokka"
+    assert s.lancedb_hybrid("quokka", k=5) == []
+    s.close()
 
 
 # --- explanation -------------------------------------------------------------------------------
@@ -456,9 +481,15 @@ def test_serving_imports_no_dagster_or_writers():
 def test_fts_combine_max_vs_sum(snapshot, searcher):
     # LanceDB's MultiMatchQuery keeps the best boosted field per row ("max"): the one-word title
     # "Marsupials" (boost 2) beats a row matching both terms in its body and one in its title.
-    assert _ids(searcher.search("quokka marsupial", axes=["fts"], k=2)) == [
+    snapshots_dir, lance_dir = snapshot
+    title2 = searcher.manifest.model_copy(update={
+        "snapshot_id": "snap-title2",
+        "field_weights": {**searcher.manifest.field_weights, "title": 2.0}})
+    write_manifest(snapshots_dir, title2)
+    best = Searcher.open(*snapshot, snapshot_id="snap-title2")
+    assert _ids(best.search("quokka marsupial", axes=["fts"], k=2)) == [
         "d-marsupial", "d-quokka"]
-    summed = Searcher.open(*snapshot, fts_combine="sum")
+    summed = Searcher.open(*snapshot, snapshot_id="snap-title2", fts_combine="sum")
     assert _ids(summed.search("quokka marsupial", axes=["fts"], k=2)) == [
         "d-quokka", "d-marsupial"]
     assert summed.lancedb_hybrid("quokka", k=3)[0] == "d-quokka"

@@ -4,6 +4,7 @@ pooling code paths with no downloaded weights (the vocabulary is MiniLM's, from 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 
 def build_tiny_sentence_model(out: Path, hidden: int = 32, seed: int = 0) -> Path:
@@ -24,3 +25,19 @@ def build_tiny_sentence_model(out: Path, hidden: int = 32, seed: int = 0) -> Pat
     pooling = models.Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
     SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(out))
     return out
+
+
+def build_tiny_clip_model(out: Path, kind: Literal["clip", "siglip", "siglip2"] = "clip",
+                          seed: int = 0, image_size: int = 32) -> Path:
+    """A tiny random CLIP or SigLIP (hidden 32, 2 layers, patch 8, 16 text positions) saved as
+    a complete local model directory: config, seeded weights, a byte-level tokenizer built
+    here and an image processor. ``ImageEncoder.load`` reads it through ``from_pretrained``.
+
+    ``kind="siglip2"`` is a NaFlex Siglip2Model (patch 16, a budget of
+    (image_size / 16) ** 2 patches, at least 1).
+    """
+    from rag_pipeline.analyzers.image_embedding import build_random_model
+
+    return build_random_model(out, kind, seed=seed, hidden=32, layers=2, heads=2,
+                              intermediate=64, image_size=image_size, patch=8,
+                              projection_dim=24 if kind == "clip" else None, max_text_len=16)

@@ -11,6 +11,7 @@ from serving.search import (
     Searcher,
     SearchRequest,
     SearchResponse,
+    SimilarRequest,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "SearchRequest",
     "SearchResponse",
     "Searcher",
+    "SimilarRequest",
 ]

@@ -1,14 +1,18 @@
 """Minimal JSON HTTP front for a ``Searcher`` (stdlib ``ThreadingHTTPServer``, no framework).
 
     GET /health
-    GET /search?q=...&k=10&kind=document&folder=reports/2024&type=keyword&axes=fts,mv
+    GET /search?q=...&k=10&kind=document&folder=reports/2024&type=keyword&axes=fts,mv,vv
         optional: tenant, source, media_type, modified_after, modified_before (ISO 8601),
-        candidates. ``type`` is the query type (visual|keyword|semantic|balanced; default:
-        classified from the query); ``folder`` is a folder prefix.
+        tags (comma-separated content tags, all required), candidates. ``type`` is the query
+        type (visual|keyword|semantic|balanced; default: classified from the query);
+        ``folder`` is a folder prefix.
+    GET /similar?asset_id=<sha256>&k=10[&axis=vv|mv][&tenant=..][&kind=..]
+        units like that asset (image -> image on VV).
+    GET /thumbnail/<asset_id>[?tenant=..]   the stored JPEG thumbnail of an image
 
 Answers: 200 with the SearchResponse JSON; 400 ``{"error": ...}`` for bad input (unknown or
 repeated parameter, failed validation); 503 for ``AxisUnavailable`` / ``ModelMismatch``; 404 for
-other paths; 500 for anything unexpected.
+other paths and unknown assets; 500 for anything unexpected.
 
 Run: ``python -m serving.http [--host 127.0.0.1] [--port 8080]`` (settings from RAG_* env).
 """
@@ -31,12 +35,15 @@ from serving.search import (
     SearchFilters,
     Searcher,
     SearchRequest,
+    SimilarRequest,
 )
 
 log = logging.getLogger(__name__)
 
 _REQUEST_PARAMS = {"q": "query", "k": "k", "tenant": "tenant", "type": "query_type",
                    "candidates": "candidates", "collapse": "collapse"}
+_SIMILAR_PARAMS = {"asset_id": "asset_id", "k": "k", "tenant": "tenant", "axis": "axis",
+                   "collapse": "collapse"}
 _FILTER_PARAMS = {"kind": "kind", "folder": "folder_prefix", "source": "source",
                   "media_type": "media_type", "modified_after": "modified_after",
                   "modified_before": "modified_before"}
@@ -46,8 +53,10 @@ class BadRequest(ValueError):
     pass
 
 
-def parse_search_params(query_string: str) -> SearchRequest:
-    """URL query string -> validated SearchRequest (BadRequest / ValidationError on bad input)."""
+def _parse(query_string: str, request_params: dict[str, str], required: str,
+           list_params: dict[str, tuple[str, str]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """URL query string -> (request fields, filter fields); BadRequest on unknown, repeated or
+    missing parameters. ``list_params``: name -> ("request" | "filters", field), comma lists."""
     params = parse_qs(query_string, keep_blank_values=True)
     req: dict[str, Any] = {}
     filters: dict[str, Any] = {}
@@ -55,27 +64,49 @@ def parse_search_params(query_string: str) -> SearchRequest:
         if len(values) != 1:
             raise BadRequest(f"parameter {name!r} given {len(values)} times")
         value = values[0]
-        if name in _REQUEST_PARAMS:
-            if value != "" or name == "q":
-                req[_REQUEST_PARAMS[name]] = value
+        if name in request_params:
+            if value != "" or name == required:
+                req[request_params[name]] = value
         elif name in _FILTER_PARAMS:
             if value != "":
                 filters[_FILTER_PARAMS[name]] = value
-        elif name == "axes":
-            req["axes"] = [a for a in value.split(",") if a.strip()]
+        elif name in list_params:
+            where, field = list_params[name]
+            (req if where == "request" else filters)[field] = [
+                v for v in value.split(",") if v.strip()]
         else:
             raise BadRequest(f"unknown parameter {name!r}; known: "
-                             f"{sorted([*_REQUEST_PARAMS, *_FILTER_PARAMS, 'axes'])}")
-    if "query" not in req:
-        raise BadRequest("missing required parameter 'q'")
+                             f"{sorted([*request_params, *_FILTER_PARAMS, *list_params])}")
+    if request_params[required] not in req:
+        raise BadRequest(f"missing required parameter {required!r}")
+    return req, filters
+
+
+def parse_search_params(query_string: str) -> SearchRequest:
+    """URL query string -> validated SearchRequest (BadRequest / ValidationError on bad input)."""
+    req, filters = _parse(query_string, _REQUEST_PARAMS, "q",
+                          {"axes": ("request", "axes"), "tags": ("filters", "tags")})
     if filters:
         req["filters"] = SearchFilters(**filters)
     return SearchRequest(**req)
 
 
+def parse_similar_params(query_string: str) -> SimilarRequest:
+    req, filters = _parse(query_string, _SIMILAR_PARAMS, "asset_id",
+                          {"tags": ("filters", "tags")})
+    if filters:
+        req["filters"] = SearchFilters(**filters)
+    return SimilarRequest(**req)
+
+
 def _validation_message(exc: ValidationError) -> str:
     return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'request'}: {e['msg']}"
                      for e in exc.errors())
+
+
+# path -> (query-string parser, call on the searcher)
+_ROUTES = {"/search": (parse_search_params, Searcher.search),
+           "/similar": (parse_similar_params, Searcher.similar)}
 
 
 def make_handler(searcher: Searcher) -> type[BaseHTTPRequestHandler]:
@@ -96,19 +127,37 @@ def make_handler(searcher: Searcher) -> type[BaseHTTPRequestHandler]:
             try:
                 if url.path == "/health":
                     self._send(200, searcher.health())
-                elif url.path == "/search":
+                elif url.path in _ROUTES:
+                    parse, run = _ROUTES[url.path]
                     try:
-                        req = parse_search_params(url.query)
+                        req = parse(url.query)
                     except BadRequest as exc:
                         self._send(400, {"error": str(exc)})
                         return
                     except ValidationError as exc:
                         self._send(400, {"error": _validation_message(exc)})
                         return
-                    self._send(200, searcher.search(req).model_dump_json())
+                    try:
+                        self._send(200, run(searcher, req).model_dump_json())
+                    except KeyError as exc:  # similar: an asset the snapshot does not have
+                        self._send(404, {"error": str(exc).strip("'\"")})
+                elif url.path.startswith("/thumbnail/"):
+                    tenant = parse_qs(url.query).get("tenant", ["default"])[0]
+                    path = searcher.thumbnail_file(url.path.rsplit("/", 1)[1], tenant)
+                    if path is None:
+                        self._send(404, {"error": "no thumbnail for that asset"})
+                        return
+                    body = path.read_bytes()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "image/jpeg")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.send_header("Cache-Control", "public, max-age=31536000, immutable")
+                    self.end_headers()
+                    self.wfile.write(body)
                 else:
                     self._send(404, {"error": f"no such endpoint {url.path!r}",
-                                     "endpoints": ["/health", "/search"]})
+                                     "endpoints": ["/health", "/search", "/similar",
+                                                   "/thumbnail/<asset_id>"]})
             except (AxisUnavailable, ModelMismatch) as exc:
                 self._send(503, {"error": str(exc), "type": type(exc).__name__})
             except Exception as exc:  # keep the server up; the client gets a 500

@@ -65,3 +65,42 @@ class ModelError(AnalysisError):
     """The model failed on valid input."""
 
     retryable = True
+
+
+class OcrUnavailable(AnalysisError):
+    """The OCR engine (tesseract) or its language data is not installed: fix the machine and
+    retry; nothing is wrong with the file."""
+
+    retryable = True
+
+
+class OcrFailed(ModelError):
+    """tesseract exited with an error or ran past its timeout on an image that decoded."""
+
+
+class VlmOutputInvalid(AnalysisError):
+    """A vision-language model answered, but not with the JSON its prompt asks for. Permanent:
+    decoding is greedy, so asking again gives the same answer."""
+
+    def __init__(self, message: str, *, step: str = "", raw: str = ""):
+        super().__init__(message)
+        self.step = step  # "classify" or "caption"
+        self.raw = raw  # what the model said (clamped), for the dead letter
+
+    def __reduce__(self):  # keep step and raw across process boundaries
+        return (_rebuild_vlm_output_invalid, (str(self), self.step, self.raw))
+
+
+def _rebuild_vlm_output_invalid(message: str, step: str, raw: str) -> VlmOutputInvalid:
+    return VlmOutputInvalid(message, step=step, raw=raw)
+
+
+class VlmUnavailable(AnalysisError):
+    """No vision-language model to ask: endpoint down or refusing us, vLLM not installed, model
+    directory missing. Nothing is wrong with the image."""
+
+    retryable = True
+
+
+class VlmRequestRejected(AnalysisError):
+    """The model endpoint refused the request for this one image (a 4xx other than 429)."""

@@ -5,44 +5,37 @@ into EXIF, XMP, IPTC or a sidecar file next to the image. The image is still dec
 reduced scale for JPEG) so that a truncated or corrupt file fails here, with a clear error,
 instead of later inside an embedding model.
 
-Safety: the declared pixel count is checked before any pixel is decoded, against
-``max_pixels`` and against Pillow's own ``MAX_IMAGE_PIXELS`` (whose warning is turned into
-an error), so the effective limit is the smaller of the two. Only a fixed list of raster
-formats is opened: Pillow would otherwise hand EPS files to Ghostscript.
+Safety (declared pixel count checked before decoding, a fixed list of raster formats,
+truncation is an error) lives in ``image_decode``, shared with the other image analyzers.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import re
-import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import PurePath
 from typing import Any
 
-from PIL import Image, ImageFile, IptcImagePlugin, UnidentifiedImageError
+from PIL import Image, IptcImagePlugin
 
 from rag_pipeline.analyzers.documents import decode_text
-from rag_pipeline.analyzers.errors import (
-    CorruptImage,
-    DecompressionBomb,
-    EmptyFile,
+from rag_pipeline.analyzers.errors import EmptyFile
+from rag_pipeline.analyzers.image_decode import (
+    JPEG_FORMATS,
+    SAFE_FORMATS,  # noqa: F401  (re-exported: it used to be defined here)
+    load_image,
+    open_image,
+    strict_pillow,
 )
 from rag_pipeline.contracts import EvidenceText
 
 ANALYZER_REVISION = "image_meta-1"
 
 log = logging.getLogger(__name__)
-
-# Formats we open. (Multi-picture JPEGs from many cameras open through "JPEG" and then
-# report themselves as "MPO".)
-SAFE_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "TIFF", "BMP")
 
 # Upper bounds on what one image can contribute, so a hostile sidecar cannot flood the index.
 MAX_TEXT_CHARS = 10_000
@@ -483,56 +476,13 @@ def _read_json_sidecar(obj: Any, name: str, found: _Found, loc: dict[str, Any]) 
 # --------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _strict_pillow() -> Iterator[None]:
-    """Truncated images must fail, and the decompression-bomb warning must be an error.
-
-    Both are Pillow process globals; they are set for the call and restored afterwards.
-    (``warnings.catch_warnings`` is not thread-safe: run one analysis per thread of a
-    process pool, or none concurrently, as the workers do.)
-    """
-    saved = ImageFile.LOAD_TRUNCATED_IMAGES
-    ImageFile.LOAD_TRUNCATED_IMAGES = False
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            yield
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = saved
-
-
 def _open_and_decode(data: bytes, max_pixels: int) -> tuple[Image.Image, int, int]:
-    try:
-        im = Image.open(io.BytesIO(data), formats=SAFE_FORMATS)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecompressionBomb(f"declared image size is over Pillow's limit: {exc}") from exc
-    except MemoryError:
-        raise  # not a property of the file: let the worker retry or fail loudly
-    except UnidentifiedImageError as exc:
-        raise CorruptImage(f"not a readable image in any supported format "
-                           f"({', '.join(SAFE_FORMATS)})") from exc
-    except Exception as exc:  # plugins raise SyntaxError, ValueError, struct.error, OSError
-        raise CorruptImage(f"bad image header: {type(exc).__name__}: {exc}") from exc
-
-    width, height = im.size
-    if width <= 0 or height <= 0:
-        raise CorruptImage(f"{im.format} image declares an empty size {width}x{height}")
-    if width * height > max_pixels:
-        raise DecompressionBomb(f"{im.format} image declares {width}x{height} = "
-                                f"{width * height:,} pixels, over the limit of {max_pixels:,}")
-    if im.format in ("JPEG", "MPO"):
+    im, width, height = open_image(data, max_pixels)
+    if im.format in JPEG_FORMATS:
         # Only metadata is needed: decode at 1/8 scale. The whole entropy-coded stream is
         # still read, so truncation and corruption are still detected.
         im.draft(None, (64, 64))
-    try:
-        im.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DecompressionBomb(str(exc)) from exc
-    except MemoryError:
-        raise
-    except Exception as exc:  # OSError "image file is truncated", "broken data stream" ...
-        raise CorruptImage(f"cannot decode {im.format} {width}x{height}: "
-                           f"{type(exc).__name__}: {exc}") from exc
+    load_image(im, (width, height))
     return im, width, height
 
 
@@ -584,7 +534,7 @@ def analyze_image(data: bytes, sidecars: dict[str, bytes], *, max_pixels: int) -
     if not data:
         raise EmptyFile("image file is empty")
     found = _Found()
-    with _strict_pillow():
+    with strict_pillow():
         im, width, height = _open_and_decode(data, max_pixels)
         fmt = "JPEG" if im.format == "MPO" else (im.format or "unknown")
         try:

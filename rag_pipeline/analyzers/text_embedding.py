@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import threading
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from rag_pipeline.analyzers.hf_offline import offline
 from rag_pipeline.contracts import ModelSpec
 
 _LOAD_LOCK = threading.Lock()
@@ -73,15 +73,7 @@ class TextEncoder:
     def __init__(self, model_dir: Path, spec: ModelSpec):
         from sentence_transformers import SentenceTransformer
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        try:  # weight-loading progress bars are noise in pipeline logs and CLI output
-            from transformers.utils import logging as hf_logging
-
-            hf_logging.disable_progress_bar()
-        except ImportError:
-            pass
+        offline()
         self.model_dir = model_dir
         self.spec = spec
         self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)

@@ -134,4 +134,13 @@ DDL = [
         set_at TIMESTAMPTZ NOT NULL,
         note VARCHAR NOT NULL DEFAULT ''
     )""",
+    # Tags as structured metadata (content_tags): VLM tags with their type, and image
+    # keywords. A view over evidence_text, so tags are never stored twice or drift apart.
+    """
+    CREATE OR REPLACE VIEW content_tags AS
+    SELECT tenant_id, asset_id, dedupe_key, run_id, task_type,
+           CASE WHEN kind = 'keyword' THEN 'keyword'
+                ELSE coalesce(json_extract_string(locator, '$.tag_type'), 'other') END AS tag_type,
+           text AS value, confidence
+    FROM evidence_text WHERE kind IN ('tag', 'keyword')""",
 ]

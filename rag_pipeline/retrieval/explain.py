@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import lru_cache
 from typing import Any
 
 STOPWORDS = frozenset(
@@ -31,6 +32,7 @@ def _undouble(stem: str) -> str:
     return stem
 
 
+@lru_cache(maxsize=1 << 16)  # explaining a hit stems every word of its texts: words recur
 def stem(word: str) -> str:
     """Light English stemmer: strips ies/es/s, ing/ed, ly; then a final silent 'e'.
 
@@ -67,40 +69,95 @@ def tokens(text: str) -> list[str]:
 
 def query_terms(query: str) -> list[str]:
     """Distinct query tokens, in query order."""
-    return list(dict.fromkeys(tokens(query)))
+    return list(_query_terms(query))
+
+
+@lru_cache(maxsize=1024)  # one query is matched against every text of every hit
+def _query_terms(query: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(tokens(query)))
+
+
+class QueryMatcher:
+    """One query's terms, matched against many texts (a search's hits): each text is scanned
+    once per matcher, and only its words that begin like a query stem are stemmed (a stem is
+    the whole word or keeps its first two letters, so no other word can share it)."""
+
+    def __init__(self, query: str):
+        self.query = query
+        self.terms = _query_terms(query)
+        self._term_stems = [stem(t) for t in self.terms]
+        self._stems = frozenset(self._term_stems)
+        self._heads = frozenset(s[:2] for s in self._stems)
+        # In lowercased ASCII text: the words that begin like a query stem (the regex engine
+        # skips the others twice as fast as a word-by-word check).
+        ascii_heads = sorted(h for h in self._heads if h.isascii())
+        self._ascii_candidates = re.compile(
+            r"(?<![a-z0-9])(?:" + "|".join(map(re.escape, ascii_heads)) + r")[a-z0-9]*"
+        ) if ascii_heads else None
+        self._matched: dict[str, list[str]] = {}  # per text scanned
+        self._offsets: dict[str, int | None] = {}
+
+    def _is_match(self, word: str) -> bool:  # word: lowercased
+        return (word[:2] in self._heads and word not in STOPWORDS
+                and (len(word) > 1 or word.isdigit()) and stem(word) in self._stems)
+
+    def matched_terms(self, text: str) -> list[str]:
+        """The query's terms (lowercased, query order, distinct) whose stem occurs in ``text``."""
+        if not self.terms or not text:
+            return []
+        out = self._matched.get(text)
+        if out is None:
+            found = {stem(w) for w in self._candidate_words(text) if self._is_match(w)}
+            out = [t for t, st in zip(self.terms, self._term_stems) if st in found]
+            self._matched[text] = out
+        return list(out)
+
+    def first_match_offset(self, text: str) -> int | None:
+        """Character offset in ``text`` of the first word whose stem matches a query term."""
+        if not self.terms or not text:
+            return None
+        if text not in self._offsets:
+            if not text.isascii():
+                found = (m.start() for m in _TOKEN.finditer(text)
+                         if self._is_match(m.group().lower()))
+            elif self._ascii_candidates is not None:
+                found = (m.start() for m in self._ascii_candidates.finditer(text.lower())
+                         if self._is_match(m.group()))
+            else:
+                found = iter(())
+            self._offsets[text] = next(found, None)
+        return self._offsets[text]
+
+    def _candidate_words(self, text: str) -> set[str]:
+        """Lowercased words of ``text`` that may match (a superset of the matching ones)."""
+        if not text.isascii():  # lowercasing may re-split it: word by word, as ``tokens``
+            return {m.lower() for m in set(_TOKEN.findall(text))}
+        if self._ascii_candidates is None:
+            return set()
+        return set(self._ascii_candidates.findall(text.lower()))
 
 
 def matched_terms(query: str, text: str) -> list[str]:
     """The query's terms (lowercased, query order, distinct) whose stem occurs in ``text``."""
-    terms = query_terms(query)
-    if not terms or not text:
-        return []
-    text_stems = {stem(t) for t in tokens(text)}
-    return [t for t in terms if stem(t) in text_stems]
+    return QueryMatcher(query).matched_terms(text)
 
 
 def first_match_offset(query: str, text: str) -> int | None:
     """Character offset in ``text`` of the first word whose stem matches a query term."""
-    stems = {stem(t) for t in query_terms(query)}
-    if not stems or not text:
-        return None
-    for m in _TOKEN.finditer(text):
-        w = m.group(0).lower()
-        if w not in STOPWORDS and stem(w) in stems:
-            return m.start()
-    return None
+    return QueryMatcher(query).first_match_offset(text)
 
 
-def snippet(text: str, query: str, width: int = 200) -> str:
+def snippet(text: str, query: str, width: int = 200, *,
+            matcher: QueryMatcher | None = None) -> str:
     """A window of about ``width`` characters of ``text`` around its first match of ``query``.
 
     Without a match it is the start of the text. Cuts land on whitespace where possible and are
-    marked with an ellipsis.
+    marked with an ellipsis. ``matcher``: the query's, when matching it against many texts.
     """
     text = " ".join((text or "").split())
     if len(text) <= width:
         return text
-    pos = first_match_offset(query, text)
+    pos = (matcher or QueryMatcher(query)).first_match_offset(text)
     start = 0 if pos is None else max(0, pos - width // 3)
     end = min(len(text), start + width)
     start = max(0, end - width) if end == len(text) else start
@@ -130,16 +187,19 @@ def parse_evidence(evidence: str | list[dict[str, Any]] | None) -> list[dict[str
 
 
 def matched_evidence(evidence: str | list[dict[str, Any]] | None, query: str,
-                     limit: int | None = None) -> list[dict[str, Any]]:
+                     limit: int | None = None, *,
+                     matcher: QueryMatcher | None = None) -> list[dict[str, Any]]:
     """Evidence items whose text matches the query, best first.
 
     ``evidence`` is a snapshot row's evidence JSON list of ``{kind, field, ordinal, text,
     confidence, run_id}``. Each returned item is a copy with ``matched_terms`` added, ordered by
     the number of matched terms, then confidence (both descending), then original position.
+    ``matcher``: the query's, when matching it against many texts.
     """
+    matcher = matcher or QueryMatcher(query)
     scored = []
     for pos, item in enumerate(parse_evidence(evidence)):
-        terms = matched_terms(query, str(item.get("text") or ""))
+        terms = matcher.matched_terms(str(item.get("text") or ""))
         if not terms:
             continue
         try:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Literal, get_args
+from typing import Literal, TypeVar, get_args
 
 QueryType = Literal["visual", "keyword", "semantic", "balanced"]
+Id = TypeVar("Id", str, int)  # unit or asset ids, or serving's integer row keys
 QUERY_TYPES: tuple[str, ...] = get_args(QueryType)
 
 AXES: tuple[str, ...] = ("vv", "mv", "fts")
@@ -49,8 +50,8 @@ def weights_for(query_type: str, available_axes: Iterable[str]) -> dict[str, flo
     return {a: w / total for a, w in chosen.items()}
 
 
-def weighted_rrf(rankings: Mapping[str, list[str]], weights: Mapping[str, float],
-                 k: int = RRF_K) -> list[tuple[str, float]]:
+def weighted_rrf(rankings: Mapping[str, list[Id]], weights: Mapping[str, float],
+                 k: int = RRF_K) -> list[tuple[Id, float]]:
     """Weighted reciprocal-rank fusion.
 
     ``score(d) = sum over axes of weights[axis] / (k + rank_axis(d))`` with 1-based ranks; an axis
@@ -62,14 +63,14 @@ def weighted_rrf(rankings: Mapping[str, list[str]], weights: Mapping[str, float]
     """
     if k < 0:
         raise ValueError("k must be >= 0")
-    scores: dict[str, float] = {}
-    best_rank: dict[str, int] = {}
+    scores: dict[Id, float] = {}
+    best_rank: dict[Id, int] = {}
     # A fixed axis order makes the floating-point sums independent of dict insertion order.
     for axis in sorted(rankings):
         w = float(weights.get(axis, 0.0))
         if w <= 0.0:
             continue
-        seen: set[str] = set()
+        seen: set[Id] = set()
         for rank, doc in enumerate(rankings[axis], start=1):
             if doc in seen:
                 continue

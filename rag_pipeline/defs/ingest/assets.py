@@ -134,8 +134,9 @@ def _run_partition(context: dg.AssetExecutionContext, pipeline: PipelineSettings
     kinds={"python"},
     owners=OWNERS,
     group_name="analysis",
-    description="CPU analyzers of a text profile over one shard: document text + chunks, image "
-                "metadata (EXIF/XMP/IPTC, sidecars). Stages results, then persists them to "
+    description="CPU analyzers of one profile over one shard: document text + chunks, image "
+                "metadata (EXIF/XMP/IPTC, sidecars) and stored thumbnails (text profiles), OCR "
+                "with word confidences (ocr profiles). Stages results, then persists them to "
                 "evidence_text under the catalog writer lock.",
 )
 def analysis_runs(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
@@ -151,10 +152,11 @@ def analysis_runs(context: dg.AssetExecutionContext, pipeline: PipelineSettings)
     group_name="analysis",
     pool="gpu",
     op_tags=GPU_OP_TAGS,
-    description="Model inference of one profile over one shard (MV text embeddings today; "
-                "vision later), in the `gpu` pool. Checks model parity first (a local model "
-                "that differs from the profile's pinned revision/weights writes nothing), then "
-                "stages and persists vectors to LanceDB.",
+    description="Model inference of one profile over one shard, in the `gpu` pool: MV text "
+                "embeddings, VV image embeddings (CLIP/SigLIP image tower), VLM captions and "
+                "tags. Checks model parity first (a local model that differs from the "
+                "profile's pinned revision/weights writes nothing), then stages and persists "
+                "vectors to LanceDB and captions/tags to evidence_text.",
 )
 def inference_runs(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
     return _run_partition(context, pipeline)

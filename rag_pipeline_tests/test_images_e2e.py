@@ -1,0 +1,232 @@
+"""Images end to end: OCR, VV vectors and VLM captions/tags flow through the partitions into the
+snapshot, and serving answers text -> image, find-similar and tag queries, with a health gate.
+
+The VV model is a tiny random CLIP built from a config (real loading and encoding code); the VLM
+is an OpenAI-compatible endpoint on 127.0.0.1 standing in for a vLLM server.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from rag_pipeline_tests.conftest import run_all
+from rag_pipeline_tests.fake_vlm_endpoint import SERVED_MODEL, fake_vlm_endpoint
+from rag_pipeline_tests.tiny_models import build_tiny_clip_model
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _models_file(path: Path, vv_dir: Path, base_url: str, vv_in_policy: bool = True) -> Path:
+    doc = yaml.safe_load((REPO / "models.yaml").read_text())
+    doc["profiles"] += [
+        {"name": "vv-tiny", "analyzer": "vv_embed",
+         "model": {"backend": "transformers", "model_dir": str(vv_dir)},
+         "config": {"batch_size": 4}},
+        {"name": "captions-endpoint", "analyzer": "caption",
+         "model": {"backend": "openai", "model_id": SERVED_MODEL, "revision": "test-1"},
+         "config": {"base_url": base_url, "batch_size": 4, "retry_backoff_s": 0.0}},
+    ]
+    doc["policy"] |= {"caption": "captions-endpoint"}
+    if vv_in_policy:
+        doc["policy"]["vv"] = "vv-tiny"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory) -> Path:
+    return build_tiny_clip_model(tmp_path_factory.mktemp("models") / "tiny-clip", kind="clip")
+
+
+@pytest.fixture
+def image_env(demo_env, tmp_path, monkeypatch, tiny_clip):
+    settings, corpus = demo_env
+    # A near-duplicate (resized, re-encoded: other bytes, another asset) of one photo: the
+    # image -> image query must find it first even with random weights.
+    src = settings.sources[0] / "images" / "harbor_market_sign.png"
+    with Image.open(src) as im:
+        im.convert("RGB").resize((im.width * 3 // 4, im.height * 3 // 4)).save(
+            settings.sources[0] / "images" / "harbor_market_copy.jpg", quality=92)
+    with fake_vlm_endpoint() as ep:
+        models = _models_file(tmp_path / "models.yaml", tiny_clip, ep.base_url)
+        monkeypatch.setenv("RAG_MODELS_FILE", str(models))
+        from rag_pipeline.settings import Settings
+
+        yield Settings.from_env(), ep
+
+
+def _searcher(settings):
+    from serving.search import Searcher
+
+    return Searcher.from_settings(settings)
+
+
+def test_images_get_ocr_vv_captions_and_tags_in_the_snapshot(image_env):
+    from rag_pipeline.catalog.catalog import open_settings_catalog
+    from rag_pipeline.snapshot_schema import read_current_manifest
+
+    settings, ep = image_env
+    summary = run_all()
+    assert summary["published"]
+    with open_settings_catalog(settings, read_only=True) as cat:
+        by_type = {(r["task_type"], r["status"]): r["n"] for r in cat.rows(
+            "SELECT task_type, status, count(*) AS n FROM results GROUP BY ALL")}
+        n_images = cat.scalar("SELECT count(DISTINCT asset_id) FROM asset_versions WHERE "
+                              "is_current AND media_type LIKE 'image/%'")
+        ocr_text = " ".join(r["text"] for r in cat.rows(
+            "SELECT text FROM evidence_text WHERE kind = 'ocr'"))
+        tags = cat.rows("SELECT tag_type, value FROM content_tags WHERE task_type = 'caption'")
+        runs = {r["analyzer"]: r for r in cat.rows(
+            "SELECT analyzer, backend, model_id, revision, weights_checksum, partition_key "
+            "FROM analysis_runs WHERE status = 'persisted'")}
+    assert by_type[("vv_embed", "ok")] == n_images == by_type[("caption", "ok")]
+    assert by_type[("ocr", "ok")] == n_images
+    assert ("vv_embed", "failed") not in by_type and ("caption", "failed") not in by_type
+    # OCR reads the demo posters' rendered text.
+    for words in ("HARBOR MARKET", "TRAIL CLOSED", "BIKE REPAIR"):
+        assert words in ocr_text
+    assert {t["tag_type"] for t in tags} == {"color", "style"}
+    assert runs["caption"]["backend"] == "openai" and runs["caption"]["model_id"] == SERVED_MODEL
+    assert runs["vv_embed"]["backend"] == "transformers"
+    assert runs["vv_embed"]["partition_key"].startswith("vv-tiny|")
+    assert ep.requests == 2 * n_images  # classify, then caption, once per image
+
+    manifest = read_current_manifest(settings.snapshots_dir)
+    assert manifest.axes["vv"].available and manifest.axes["vv"].dim == 24
+    assert manifest.policy["vv"] == "vv-tiny"
+    assert manifest.stats["n_units_with_vv"] == n_images
+    searcher = _searcher(settings)
+    images = searcher.table.search().where("kind = 'image'").limit(None).to_arrow().to_pylist()
+    assert len(images) == n_images
+    for row in images:
+        assert row["has_vv"] and row["thumbnail"]
+        assert (settings.data_dir / row["thumbnail"]).is_file()
+        assert "A picture in mostly" in row["caption"]
+        assert any(t in row["content_tags"] for t in ("red", "green", "blue", "grey"))
+        runs = json.loads(row["runs"])
+        assert {"image_meta", "ocr", "vv_embed", "caption"} <= set(runs)
+    # Unchanged input: nothing planned, nothing republished.
+    again = run_all()
+    assert again["partitions"] == [] and not again["published"]
+    assert ep.requests == 2 * n_images
+
+
+def test_text_to_image_similar_and_tag_queries(image_env):
+    from serving.search import SearchFilters, SearchRequest, SimilarRequest
+
+    settings, _ = image_env
+    run_all()
+    searcher = _searcher(settings)
+    assert searcher.health()["axes"]["vv"]["available"]
+
+    # Text -> image through the text tower: only images carry VV vectors.
+    resp = searcher.search(SearchRequest(query="a lighthouse at dusk", axes=["vv"], k=5))
+    assert resp.hits and all(h.kind == "image" for h in resp.hits)
+    assert all(h.axes["vv"].rank for h in resp.hits)
+    assert resp.axes_used == ["vv"]
+
+    # Image -> image: the resized copy is the original's nearest neighbour.
+    original = next(h for h in searcher.search(SearchRequest(
+        query="harbor market signboard", k=20, filters=SearchFilters(kind="image"))).hits
+        if h.uri.endswith("harbor_market_sign.png"))
+    sim = searcher.similar(SimilarRequest(asset_id=original.asset_id, k=3))
+    assert sim.hits[0].uri.endswith("harbor_market_copy.jpg")
+    assert original.asset_id not in {h.asset_id for h in sim.hits}
+    with pytest.raises(KeyError, match="no unit"):
+        searcher.similar(SimilarRequest(asset_id="0" * 64))
+
+    # Tags: a colour named in the query is matched against content_tags first.
+    rows = searcher.table.search().where("kind = 'image'").limit(None).to_arrow().to_pylist()
+    colours = {r["asset_id"]: next(t for t in r["content_tags"]
+                                   if t in ("red", "green", "blue", "grey")) for r in rows}
+    colour, members = max(((c, [a for a, v in colours.items() if v == c])
+                           for c in set(colours.values())), key=lambda cm: len(cm[1]))
+    resp = searcher.search(SearchRequest(query=f"{colour} pictures", k=len(members)))
+    assert {h.asset_id for h in resp.hits} == set(members)
+    assert all(colour in h.explanation.matched_tags for h in resp.hits)
+    only = searcher.search(SearchRequest(query="picture", k=50,
+                                         filters=SearchFilters(tags=[colour])))
+    assert {h.asset_id for h in only.hits} == set(members)
+
+    # The same over HTTP, plus the stored thumbnails.
+    from serving.http import serve
+
+    server = serve(searcher, port=0, block=False)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        health = json.loads(urllib.request.urlopen(f"{base}/health").read())
+        assert health["axes"]["vv"]["available"]
+        body = json.loads(urllib.request.urlopen(
+            f"{base}/similar?asset_id={original.asset_id}&k=1").read())
+        assert body["hits"][0]["uri"].endswith("harbor_market_copy.jpg")
+        body = json.loads(urllib.request.urlopen(
+            f"{base}/search?q=picture&k=50&tags={colour}").read())
+        assert {h["asset_id"] for h in body["hits"]} == set(members)
+        thumb = urllib.request.urlopen(f"{base}/thumbnail/{original.asset_id}")
+        assert thumb.headers["Content-Type"] == "image/jpeg"
+        with Image.open(io.BytesIO(thumb.read())) as im:
+            assert max(im.size) <= settings.thumbnail_side
+        for bad in (f"/thumbnail/{'0' * 64}", f"/similar?asset_id={'0' * 64}"):
+            with pytest.raises(urllib.error.HTTPError) as err:
+                urllib.request.urlopen(base + bad)
+            assert err.value.code == 404
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{base}/thumbnail/{original.asset_id}?tenant=other")
+        assert err.value.code == 404  # another tenant's asset is not served
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_vv_health_gate_and_model_parity(image_env, tmp_path, monkeypatch, tiny_clip):
+    from serving.search import AxisUnavailable, ModelMismatch, SearchRequest, Searcher
+
+    settings, _ = image_env
+    run_all()
+    # The query-time image model must be the snapshot's: another seed is other weights.
+    other = build_tiny_clip_model(tmp_path / "other-clip", kind="clip", seed=1)
+    with pytest.raises(ModelMismatch, match="vv"):
+        Searcher.from_settings(settings, vv_model_dir=str(other))
+
+    # The model directory disappears: VV is reported unavailable everywhere, text search goes on,
+    # and a request that demands VV fails clearly instead of answering text-only.
+    moved = tmp_path / "moved-clip"
+    shutil.copytree(tiny_clip, moved)
+    monkeypatch.setenv("RAG_QUERY_VV_MODEL_DIR", str(tmp_path / "nowhere"))
+    searcher = Searcher.from_settings(settings)
+    health = searcher.health()
+    assert health["axes"]["vv"]["available"] is False
+    assert "nowhere" in health["axes"]["vv"]["reason"]
+    resp = searcher.search(SearchRequest(query="lighthouse", k=3))
+    assert resp.hits and "vv" not in resp.axes_used
+    assert "vv" in resp.axes_unavailable
+    with pytest.raises(AxisUnavailable, match="vv"):
+        searcher.search(SearchRequest(query="lighthouse", axes=["vv"]))
+    with pytest.raises(AxisUnavailable, match="vv"):
+        searcher.search(SearchRequest(query="lighthouse", query_type="visual",
+                                      axes=["vv", "fts"]))
+
+
+def test_missing_vv_model_plans_nothing_and_reports_the_axis(demo_env, tmp_path, monkeypatch):
+    from rag_pipeline.snapshot_schema import read_current_manifest
+
+    settings, _ = demo_env
+    with fake_vlm_endpoint() as ep:
+        models = _models_file(tmp_path / "models.yaml", tmp_path / "no-such-model", ep.base_url)
+        monkeypatch.setenv("RAG_MODELS_FILE", str(models))
+        summary = run_all()
+    assert summary["published"]
+    assert not any(pk.startswith("vv-tiny|") for pk in summary["partitions"])
+    manifest = read_current_manifest(settings.snapshots_dir)
+    assert manifest.axes["vv"].available is False
+    assert "no-such-model" in manifest.axes["vv"].reason
+    assert manifest.axes["mv"].available and manifest.n_images > 0
