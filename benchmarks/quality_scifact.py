@@ -1,6 +1,6 @@
 """Retrieval quality on SciFact (BEIR, train split): BM25, MV, our hybrid and LanceDB's hybrid.
 
-    python benchmarks/quality_scifact.py [--limit N] [--explore]
+    python benchmarks/quality_scifact.py [--limit N] [--explore] [--no-update]
 
 Uses (or builds, or brings up to date) the index under ``var/bench/scifact`` (``common.py``).
 Every judged query runs through ``Searcher.search`` with ``k=100`` (per-axis candidates: the

@@ -719,6 +719,7 @@ class Searcher:
         futures = {a: self._pool.submit(self._timed_search, sources[a], queries[a], where, limit)
                    for a in axes[:-1]}
         done = {axes[-1]: self._timed_search(sources[axes[-1]], queries[axes[-1]], where, limit)}
+        matcher = QueryMatcher(req.query)  # explains the hits; made while the others finish
         done.update((a, f.result()) for a, f in futures.items())
         results = {}
         for axis in axes:
@@ -736,7 +737,6 @@ class Searcher:
 
         t_build = time.perf_counter()
         fusion = FusionInfo(query_type=query_type, weights=weights, rrf_k=RRF_K)
-        matcher = QueryMatcher(req.query)  # one per search: a hit's texts are matched once
         hits = [self._hit(rows[f.row_id], f.score, f.axes, matcher, fusion, entities)
                 for f in fused]
         timings["build"] = _ms(t_build)
