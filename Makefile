@@ -23,7 +23,7 @@ setup: $(VENV)/.installed
 	@command -v tesseract >/dev/null || { \
 	  command -v apt-get >/dev/null || { echo "tesseract is missing: install tesseract-ocr (with English data) by hand" >&2; exit 1; }; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y tesseract-ocr tesseract-ocr-eng; }
+	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y tesseract-ocr tesseract-ocr-eng; }
 	@mkdir -p $(DAGSTER_HOME)
 	@test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
