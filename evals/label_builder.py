@@ -85,16 +85,22 @@ class LabelBuilder:
             self.texts.setdefault(new, text)
         return self.ids_by_text[key]
 
+    def _key(self, path: Path, line: int, r: dict, doc_fields: tuple[str, ...],
+             what: str) -> tuple[str, str]:
+        """(query id, doc) of one record; ValueError naming the file and line."""
+        doc = str(next((r[f] for f in doc_fields if r.get(f)), "")).strip()
+        if not doc:
+            raise ValueError(f"{path}:{line}: missing {what}")
+        try:
+            qid = self._qid(str(r.get("query_id") or "") or None, r.get("query") or None)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{line}: {exc}") from None
+        return qid, doc
+
     def add_judgements(self, path: str | Path) -> LabelBuilder:
         path = Path(path)
         for line, r in _records(path):
-            doc = str(r.get("doc") or r.get("doc_id") or "").strip()
-            if not doc:
-                raise ValueError(f"{path}:{line}: missing 'doc'")
-            try:
-                qid = self._qid(str(r.get("query_id") or "") or None, r.get("query") or None)
-            except ValueError as exc:
-                raise ValueError(f"{path}:{line}: {exc}") from None
+            qid, doc = self._key(path, line, r, ("doc", "doc_id"), "'doc'")
             grade, thumbs = r.get("grade"), r.get("thumbs")
             if grade not in (None, ""):
                 try:
@@ -119,13 +125,7 @@ class LabelBuilder:
     def add_clicks(self, path: str | Path) -> LabelBuilder:
         path = Path(path)
         for line, r in _records(path):
-            doc = str(r.get("doc") or r.get("clicked") or r.get("uri") or "").strip()
-            if not doc:
-                raise ValueError(f"{path}:{line}: missing clicked 'doc'")
-            try:
-                qid = self._qid(str(r.get("query_id") or "") or None, r.get("query") or None)
-            except ValueError as exc:
-                raise ValueError(f"{path}:{line}: {exc}") from None
+            qid, doc = self._key(path, line, r, ("doc", "clicked", "uri"), "clicked 'doc'")
             pos = r.get("position")
             self.clicks[(qid, doc)].append(int(pos) if pos not in (None, "") else 0)
         return self

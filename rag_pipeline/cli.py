@@ -392,7 +392,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:
         # Serving refusals (an unavailable axis, a mismatched query model) are answers, not bugs.
-        if type(exc).__name__ in ("AxisUnavailable", "ModelMismatch"):
+        # Only commands that searched have imported serving (it is slow to import).
+        search = sys.modules.get("serving.search")
+        if search is not None and isinstance(exc, search.SearchError):
             print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 3
         raise

@@ -19,8 +19,9 @@ from rag_pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# Batch sizes when the profile does not set one: OCR runs image by image anyway.
-DEFAULT_BATCH = {"ocr": 8, "vv_embed": 32, "caption": 8}
+# Decode batch sizes when the profile does not set one (VV: settings.vv_batch_size); OCR runs
+# image by image anyway.
+DEFAULT_BATCH = {"ocr": 8, "caption": 8}
 
 
 def _decoded_batches(tasks: list[TaskSpec], batch_size: int, target_side: int | None,
@@ -68,18 +69,12 @@ def _ocr_analyzer(profile: Profile, settings: Settings):
 def _vv_analyzer(profile: Profile, settings: Settings):
     from rag_pipeline.analyzers.image_embedding import ImageEncoder
 
+    # Model parity was checked before any work (analysis.check_model_parity).
     enc = ImageEncoder.load(profile.model_dir, device=profile.runtime.get("device"),
                             dtype=profile.runtime.get("dtype"))
-    wanted = profile.tasks["vv_embed"].model.weights_checksum
-    if enc.spec.weights_checksum != wanted:
-        from rag_pipeline.analysis import ModelMismatch
-
-        raise ModelMismatch(f"model_mismatch: image encoder at {enc.model_dir} is not the "
-                            f"profile's model ({wanted[:16]})")
-    batch = int(profile.runtime.get("batch_size", settings.vv_batch_size))
 
     def run(decoded: list) -> list:
-        vecs = enc.encode_images([d.image for d in decoded], batch_size=batch)
+        vecs = enc.encode_images([d.image for d in decoded], batch_size=len(decoded))
         return [([], [EvidenceVector.from_array("vv", "unit:0", v)]) for v in vecs]
 
     return run, int(profile.tasks["vv_embed"].config.get("decode_side", 448))
@@ -112,7 +107,9 @@ def run_image_tasks(settings: Settings, profile: Profile, tasks: list[TaskSpec],
         envelopes.append(ResultEnvelope.build(task, run_id, error=error_info(exc, task.uri)))
 
     analyze, side = ANALYZERS[profile.analyzer](profile, settings)
-    batch_size = int(profile.runtime.get("batch_size", DEFAULT_BATCH[profile.analyzer]))
+    default = (settings.vv_batch_size if profile.analyzer == "vv_embed"
+               else DEFAULT_BATCH[profile.analyzer])
+    batch_size = int(profile.runtime.get("batch_size", default))
     for batch in _decoded_batches(tasks, batch_size, side, failed):
         try:
             results = analyze([d for _, d in batch])

@@ -623,29 +623,25 @@ class Searcher:
         return self.encoder.encode_query(req.query)
 
     def _mv_search(self, vec: Any, where: str | None, limit: int) -> AxisCandidates:
-        # Exact (flat) search: the snapshot has no ANN index on vector_mv.
-        tbl = self.dataset.to_table(
-            nearest={"column": "vector_mv", "q": vec, "k": limit, "metric": "cosine"},
-            filter=sql_and(where, self._mv_clause), prefilter=True, columns=["_distance"],
-            with_row_id=True)
-        return AxisCandidates.from_arrow(
-            tbl, [1.0 - float(d) for d in tbl.column("_distance").to_pylist()])
+        return self._vector_search("vector_mv", self._mv_clause, vec, where, limit)
 
     def _vv_encode(self, req: SearchRequest) -> Any:
         assert self.vv_encoder is not None
         return self.vv_encoder.encode_query(req.query)  # the text tower: text -> image
 
-    def _vector_search(self, column: str, flag: str, vec: Any, where: str | None, limit: int,
-                       exclude: str | None = None) -> AxisCandidates:
+    def _vector_search(self, column: str, has_clause: str | None, vec: Any, where: str | None,
+                       limit: int, exclude: str | None = None) -> AxisCandidates:
+        """Exact (flat) cosine search: the snapshot has no ANN index. ``has_clause`` keeps rows
+        that have a vector (None: every row has one)."""
         tbl = self.dataset.to_table(
             nearest={"column": column, "q": vec, "k": limit, "metric": "cosine"},
-            filter=sql_and(sql_and(where, f"{flag} = true"), exclude), prefilter=True,
+            filter=sql_and(where, has_clause, exclude), prefilter=True,
             columns=["_distance"], with_row_id=True)
         return AxisCandidates.from_arrow(
             tbl, [1.0 - float(d) for d in tbl.column("_distance").to_pylist()])
 
     def _vv_search(self, vec: Any, where: str | None, limit: int) -> AxisCandidates:
-        return self._vector_search("vector_vv", "has_vv", vec, where, limit)
+        return self._vector_search("vector_vv", "has_vv = true", vec, where, limit)
 
     def _tags_search(self, entities: list[str], where: str | None,
                      limit: int) -> AxisCandidates:
@@ -822,7 +818,7 @@ class Searcher:
         query = np.mean(vecs, axis=0)
         query /= max(float(np.linalg.norm(query)), 1e-12)
         limit = max(100, req.k * 5)
-        found = self._vector_search(f"vector_{axis}", f"has_{axis}", query, where, limit,
+        found = self._vector_search(f"vector_{axis}", f"has_{axis} = true", query, where, limit,
                                     exclude=f"asset_id <> {sql_str(req.asset_id)}")
         weights = {axis: 1.0}
         fused = fuse_candidates({axis: found}, weights, req.k,
