@@ -3,7 +3,7 @@
 Writes the same N evidence rows into a fresh DuckDB catalog three ways and prints one table:
   per-row     BEGIN; INSERT one row; COMMIT — N times
   batched     one transaction, inserts of `write_batch_rows` (default 1,000) rows
-              (rag_pipeline.persist._insert_batched, the persister's own code)
+              (rag_pipeline.storage.persister._insert_batched, the persister's own code)
   persister   the whole persister on a staged batch of N/4 envelopes of 4 chunks each
               (parse + checksum verification + dedupe + batched insert + run row)
 
@@ -20,8 +20,6 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rag_pipeline import staging
-from rag_pipeline.catalog.catalog import open_catalog
 from rag_pipeline.contracts import (
     AnalysisRun,
     EvidenceText,
@@ -30,8 +28,10 @@ from rag_pipeline.contracts import (
     TaskSpec,
     stable_hash,
 )
-from rag_pipeline.persist import _insert_batched, persist_shard
 from rag_pipeline.settings import Settings
+from rag_pipeline.storage import staging
+from rag_pipeline.storage.catalog.catalog import open_catalog
+from rag_pipeline.storage.persister import _insert_batched, persist_shard
 
 TEXT = ("Honey bee colonies overwinter as a cluster, rotating workers from the cold edge to the "
         "warm core; a strong colony consumes about twenty kilograms of stored honey. ") * 3

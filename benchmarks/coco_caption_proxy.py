@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
 
     runner.configure_environment(ROOT, [corpus])
     t0 = time.perf_counter()
-    summary = runner.materialize(log=lambda *a: print(*a, file=sys.stderr))
+    from rag_pipeline.launcher import materialize_configured
+
+    summary = materialize_configured(log=lambda *a: print(*a, file=sys.stderr))
     print(f"indexed in {time.perf_counter() - t0:.0f}s: snapshot {summary['snapshot_id']}",
           file=sys.stderr)
     searcher = runner.open_searcher(ROOT / "data")

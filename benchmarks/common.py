@@ -216,7 +216,7 @@ def build_index(ds: BeirDataset, name: str, *, fresh: bool = False,
     import dagster as dg
 
     from rag_pipeline.definitions import defs
-    from rag_pipeline.defs.runner import materialize_all
+    from rag_pipeline.launcher import materialize_all
 
     with dg.DagsterInstance.get() as instance:
         t0 = time.perf_counter()

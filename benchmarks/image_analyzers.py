@@ -56,7 +56,7 @@ from PIL import Image, ImageOps
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import eprint, machine_info, md_table, shared_data_dir  # noqa: E402
 
-from rag_pipeline.analyzers.image_decode import (  # noqa: E402
+from rag_pipeline.analysis.analyzers.image_decode import (  # noqa: E402
     DecodedImage,
     decode_image,
     fit_within,
@@ -121,7 +121,7 @@ def thumbnails(batch: list[DecodedImage]) -> int:
 
 
 def build_stages(args: argparse.Namespace) -> list[Stage]:
-    from rag_pipeline.analyzers.ocr import OcrConfig, ocr_image
+    from rag_pipeline.analysis.analyzers.ocr import OcrConfig, ocr_image
 
     ocr_cfg = OcrConfig()
 

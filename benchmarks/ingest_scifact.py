@@ -34,10 +34,10 @@ from common import eprint, md_table  # noqa: E402
 
 def pipeline_texts(index: common.BenchIndex) -> list[str]:
     """The texts the pipeline embeds for the exported files (same analyzer, same header)."""
-    from rag_pipeline.analysis import embed_text_for
-    from rag_pipeline.analyzers.doc_text import analyze_document
-    from rag_pipeline.analyzers.media_types import MARKDOWN
-    from rag_pipeline.profiles import load_profiles
+    from rag_pipeline.analysis.analyzers.doc_text import analyze_document
+    from rag_pipeline.analysis.profiles import load_profiles
+    from rag_pipeline.analysis.worker import embed_text_for
+    from rag_pipeline.media_types import MARKDOWN
 
     profiles = load_profiles(index.settings)
     cfg = profiles.text_profile_for(mv_profile(index.settings)).tasks["doc_text"].config
@@ -53,7 +53,7 @@ def pipeline_texts(index: common.BenchIndex) -> list[str]:
 
 def mv_profile(settings):
     """The MV profile the snapshot policy serves (its model is what the pipeline runs)."""
-    from rag_pipeline.profiles import load_profiles
+    from rag_pipeline.analysis.profiles import load_profiles
 
     profiles = load_profiles(settings)
     return profiles[profiles.policy["mv"]]
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     eprint(f"[{name}] {n_docs} docs exported to {index.corpus_dir}")
 
     # Warm-up: load the model (cached per process; the pipeline's workers reuse it) and run it.
-    from rag_pipeline.analyzers.text_embedding import TextEncoder
+    from rag_pipeline.analysis.analyzers.text_embedding import TextEncoder
 
     t0 = time.perf_counter()
     encoder = TextEncoder.load(mv_profile(settings).model_dir)

@@ -159,7 +159,12 @@ def explore(queries, qrels, key_runs, asset_docs, doc_runs, searcher) -> None:
     """Why the default hybrid does (not) beat the single axes: offline weighted RRF of the
     per-axis file rankings over fusion weights and RRF k (exactly as Searcher.search fuses
     them, collapse=True), per-axis candidate depth (real searches), and query typing."""
-    from rag_pipeline.retrieval.fusion import RRF_K, classify_query, weighted_rrf, weights_for
+    from rag_pipeline.retrieval.fusion import (
+        RRF_K,
+        classify_query,
+        weighted_rrf,
+        weights_for,
+    )
 
     mv_keys = key_runs[("MV (axes=[mv])", "-")]
     fts_by_combine = {c: key_runs[("BM25 (axes=[fts])", c)] for c in ("max", "sum")}

@@ -50,7 +50,7 @@ def cores() -> int:
 
 def model_dir(arch: str) -> Path:
     """The random-weight model for ``arch``, built once (atomically) under var/bench/models."""
-    from rag_pipeline.analyzers.image_embedding import build_architecture
+    from rag_pipeline.analysis.analyzers.image_embedding import build_architecture
 
     target = MODELS_DIR / f"{arch}-random-seed0"
     if (target / ".complete").exists():
@@ -99,8 +99,11 @@ def peak_rss_mib() -> float:
 def measure(arch: str, batch_size: int, limit: int | None, n_queries: int) -> dict:
     import torch
 
-    from rag_pipeline.analyzers.image_decode import decode_image
-    from rag_pipeline.analyzers.image_embedding import ARCHITECTURES, ImageEncoder
+    from rag_pipeline.analysis.analyzers.image_decode import decode_image
+    from rag_pipeline.analysis.analyzers.image_embedding import (
+        ARCHITECTURES,
+        ImageEncoder,
+    )
 
     torch.set_num_threads(cores())
     d = model_dir(arch)
@@ -158,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(arch, bs, args.limit, args.queries)))
         return 0
 
-    from rag_pipeline.analyzers.image_embedding import ARCHITECTURES
+    from rag_pipeline.analysis.analyzers.image_embedding import ARCHITECTURES
 
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     unknown = [a for a in archs if a not in ARCHITECTURES]

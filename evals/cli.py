@@ -19,11 +19,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from evals.runner import ENGINES
 
 EVAL_ROOT = Path("var/evals")
+
+
+Materialize = Callable[..., dict]
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -59,7 +63,10 @@ def cmd_eval_run(args) -> int:
     if not args.no_index:
         print(f"indexing {gs.name} ({', '.join(map(str, sources))}) into {workdir / 'data'} "
               "through Dagster ...", file=sys.stderr)
-        summary = runner.materialize(log=lambda *a: print(*a, file=sys.stderr))
+        if args.materialize is None:
+            raise ValueError("indexing needs the pipeline: run `rag-pipeline eval run`, "
+                             "or evaluate what is indexed with --no-index")
+        summary = args.materialize(log=lambda *a: print(*a, file=sys.stderr))
     searcher = runner.open_searcher(workdir / "data", pointer=args.pointer,
                                     fts_combine=args.fts_combine)
     try:
@@ -139,7 +146,10 @@ def cmd_eval_labels(args) -> int:
     return 0
 
 
-def add_eval_parser(subparsers) -> argparse.ArgumentParser:
+def add_eval_parser(subparsers, materialize: Materialize | None = None) -> argparse.ArgumentParser:
+    """The ``eval`` commands. ``materialize`` indexes the configured sources through the pipeline
+    (``rag-pipeline`` passes its Dagster launcher); without it ``eval run`` needs ``--no-index``,
+    so evals never import the Dagster definitions."""
     ev = subparsers.add_parser("eval", help="evaluate snapshots: run, compare (gates), report")
     sub = ev.add_subparsers(dest="eval_cmd", required=True)
 
@@ -160,7 +170,7 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     r.add_argument("--use-gold-types", action="store_true",
                    help="give serving the gold query types instead of its own classification")
     r.add_argument("--label", help="a name for this run in reports")
-    r.set_defaults(func=cmd_eval_run)
+    r.set_defaults(func=cmd_eval_run, materialize=materialize)
 
     c = sub.add_parser("compare", help="paired bootstrap CIs of B - A and the gate verdict")
     c.add_argument("a")
@@ -199,7 +209,8 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m evals.cli run ...``) until wired into rag-pipeline."""
+    """Standalone entry (``python -m evals.cli run ... --no-index``); ``rag-pipeline eval`` is the
+    full one."""
     parser = argparse.ArgumentParser(prog="rag-pipeline")
     add_eval_parser(parser.add_subparsers(dest="cmd", required=True))
     args = parser.parse_args(["eval", *(argv if argv is not None else sys.argv[1:])])

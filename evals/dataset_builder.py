@@ -42,7 +42,7 @@ def _snapshot_rows(snapshots_dir: Path, lance_dir: Path, pointer: str = "CURRENT
                    snapshot_id: str | None = None) -> tuple[str, list[dict]]:
     import lancedb
 
-    from rag_pipeline.snapshot_schema import read_current_manifest, read_manifest
+    from rag_pipeline.snapshot.schema import read_current_manifest, read_manifest
 
     m = read_manifest(snapshots_dir, snapshot_id) if snapshot_id else \
         read_current_manifest(snapshots_dir, pointer)

@@ -92,7 +92,7 @@ def _hit_text(hit: Any) -> str:
     return "\n".join(parts)
 
 
-def _unit_uris(searcher: Any) -> dict[str, list[str]]:
+def unit_uris(searcher: Any) -> dict[str, list[str]]:
     table = searcher.table
     n = int(table.count_rows())
     rows = table.search().select(["unit_id", "uri", "uris"]).limit(max(n, 1)).to_arrow()
@@ -128,7 +128,7 @@ def query_runner(searcher: Any, mapper: DocMapper, *, engine: str = "hybrid", k:
         raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
     from serving.search import SearchFilters
 
-    unit_uris = _unit_uris(searcher) if engine == "lancedb-hybrid" else None
+    uris_of = unit_uris(searcher) if engine == "lancedb-hybrid" else None
 
     def run_one(q: GoldQuery) -> tuple[list[str], str | None]:
         filters = None
@@ -136,7 +136,7 @@ def query_runner(searcher: Any, mapper: DocMapper, *, engine: str = "hybrid", k:
             filters = SearchFilters(kind=q.scope.kind, folder_prefix=q.scope.folder)
         if engine == "lancedb-hybrid":
             ids = searcher.lancedb_hybrid(q.query, k=k, filters=filters)
-            return mapper.keys([u for uid in ids for u in unit_uris.get(uid, [])]), None
+            return mapper.keys([u for uid in ids for u in uris_of.get(uid, [])]), None
         qt = SERVING_QUERY_TYPE[q.query_type] if (use_gold_types and q.query_type) else None
         resp = searcher.search(q.query, k=k, axes=ENGINE_AXES[engine], filters=filters,
                                query_type=qt)
@@ -255,17 +255,6 @@ def prepare_dataset(gold: GoldSet, workdir: Path, corpus_dir: Path | None = None
     if corpus_dir is None:
         raise ValueError("an extended JSONL gold set needs the corpus folder (--dataset DIR)")
     return [corpus_dir], DocMapper(roots=[corpus_dir])
-
-
-def materialize(log: Callable[..., None] = print) -> dict:
-    """The whole graph through Dagster on DAGSTER_HOME (env must already be configured)."""
-    import dagster as dg
-
-    from rag_pipeline.definitions import defs
-    from rag_pipeline.defs.runner import materialize_all
-
-    with dg.DagsterInstance.get() as instance:
-        return materialize_all(defs, instance=instance, log=log)
 
 
 def open_searcher(data_dir: Path, *, pointer: str = "CURRENT", snapshot_id: str | None = None,

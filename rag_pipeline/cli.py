@@ -33,7 +33,7 @@ def _settings():
 
 
 def cmd_generate_demo(args) -> int:
-    from rag_pipeline.demo_corpus import generate_demo_corpus
+    from rag_pipeline.demo.corpus import generate_demo_corpus
 
     corpus = generate_demo_corpus(Path(args.out), Path(args.gold))
     print(f"demo corpus: {corpus.n_documents} documents, {corpus.n_images} images in "
@@ -42,7 +42,7 @@ def cmd_generate_demo(args) -> int:
 
 
 def cmd_materialize(args) -> int:
-    from rag_pipeline.defs.runner import ensure_dagster_home, materialize_all
+    from rag_pipeline.launcher import ensure_dagster_home, materialize_all
 
     ensure_dagster_home()
     from rag_pipeline.definitions import defs
@@ -131,8 +131,8 @@ def cmd_serve(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from rag_pipeline.catalog.catalog import open_settings_catalog
-    from rag_pipeline.snapshot_schema import read_current_manifest
+    from rag_pipeline.snapshot.schema import read_current_manifest
+    from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 
     settings = _settings()
     with open_settings_catalog(settings) as cat:
@@ -148,7 +148,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_dead_letters(args) -> int:
-    from rag_pipeline.catalog.catalog import open_settings_catalog
+    from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 
     settings = _settings()
     with open_settings_catalog(settings) as cat:
@@ -164,9 +164,13 @@ def cmd_dead_letters(args) -> int:
 
 
 def cmd_policy(args) -> int:
-    from rag_pipeline.catalog.catalog import open_settings_catalog
-    from rag_pipeline.policy import effective_policy, policy_history, set_policy
-    from rag_pipeline.profiles import load_profiles
+    from rag_pipeline.analysis.profiles import load_profiles
+    from rag_pipeline.snapshot.policy import (
+        effective_policy,
+        policy_history,
+        set_policy,
+    )
+    from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 
     settings = _settings()
     profiles = load_profiles(settings)
@@ -190,7 +194,7 @@ def cmd_policy(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from rag_pipeline.profiles import load_profiles
+    from rag_pipeline.analysis.profiles import load_profiles
 
     settings = _settings()
     if args.models_cmd == "add":
@@ -198,7 +202,7 @@ def cmd_models(args) -> int:
     profiles = load_profiles(settings)
     if args.models_cmd in ("add", "sync"):
         from rag_pipeline.defs.partitions import sync_profiles
-        from rag_pipeline.defs.runner import ensure_dagster_home
+        from rag_pipeline.launcher import ensure_dagster_home
 
         ensure_dagster_home()
         import dagster as dg
@@ -218,8 +222,12 @@ def cmd_models(args) -> int:
 def _models_add(settings, args) -> None:
     import yaml
 
-    from rag_pipeline.analyzers.text_embedding import model_spec_for
-    from rag_pipeline.profiles import DEFAULT_MODELS, ModelsFile, profile_name_ok
+    from rag_pipeline.analysis.analyzers.text_embedding import model_spec_for
+    from rag_pipeline.analysis.profiles import (
+        DEFAULT_MODELS,
+        ModelsFile,
+        profile_name_ok,
+    )
 
     if not profile_name_ok(args.name):
         raise SystemExit(f"error: profile name {args.name!r}: lowercase letters, digits, . _ -")
@@ -232,11 +240,11 @@ def _models_add(settings, args) -> None:
     if args.analyzer == "mv_embed":
         spec, backend = model_spec_for(args.model_dir), "sentence-transformers"
     elif args.analyzer == "vv_embed":
-        from rag_pipeline.analyzers.image_embedding import image_model_spec
+        from rag_pipeline.analysis.analyzers.image_embedding import image_model_spec
 
         spec, backend = image_model_spec(args.model_dir), "transformers"
     else:
-        from rag_pipeline.analyzers.captioning import local_model_spec
+        from rag_pipeline.analysis.analyzers.captioning import local_model_spec
 
         backend = args.backend or "transformers"
         spec = local_model_spec(args.model_dir, backend)
@@ -253,8 +261,8 @@ def _models_add(settings, args) -> None:
 
 
 def cmd_tasks(args) -> int:
-    from rag_pipeline.catalog.catalog import open_settings_catalog
-    from rag_pipeline.task_states import task_states
+    from rag_pipeline.planning.task_states import task_states
+    from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 
     settings = _settings()
     with open_settings_catalog(settings) as cat:
@@ -268,7 +276,7 @@ def cmd_tasks(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from rag_pipeline.demo_corpus import generate_demo_corpus
+    from rag_pipeline.demo.corpus import generate_demo_corpus
 
     corpus_dir = Path(os.environ.get("RAG_SOURCES", str(DEMO_DIR)).split(os.pathsep)[0])
     corpus = generate_demo_corpus(corpus_dir, DEMO_GOLD)
@@ -287,6 +295,14 @@ def cmd_demo(args) -> int:
     print("\nNext: `make ui` starts the Dagster UI on http://127.0.0.1:3000 (asset graph, runs, "
           "shard partitions); `.venv/bin/rag-pipeline search \"your query\"` queries the index.")
     return 0
+
+
+def _materialize_configured(log=print) -> dict:
+    from rag_pipeline.launcher import (
+        materialize_configured,  # Dagster is slow to import
+    )
+
+    return materialize_configured(log=log)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -379,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from evals.cli import add_eval_parser
 
-    add_eval_parser(sub)
+    add_eval_parser(sub, materialize=_materialize_configured)
     return p
 
 

@@ -50,7 +50,7 @@ def pipeline_env(tmp_path, monkeypatch):
 @pytest.fixture
 def demo_env(pipeline_env, tmp_path):
     """pipeline_env with the generated demo corpus as its source."""
-    from rag_pipeline.demo_corpus import generate_demo_corpus
+    from rag_pipeline.demo.corpus import generate_demo_corpus
 
     corpus = generate_demo_corpus(pipeline_env.sources[0], tmp_path / "gold.jsonl")
     return pipeline_env, corpus
@@ -61,7 +61,7 @@ def run_all(**kw) -> dict:
     import dagster as dg
 
     from rag_pipeline.definitions import defs
-    from rag_pipeline.defs.runner import materialize_all
+    from rag_pipeline.launcher import materialize_all
 
     with dg.DagsterInstance.get() as instance:
         return materialize_all(defs, instance=instance, log=lambda *_: None, **kw)
@@ -71,8 +71,8 @@ def persisted_rows(settings) -> dict:
     """What a run persisted, independent of run ids and timestamps (result_checksum covers the
     run id, so it is left out): compare a concurrent, crashed or re-run pipeline with a clean
     sequential one."""
-    from rag_pipeline.catalog.catalog import open_settings_catalog
-    from rag_pipeline.vector_store import VectorStore
+    from rag_pipeline.storage.catalog.catalog import open_settings_catalog
+    from rag_pipeline.storage.vector_store import VectorStore
 
     with open_settings_catalog(settings) as cat:
         results = sorted((r["dedupe_key"], r["status"], r["n_text"], r["n_vectors"])

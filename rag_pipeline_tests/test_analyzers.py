@@ -14,14 +14,27 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFile, PngImagePlugin
 
-from rag_pipeline.analyzers import errors
-from rag_pipeline.analyzers.chunking import Chunk, chunk_sections, count_tokens
-from rag_pipeline.analyzers.doc_text import ANALYZER_REVISION as DOC_REVISION
-from rag_pipeline.analyzers.doc_text import analyze_document, title_from_filename
-from rag_pipeline.analyzers.documents import Section, decode_text, extract_document
-from rag_pipeline.analyzers.image_metadata import ANALYZER_REVISION as IMAGE_REVISION
-from rag_pipeline.analyzers.image_metadata import analyze_image, parse_datetime, parse_xmp
-from rag_pipeline.analyzers.media_types import (
+from rag_pipeline import errors
+from rag_pipeline.analysis.analyzers.chunking import Chunk, chunk_sections, count_tokens
+from rag_pipeline.analysis.analyzers.doc_text import ANALYZER_REVISION as DOC_REVISION
+from rag_pipeline.analysis.analyzers.doc_text import (
+    analyze_document,
+    title_from_filename,
+)
+from rag_pipeline.analysis.analyzers.documents import (
+    Section,
+    decode_text,
+    extract_document,
+)
+from rag_pipeline.analysis.analyzers.image_metadata import (
+    ANALYZER_REVISION as IMAGE_REVISION,
+)
+from rag_pipeline.analysis.analyzers.image_metadata import (
+    analyze_image,
+    parse_datetime,
+    parse_xmp,
+)
+from rag_pipeline.media_types import (
     detect_media_type,
     is_document,
     is_image,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rag_pipeline.catalog.catalog import open_settings_catalog
+from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 from rag_pipeline_tests.bad_inputs import (
     FIFO_ERROR,
     UNREADABLE_ERROR,

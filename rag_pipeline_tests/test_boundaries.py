@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 CORE = [
-    "rag_pipeline.contracts", "rag_pipeline.settings", "rag_pipeline.catalog.catalog",
-    "rag_pipeline.discovery", "rag_pipeline.planner", "rag_pipeline.analysis",
-    "rag_pipeline.persist", "rag_pipeline.snapshot", "rag_pipeline.vector_store",
-    "rag_pipeline.analyzers.doc_text", "rag_pipeline.analyzers.image_metadata",
-    "rag_pipeline.retrieval.fusion", "rag_pipeline.demo_corpus",
+    "rag_pipeline.contracts", "rag_pipeline.settings", "rag_pipeline.storage.catalog.catalog",
+    "rag_pipeline.discovery.scanner", "rag_pipeline.planning.planner", "rag_pipeline.analysis.worker",
+    "rag_pipeline.storage.persister", "rag_pipeline.snapshot.build", "rag_pipeline.storage.vector_store",
+    "rag_pipeline.analysis.analyzers.doc_text", "rag_pipeline.analysis.analyzers.image_metadata",
+    "rag_pipeline.retrieval.fusion", "rag_pipeline.demo.corpus",
 ]
 
 

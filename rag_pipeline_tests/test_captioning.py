@@ -23,14 +23,8 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from rag_pipeline.analyzers.errors import (
-    AnalysisError,
-    VlmOutputInvalid,
-    VlmRequestRejected,
-    VlmUnavailable,
-)
-from rag_pipeline.analyzers.text_embedding import weights_checksum
-from rag_pipeline.analyzers.vlm import (
+from rag_pipeline.analysis.analyzers.text_embedding import weights_checksum
+from rag_pipeline.analysis.analyzers.vlm import (
     CAPTION_SCHEMA,
     CLASSIFY_SCHEMA,
     DEFAULT_CONFIDENCE,
@@ -46,6 +40,12 @@ from rag_pipeline.analyzers.vlm import (
     to_evidence,
 )
 from rag_pipeline.contracts import EvidenceText
+from rag_pipeline.errors import (
+    AnalysisError,
+    VlmOutputInvalid,
+    VlmRequestRejected,
+    VlmUnavailable,
+)
 from rag_pipeline_tests.fake_vlm_endpoint import send_json
 from rag_pipeline_tests.tiny_vlm import build_tiny_vlm
 
@@ -267,8 +267,8 @@ def test_transformers_loads_the_model_dir_on_cpu_in_float32(tiny_captioner, tiny
 
 
 def test_transformers_batch_inputs_expand_each_image_and_pad_left(tiny_captioner):
-    from rag_pipeline.analyzers.vlm.base import prepare_image
-    from rag_pipeline.analyzers.vlm.prompts import classify_messages
+    from rag_pipeline.analysis.analyzers.vlm.base import prepare_image
+    from rag_pipeline.analysis.analyzers.vlm.prompts import classify_messages
 
     cap = tiny_captioner
     images = [prepare_image(im, 1536) for im in _images()]
@@ -325,9 +325,9 @@ def test_transformers_missing_model_dir_is_unavailable(tmp_path):
 
 
 def test_profile_entry_points(tiny_vlm_dir, tiny_captioner):
-    from rag_pipeline.analysis import ModelMismatch
-    from rag_pipeline.analyzers import captioning
-    from rag_pipeline.profiles import ModelRef, Profile, TaskProfile
+    from rag_pipeline.analysis.analyzers import captioning
+    from rag_pipeline.analysis.profiles import ModelRef, Profile, TaskProfile
+    from rag_pipeline.errors import ModelMismatch
 
     spec = captioning.local_model_spec(tiny_vlm_dir, "transformers")
     assert spec.weights_checksum == tiny_captioner.spec.weights_checksum
@@ -580,14 +580,17 @@ def test_openai_endpoint_setup_errors(endpoint, monkeypatch):
 
 
 def test_vllm_prompts_requests_and_sampling_params(tiny_vlm_dir):
-    from rag_pipeline.analyzers.vlm.backend_vllm import (
+    from rag_pipeline.analysis.analyzers.vlm.backend_vllm import (
         build_prompts,
         build_requests,
         engine_kwargs,
         sampling_params_dict,
     )
-    from rag_pipeline.analyzers.vlm.local_model import load_tokenizer
-    from rag_pipeline.analyzers.vlm.prompts import CLASSIFY_PROMPT, messages_for
+    from rag_pipeline.analysis.analyzers.vlm.local_model import load_tokenizer
+    from rag_pipeline.analysis.analyzers.vlm.prompts import (
+        CLASSIFY_PROMPT,
+        messages_for,
+    )
 
     tok = load_tokenizer(tiny_vlm_dir)
     messages = [messages_for("caption", c) for c in ("photo", "document", "diagram")]
@@ -622,7 +625,7 @@ def test_vllm_prompts_requests_and_sampling_params(tiny_vlm_dir):
 
 
 def test_vllm_output_to_generation():
-    from rag_pipeline.analyzers.vlm.backend_vllm import generation_from_output
+    from rag_pipeline.analysis.analyzers.vlm.backend_vllm import generation_from_output
 
     # The shape of vLLM's RequestOutput: outputs[0] is a CompletionOutput whose logprobs hold,
     # per position, a {token_id: Logprob} dict that includes the sampled token.

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from rag_pipeline.demo_corpus import generate_demo_corpus
+from rag_pipeline.demo.corpus import generate_demo_corpus
 from rag_pipeline.settings import Settings, shard_key
 from rag_pipeline_tests.conftest import persisted_rows, run_all
 

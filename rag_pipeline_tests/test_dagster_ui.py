@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from rag_pipeline.catalog.catalog import open_settings_catalog
-from rag_pipeline.demo_corpus import generate_demo_corpus
+from rag_pipeline.demo.corpus import generate_demo_corpus
+from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 from rag_pipeline_tests.conftest import run_all
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,13 +17,13 @@ import pytest
 from bs4 import BeautifulSoup
 from PIL import Image, UnidentifiedImageError
 
-from rag_pipeline.analyzers import errors
-from rag_pipeline.demo_corpus import (
+from rag_pipeline import errors
+from rag_pipeline.demo.corpus import (
+    _DOCUMENTS,
+    _IMAGES,
     GOLD_FILENAME,
     HTML_SCRIPT_SENTINEL,
     DemoCorpus,
-    _DOCUMENTS,
-    _IMAGES,
     _norm,
     generate_demo_corpus,
     read_gold,

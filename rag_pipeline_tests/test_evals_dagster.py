@@ -12,8 +12,8 @@ import dagster as dg
 import pytest
 import yaml
 
-from rag_pipeline.catalog.catalog import open_settings_catalog
 from rag_pipeline.settings import Settings
+from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 from rag_pipeline_tests.tiny_models import build_tiny_sentence_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,7 +40,7 @@ def _defs() -> dg.Definitions:
 
 
 def _materialize(defs, instance) -> dict:
-    from rag_pipeline.defs.runner import materialize_all
+    from rag_pipeline.launcher import materialize_all
 
     return materialize_all(defs, instance=instance, log=lambda *_: None)
 
@@ -86,8 +86,8 @@ def test_blocking_check_promotes_good_blocks_worse_and_nightly_records(demo_env,
         assert (settings.data_dir / "evals" / f"{good}-smoke.json").is_file()
 
         # 2. A worse snapshot: serve MV vectors from a tiny random model.
-        from rag_pipeline.policy import set_policy
-        from rag_pipeline.profiles import load_profiles
+        from rag_pipeline.analysis.profiles import load_profiles
+        from rag_pipeline.snapshot.policy import set_policy
 
         with open_settings_catalog(settings) as cat:
             set_policy(load_profiles(settings), cat, "mv", "tiny-b", "worse on purpose")

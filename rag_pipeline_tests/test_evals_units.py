@@ -35,9 +35,8 @@ def test_extended_jsonl_roundtrip_and_demo_gold(tmp_path):
     assert gs.qrels["q1"] == {"images/lighthouse.jpg": 2, "docs/a.md": 0}
     out = write_gold_jsonl(tmp_path / "o.jsonl", gs.queries)
     assert load_gold_jsonl(out).queries == gs.queries
+    from rag_pipeline.demo.corpus import _GOLD
     from rag_pipeline_tests.conftest import SHARED_DATA  # noqa: F401 - conftest env
-
-    from rag_pipeline.demo_corpus import _GOLD
 
     demo = write_gold_jsonl(tmp_path / "demo.jsonl",
                             [GoldQuery.model_validate(q.model_dump()) for q in _GOLD])

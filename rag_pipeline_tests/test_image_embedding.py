@@ -12,9 +12,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from rag_pipeline.analyzers.errors import ModelError
-from rag_pipeline.analyzers.image_embedding import ImageEncoder, image_model_spec
-from rag_pipeline_tests.tiny_models import build_tiny_clip_model, build_tiny_sentence_model
+from rag_pipeline.analysis.analyzers.image_embedding import (
+    ImageEncoder,
+    image_model_spec,
+)
+from rag_pipeline.errors import ModelError
+from rag_pipeline_tests.tiny_models import (
+    build_tiny_clip_model,
+    build_tiny_sentence_model,
+)
 
 KINDS = ("clip", "siglip", "siglip2")
 MODEL_CLASS = {"clip": "CLIPModel", "siglip": "SiglipModel", "siglip2": "Siglip2Model"}

@@ -71,8 +71,8 @@ def _searcher(settings):
 
 
 def test_images_get_ocr_vv_captions_and_tags_in_the_snapshot(image_env):
-    from rag_pipeline.catalog.catalog import open_settings_catalog
-    from rag_pipeline.snapshot_schema import read_current_manifest
+    from rag_pipeline.snapshot.schema import read_current_manifest
+    from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 
     settings, ep = image_env
     summary = run_all()
@@ -201,7 +201,7 @@ def test_text_to_image_similar_and_tag_queries(image_env):
 
 
 def test_vv_health_gate_and_model_parity(image_env, tmp_path, monkeypatch, tiny_clip):
-    from serving.search import AxisUnavailable, ModelMismatch, SearchRequest, Searcher
+    from serving.search import AxisUnavailable, ModelMismatch, Searcher, SearchRequest
 
     settings, _ = image_env
     run_all()
@@ -230,7 +230,7 @@ def test_vv_health_gate_and_model_parity(image_env, tmp_path, monkeypatch, tiny_
 
 
 def test_missing_vv_model_plans_nothing_and_reports_the_axis(demo_env, tmp_path, monkeypatch):
-    from rag_pipeline.snapshot_schema import read_current_manifest
+    from rag_pipeline.snapshot.schema import read_current_manifest
 
     settings, _ = demo_env
     with fake_vlm_endpoint() as ep:

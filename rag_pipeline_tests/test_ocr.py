@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from rag_pipeline.analyzers import errors
-from rag_pipeline.analyzers.image_decode import decode_image
-from rag_pipeline.analyzers.ocr import (
+from rag_pipeline import errors
+from rag_pipeline.analysis.analyzers.image_decode import decode_image
+from rag_pipeline.analysis.analyzers.ocr import (
     OcrConfig,
     ocr_bytes,
     ocr_image,
@@ -112,7 +112,7 @@ def test_boxes_map_back_to_the_original_image(tesseract) -> None:
 
 
 def test_demo_corpus_text_images_are_read(tesseract, tmp_path) -> None:
-    from rag_pipeline.demo_corpus import generate_demo_corpus
+    from rag_pipeline.demo.corpus import generate_demo_corpus
 
     corpus = tmp_path / "corpus"
     generate_demo_corpus(corpus, tmp_path / "gold.jsonl")

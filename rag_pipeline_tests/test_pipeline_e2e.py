@@ -9,9 +9,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from rag_pipeline.catalog.catalog import open_settings_catalog
 from rag_pipeline.settings import Settings
-from rag_pipeline.vector_store import VectorStore, table_name
+from rag_pipeline.storage.catalog.catalog import open_settings_catalog
+from rag_pipeline.storage.vector_store import VectorStore, table_name
 from rag_pipeline_tests.conftest import run_all
 
 

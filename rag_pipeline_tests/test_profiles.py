@@ -12,9 +12,9 @@ import dagster as dg
 import pytest
 import yaml
 
-from rag_pipeline.catalog.catalog import open_settings_catalog
 from rag_pipeline.settings import Settings
-from rag_pipeline.vector_store import VectorStore
+from rag_pipeline.storage.catalog.catalog import open_settings_catalog
+from rag_pipeline.storage.vector_store import VectorStore
 from rag_pipeline_tests.conftest import run_all
 from rag_pipeline_tests.tiny_models import build_tiny_sentence_model
 
@@ -144,7 +144,7 @@ def test_model_mismatch_is_refused_and_writes_nothing(demo_env, tmp_path, monkey
     ({"policy": {"text": "minilm-l6", "mv": "minilm-l6"}}, "serves the 'mv' axis"),
 ])
 def test_models_file_errors_are_clear(tmp_path, bad, message):
-    from rag_pipeline.profiles import ProfileError, load_models_file
+    from rag_pipeline.analysis.profiles import ProfileError, load_models_file
 
     doc = yaml.safe_load((REPO / "models.yaml").read_text())
     doc.update(bad)

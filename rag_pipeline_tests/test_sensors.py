@@ -102,11 +102,11 @@ def test_profiles_sensor_registers_new_profiles(pipeline_env):
 
 def test_transient_io_failure_is_retried(demo_env, monkeypatch):
     settings, _ = demo_env
-    from rag_pipeline import analysis
+    from rag_pipeline.analysis import worker
     from rag_pipeline.definitions import defs
     from rag_pipeline.defs.partitions import sync_profiles
 
-    real = analysis.run_partition
+    real = worker.run_partition
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):  # the share hiccups once
@@ -115,7 +115,7 @@ def test_transient_io_failure_is_retried(demo_env, monkeypatch):
             raise OSError(5, "Input/output error")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(analysis, "run_partition", flaky)
+    monkeypatch.setattr(worker, "run_partition", flaky)
     with dg.DagsterInstance.get() as instance:
         sync_profiles(instance, settings)
         defs.resolve_job_def("discover_job").execute_in_process(instance=instance)
@@ -127,9 +127,12 @@ def test_transient_io_failure_is_retried(demo_env, monkeypatch):
 
 
 def test_failure_classes_and_retry_rules():
-    from rag_pipeline.analysis import ModelMismatch
-    from rag_pipeline.analyzers.errors import ModelError
-    from rag_pipeline.failures import RETRY_RULES, batch_size_for_retry, classify
+    from rag_pipeline.analysis.failures import (
+        RETRY_RULES,
+        batch_size_for_retry,
+        classify,
+    )
+    from rag_pipeline.errors import ModelError, ModelMismatch
 
     assert classify(OSError("stale NFS handle")) == "transient_io"
     assert classify(MemoryError()) == "resource_exhausted"

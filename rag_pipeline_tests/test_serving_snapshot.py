@@ -16,9 +16,9 @@ import pyarrow as pa
 import pytest
 from lancedb.index import FTS
 
-from rag_pipeline.analyzers.text_embedding import TextEncoder, model_spec_for
+from rag_pipeline.analysis.analyzers.text_embedding import TextEncoder, model_spec_for
 from rag_pipeline.settings import FieldWeights, Settings
-from rag_pipeline.snapshot_schema import (
+from rag_pipeline.snapshot.schema import (
     FTS_FIELDS,
     AxisInfo,
     SnapshotManifest,
@@ -466,8 +466,8 @@ def test_serving_imports_no_dagster_or_writers():
     code = textwrap.dedent("""
         import sys
         import serving, serving.search, serving.http
-        forbidden = ("dagster", "rag_pipeline.catalog", "rag_pipeline.persist",
-                     "rag_pipeline.snapshot", "rag_pipeline.defs", "rag_pipeline.definitions")
+        forbidden = ("dagster", "rag_pipeline.storage.catalog", "rag_pipeline.storage.persister",
+                     "rag_pipeline.snapshot.build", "rag_pipeline.defs", "rag_pipeline.definitions")
         bad = sorted(m for m in sys.modules
                      if any(m == f or m.startswith(f + ".") for f in forbidden))
         print(bad)

@@ -32,8 +32,8 @@ from pydantic import ValidationError
 from serving.search import (
     AxisUnavailable,
     ModelMismatch,
-    SearchFilters,
     Searcher,
+    SearchFilters,
     SearchRequest,
     SimilarRequest,
 )

@@ -1,6 +1,6 @@
 """Search over a published snapshot: BM25 (fts) + text-meaning vectors (mv), fused by weighted RRF.
 
-Serving only *reads*: the snapshot manifest (``rag_pipeline.snapshot_schema``) and the LanceDB
+Serving only *reads*: the snapshot manifest (``rag_pipeline.snapshot.schema``) and the LanceDB
 table it names. It never imports the catalog, the snapshot writer or Dagster.
 
     searcher = Searcher.from_settings(Settings.from_env())
@@ -33,12 +33,23 @@ from lance import query as lance_query
 from lancedb import query as lancedb_query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from rag_pipeline.analyzers.text_embedding import TextEncoder, model_spec_for
-from rag_pipeline.retrieval.explain import QueryMatcher, matched_evidence, query_terms, snippet
-from rag_pipeline.retrieval.fusion import AXES, RRF_K, QueryType, classify_query, weighted_rrf, \
-    weights_for
+from rag_pipeline.analysis.analyzers.text_embedding import TextEncoder, model_spec_for
+from rag_pipeline.retrieval.explain import (
+    QueryMatcher,
+    matched_evidence,
+    query_terms,
+    snippet,
+)
+from rag_pipeline.retrieval.fusion import (
+    AXES,
+    RRF_K,
+    QueryType,
+    classify_query,
+    weighted_rrf,
+    weights_for,
+)
 from rag_pipeline.settings import Settings
-from rag_pipeline.snapshot_schema import (
+from rag_pipeline.snapshot.schema import (
     FTS_FIELDS,
     SnapshotManifest,
     normalize_tag,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from rag_pipeline.snapshot_schema import normalize_tag
+from rag_pipeline.snapshot.schema import normalize_tag
 
 MAX_TAG_WORDS = 4
 _WORD = re.compile(r"[\w'-]+", re.UNICODE)

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from rag_pipeline.snapshot_schema import SnapshotManifest
+from rag_pipeline.snapshot.schema import SnapshotManifest
 
 
 def load_vv_encoder(manifest: SnapshotManifest, vv_model_dir: str | None,
                     mismatch: type[Exception]) -> tuple[Any | None, str | None]:
     """(encoder, None) or (None, why the VV axis is unavailable). Raises ``mismatch``."""
-    from rag_pipeline.analyzers.errors import ModelError
-    from rag_pipeline.analyzers.image_embedding import ImageEncoder, image_model_spec
+    from rag_pipeline.analysis.analyzers.image_embedding import (
+        ImageEncoder,
+        image_model_spec,
+    )
+    from rag_pipeline.errors import ModelError
 
     info = manifest.axes.get("vv")
     if info is None or not info.available:

@@ -8,7 +8,7 @@ partitions it can run.
 
 import dagster as dg
 
-from rag_pipeline.profiles import load_profiles
+from rag_pipeline.analysis.profiles import load_profiles
 from rag_pipeline.settings import Settings, shard_key
 
 SHARD_COUNT = Settings.from_env().shard_count

@@ -8,13 +8,13 @@ The file chain, each step started by the previous one's success:
 
 import dagster as dg
 
-from rag_pipeline import planner
+from rag_pipeline.analysis.profiles import load_profiles
 from rag_pipeline.defs.jobs import cpu_job, discover_job, gpu_job, publish_job
 from rag_pipeline.defs.partitions import profile_partition_requests
 from rag_pipeline.defs.resources import PipelineSettings
-from rag_pipeline.discovery import detect_changes
-from rag_pipeline.profiles import load_profiles
+from rag_pipeline.discovery.scanner import detect_changes
 from rag_pipeline.settings import shard_key
+from rag_pipeline.storage import plans
 
 TRIGGER = "rag/trigger"
 TOUCHED = "rag/touched_shards"
@@ -52,8 +52,8 @@ def requests_for_touched(settings, touched: set[str], chain: str) -> list[dg.Run
     for prof in profiles.by_name.values():
         job = cpu_job if prof.pool == "cpu" else gpu_job
         for shard in sorted(touched):
-            if planner.read_plan(settings, prof.name, shard):
-                pk = planner.partition_key(prof.name, shard)
+            if plans.read_plan(settings, prof.name, shard):
+                pk = plans.partition_key(prof.name, shard)
                 requests.append(dg.RunRequest(run_key=f"{chain}:{pk}", job_name=job.name,
                                               partition_key=pk, tags={CHAIN: chain}))
     return requests

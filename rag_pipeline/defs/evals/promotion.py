@@ -33,7 +33,7 @@ import dagster as dg
 from rag_pipeline.defs.ingest.assets import OWNERS
 from rag_pipeline.defs.resources import PipelineSettings
 from rag_pipeline.settings import Settings
-from rag_pipeline.snapshot_schema import write_atomic
+from rag_pipeline.snapshot.schema import write_atomic
 
 REPO = Path(__file__).resolve().parents[3]
 SMOKE_MAX_QUERIES = 50
@@ -96,12 +96,12 @@ def _evaluate_pair(settings: Settings, gold, baseline_id: str, candidate_id: str
 
 def _coverage(settings: Settings, gold, snapshot_id: str) -> float:
     """Share of gold queries with at least one judged-relevant document in the snapshot."""
-    from evals.runner import DocMapper, _unit_uris, open_searcher
+    from evals.runner import DocMapper, open_searcher, unit_uris
 
     searcher = open_searcher(settings.data_dir, snapshot_id=snapshot_id)
     try:
         mapper = DocMapper(roots=settings.sources)
-        keys = set(mapper.keys([u for uris in _unit_uris(searcher).values() for u in uris]))
+        keys = set(mapper.keys([u for uris in unit_uris(searcher).values() for u in uris]))
     finally:
         searcher.close()
     hit = sum(1 for q in gold.queries if any(d in keys for d, g in q.relevant.items() if g > 0))

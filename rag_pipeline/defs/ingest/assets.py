@@ -11,13 +11,15 @@ import time
 
 import dagster as dg
 
-from rag_pipeline import analysis, persist, planner
-from rag_pipeline.catalog.catalog import open_settings_catalog
+from rag_pipeline.analysis import worker
+from rag_pipeline.analysis.failures import RETRY_RULES, batch_size_for_retry, classify
 from rag_pipeline.defs.partitions import cpu_partitions, gpu_partitions
 from rag_pipeline.defs.resources import PipelineSettings
-from rag_pipeline.discovery import scan
-from rag_pipeline.failures import RETRY_RULES, batch_size_for_retry, classify
-from rag_pipeline.task_states import task_states
+from rag_pipeline.discovery.scanner import scan
+from rag_pipeline.planning import planner
+from rag_pipeline.planning.task_states import task_states
+from rag_pipeline.storage import persister
+from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 
 OWNERS = ["team:search-platform"]
 
@@ -91,9 +93,9 @@ def _run_partition(context: dg.AssetExecutionContext, pipeline: PipelineSettings
         settings = settings.model_copy(update={"mv_batch_size": batch_size_for_retry(
             settings.mv_batch_size, context.retry_number)})
     try:
-        result = analysis.run_partition(settings, profile, shard, dagster_run_id=context.run_id)
+        result = worker.run_partition(settings, profile, shard, dagster_run_id=context.run_id)
         with open_settings_catalog(settings) as cat:
-            persisted = persist.persist_shard(settings, cat, shard)
+            persisted = persister.persist_shard(settings, cat, shard)
             states = task_states(settings, cat, shards=[shard], profiles=[profile])
     except Exception as exc:
         failure = classify(exc)
@@ -178,7 +180,7 @@ def inference_runs(context: dg.AssetExecutionContext, pipeline: PipelineSettings
 def evidence(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
     settings = pipeline.settings()
     with open_settings_catalog(settings) as cat:
-        report = persist.persist_all(settings, cat)
+        report = persister.persist_all(settings, cat)
         counts = cat.counts(settings.tenant_id)
         rejected_total = int(cat.scalar("SELECT count(*) FROM dead_letters WHERE error_class = "
                                         "'ContractError' AND resolved_at IS NULL"))

@@ -3,10 +3,10 @@
 
 import dagster as dg
 
-from rag_pipeline.catalog.catalog import open_settings_catalog
 from rag_pipeline.defs.ingest.assets import OWNERS, _md_table
 from rag_pipeline.defs.resources import PipelineSettings
-from rag_pipeline.snapshot import build_snapshot
+from rag_pipeline.snapshot.build import build_snapshot
+from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 
 
 @dg.asset(

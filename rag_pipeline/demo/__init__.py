@@ -1,0 +1,1 @@
+"""The demo corpus: documents, images and gold queries the project generates for itself."""

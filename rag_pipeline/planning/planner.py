@@ -1,0 +1,149 @@
+"""Planner: turn the catalog's current state into TaskSpecs, one plan file per shard.
+
+Partition workers never open the catalog (DuckDB admits one process), so the planner, which
+holds the writer lock anyway during discovery, writes what each shard has to do as a Parquet
+file. A task whose dedupe key already has a persisted result is not planned again; one that
+failed permanently waits for a re-drive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rag_pipeline.analysis.profiles import (
+    IMAGE_ONLY,
+    Profile,
+    Profiles,
+    TaskProfile,
+    load_profiles,
+)
+from rag_pipeline.contracts import TaskSpec
+from rag_pipeline.media_types import is_document, is_image
+from rag_pipeline.settings import Settings, shard_key
+from rag_pipeline.storage.catalog.catalog import Catalog
+from rag_pipeline.storage.plans import partition_key, write_plan
+
+
+@dataclass
+class PlanReport:
+    # "profile|shard" -> number of pending tasks
+    tasks_per_partition: dict[str, int] = field(default_factory=dict)
+    already_done: int = 0
+    skipped_failed: int = 0
+    # profile -> why it planned nothing (its model directory is missing, ...)
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.tasks_per_partition.values())
+
+    def partitions_with_work(self) -> list[str]:
+        return sorted(k for k, n in self.tasks_per_partition.items() if n)
+
+
+def _task(tp: TaskProfile, profile: str, v: dict, key: str, tenant: str,
+          inputs_hash: str = "") -> TaskSpec:
+    return TaskSpec(task_type=tp.task_type, tenant_id=tenant, asset_id=v["asset_id"],
+                    version_id=v["version_id"], uri=v["uri"], media_type=v["media_type"],
+                    size=v["size"], partition_key=partition_key(profile, key), model=tp.model,
+                    config=tp.config, inputs_hash=inputs_hash, profile=profile)
+
+
+def text_task_for(text_profile: Profile, v: dict, key: str, tenant: str) -> TaskSpec | None:
+    """The text task of ``text_profile`` for one current version (None: no analyzer reads it)."""
+    if is_document(v["media_type"]):
+        return _task(text_profile.tasks["doc_text"], text_profile.name, v, key, tenant)
+    if is_image(v["media_type"]):
+        # The sidecar is an input too: a new description means new evidence.
+        return _task(text_profile.tasks["image_meta"], text_profile.name, v, key, tenant,
+                     inputs_hash=v["sidecar_hash"])
+    return None
+
+
+def current_versions(cat: Catalog, tenant: str) -> list[dict]:
+    """One readable current version per asset: the most recently seen path."""
+    return cat.rows(
+        """
+        SELECT asset_id, version_id, uri, media_type, size, sidecar_hash, shard FROM (
+          SELECT v.*, a.shard, row_number() OVER (PARTITION BY v.asset_id
+                 ORDER BY v.last_seen_at DESC, v.uri) AS rn
+          FROM asset_versions v JOIN assets a USING (tenant_id, asset_id)
+          WHERE v.tenant_id = ? AND v.is_current) WHERE rn = 1
+        """, [tenant])
+
+
+def plan(settings: Settings, cat: Catalog, profiles: Profiles | None = None) -> PlanReport:
+    """Plan every profile of the models file over every shard."""
+    tenant = settings.tenant_id
+    profiles = profiles or load_profiles(settings)
+    versions = current_versions(cat, tenant)
+    results = {r["dedupe_key"]: r for r in cat.rows(
+        "SELECT dedupe_key, status, retryable FROM results WHERE tenant_id = ?", [tenant])}
+
+    report = PlanReport()
+    shards = [shard_key(s) for s in range(settings.shard_count)]
+    per: dict[tuple[str, str], list[TaskSpec]] = {(p, k): [] for p in profiles.names
+                                                  for k in shards}
+
+    def state(key: str) -> str:
+        r = results.get(key)
+        if r is None:
+            return "pending"
+        if r["status"] == "ok":
+            return "done"
+        return "pending" if r["retryable"] else "failed"
+
+    def add(task: TaskSpec, st: str, profile: str, key: str) -> None:
+        if st == "pending":
+            per[(profile, key)].append(task)
+        elif st == "done":
+            report.already_done += 1
+        else:
+            report.skipped_failed += 1
+
+    for prof in profiles.by_name.values():
+        if prof.unavailable:
+            report.unavailable[prof.name] = prof.unavailable
+    for v in versions:
+        key = shard_key(v["shard"])
+        for prof in profiles.by_name.values():
+            if prof.analyzer in IMAGE_ONLY:
+                # Image analyzers read only the bytes (no text dependency); an unavailable
+                # model plans nothing rather than failing every task.
+                if is_image(v["media_type"]) and not prof.unavailable:
+                    task = _task(prof.tasks[prof.analyzer], prof.name, v, key, tenant)
+                    add(task, state(task.dedupe_key), prof.name, key)
+                continue
+            text_prof = prof if prof.analyzer == "text" else profiles.text_profile_for(prof)
+            text_task = text_task_for(text_prof, v, key, tenant)
+            if text_task is None:
+                continue  # discovery recorded the type; the planner letters it below
+            text_state = state(text_task.dedupe_key)
+            if prof.analyzer == "text":
+                add(text_task, text_state, prof.name, key)
+                continue
+            if text_state == "failed":
+                report.skipped_failed += 1  # nothing to embed until the text is re-driven
+                continue
+            mv = _task(prof.tasks["mv_embed"], prof.name, v, key, tenant,
+                       inputs_hash=text_task.dedupe_key)
+            add(mv, state(mv.dedupe_key), prof.name, key)
+
+    for u in cat.rows("SELECT DISTINCT uri, content_hash, media_type FROM asset_versions "
+                      "WHERE tenant_id = ? AND is_current", [tenant]):
+        if not (is_document(u["media_type"]) or is_image(u["media_type"])):
+            cat.record_dead_letter(tenant_id=tenant, uri=u["uri"], content_hash=u["content_hash"],
+                                   stage="discover", error_class="UnsupportedMediaType",
+                                   message=f"{u['uri']}: no analyzer reads {u['media_type']}")
+
+    # Profiles removed from the models file get no more work (their evidence stays).
+    for folder in settings.plans_dir.glob("profile=*"):
+        if folder.name.split("=", 1)[1] not in profiles.by_name:
+            for f in folder.glob("*.parquet"):
+                f.unlink(missing_ok=True)
+    for (profile, key), tasks in per.items():
+        write_plan(settings, profile, key, tasks)
+        report.tasks_per_partition[partition_key(profile, key)] = len(tasks)
+    return report
+
+

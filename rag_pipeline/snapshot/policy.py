@@ -1,0 +1,31 @@
+"""Snapshot policy: which profile serves each axis of the next snapshot.
+
+The models file gives the default; ``set_policy`` records a promotion or rollback in the catalog
+(newest row per axis wins, older rows are the history). Switching only changes which persisted
+evidence the next snapshot selects: nothing is recomputed.
+"""
+
+from __future__ import annotations
+
+from rag_pipeline.analysis.profiles import ProfileError, Profiles
+from rag_pipeline.storage.catalog.catalog import Catalog, utcnow
+
+
+def effective_policy(profiles: Profiles, cat: Catalog) -> dict[str, str]:
+    policy = dict(profiles.policy)
+    for r in cat.rows("SELECT axis, profile FROM (SELECT *, row_number() OVER (PARTITION BY axis "
+                      "ORDER BY set_at DESC) AS rn FROM axis_policy) WHERE rn = 1"):
+        if r["profile"] in profiles.by_name:  # a profile removed from the file falls back
+            policy[r["axis"]] = r["profile"]
+    return policy
+
+
+def set_policy(profiles: Profiles, cat: Catalog, axis: str, profile: str, note: str = "") -> None:
+    prof = profiles[profile]
+    if prof.axis != axis:
+        raise ProfileError(f"profile {profile!r} serves the {prof.axis!r} axis, not {axis!r}")
+    cat.con.execute("INSERT INTO axis_policy VALUES (?, ?, ?, ?)", [axis, profile, utcnow(), note])
+
+
+def policy_history(cat: Catalog) -> list[dict]:
+    return cat.rows("SELECT * FROM axis_policy ORDER BY set_at")

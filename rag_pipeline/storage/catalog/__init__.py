@@ -1,0 +1,1 @@
+"""The DuckDB catalog: schema, connection under the writer lock, and its queries."""
