@@ -9,7 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from evals.cli import main as eval_main
+from rag_pipeline.cli import main as cli_main
+
+
+def eval_main(argv: list[str]) -> int:
+    """`rag-pipeline eval ...`: the evals CLI with the pipeline's launcher to index datasets."""
+    return cli_main(["eval", *argv])
 
 REPO = Path(__file__).resolve().parents[1]
 
