@@ -257,7 +257,7 @@ def ensure_index(ds: BeirDataset, name: str, *, rebuild: bool = False, update: b
 
 
 def open_searcher(index: BenchIndex, **kw: Any) -> Any:
-    from serving.search import Searcher
+    from serving.searcher import Searcher
 
     return Searcher.from_settings(index.settings, **kw)
 
@@ -284,7 +284,7 @@ def search_docs(searcher: Any, query: str, mapping: dict[str, str], *, k_units: 
 def unit_doc_map(searcher: Any, mapping: dict[str, str],
                  key: str = "unit_id") -> dict[str, list[str]]:
     """unit_id (or, with ``key="asset_id"``, asset id) -> doc ids, read once from the
-    snapshot table (for ``lancedb_hybrid``, which returns unit ids only)."""
+    snapshot table (for the ``lancedb_hybrid`` baseline, which returns unit ids only)."""
     table = searcher.table
     n = int(table.count_rows())
     rows = table.search().select([key, "uri", "uris"]).limit(max(n, 1)).to_arrow()
@@ -301,8 +301,10 @@ def unit_doc_map(searcher: Any, mapping: dict[str, str],
 
 def lancedb_hybrid_docs(searcher: Any, query: str, unit_docs: dict[str, list[str]], *,
                         k_units: int = 100) -> list[str]:
+    from evals.baselines.lancedb_hybrid import lancedb_hybrid
+
     out: dict[str, None] = {}
-    for uid in searcher.lancedb_hybrid(query, k=k_units):
+    for uid in lancedb_hybrid(searcher, query, k=k_units):
         for doc in unit_docs.get(uid, ()):
             out.setdefault(doc, None)
     return list(out)

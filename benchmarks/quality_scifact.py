@@ -5,7 +5,7 @@
 Uses (or builds, or brings up to date) the index under ``var/bench/scifact`` (``common.py``).
 Every judged query runs through ``Searcher.search`` with ``k=100`` (per-axis candidates: the
 default 100; one hit per file, the default ``collapse=True``) or
-``Searcher.lancedb_hybrid(k=100)`` (chunks); hits are mapped to SciFact doc ids (a
+``evals.baselines.lancedb_hybrid(k=100)`` (chunks); hits are mapped to SciFact doc ids (a
 document's first, best-ranked chunk counts) and scored with ``evals.metrics``: nDCG@10,
 Recall@100 and MRR@10, averaged over the queries.
 
@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     queries = ds.queries
     qrels = ds.qrels
 
+    from evals.baselines.lancedb_hybrid import lancedb_hybrid
     from rag_pipeline.retrieval.fusion import classify_query
 
     types = Counter(classify_query(q) for q in queries.values())
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         by_unit = kind == "lancedb" or kw.get("collapse") is False
         for qid, text in queries.items():
             if kind == "lancedb":
-                keys[qid] = s.lancedb_hybrid(text, k=K_UNITS)
+                keys[qid] = lancedb_hybrid(s, text, k=K_UNITS)
             else:
                 hits = s.search(text, k=K_UNITS, **kw).hits
                 keys[qid] = [h.unit_id if by_unit else h.asset_id for h in hits]

@@ -7,7 +7,8 @@ Uses (or builds, or brings up to date) the index under ``var/bench/scifact`` (se
 queries each:
 
 * ``Searcher.search`` (default hybrid: BM25 + MV, weighted RRF, hits with explanations),
-* ``Searcher.lancedb_hybrid`` (LanceDB's hybrid query with its RRFReranker; unit ids only),
+* ``evals.baselines.lancedb_hybrid`` (LanceDB's hybrid query with its RRFReranker, same
+  filters and BM25 fields; unit ids only),
 * ``Searcher.search(axes=["fts"])`` and ``Searcher.search(axes=["mv"])``.
 
 The methods are interleaved per query (in a rotating order) so that background load spreads
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=20, help="warm-up queries (default 20)")
     parser.add_argument("--fts-combine", choices=["max", "sum"], default="max")
     args = parser.parse_args(argv)
+    from evals.baselines.lancedb_hybrid import lancedb_hybrid
 
     ds = common.load_dataset(args.dataset, args.split, args.limit)
     index = common.ensure_index(ds, common.bench_name(args.dataset, args.limit),
@@ -47,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
 
     methods = {
         "hybrid (Searcher.search)": lambda q: searcher.search(q, k=k),
-        "LanceDB built-in hybrid": lambda q: searcher.lancedb_hybrid(q, k=k),
+        "LanceDB built-in hybrid": lambda q: lancedb_hybrid(searcher, q, k=k),
         "FTS only (axes=[fts])": lambda q: searcher.search(q, k=k, axes=["fts"]),
         "MV only (axes=[mv])": lambda q: searcher.search(q, k=k, axes=["mv"]),
     }

@@ -4,9 +4,9 @@
                                   [--batch-sizes 8,32] [--limit N] [--queries 50]
 
 No vision weights are at hand (and nothing is downloaded), so each architecture is built from
-its config with random weights (``image_embedding.build_architecture``) once, under
-``var/bench/models/<arch>`` (git-ignored). Speed and memory depend on the architecture, not on
-the weights' values.
+its config with random weights (``rag_pipeline.testing.random_models.build_architecture``)
+once, under ``var/bench/models/<arch>`` (git-ignored). Speed and memory depend on the
+architecture, not on the weights' values.
 
 Each (architecture, batch size) runs in its own subprocess, so that peak RSS is that run's
 alone. The subprocess decodes coco_mini's JPEGs (``$RAG_SHARED_DATA/coco_mini``) with the
@@ -50,7 +50,7 @@ def cores() -> int:
 
 def model_dir(arch: str) -> Path:
     """The random-weight model for ``arch``, built once (atomically) under var/bench/models."""
-    from rag_pipeline.analysis.analyzers.image_embedding import build_architecture
+    from rag_pipeline.testing.random_models import build_architecture
 
     target = MODELS_DIR / f"{arch}-random-seed0"
     if (target / ".complete").exists():
@@ -100,10 +100,8 @@ def measure(arch: str, batch_size: int, limit: int | None, n_queries: int) -> di
     import torch
 
     from rag_pipeline.analysis.analyzers.image_decode import decode_image
-    from rag_pipeline.analysis.analyzers.image_embedding import (
-        ARCHITECTURES,
-        ImageEncoder,
-    )
+    from rag_pipeline.analysis.analyzers.image_embedding import ImageEncoder
+    from rag_pipeline.testing.random_models import ARCHITECTURES
 
     torch.set_num_threads(cores())
     d = model_dir(arch)
@@ -161,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(arch, bs, args.limit, args.queries)))
         return 0
 
-    from rag_pipeline.analysis.analyzers.image_embedding import ARCHITECTURES
+    from rag_pipeline.testing.random_models import ARCHITECTURES
 
     archs = [a.strip() for a in args.archs.split(",") if a.strip()]
     unknown = [a for a in archs if a not in ARCHITECTURES]

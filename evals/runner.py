@@ -8,7 +8,7 @@ takes a folder as is) and materializes the whole graph through Dagster into its 
 Engines: ``hybrid`` (serving's default: BM25 + MV fused by weighted RRF), ``bm25``
 (``axes=["fts"]``), ``mv`` (``axes=["mv"]``), ``vv`` (``axes=["vv"]``: refused while no visual
 axis is served; every query then counts as an error), ``lancedb-hybrid`` (LanceDB's built-in
-hybrid with its RRFReranker).
+hybrid with its RRFReranker: ``evals.baselines.lancedb_hybrid``).
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ def query_runner(searcher: Any, mapper: DocMapper, *, engine: str = "hybrid", k:
     """A function: gold query -> (ranked doc keys, served query type) for one engine."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
-    from serving.search import SearchFilters
+    from evals.baselines.lancedb_hybrid import lancedb_hybrid
+    from serving.models import SearchFilters
 
     uris_of = unit_uris(searcher) if engine == "lancedb-hybrid" else None
 
@@ -135,7 +136,7 @@ def query_runner(searcher: Any, mapper: DocMapper, *, engine: str = "hybrid", k:
         if q.scope and (q.scope.kind or q.scope.folder):
             filters = SearchFilters(kind=q.scope.kind, folder_prefix=q.scope.folder)
         if engine == "lancedb-hybrid":
-            ids = searcher.lancedb_hybrid(q.query, k=k, filters=filters)
+            ids = lancedb_hybrid(searcher, q.query, k=k, filters=filters)
             return mapper.keys([u for uid in ids for u in uris_of.get(uid, [])]), None
         qt = SERVING_QUERY_TYPE[q.query_type] if (use_gold_types and q.query_type) else None
         resp = searcher.search(q.query, k=k, axes=ENGINE_AXES[engine], filters=filters,
@@ -259,7 +260,7 @@ def prepare_dataset(gold: GoldSet, workdir: Path, corpus_dir: Path | None = None
 
 def open_searcher(data_dir: Path, *, pointer: str = "CURRENT", snapshot_id: str | None = None,
                   fts_combine: str = "max") -> Any:
-    from serving.search import Searcher
+    from serving.searcher import Searcher
 
     return Searcher.open(data_dir / "snapshots", data_dir / "lance", pointer=pointer,
                          snapshot_id=snapshot_id, fts_combine=fts_combine,

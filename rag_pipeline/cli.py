@@ -409,8 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         # Serving refusals (an unavailable axis, a mismatched query model) are answers, not bugs.
         # Only commands that searched have imported serving (it is slow to import).
-        search = sys.modules.get("serving.search")
-        if search is not None and isinstance(exc, search.SearchError):
+        errors = sys.modules.get("serving.errors")
+        if errors is not None and isinstance(exc, errors.SearchError):
             print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
             return 3
         raise

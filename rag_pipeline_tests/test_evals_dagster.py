@@ -1,7 +1,7 @@
 """Evals in Dagster (real runs on the demo corpus): the blocking smoke-eval check on
 search_snapshot promotes a good snapshot, blocks a deliberately worse one (a tiny random MV
-model) so it is NOT promoted, and the nightly schedule's job records metrics (one demo index for all:
-the test files must stay fast)."""
+model) so it is NOT promoted, and the nightly schedule's job records metrics (one demo index for
+all: the test files must stay fast)."""
 
 from __future__ import annotations
 
@@ -48,7 +48,8 @@ def _materialize(defs, instance) -> dict:
 def _check_evals(instance, name: str = "smoke_eval_gates"):
     key = dg.AssetCheckKey(dg.AssetKey("search_snapshot"), name)
     recs = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
-    return [r.event.asset_check_evaluation for r in recs if r.event and r.event.asset_check_evaluation]
+    return [r.event.asset_check_evaluation for r in recs
+            if r.event and r.event.asset_check_evaluation]
 
 
 def _pointer(settings: Settings, name: str) -> str | None:
@@ -124,7 +125,7 @@ def test_blocking_check_promotes_good_blocks_worse_and_nightly_records(demo_env,
         assert ev.passed, {k: v.value for k, v in ev.metadata.items() if k != "report"}
 
         # 4. Serving (Searcher.open with pointer PROMOTED) reads the promoted snapshot.
-        from serving.search import Searcher
+        from serving import Searcher
 
         s = Searcher.open(settings.snapshots_dir, settings.lance_dir, pointer="PROMOTED")
         assert s.manifest.snapshot_id == third["snapshot_id"]

@@ -65,7 +65,7 @@ def image_env(demo_env, tmp_path, monkeypatch, tiny_clip):
 
 
 def _searcher(settings):
-    from serving.search import Searcher
+    from serving import Searcher
 
     return Searcher.from_settings(settings)
 
@@ -121,7 +121,7 @@ def test_images_get_ocr_vv_captions_and_tags_in_the_snapshot(image_env):
 
 
 def test_text_to_image_similar_and_tag_queries(image_env):
-    from serving.search import SearchFilters, SearchRequest, SimilarRequest
+    from serving import SearchFilters, SearchRequest, SimilarRequest
 
     settings, _ = image_env
     run_all()
@@ -201,7 +201,7 @@ def test_text_to_image_similar_and_tag_queries(image_env):
 
 
 def test_vv_health_gate_and_model_parity(image_env, tmp_path, monkeypatch, tiny_clip):
-    from serving.search import AxisUnavailable, ModelMismatch, Searcher, SearchRequest
+    from serving import AxisUnavailable, ModelMismatch, Searcher, SearchRequest
 
     settings, _ = image_env
     run_all()

@@ -8,7 +8,7 @@ import sys
 import textwrap
 import urllib.error
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import lancedb
@@ -16,6 +16,7 @@ import pyarrow as pa
 import pytest
 from lancedb.index import FTS
 
+from evals.baselines.lancedb_hybrid import lancedb_hybrid
 from rag_pipeline.analysis.analyzers.text_embedding import TextEncoder, model_spec_for
 from rag_pipeline.settings import FieldWeights, Settings
 from rag_pipeline.snapshot.schema import (
@@ -27,10 +28,18 @@ from rag_pipeline.snapshot.schema import (
     snapshot_arrow_schema,
     write_atomic,
 )
-from serving import Hit, Searcher, SearchRequest, SearchResponse
-from serving.search import AxisUnavailable, ModelMismatch, SearchFilters, build_filter
+from serving import (
+    AxisUnavailable,
+    Hit,
+    ModelMismatch,
+    Searcher,
+    SearchFilters,
+    SearchRequest,
+    SearchResponse,
+)
+from serving.filters import build_filter
 
-T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 # unit_id, tenant, kind, folder, title, body, caption, tags, ocr, has_mv, days after T0
 DOCS = [
@@ -117,7 +126,7 @@ def build_snapshot(root: Path, mv_model_dir: str) -> tuple[Path, Path]:
     vectors = encoder.encode(embed_texts)
     rows = []
     for (uid, tenant, kind, folder, title, body, caption, tags, ocr, has_mv, days), vec in zip(
-            DOCS, vectors):
+            DOCS, vectors, strict=True):
         run_doc = RUN_DOC if kind == "document" else RUN_IMG
         runs = {("doc_text" if kind == "document" else "image_meta"):
                 {"run_id": run_doc, "model_key": "builtin:rules@1#none", "model_id": "rules",
@@ -151,7 +160,7 @@ def build_snapshot(root: Path, mv_model_dir: str) -> tuple[Path, Path]:
         tbl.create_index(field, config=FTS(), replace=True)
     fw = FieldWeights().model_dump()
     manifest = SnapshotManifest(
-        snapshot_id="snap-0001", table_name=table_name, created_at=datetime.now(timezone.utc),
+        snapshot_id="snap-0001", table_name=table_name, created_at=datetime.now(UTC),
         tenants=["acme", "default"], n_units=len(rows),
         n_documents=sum(d[2] == "document" for d in DOCS),
         n_images=sum(d[2] == "image" for d in DOCS),
@@ -300,7 +309,7 @@ def test_build_filter_escapes_values():
 
 
 def test_one_tenant_snapshot_drops_clauses_every_row_passes(snapshot, searcher):
-    assert searcher._sole_tenant is None and searcher._mv_clause == "has_mv = true"
+    assert searcher._sole_tenant is None and searcher.mv_clause == "has_mv = true"
     snapshots_dir, lance_dir = snapshot
     db = lancedb.connect(str(lance_dir))
     rows = searcher.dataset.to_table(filter="tenant_id = 'acme'")
@@ -311,12 +320,12 @@ def test_one_tenant_snapshot_drops_clauses_every_row_passes(snapshot, searcher):
                                              "table_name": "snapshot_acme", "tenants": ["acme"]})
     write_manifest(snapshots_dir, m)
     s = Searcher.open(snapshots_dir, lance_dir, snapshot_id="snap-acme")
-    assert s._sole_tenant == "acme" and s._mv_clause is None
+    assert s._sole_tenant == "acme" and s.mv_clause is None
     assert _ids(s.search("quokka", k=5, tenant="acme"))[0] == "a-quokka"
     assert s.search("quokka", k=5).hits == []  # tenant "default" has no rows here
     assert _ids(s.search("dog", k=5, tenant="acme", filters={"kind": "image"})) == ["a-beach"]
-    assert s.lancedb_hybrid("quokka", k=5, tenant="acme")[0] == "a-quokka"
-    assert s.lancedb_hybrid("quokka", k=5) == []
+    assert lancedb_hybrid(s, "quokka", k=5, tenant="acme")[0] == "a-quokka"
+    assert lancedb_hybrid(s, "quokka", k=5) == []
     s.close()
 
 
@@ -411,10 +420,12 @@ def test_health_and_from_settings(snapshot, searcher, mv_model_dir):
 
 
 def test_lancedb_hybrid_baseline(searcher):
-    ids = searcher.lancedb_hybrid("quokka", k=5)
+    ids = lancedb_hybrid(searcher, "quokka", k=5)
     assert ids[0] == "d-quokka" and "a-quokka" not in ids
-    assert "a-quokka" in searcher.lancedb_hybrid("quokka", k=5, tenant="acme")
-    assert searcher.lancedb_hybrid("the of", k=3)  # no FTS terms: vector side only
+    assert "a-quokka" in lancedb_hybrid(searcher, "quokka", k=5, tenant="acme")
+    assert lancedb_hybrid(searcher, "the of", k=3)  # no FTS terms: vector side only
+    images = lancedb_hybrid(searcher, "quokka", k=5, filters=SearchFilters(kind="image"))
+    assert images and all(i.startswith("i-") for i in images)  # same filters as search
 
 
 # --- HTTP --------------------------------------------------------------------------------------
@@ -465,7 +476,9 @@ def test_http_server(searcher):
 def test_serving_imports_no_dagster_or_writers():
     code = textwrap.dedent("""
         import sys
-        import serving, serving.search, serving.http
+        import serving, serving.http
+        import serving.axes, serving.errors, serving.filters, serving.hits, serving.models
+        import serving.searcher, serving.tags, serving.visual
         forbidden = ("dagster", "rag_pipeline.storage.catalog", "rag_pipeline.storage.persister",
                      "rag_pipeline.snapshot.build", "rag_pipeline.defs", "rag_pipeline.definitions")
         bad = sorted(m for m in sys.modules
@@ -492,6 +505,6 @@ def test_fts_combine_max_vs_sum(snapshot, searcher):
     summed = Searcher.open(*snapshot, snapshot_id="snap-title2", fts_combine="sum")
     assert _ids(summed.search("quokka marsupial", axes=["fts"], k=2)) == [
         "d-quokka", "d-marsupial"]
-    assert summed.lancedb_hybrid("quokka", k=3)[0] == "d-quokka"
+    assert lancedb_hybrid(summed, "quokka", k=3)[0] == "d-quokka"
     with pytest.raises(ValueError):
         Searcher.open(*snapshot, fts_combine="avg")

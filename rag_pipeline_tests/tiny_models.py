@@ -36,7 +36,7 @@ def build_tiny_clip_model(out: Path, kind: Literal["clip", "siglip", "siglip2"] 
     ``kind="siglip2"`` is a NaFlex Siglip2Model (patch 16, a budget of
     (image_size / 16) ** 2 patches, at least 1).
     """
-    from rag_pipeline.analysis.analyzers.image_embedding import build_random_model
+    from rag_pipeline.testing.random_models import build_random_model
 
     return build_random_model(out, kind, seed=seed, hidden=32, layers=2, heads=2,
                               intermediate=64, image_size=image_size, patch=8,

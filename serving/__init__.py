@@ -1,18 +1,22 @@
-"""Read-only search service over the pipeline's published snapshot (no Dagster, no catalog)."""
+"""Read-only search service over the pipeline's published snapshot (no Dagster, no catalog).
 
-from serving.search import (
+One concept per module: ``models`` (request and response models), ``errors`` (refusals),
+``filters`` (SQL predicates), ``axes`` (candidate search per axis, row keys, fusion), ``hits``
+(hits and their explanations), ``tags`` (the tag boost), ``visual`` (the VV query encoder),
+``searcher`` (``Searcher``) and ``http`` (a JSON HTTP front).
+"""
+
+from serving.errors import AxisUnavailable, ModelMismatch, SearchError
+from serving.models import (
     AxisHit,
-    AxisUnavailable,
     Explanation,
     Hit,
-    ModelMismatch,
-    Searcher,
-    SearchError,
     SearchFilters,
     SearchRequest,
     SearchResponse,
     SimilarRequest,
 )
+from serving.searcher import Searcher
 
 __all__ = [
     "AxisHit",

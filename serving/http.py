@@ -29,14 +29,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from pydantic import ValidationError
 
-from serving.search import (
-    AxisUnavailable,
-    ModelMismatch,
-    Searcher,
-    SearchFilters,
-    SearchRequest,
-    SimilarRequest,
-)
+from serving.errors import AxisUnavailable, ModelMismatch
+from serving.models import SearchFilters, SearchRequest, SimilarRequest
+from serving.searcher import Searcher
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,10 @@ import re
 from typing import Any
 
 from rag_pipeline.snapshot.schema import normalize_tag
+from serving.filters import sql_list
 
 MAX_TAG_WORDS = 4
 _WORD = re.compile(r"[\w'-]+", re.UNICODE)
-
-
-def sql_list(values: list[str]) -> str:
-    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
 
 
 class TagIndex:

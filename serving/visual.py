@@ -11,11 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from rag_pipeline.snapshot.schema import SnapshotManifest
+from serving.errors import ModelMismatch
 
 
-def load_vv_encoder(manifest: SnapshotManifest, vv_model_dir: str | None,
-                    mismatch: type[Exception]) -> tuple[Any | None, str | None]:
-    """(encoder, None) or (None, why the VV axis is unavailable). Raises ``mismatch``."""
+def load_vv_encoder(manifest: SnapshotManifest,
+                    vv_model_dir: str | None) -> tuple[Any | None, str | None]:
+    """(encoder, None) or (None, why the VV axis is unavailable). Raises ``ModelMismatch``."""
     from rag_pipeline.analysis.analyzers.image_embedding import (
         ImageEncoder,
         image_model_spec,
@@ -27,8 +28,8 @@ def load_vv_encoder(manifest: SnapshotManifest, vv_model_dir: str | None,
         return None, (info.reason if info is not None and info.reason
                       else f"snapshot {manifest.snapshot_id} has no VV vectors")
     if info.model is None:
-        raise mismatch(f"snapshot {manifest.snapshot_id} has a vv axis but no VV model spec: "
-                       "cannot verify a query encoder against it")
+        raise ModelMismatch(f"snapshot {manifest.snapshot_id} has a vv axis but no VV model "
+                            "spec: cannot verify a query encoder against it")
     model_dir = vv_model_dir or info.model_dir
     if not model_dir:
         return None, "no VV query model directory recorded or given (RAG_QUERY_VV_MODEL_DIR)"
@@ -37,7 +38,7 @@ def load_vv_encoder(manifest: SnapshotManifest, vv_model_dir: str | None,
     except (ModelError, OSError, ValueError) as exc:
         return None, f"VV query model unavailable: {exc}"
     if spec.weights_checksum != info.model.weights_checksum:
-        raise mismatch(
+        raise ModelMismatch(
             f"refusing the vv axis of snapshot {manifest.snapshot_id}: its image vectors were "
             f"built by {info.model.model_id} (weights {info.model.weights_checksum[:12]}), the "
             f"query model in {model_dir} has weights {spec.weights_checksum[:12]}")
@@ -47,5 +48,5 @@ def load_vv_encoder(manifest: SnapshotManifest, vv_model_dir: str | None,
         return None, f"VV query model failed to load: {exc}"
     dim = info.dim or info.model.dim
     if dim and encoder.dim != dim:
-        raise mismatch(f"query VV model dim {encoder.dim} != snapshot VV dim {dim}")
+        raise ModelMismatch(f"query VV model dim {encoder.dim} != snapshot VV dim {dim}")
     return encoder, None

@@ -1,0 +1,196 @@
+"""Random-weight CLIP / SigLIP / SigLIP 2 models built from a config, saved as complete local
+model directories (config, seeded weights, tokenizer, image processor) that
+``ImageEncoder.load`` reads through the real ``from_pretrained`` path, with nothing downloaded.
+
+Not an analyzer: tests build tiny ones (``rag_pipeline_tests/tiny_models.py``); benchmarks build
+real-size architectures (``ARCHITECTURES``), whose speed and memory do not depend on the
+weights' values (``benchmarks/vv_embed.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from rag_pipeline.analysis.analyzers.image_embedding import ModelKind
+
+# Real-size architectures (text vocabulary sizes as published, so parameter counts match).
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "siglip-base-patch16-224": dict(
+        kind="siglip", hidden=768, layers=12, heads=12, intermediate=3072, image_size=224,
+        patch=16, vocab_size=32000, max_text_len=64),
+    "clip-vit-base-patch32": dict(
+        kind="clip", hidden=768, text_hidden=512, layers=12, heads=12, text_heads=8,
+        intermediate=3072, text_intermediate=2048, image_size=224, patch=32,
+        projection_dim=512, vocab_size=49408, max_text_len=77),
+}
+
+
+def _byte_chars() -> list[str]:
+    """GPT-2/CLIP's printable stand-ins for the 256 byte values (byte-level BPE alphabet)."""
+    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+          + list(range(ord("®"), ord("ÿ") + 1)))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return [chr(c) for c in cs]
+
+
+def _clip_tokenizer(max_len: int) -> Any:
+    """A byte-level CLIP tokenizer with no merges: every byte is a token, so any text
+    tokenizes (vocabulary 514)."""
+    from transformers import CLIPTokenizer
+
+    vocab: dict[str, int] = {}
+    for c in _byte_chars():
+        vocab[c] = len(vocab)
+    for c in _byte_chars():
+        vocab[c + "</w>"] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_len)
+
+
+def _siglip_tokenizer(max_len: int, kind: ModelKind) -> Any:
+    """A SentencePiece-like fast tokenizer ("▁" word marker, byte fallback, "</s>" appended)
+    built with ``tokenizers``: sentencepiece itself is not needed (vocabulary 354)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "</s>", "<unk>"]
+    pieces = ["▁"] + [chr(c) for c in range(33, 127)] + [f"<0x{b:02X}>" for b in range(256)]
+    vocab = {t: i for i, t in enumerate(specials + pieces)}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True,
+                              fuse_unk=True))
+    tk.normalizer = normalizers.Sequence([normalizers.Lowercase(),
+                                          normalizers.Replace(" ", "▁"),
+                                          normalizers.Prepend("▁")])
+    tk.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A $B </s>",
+                                                      special_tokens=[("</s>", 1)])
+    tk.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                    decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    # SigLIP pads with "</s>"; SigLIP 2 (Gemma vocabulary) with "<pad>".
+    pad = "</s>" if kind == "siglip" else "<pad>"
+    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="</s>", pad_token=pad,
+                                   unk_token="<unk>", model_max_length=max_len)
+
+
+def _image_processor_cls(prefix: str) -> Any:
+    """The Pillow image processor where transformers has one and torchvision is missing (the
+    default class would warn and fall back to it anyway); the saved config is the same."""
+    import importlib.util
+
+    import transformers
+
+    pil = getattr(transformers, f"{prefix}ImageProcessorPil", None)
+    if pil is not None and importlib.util.find_spec("torchvision") is None:
+        return pil
+    return getattr(transformers, f"{prefix}ImageProcessor")
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No progress bars, and none of the warnings transformers' own sub-config defaults raise
+    (SigLIP's text defaults carry CLIP's token ids) while a random model is built."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
+def build_random_model(out: str | Path, kind: ModelKind = "clip", *, seed: int = 0,
+                       hidden: int = 32, layers: int = 2, heads: int = 2,
+                       intermediate: int | None = None, image_size: int = 32, patch: int = 8,
+                       text_hidden: int | None = None, text_heads: int | None = None,
+                       text_intermediate: int | None = None, projection_dim: int | None = None,
+                       vocab_size: int | None = None, max_text_len: int = 16) -> Path:
+    """Save a complete local model directory (config, seeded random weights, tokenizer, image
+    processor) that ``ImageEncoder.load`` reads through the real ``from_pretrained`` path.
+
+    ``kind="siglip2"`` builds a NaFlex Siglip2Model: ``patch`` is then forced to 16 (its
+    processor's fixed default) and ``image_size`` sets the patch budget
+    ((image_size / 16) ** 2).
+    """
+    import torch
+    from transformers import (
+        CLIPConfig,
+        CLIPModel,
+        CLIPProcessor,
+        Siglip2Config,
+        Siglip2Model,
+        Siglip2Processor,
+        SiglipConfig,
+        SiglipModel,
+        SiglipProcessor,
+    )
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    intermediate = intermediate or 2 * hidden
+    text_hidden = text_hidden or hidden
+    text = dict(hidden_size=text_hidden, num_hidden_layers=layers,
+                num_attention_heads=text_heads or heads,
+                intermediate_size=text_intermediate or intermediate,
+                max_position_embeddings=max_text_len)
+    vision = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                  intermediate_size=intermediate)
+    if kind not in ("clip", "siglip", "siglip2"):
+        raise ValueError(f"kind must be clip, siglip or siglip2, got {kind!r}")
+    if kind == "clip":
+        tok = _clip_tokenizer(max_text_len)
+        eos = tok.convert_tokens_to_ids("<|endoftext|>")
+        text.update(vocab_size=max(vocab_size or 0, len(tok)), eos_token_id=eos,
+                    pad_token_id=eos, bos_token_id=tok.convert_tokens_to_ids("<|startoftext|>"))
+        vision.update(image_size=image_size, patch_size=patch)
+        cfg: Any = CLIPConfig(text_config=text, vision_config=vision,
+                              projection_dim=projection_dim or hidden)
+        model_cls: Any = CLIPModel
+        image_processor = _image_processor_cls("CLIP")(
+            size={"shortest_edge": image_size},
+            crop_size={"height": image_size, "width": image_size})
+        processor_cls: Any = CLIPProcessor
+    elif kind in ("siglip", "siglip2"):
+        if text_hidden != hidden:
+            raise ValueError("SigLIP's joint space is the vision hidden size: text_hidden must "
+                             "equal hidden")
+        tok = _siglip_tokenizer(max_text_len, kind)
+        text.update(vocab_size=max(vocab_size or 0, len(tok)), eos_token_id=1,
+                    pad_token_id=tok.pad_token_id, bos_token_id=None)
+        if kind == "siglip":
+            vision.update(image_size=image_size, patch_size=patch)
+            cfg = SiglipConfig(text_config=text, vision_config=vision)
+            model_cls = SiglipModel
+            image_processor = _image_processor_cls("Siglip")(
+                size={"height": image_size, "width": image_size})
+            processor_cls = SiglipProcessor
+        else:
+            budget = max(1, (image_size // 16) ** 2)
+            vision.update(num_patches=budget, patch_size=16)
+            cfg = Siglip2Config(text_config=text, vision_config=vision)
+            model_cls = Siglip2Model
+            image_processor = _image_processor_cls("Siglip2")(patch_size=16,
+                                                              max_num_patches=budget)
+            processor_cls = Siglip2Processor
+    with _quiet_transformers():
+        torch.manual_seed(seed)
+        model_cls(cfg).eval().save_pretrained(out)
+        processor_cls(image_processor=image_processor, tokenizer=tok).save_pretrained(out)
+    return out
+
+
+def build_architecture(out: str | Path, arch: str, seed: int = 0) -> Path:
+    """A real-size architecture from ``ARCHITECTURES`` with random weights (benchmarks)."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
+    return build_random_model(out, seed=seed, **ARCHITECTURES[arch])

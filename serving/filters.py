@@ -1,0 +1,66 @@
+"""SQL predicates for the snapshot table: a request's tenant and ``SearchFilters`` as one
+LanceDB/DataFusion filter, with every literal escaped."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from rag_pipeline.snapshot.schema import normalize_tag
+from serving.models import SearchFilters
+
+
+def sql_str(value: str) -> str:
+    """A SQL string literal (single quotes doubled)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def sql_list(values: list[str]) -> str:
+    """A SQL list literal of strings (single quotes doubled)."""
+    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
+
+
+def sql_and(*clauses: str | None) -> str | None:
+    """The clauses that are set, ANDed (None if none is)."""
+    return " AND ".join(f"({c})" for c in clauses if c) or None
+
+
+def _sql_ts(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    iso = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return f"TIMESTAMP {sql_str(iso)}"
+
+
+def build_filter(tenant: str, filters: SearchFilters | None, *,
+                 sole_tenant: str | None = None) -> str | None:
+    """SQL predicate: the tenant, plus every filter that is set; None: nothing to filter.
+
+    The tenant clause is left out when ``tenant`` is ``sole_tenant``, the only tenant the
+    table has rows of (a prefilter costs a column scan on every query).
+    """
+    clauses = [] if tenant == sole_tenant else [f"tenant_id = {sql_str(tenant)}"]
+    if filters is not None:
+        if filters.kind:
+            clauses.append(f"kind = {sql_str(filters.kind)}")
+        if filters.source:
+            clauses.append(f"source = {sql_str(filters.source)}")
+        if filters.media_type:
+            mt = filters.media_type.lower()
+            if mt.endswith("/*"):
+                clauses.append(f"starts_with(media_type, {sql_str(mt[:-1])})")
+            else:
+                clauses.append(f"media_type = {sql_str(mt)}")
+        if filters.folder_prefix is not None:
+            prefix = filters.folder_prefix.strip().strip("/")
+            if prefix and prefix != ".":
+                # Path-segment prefix: "reports" matches reports and reports/2024, not reports_old.
+                clauses.append(f"(folder = {sql_str(prefix)} OR "
+                               f"starts_with(folder, {sql_str(prefix + '/')}))")
+        if filters.modified_after is not None:
+            clauses.append(f"mtime >= {_sql_ts(filters.modified_after)}")
+        if filters.modified_before is not None:
+            clauses.append(f"mtime < {_sql_ts(filters.modified_before)}")
+        tags = [t for t in (normalize_tag(x) for x in filters.tags or ()) if t]
+        if tags:
+            clauses.append(f"array_has_all(content_tags, {sql_list(tags)})")
+    return sql_and(*clauses)

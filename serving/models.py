@@ -1,0 +1,138 @@
+"""Search's request and response models (pydantic): what a client sends and gets back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rag_pipeline.retrieval.fusion import AXES, QueryType
+
+# --------------------------------------------------------------------------------------------
+# Requests
+
+
+class SearchFilters(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    kind: str | None = None                 # "document" | "image"
+    folder_prefix: str | None = None        # folder (relative to its source) or any sub-folder
+    source: str | None = None               # configured source root, exact
+    media_type: str | None = None           # exact, or "image/*"-style major type
+    modified_after: datetime | None = None  # mtime >= this (naive datetimes are UTC)
+    modified_before: datetime | None = None  # mtime < this
+    tags: list[str] | None = None           # every one of these content tags (pre-filter)
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    query: str = Field(min_length=1, max_length=2000)
+    k: int = Field(10, ge=1, le=100)
+    tenant: str = Field("default", min_length=1)
+    filters: SearchFilters | None = None
+    query_type: QueryType | None = None  # None: classify_query decides
+    axes: list[str] | None = None        # restrict to these axes, e.g. ["fts"] (BM25 only)
+    candidates: int = Field(100, ge=1, le=1000)  # per-axis candidate depth
+    # One hit per file (its best chunk) rather than one per chunk. Collapsing happens per axis
+    # before fusion, so each axis ranks files, not chunks.
+    collapse: bool = True
+
+    @field_validator("axes")
+    @classmethod
+    def _known_axes(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return None
+        axes = list(dict.fromkeys(a.strip().lower() for a in v if a.strip()))
+        if not axes:
+            raise ValueError("axes must name at least one axis (or be omitted)")
+        unknown = [a for a in axes if a not in AXES]
+        if unknown:
+            raise ValueError(f"unknown axes {unknown}; known axes are {list(AXES)}")
+        return axes
+
+
+class SimilarRequest(BaseModel):
+    """Find units like a given asset: image -> image on the VV axis (default for images with
+    VV vectors), or on the MV axis (documents; images without VV)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    asset_id: str = Field(pattern=r"^[0-9a-f]{64}$")
+    k: int = Field(10, ge=1, le=100)
+    tenant: str = Field("default", min_length=1)
+    filters: SearchFilters | None = None
+    axis: Literal["vv", "mv"] | None = None
+    collapse: bool = True
+
+
+# --------------------------------------------------------------------------------------------
+# Responses
+
+
+class AxisHit(BaseModel):
+    rank: int    # 1-based rank within the axis' candidates
+    score: float  # fts: BM25 score; mv: cosine similarity (1 - cosine distance)
+
+
+class MatchedEvidence(BaseModel):
+    kind: str | None = None
+    field: str | None = None
+    ordinal: int | None = None
+    text: str  # windowed around the first match (about 300 characters)
+    confidence: float | None = None
+    matched_terms: list[str]
+    run_id: str | None = None  # the analysis run that produced this evidence
+    locator: dict[str, Any] = Field(default_factory=dict)  # page, char offsets, ...
+
+
+class FileVersion(BaseModel):
+    version_id: str
+    uri: str
+    uris: list[str] = Field(default_factory=list)
+    asset_id: str
+    size: int | None = None
+    mtime: datetime | None = None
+
+
+class FusionInfo(BaseModel):
+    query_type: QueryType
+    weights: dict[str, float]
+    rrf_k: int
+
+
+class Explanation(BaseModel):
+    matched_evidence: list[MatchedEvidence]
+    runs: dict[str, Any]  # task_type -> {run_id, model_key, model_id, revision, ...}
+    file_version: FileVersion
+    fusion: FusionInfo
+    # Query entities found in this unit's content_tags (the tag boost).
+    matched_tags: list[str] = Field(default_factory=list)
+
+
+class Hit(BaseModel):
+    unit_id: str
+    asset_id: str
+    version_id: str
+    uri: str
+    kind: str
+    media_type: str | None = None
+    title: str | None = None
+    snippet: str
+    chunk_index: int | None = None
+    locator: dict[str, Any] = Field(default_factory=dict)
+    score: float  # fused weighted-RRF score
+    axes: dict[str, AxisHit]
+    explanation: Explanation
+    thumbnail: str | None = None  # relative to the data dir (HTTP: /thumbnail/<asset_id>)
+
+
+class SearchResponse(BaseModel):
+    query: str
+    query_type: QueryType
+    snapshot_id: str
+    axes_used: list[str]
+    axes_unavailable: dict[str, str]
+    hits: list[Hit]
+    timings_ms: dict[str, float]

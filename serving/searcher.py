@@ -1,0 +1,469 @@
+"""The searcher: read-only search over one published snapshot, BM25 (fts) + text-meaning
+vectors (mv) + image vectors (vv), fused by weighted RRF, with a metadata-first tag boost.
+
+Serving only *reads*: the snapshot manifest (``rag_pipeline.snapshot.schema``) and the LanceDB
+table it names. It never imports the catalog, the snapshot writer or Dagster.
+
+    searcher = Searcher.from_settings(Settings.from_env())
+    resp = searcher.search("invoice 2024 acme", k=5, filters={"kind": "document"})
+
+Axes are explicit: a request that names an axis the snapshot (or this build) cannot serve gets
+``AxisUnavailable``, never a silent fallback; a query-time MV model whose weights differ from the
+model that built the snapshot is refused with ``ModelMismatch``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import lancedb
+import numpy as np
+import pyarrow.compute as pc
+from lance import query as lance_query
+
+from rag_pipeline.analysis.analyzers.text_embedding import TextEncoder, model_spec_for
+from rag_pipeline.retrieval.explain import QueryMatcher, query_terms
+from rag_pipeline.retrieval.fusion import (
+    AXES,
+    RRF_K,
+    QueryType,
+    classify_query,
+    weights_for,
+)
+from rag_pipeline.settings import Settings
+from rag_pipeline.snapshot.schema import (
+    FTS_FIELDS,
+    SnapshotManifest,
+    read_current_manifest,
+    read_manifest,
+)
+from serving.axes import (
+    SERVABLE_AXES,
+    AxisCandidates,
+    AxisSource,
+    FtsCombine,
+    RowKeys,
+    fts_candidates,
+    fts_query,
+    fuse_candidates,
+    vector_candidates,
+)
+from serving.errors import AxisUnavailable, ModelMismatch, SearchError
+from serving.filters import build_filter, sql_and, sql_str
+from serving.hits import HIT_COLUMNS, build_hit
+from serving.models import (
+    FusionInfo,
+    SearchFilters,
+    SearchRequest,
+    SearchResponse,
+    SimilarRequest,
+)
+from serving.tags import TagIndex
+from serving.visual import load_vv_encoder
+
+log = logging.getLogger(__name__)
+
+# Share of the fused score given to tag matches when the query names tags (metadata first).
+TAG_WEIGHT = 0.25
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 3)
+
+
+class Searcher:
+    """Read-only search over one snapshot. Thread-safe for concurrent ``search`` calls."""
+
+    def __init__(self, manifest: SnapshotManifest, table: Any, encoder: TextEncoder | None,
+                 *, snapshots_dir: Path | None = None, lance_dir: Path | None = None,
+                 fts_combine: FtsCombine = "max", max_workers: int = 4,
+                 vv_encoder: Any | None = None, vv_unavailable: str | None = None):
+        if fts_combine not in ("max", "sum"):
+            raise ValueError(f"fts_combine must be 'max' or 'sum', not {fts_combine!r}")
+        self.fts_combine = fts_combine
+        self.manifest = manifest
+        self.table = table
+        # Candidate queries and the hits' read go to the Lance dataset (same version) directly:
+        # on SciFact, lancedb's query builder added 1-2.5 ms to each (see docs/benchmarks.md).
+        self.dataset = table.to_lance()
+        self.encoder = encoder
+        self.vv_encoder = vv_encoder
+        self._vv_unavailable = vv_unavailable
+        self.snapshots_dir = snapshots_dir
+        self.lance_dir = lance_dir
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="search-axis")
+        # A field no row has text in matches nothing: leaving it out of the BM25 query changes
+        # no score and saves its index search on every query.
+        self._fts_fields = [f for f in FTS_FIELDS if self._has_text(f)]
+        self._fts_boosts = [float(manifest.field_weights.get(f, 1.0)) for f in self._fts_fields]
+        # Reading a column costs about the same for 1 row as for 10: skip the empty ones.
+        names = set(self.dataset.schema.names)
+        self._hit_columns = [c for c in HIT_COLUMNS if c in names
+                             and (c not in FTS_FIELDS or c in self._fts_fields)]
+        self._tags = TagIndex(self.dataset)
+        self._row_keys = RowKeys(self.dataset)
+        # Clauses every row passes are left out of the queries: on SciFact the tenant prefilter
+        # took half of a BM25 search's time.
+        self._sole_tenant = self._only_value("tenant_id")
+        n_rows = self.dataset.count_rows()
+        # The clause that keeps rows with an MV vector (None: every row has one).
+        self.mv_clause = (None if n_rows and self.dataset.count_rows("has_mv = true") == n_rows
+                          else "has_mv = true")
+        self.unavailable: dict[str, str] = self._unavailable_axes()
+
+    def _only_value(self, column: str) -> Any:
+        """The column's value if all rows have the same (non-null) one, else None."""
+        values = pc.unique(self.dataset.to_table(columns=[column]).column(0))
+        return values[0].as_py() if len(values) == 1 else None
+
+    def _has_text(self, column: str) -> bool:
+        try:
+            return self.dataset.to_table(columns=["unit_id"], filter=f"{column} <> ''",
+                                         limit=1).num_rows > 0
+        except Exception as exc:  # unknown: keep the field
+            log.warning("could not check the snapshot's %s column: %s", column, exc)
+            return True
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def open(cls, snapshots_dir: Path, lance_dir: Path, *, mv_model_dir: str | None = None,
+             vv_model_dir: str | None = None,
+             pointer: str = "CURRENT", snapshot_id: str | None = None,
+             fts_combine: FtsCombine = "max") -> Searcher:
+        """Open the snapshot named by ``pointer`` (or ``snapshot_id``) for reading.
+
+        If the snapshot has an MV axis, the query encoder is loaded from ``mv_model_dir``
+        (default: the directory recorded in the manifest) and refused with ``ModelMismatch``
+        unless its weights checksum equals the one in the manifest's MV model spec.
+
+        ``fts_combine`` says how per-field BM25 scores combine: "max" (LanceDB's
+        ``MultiMatchQuery``: the best boosted field wins, like Elasticsearch ``best_fields``) or
+        "sum" (a ``BooleanQuery`` of boosted per-field SHOULD clauses: a term in title *and* body
+        counts twice, like ``most_fields``).
+        """
+        snapshots_dir, lance_dir = Path(snapshots_dir), Path(lance_dir)
+        manifest = (read_manifest(snapshots_dir, snapshot_id) if snapshot_id
+                    else read_current_manifest(snapshots_dir, pointer))
+        db = lancedb.connect(str(lance_dir))
+        table = db.open_table(manifest.table_name)
+        version = manifest.stats.get("table_version")
+        if isinstance(version, int):
+            table.checkout(version)  # pin the exact table version the snapshot published
+        encoder = cls._load_mv_encoder(manifest, mv_model_dir)
+        vv_encoder, vv_unavailable = load_vv_encoder(manifest, vv_model_dir)
+        if vv_encoder is not None and "vector_vv" not in table.schema.names:
+            vv_encoder, vv_unavailable = None, f"table {manifest.table_name} has no vector_vv"
+        return cls(manifest, table, encoder, snapshots_dir=snapshots_dir, lance_dir=lance_dir,
+                   fts_combine=fts_combine, vv_encoder=vv_encoder, vv_unavailable=vv_unavailable)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kw: Any) -> Searcher:
+        """Open the current snapshot; its query model is the one its manifest records, unless
+        RAG_QUERY_MODEL_DIR points elsewhere (another copy of the same weights, say)."""
+        kw.setdefault("mv_model_dir", os.environ.get("RAG_QUERY_MODEL_DIR") or None)
+        kw.setdefault("vv_model_dir", os.environ.get("RAG_QUERY_VV_MODEL_DIR") or None)
+        if "snapshot_id" not in kw:  # serving follows the promoted snapshot once there is one
+            promoted = (settings.snapshots_dir / "PROMOTED").exists()
+            kw.setdefault("pointer", "PROMOTED" if promoted else "CURRENT")
+        return cls.open(settings.snapshots_dir, settings.lance_dir, **kw)
+
+    @staticmethod
+    def _load_mv_encoder(manifest: SnapshotManifest,
+                         mv_model_dir: str | None) -> TextEncoder | None:
+        info = manifest.axes.get("mv")
+        if info is None or not info.available:
+            return None
+        if info.model is None:
+            raise ModelMismatch(
+                f"snapshot {manifest.snapshot_id} has an MV axis but no MV model spec: "
+                "cannot verify a query encoder against it"
+            )
+        model_dir = mv_model_dir or info.model_dir
+        if not model_dir:
+            raise ModelMismatch(
+                f"snapshot {manifest.snapshot_id} has an MV axis built with {info.model.key} but "
+                "no query model directory was given or recorded (set RAG_MV_MODEL_DIR)"
+            )
+        try:
+            spec = model_spec_for(model_dir)
+        except FileNotFoundError as exc:
+            raise ModelMismatch(
+                f"query MV model for snapshot {manifest.snapshot_id} not found: {exc}"
+            ) from exc
+        if spec.weights_checksum != info.model.weights_checksum:
+            raise ModelMismatch(
+                f"refusing to serve snapshot {manifest.snapshot_id}: its MV vectors were built "
+                f"by {info.model.model_id} (weights {info.model.weights_checksum[:12]}), but the "
+                f"query model in {model_dir} is {spec.model_id} (weights "
+                f"{spec.weights_checksum[:12]}); query and document vectors would not be "
+                "comparable. Use the snapshot's model or rebuild the snapshot."
+            )
+        encoder = TextEncoder.load(model_dir)
+        dim = info.dim or info.model.dim
+        if dim and encoder.dim != dim:
+            raise ModelMismatch(
+                f"query MV model dim {encoder.dim} != snapshot MV dim {dim} "
+                f"(snapshot {manifest.snapshot_id})"
+            )
+        return encoder
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+    # -- axes ------------------------------------------------------------------------------
+    def _unavailable_axes(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for axis in AXES:
+            info = self.manifest.axes.get(axis)
+            if info is None:
+                out[axis] = f"snapshot {self.manifest.snapshot_id} has no {axis!r} axis"
+            elif not info.available:
+                out[axis] = info.reason or f"{axis!r} axis marked unavailable in the snapshot"
+            elif axis not in SERVABLE_AXES:
+                out[axis] = f"this serving build has no query encoder for the {axis!r} axis"
+            elif axis == "mv" and self.encoder is None:
+                out[axis] = "no MV query encoder loaded"
+            elif axis == "vv" and self.vv_encoder is None:
+                out[axis] = self._vv_unavailable or "no VV query encoder loaded"
+        return out
+
+    @property
+    def available_axes(self) -> list[str]:
+        return [a for a in AXES if a not in self.unavailable]
+
+    def health(self) -> dict[str, Any]:
+        m = self.manifest
+        axes: dict[str, Any] = {}
+        for axis in AXES:
+            info = m.axes.get(axis)
+            entry: dict[str, Any] = {"available": axis not in self.unavailable,
+                                     "reason": self.unavailable.get(axis)}
+            if info is not None and info.model is not None:
+                entry["model"] = {"model_id": info.model.model_id,
+                                  "revision": info.model.revision,
+                                  "weights_checksum": info.model.weights_checksum,
+                                  "dim": info.dim or info.model.dim}
+            axes[axis] = entry
+        try:
+            n_rows = int(self.table.count_rows())
+        except Exception as exc:  # health must answer even when the table misbehaves
+            log.warning("count_rows failed: %s", exc)
+            n_rows = None
+        return {
+            "status": "ok" if self.available_axes else "degraded",
+            "snapshot_id": m.snapshot_id,
+            "table_name": m.table_name,
+            "created_at": m.created_at.isoformat(),
+            "tenants": m.tenants,
+            "n_units": m.n_units,
+            "n_documents": m.n_documents,
+            "n_images": m.n_images,
+            "table_rows": n_rows,
+            "axes": axes,
+            "field_weights": m.field_weights,
+        }
+
+    # -- per-axis candidate retrieval --------------------------------------------------------
+    # Each source returns only what ranking needs (row ids and scores); the hits' columns are
+    # read after fusion, for the final hits alone (``_fetch_rows``).
+    def _candidate_sources(self) -> dict[str, AxisSource]:
+        return {"fts": AxisSource(self._fts_encode, self._fts_search),
+                "mv": AxisSource(self._mv_encode, self._mv_search),
+                "vv": AxisSource(self._vv_encode, self._vv_search),
+                "tags": AxisSource(lambda req: None, self._tags_search)}
+
+    def fts_query(self, text: str, lib: Any = lance_query) -> Any:
+        """The BM25 query over the fields with text, with this searcher's boosts and
+        ``fts_combine``: ``lib`` is ``lance.query`` or ``lancedb.query`` (same class names and
+        arguments)."""
+        return fts_query(text, self._fts_fields, self._fts_boosts, self.fts_combine, lib)
+
+    def where(self, tenant: str, filters: SearchFilters | None) -> str | None:
+        """A request's SQL filter (``build_filter``), less the tenant clause when every row is
+        that tenant's."""
+        return build_filter(tenant, filters, sole_tenant=self._sole_tenant)
+
+    def _fts_encode(self, req: SearchRequest) -> str | None:
+        terms = query_terms(req.query)
+        if not terms or not self._fts_fields:  # stopwords only, or no text in the snapshot
+            return None
+        return " ".join(terms)
+
+    def _fts_search(self, text: str, where: str | None, limit: int) -> AxisCandidates:
+        return fts_candidates(self.dataset, self.fts_query(text), where, limit, text=text)
+
+    def _mv_encode(self, req: SearchRequest) -> Any:
+        assert self.encoder is not None
+        return self.encoder.encode_query(req.query)
+
+    def _mv_search(self, vec: Any, where: str | None, limit: int) -> AxisCandidates:
+        return vector_candidates(self.dataset, "vector_mv", self.mv_clause, vec, where, limit)
+
+    def _vv_encode(self, req: SearchRequest) -> Any:
+        assert self.vv_encoder is not None
+        return self.vv_encoder.encode_query(req.query)  # the text tower: text -> image
+
+    def _vv_search(self, vec: Any, where: str | None, limit: int) -> AxisCandidates:
+        return vector_candidates(self.dataset, "vector_vv", "has_vv = true", vec, where, limit)
+
+    def _tags_search(self, entities: list[str], where: str | None,
+                     limit: int) -> AxisCandidates:
+        row_ids, scores = self._tags.search(self.dataset, entities, where or "true", limit)
+        return AxisCandidates(row_ids, scores)
+
+    def _timed_search(self, source: AxisSource, query: Any, where: str | None,
+                      limit: int) -> tuple[AxisCandidates, float]:
+        t0 = time.perf_counter()
+        return (AxisCandidates.EMPTY if query is None else source.search(query, where, limit),
+                _ms(t0))
+
+    def _fetch_rows(self, row_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """The hit columns of the given rows, by row id."""
+        if not row_ids:
+            return {}
+        rows = self.dataset.take(self._row_keys.offsets(row_ids),
+                                 columns=[*self._hit_columns, "_rowid"]).to_pylist()
+        out = {int(r.pop("_rowid")): r for r in rows}
+        if out.keys() != set(row_ids):
+            raise SearchError("the snapshot dataset returned other rows than asked for")
+        return out
+
+    # -- search ----------------------------------------------------------------------------
+    def search(self, request: SearchRequest | str, **kw: Any) -> SearchResponse:
+        t_start = time.perf_counter()
+        if isinstance(request, str):
+            req = SearchRequest(query=request, **kw)
+        elif kw:
+            req = SearchRequest.model_validate({**request.model_dump(), **kw})
+        else:
+            req = request
+        timings: dict[str, float] = {}
+
+        if req.axes is not None:
+            bad = [a for a in req.axes if a in self.unavailable]
+            if bad:
+                raise AxisUnavailable("; ".join(
+                    f"axis {a!r} is unavailable in snapshot {self.manifest.snapshot_id}: "
+                    f"{self.unavailable[a]}" for a in bad))
+            axes = [a for a in AXES if a in req.axes]
+        else:
+            axes = self.available_axes
+        if not axes:
+            raise AxisUnavailable(
+                f"snapshot {self.manifest.snapshot_id} has no servable axis: {self.unavailable}")
+
+        query_type: QueryType = req.query_type or classify_query(req.query)
+        weights = weights_for(query_type, axes)
+        axes = [a for a in axes if a in weights]
+        # Metadata first: tags named in the query pull the units carrying them up (not when the
+        # request restricts the axes: then it gets exactly those).
+        entities = self._tags.entities(req.query) if req.axes is None else []
+        if entities:
+            weights = {a: w * (1.0 - TAG_WEIGHT) for a, w in weights.items()} | {
+                "tags": TAG_WEIGHT}
+            axes = [*axes, "tags"]
+        where = self.where(req.tenant, req.filters)
+        limit = max(req.candidates, req.k)
+
+        # Query encoders (torch) use every core: encode for all axes first, then run the index
+        # searches side by side (on 2 cores, a BM25 search beside MiniLM's forward pass slowed
+        # the pass by more than the search took).
+        sources = self._candidate_sources()
+        queries: dict[str, Any] = {}
+        for axis in axes:
+            t0 = time.perf_counter()
+            queries[axis] = entities if axis == "tags" else sources[axis].encode(req)
+            timings[f"{axis}_encode"] = _ms(t0)
+        # All but one search go to the pool; the last runs here (one thread hand-off fewer).
+        futures = {a: self._pool.submit(self._timed_search, sources[a], queries[a], where, limit)
+                   for a in axes[:-1]}
+        done = {axes[-1]: self._timed_search(sources[axes[-1]], queries[axes[-1]], where, limit)}
+        matcher = QueryMatcher(req.query)  # explains the hits; made while the others finish
+        done.update((a, f.result()) for a, f in futures.items())
+        results = {}
+        for axis in axes:
+            results[axis], timings[axis] = done[axis]
+        timings["axes_wall"] = _ms(t_start)
+
+        t_fuse = time.perf_counter()
+        fused = fuse_candidates(results, weights, req.k,
+                                partial(self._row_keys.keys, collapse=req.collapse))
+        timings["fuse"] = _ms(t_fuse)
+
+        t_fetch = time.perf_counter()
+        rows = self._fetch_rows([f.row_id for f in fused])
+        timings["fetch"] = _ms(t_fetch)
+
+        t_build = time.perf_counter()
+        fusion = FusionInfo(query_type=query_type, weights=weights, rrf_k=RRF_K)
+        hits = [build_hit(rows[f.row_id], f.score, f.axes, matcher, fusion, entities)
+                for f in fused]
+        timings["build"] = _ms(t_build)
+        timings["total"] = _ms(t_start)
+        return SearchResponse(
+            query=req.query, query_type=query_type, snapshot_id=self.manifest.snapshot_id,
+            axes_used=axes, axes_unavailable=dict(self.unavailable), hits=hits,
+            timings_ms=timings,
+        )
+
+    def thumbnail_file(self, asset_id: str, tenant: str = "default") -> Path | None:
+        """The stored thumbnail of an asset this snapshot serves to ``tenant`` (None: none)."""
+        if self.lance_dir is None or not re.fullmatch(r"[0-9a-f]{64}", asset_id) or \
+                "thumbnail" not in self.dataset.schema.names:
+            return None
+        rows = self.dataset.to_table(columns=["thumbnail"], limit=1, filter=(
+            f"asset_id = {sql_str(asset_id)} AND tenant_id = {sql_str(tenant)} "
+            "AND thumbnail <> ''")).column("thumbnail").to_pylist()
+        if not rows:
+            return None
+        path = Path(self.lance_dir).parent / rows[0]  # thumbnails sit beside the lance dir
+        return path if path.is_file() else None
+
+    # -- find similar ----------------------------------------------------------------------
+    def similar(self, request: SimilarRequest | str, **kw: Any) -> SearchResponse:
+        """Units like ``asset_id``: its own vector as the query (image -> image on VV; the mean
+        of a document's chunk vectors on MV). The asset itself is left out."""
+        t_start = time.perf_counter()
+        req = SimilarRequest(asset_id=request, **kw) if isinstance(request, str) else request
+        where = self.where(req.tenant, req.filters)
+        own = f"asset_id = {sql_str(req.asset_id)}"
+        names = set(self.dataset.schema.names)
+        cols = [c for c in ("vector_vv", "has_vv", "vector_mv", "has_mv") if c in names]
+        rows = self.dataset.to_table(columns=cols, filter=sql_and(where, own)).to_pylist()
+        if not rows:
+            raise KeyError(f"no unit of asset {req.asset_id} in snapshot "
+                           f"{self.manifest.snapshot_id} (for tenant {req.tenant!r})")
+        has_vv = any(r.get("has_vv") for r in rows)
+        axis = req.axis or ("vv" if has_vv and "vv" not in self.unavailable else "mv")
+        if axis in self.unavailable:
+            raise AxisUnavailable(f"axis {axis!r} is unavailable in snapshot "
+                                  f"{self.manifest.snapshot_id}: {self.unavailable[axis]}")
+        vecs = [np.asarray(r[f"vector_{axis}"], dtype=np.float32) for r in rows
+                if r.get(f"has_{axis}")]
+        if not vecs:
+            raise AxisUnavailable(f"asset {req.asset_id} has no {axis} vector to search with")
+        query = np.mean(vecs, axis=0)
+        query /= max(float(np.linalg.norm(query)), 1e-12)
+        limit = max(100, req.k * 5)
+        found = vector_candidates(self.dataset, f"vector_{axis}", f"has_{axis} = true", query,
+                                  where, limit, exclude=f"asset_id <> {sql_str(req.asset_id)}")
+        weights = {axis: 1.0}
+        fused = fuse_candidates({axis: found}, weights, req.k,
+                                partial(self._row_keys.keys, collapse=req.collapse))
+        fetched = self._fetch_rows([f.row_id for f in fused])
+        fusion = FusionInfo(query_type="visual" if axis == "vv" else "semantic",
+                            weights=weights, rrf_k=RRF_K)
+        matcher = QueryMatcher("")
+        hits = [build_hit(fetched[f.row_id], f.score, f.axes, matcher, fusion) for f in fused]
+        return SearchResponse(
+            query=f"similar:{req.asset_id}", query_type=fusion.query_type,
+            snapshot_id=self.manifest.snapshot_id, axes_used=[axis],
+            axes_unavailable=dict(self.unavailable), hits=hits,
+            timings_ms={"total": _ms(t_start)})
