@@ -124,3 +124,13 @@ def test_no_module_reads_rag_variables_behind_the_settings():
             if names:
                 found[str(path.relative_to(root))] = sorted(names)
     assert not found, f"read os.environ directly instead of Settings: {found}"
+
+
+def test_checkout_dagster_yaml_is_the_packaged_one():
+    """`make ui` reads the checkout's dagster.yaml; installed runs the packaged copy."""
+    from pathlib import Path
+
+    from rag_pipeline.settings import packaged_file
+
+    checkout = Path(__file__).resolve().parents[1] / "dagster.yaml"
+    assert checkout.read_text() == packaged_file("dagster.yaml").read_text()
