@@ -43,7 +43,10 @@ ROOT = REPO / "var" / "evals" / "coco_mini"
 
 
 def shared_data() -> Path:
-    return Path(os.environ.get("RAG_SHARED_DATA") or REPO.parent / "shared" / "data")
+    from rag_pipeline.settings import Settings
+
+    path = Settings().shared_data
+    return path if path.is_absolute() else REPO / path
 
 
 def export(src: Path, corpus: Path) -> list[GoldQuery]:

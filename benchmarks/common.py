@@ -42,6 +42,7 @@ from rag_pipeline.datasets import (  # noqa: E402
     export_corpus_as_files,
     load_beir,
 )
+from rag_pipeline.settings import Settings  # noqa: E402
 
 BENCH_ROOT = REPO / "var" / "bench"
 
@@ -65,7 +66,8 @@ def eprint(*args: Any) -> None:
 
 
 def shared_data_dir() -> Path:
-    return Path(os.environ.get("RAG_SHARED_DATA") or REPO.parent / "shared" / "data")
+    path = Settings().shared_data
+    return path if path.is_absolute() else REPO / path
 
 
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:
@@ -121,18 +123,9 @@ class BenchIndex:
 def configure_environment(root: Path, corpus_dir: Path) -> None:
     """Point RAG_DATA_DIR, RAG_SOURCES and DAGSTER_HOME into ``root`` (call before importing
     ``rag_pipeline.definitions``)."""
-    home = root / "dagster_home"
-    home.mkdir(parents=True, exist_ok=True)
-    yaml_src = REPO / "dagster.yaml"
-    target = home / "dagster.yaml"
-    if yaml_src.exists() and (not target.exists() or target.read_bytes() != yaml_src.read_bytes()):
-        shutil.copyfile(yaml_src, target)
-    models_file = REPO / "models.yaml"  # the repo's profiles, whatever the working directory
-    if "RAG_MODELS_FILE" not in os.environ and models_file.exists():
-        os.environ["RAG_MODELS_FILE"] = str(models_file)
-    os.environ["RAG_DATA_DIR"] = str(root / "data")
-    os.environ["RAG_SOURCES"] = str(corpus_dir)
-    os.environ["DAGSTER_HOME"] = str(home)
+    from evals.runner import configure_environment as configure_eval_environment
+
+    configure_eval_environment(root, [corpus_dir])
     partitions = sys.modules.get("rag_pipeline.defs.partitions")
     if partitions is not None:
         from rag_pipeline.settings import Settings

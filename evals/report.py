@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+
+import polars as pl
 
 QUALITY = ("ndcg@10", "recall@50", "recall@100", "mrr@10", "precision@5")
 
@@ -48,12 +49,18 @@ def engine_table(results: Sequence[dict], metrics: Sequence[str] = QUALITY) -> s
                      "error rate", "CPU s / 1k q"], rows)
 
 
+def per_query_frame(res: dict, metrics: Sequence[str]) -> pl.DataFrame:
+    """One row per query: its type and metric values (the unit every eval table is cut from)."""
+    schema = {"query_type": pl.String, **{m: pl.Float64 for m in metrics}}
+    return pl.DataFrame([{"query_type": q.get("query_type") or "unknown",
+                          **{m: float(q["metrics"].get(m, 0.0)) for m in metrics}}
+                         for q in res["per_query"]], schema=schema)
+
+
 def by_query_type(res: dict, metrics: Sequence[str] = ("ndcg@10", "recall@50", "mrr@10")) -> dict:
-    groups: dict[str, list[dict]] = defaultdict(list)
-    for q in res["per_query"]:
-        groups[q.get("query_type") or "unknown"].append(q)
-    return {t: {"n": len(qs), **{m: sum(q["metrics"].get(m, 0.0) for q in qs) / len(qs)
-                                 for m in metrics}} for t, qs in sorted(groups.items())}
+    frame = (per_query_frame(res, metrics).group_by("query_type")
+             .agg(pl.len().alias("n"), *(pl.col(m).mean() for m in metrics)).sort("query_type"))
+    return {row.pop("query_type"): row for row in frame.iter_rows(named=True)}
 
 
 def query_type_table(results: Sequence[dict], metric: str = "ndcg@10") -> str:

@@ -25,6 +25,7 @@ from typing import Any
 
 from evals.goldsets import SERVING_QUERY_TYPE, GoldQuery, GoldSet
 from evals.metrics import EVAL_METRICS, evaluate_per_query, latency_summary
+from rag_pipeline.settings import Settings, packaged_file
 
 ENGINES = ("hybrid", "bm25", "mv", "vv", "lancedb-hybrid")
 ENGINE_AXES: dict[str, list[str] | None] = {"hybrid": None, "bm25": ["fts"], "mv": ["mv"],
@@ -231,11 +232,9 @@ def configure_environment(root: Path, sources: Sequence[Path]) -> None:
     """RAG_DATA_DIR, RAG_SOURCES, DAGSTER_HOME under ``root`` (before importing the defs)."""
     home = root / "dagster_home"
     home.mkdir(parents=True, exist_ok=True)
-    yaml_src, target = REPO / "dagster.yaml", home / "dagster.yaml"
-    if yaml_src.exists() and (not target.exists() or target.read_bytes() != yaml_src.read_bytes()):
+    yaml_src, target = packaged_file("dagster.yaml"), home / "dagster.yaml"
+    if not target.exists() or target.read_bytes() != yaml_src.read_bytes():
         shutil.copyfile(yaml_src, target)
-    if "RAG_MODELS_FILE" not in os.environ and (REPO / "models.yaml").exists():
-        os.environ["RAG_MODELS_FILE"] = str(REPO / "models.yaml")
     os.environ["RAG_DATA_DIR"] = str(root / "data")
     os.environ["RAG_SOURCES"] = os.pathsep.join(str(s) for s in sources)
     os.environ["DAGSTER_HOME"] = str(home)
@@ -264,4 +263,4 @@ def open_searcher(data_dir: Path, *, pointer: str = "CURRENT", snapshot_id: str 
 
     return Searcher.open(data_dir / "snapshots", data_dir / "lance", pointer=pointer,
                          snapshot_id=snapshot_id, fts_combine=fts_combine,
-                         mv_model_dir=os.environ.get("RAG_QUERY_MODEL_DIR") or None)
+                         mv_model_dir=Settings().query_model_dir)

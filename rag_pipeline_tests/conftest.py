@@ -16,8 +16,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SHARED_DATA = Path(os.environ.get("RAG_SHARED_DATA",
-                                  Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+def _shared_data() -> Path:
+    from rag_pipeline.settings import Settings
+
+    path = Settings().shared_data  # RAG_SHARED_DATA, else ../shared/data
+    # Relative paths are read from the checkout, wherever pytest was started.
+    return path if path.is_absolute() else Path(__file__).resolve().parents[1] / path
+
+
+SHARED_DATA = _shared_data()
 
 
 def shared_data_or_skip(sub: str) -> Path:
@@ -32,15 +39,14 @@ def shared_data_or_skip(sub: str) -> Path:
 @pytest.fixture
 def pipeline_env(tmp_path, monkeypatch):
     """RAG_* and DAGSTER_HOME pointing into tmp_path; returns a Settings factory."""
-    from rag_pipeline.settings import Settings
+    from rag_pipeline.settings import Settings, packaged_file
 
     data = tmp_path / "data"
     src = tmp_path / "src"
     src.mkdir()
     home = tmp_path / "dagster_home"
     home.mkdir()
-    (home / "dagster.yaml").write_text(
-        (Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
+    (home / "dagster.yaml").write_text(packaged_file("dagster.yaml").read_text())
     monkeypatch.setenv("RAG_DATA_DIR", str(data))
     monkeypatch.setenv("RAG_SOURCES", str(src))
     monkeypatch.setenv("DAGSTER_HOME", str(home))

@@ -38,3 +38,53 @@ def test_dagster_definitions_load_every_stage():
                     "search_snapshot", "promoted_snapshot", "nightly_eval"}
     for job in ("discover_job", "cpu_job", "gpu_job", "publish_job", "nightly_eval_job"):
         assert defs.resolve_job_def(job) is not None
+
+
+def test_import_contracts_hold():
+    """The layers and forbidden imports declared in pyproject.toml ([tool.importlinter])."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports_command;"
+                          "lint_imports_command()"], cwd=root, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "0 broken" in out.stdout
+
+
+def test_no_import_cycles():
+    """No module imports itself through others, not even from inside a function."""
+    import grimp
+
+    graph = grimp.build_graph("rag_pipeline", "serving", "evals")
+    cycles = []
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+
+    def strongly_connected(v: str) -> None:  # Tarjan
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.find_modules_directly_imported_by(v):
+            if w not in index:
+                strongly_connected(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in sorted(graph.modules):
+        if module not in index:
+            strongly_connected(module)
+    assert not cycles, cycles

@@ -96,3 +96,41 @@ def test_dedupe_key_changes_with_each_part():
     assert _task(config={"normalize": False}).dedupe_key != base
     assert _task(version_id="v2", uri="/moved.md").dedupe_key == base  # content, not path
     assert dedupe_key("t", "a", "m", "x") != dedupe_key("t", "a", "m", "y")
+
+
+def test_readme_table_of_variables_is_the_settings():
+    """Every RAG_* variable is declared once, in Settings; the README shows exactly those."""
+    from pathlib import Path
+
+    from rag_pipeline.settings import settings_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("<!-- settings-table", 1)[1].split("-->", 1)[1]
+    block = block.split("<!-- /settings-table -->", 1)[0].strip()
+    assert block == settings_table()
+
+
+def test_no_module_reads_rag_variables_behind_the_settings():
+    """Every RAG_* variable is read through Settings (writing one for a child process is fine)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    reads = re.compile(r'environ(?:\.get\(\s*"(RAG_\w+)"|\[\s*"(RAG_\w+)"\s*\](?!\s*=))')
+    found = {}
+    for folder in ("rag_pipeline", "serving", "evals", "benchmarks"):
+        for path in (root / folder).rglob("*.py"):
+            names = {a or b for a, b in reads.findall(path.read_text())}
+            if names:
+                found[str(path.relative_to(root))] = sorted(names)
+    assert not found, f"read os.environ directly instead of Settings: {found}"
+
+
+def test_checkout_dagster_yaml_is_the_packaged_one():
+    """`make ui` reads the checkout's dagster.yaml; installed runs the packaged copy."""
+    from pathlib import Path
+
+    from rag_pipeline.settings import packaged_file
+
+    checkout = Path(__file__).resolve().parents[1] / "dagster.yaml"
+    assert checkout.read_text() == packaged_file("dagster.yaml").read_text()

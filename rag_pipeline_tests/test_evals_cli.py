@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rag_pipeline.cli import main as cli_main
+from rag_pipeline.settings import packaged_file
 
 
 def eval_main(argv: list[str]) -> int:
@@ -49,7 +50,7 @@ def _beir(root: Path) -> Path:
 @pytest.mark.timeout(300)
 def test_eval_run_compare_report_on_any_beir_folder(pipeline_env, tmp_path, monkeypatch,
                                                      capsys):
-    monkeypatch.setenv("RAG_MODELS_FILE", str(REPO / "models.yaml"))
+    monkeypatch.setenv("RAG_MODELS_FILE", str(packaged_file("models.yaml")))
     ds = _beir(tmp_path / "tinybeir")
     work = tmp_path / "work"
     outs = {}

@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from rag_pipeline.settings import Settings
+from rag_pipeline.settings import Settings, packaged_file
 from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 from rag_pipeline_tests.tiny_models import build_tiny_sentence_model
 
@@ -63,7 +63,7 @@ def test_blocking_check_promotes_good_blocks_worse_and_nightly_records(demo_env,
     settings, corpus = demo_env
     monkeypatch.setenv("RAG_SMOKE_GOLD", str(corpus.gold_path))
     tiny = build_tiny_sentence_model(tmp_path / "tiny-b")
-    doc = yaml.safe_load((REPO / "models.yaml").read_text())
+    doc = yaml.safe_load(packaged_file("models.yaml").read_text())
     doc["profiles"].append({"name": "tiny-b", "analyzer": "mv_embed",
                             "model": {"model_dir": str(tiny)},
                             "config": {"text_profile": "text-v1"}})

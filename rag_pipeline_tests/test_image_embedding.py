@@ -197,24 +197,23 @@ def test_bfloat16_override_on_cpu(model_dirs, kind):
     _unit_rows(t)
 
 
-def test_device_and_dtype_from_environment(model_dirs, monkeypatch):
+def test_device_and_dtype_from_settings(model_dirs, monkeypatch):
     import torch
 
+    from rag_pipeline.settings import Settings
+
     monkeypatch.setenv("RAG_VV_DTYPE", "bfloat16")
-    assert ImageEncoder.load(model_dirs["clip"]).dtype == "bfloat16"
-    monkeypatch.setenv("RAG_VV_DTYPE", "int8")
-    with pytest.raises(ModelError, match="unsupported dtype"):
-        ImageEncoder.load(model_dirs["clip"])
-    monkeypatch.delenv("RAG_VV_DTYPE")
     monkeypatch.setenv("RAG_VV_DEVICE", "cpu")
-    assert ImageEncoder.load(model_dirs["clip"]).device == "cpu"
-    monkeypatch.setenv("RAG_VV_DEVICE", "tpu-please")
+    s = Settings()
+    enc = ImageEncoder.load(model_dirs["clip"], device=s.vv_device, dtype=s.vv_dtype)
+    assert (enc.device, enc.dtype) == ("cpu", "bfloat16")
+    with pytest.raises(ModelError, match="unsupported dtype"):
+        ImageEncoder.load(model_dirs["clip"], dtype="int8")
     with pytest.raises(ModelError, match="unknown torch device"):
-        ImageEncoder.load(model_dirs["clip"])
+        ImageEncoder.load(model_dirs["clip"], device="tpu-please")
     if not torch.cuda.is_available():
-        monkeypatch.setenv("RAG_VV_DEVICE", "cuda")
         with pytest.raises(ModelError, match="CUDA is not available"):
-            ImageEncoder.load(model_dirs["clip"])
+            ImageEncoder.load(model_dirs["clip"], device="cuda")
 
 
 def test_out_of_memory_halves_the_batch(model_dirs, monkeypatch):

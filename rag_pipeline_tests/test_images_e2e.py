@@ -18,6 +18,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from rag_pipeline.settings import packaged_file
 from rag_pipeline_tests.conftest import run_all
 from rag_pipeline_tests.fake_vlm_endpoint import SERVED_MODEL, fake_vlm_endpoint
 from rag_pipeline_tests.tiny_models import build_tiny_clip_model
@@ -26,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _models_file(path: Path, vv_dir: Path, base_url: str, vv_in_policy: bool = True) -> Path:
-    doc = yaml.safe_load((REPO / "models.yaml").read_text())
+    doc = yaml.safe_load(packaged_file("models.yaml").read_text())
     doc["profiles"] += [
         {"name": "vv-tiny", "analyzer": "vv_embed",
          "model": {"backend": "transformers", "model_dir": str(vv_dir)},

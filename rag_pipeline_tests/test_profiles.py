@@ -12,7 +12,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from rag_pipeline.settings import Settings
+from rag_pipeline.settings import Settings, packaged_file
 from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 from rag_pipeline.storage.vector_store import VectorStore
 from rag_pipeline_tests.conftest import run_all
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _models_file(path: Path, extra: list[dict] | None = None, mv: str = "minilm-l6") -> Path:
-    doc = yaml.safe_load((REPO / "models.yaml").read_text())
+    doc = yaml.safe_load(packaged_file("models.yaml").read_text())
     doc["profiles"] += extra or []
     doc["policy"]["mv"] = mv
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -109,7 +109,7 @@ def first_manifest_checksum(summary: dict, settings: Settings) -> str:
 
 def test_model_mismatch_is_refused_and_writes_nothing(demo_env, tmp_path, monkeypatch):
     settings, _ = demo_env
-    doc = yaml.safe_load((REPO / "models.yaml").read_text())
+    doc = yaml.safe_load(packaged_file("models.yaml").read_text())
     for p in doc["profiles"]:
         if p["name"] == "minilm-l6":
             p["model"]["weights_checksum"] = "0" * 64  # not the weights on this machine
@@ -146,7 +146,7 @@ def test_model_mismatch_is_refused_and_writes_nothing(demo_env, tmp_path, monkey
 def test_models_file_errors_are_clear(tmp_path, bad, message):
     from rag_pipeline.analysis.profiles import ProfileError, load_models_file
 
-    doc = yaml.safe_load((REPO / "models.yaml").read_text())
+    doc = yaml.safe_load(packaged_file("models.yaml").read_text())
     doc.update(bad)
     path = tmp_path / "models.yaml"
     path.write_text(yaml.safe_dump(doc))

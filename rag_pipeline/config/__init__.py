@@ -1,0 +1,1 @@
+"""Packaged configuration: the default models.yaml and the embedded Dagster instance file."""
