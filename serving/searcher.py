@@ -15,7 +15,6 @@ model that built the snapshot is refused with ``ModelMismatch``.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -167,8 +166,8 @@ class Searcher:
     def from_settings(cls, settings: Settings, **kw: Any) -> Searcher:
         """Open the current snapshot; its query model is the one its manifest records, unless
         RAG_QUERY_MODEL_DIR points elsewhere (another copy of the same weights, say)."""
-        kw.setdefault("mv_model_dir", os.environ.get("RAG_QUERY_MODEL_DIR") or None)
-        kw.setdefault("vv_model_dir", os.environ.get("RAG_QUERY_VV_MODEL_DIR") or None)
+        kw.setdefault("mv_model_dir", settings.query_model_dir)
+        kw.setdefault("vv_model_dir", settings.query_vv_model_dir)
         if "snapshot_id" not in kw:  # serving follows the promoted snapshot once there is one
             promoted = (settings.snapshots_dir / "PROMOTED").exists()
             kw.setdefault("pointer", "PROMOTED" if promoted else "CURRENT")
