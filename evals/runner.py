@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import Any
 
-from evals.goldsets import SERVING_QUERY_TYPE, GoldQuery, GoldSet
+from evals.goldsets import GoldQuery, GoldSet
 from evals.metrics import EVAL_METRICS, evaluate_per_query, latency_summary
 from rag_pipeline.settings import Settings, packaged_file
 
@@ -139,7 +139,7 @@ def query_runner(searcher: Any, mapper: DocMapper, *, engine: str = "hybrid", k:
         if engine == "lancedb-hybrid":
             ids = lancedb_hybrid(searcher, q.query, k=k, filters=filters)
             return mapper.keys([u for uid in ids for u in uris_of.get(uid, [])]), None
-        qt = SERVING_QUERY_TYPE[q.query_type] if (use_gold_types and q.query_type) else None
+        qt = q.query_type if use_gold_types else None  # gold types are serving's types
         resp = searcher.search(q.query, k=k, axes=ENGINE_AXES[engine], filters=filters,
                                query_type=qt)
         hits = [h for h in resp.hits if not ((q.must or q.exclude) and _violates(q, _hit_text(h)))]

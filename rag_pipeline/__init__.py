@@ -9,9 +9,9 @@ The stages, in the order data flows (each a package; see docs/architecture.md):
 - ``snapshot``: evidence selected by the policy -> a versioned LanceDB search snapshot
 - ``retrieval``: fusion and explanation, shared by ``serving`` and ``evals``
 
-At the bottom: ``contracts``, ``errors``, ``media_types`` and ``settings``. None of these
-import Dagster; the Dagster wiring is ``definitions`` + ``defs/<asset group>/``, and
-``launcher`` runs the graph from the CLI.
+At the bottom: ``contracts``, ``errors``, ``goldset_schema``, ``media_types`` and ``settings``.
+None of these import Dagster; the Dagster wiring is ``definitions`` + ``defs/<asset group>/``,
+and ``launcher`` runs the graph from the CLI.
 """
 
 __version__ = "0.1.0"

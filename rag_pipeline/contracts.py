@@ -1,4 +1,5 @@
-"""Boundary contracts: what a task asks for and what an analyzer reports back.
+"""Boundary contracts: what a task asks for and what an analyzer reports back; and the
+query-type vocabulary (``QueryType``) that serving, retrieval and the evals share.
 
 Every object that crosses a process boundary (planner -> worker -> persister) is one of these
 pydantic models, carries a ``schema_version`` and is validated on the way in. A result's
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -23,6 +24,12 @@ EvidenceKind = Literal[
     "chunk", "title", "metadata", "description", "caption", "tag", "keyword", "ocr"
 ]
 RunStatus = Literal["running", "reported", "persisted", "failed"]
+
+#: The kinds of query: serving's classifier (``retrieval.fusion.classify_query``) returns one, the
+#: fusion weights are keyed by them, and gold sets (``goldset_schema.GoldQuery``) label queries
+#: with them. ``balanced`` is everything that is not clearly visual, keyword or semantic.
+QueryType = Literal["visual", "keyword", "semantic", "balanced"]
+QUERY_TYPES: tuple[QueryType, ...] = get_args(QueryType)
 
 
 class ContractError(ValueError):
@@ -196,7 +203,8 @@ class ResultEnvelope(_Contract):
         status = "failed" if error else "ok"
         return cls(task=task, run_id=run_id, status=status, evidence_text=texts,
                    evidence_vectors=vectors, error=error,
-                   result_checksum=cls.compute_checksum(task, run_id, status, texts, vectors, error))
+                   result_checksum=cls.compute_checksum(task, run_id, status, texts, vectors,
+                                                        error))
 
     def verify(self) -> None:
         expected = self.compute_checksum(self.task, self.run_id, self.status, self.evidence_text,

@@ -6,10 +6,15 @@ import errno
 import hashlib
 import json
 import os
+import re
 import stat
 import struct
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
+import zipfile
 import zlib
+from importlib import resources
 from pathlib import Path
 
 import pypdf
@@ -18,16 +23,21 @@ from bs4 import BeautifulSoup
 from PIL import Image, UnidentifiedImageError
 
 from rag_pipeline import errors
+from rag_pipeline.contracts import QUERY_TYPES
+from rag_pipeline.demo import corpus as corpus_module
 from rag_pipeline.demo.corpus import (
-    _DOCUMENTS,
-    _IMAGES,
     GOLD_FILENAME,
     HTML_SCRIPT_SENTINEL,
     DemoCorpus,
-    _norm,
+    DemoDocument,
+    ImageSpec,
     generate_demo_corpus,
+    load_documents,
+    load_gold,
+    load_images,
     read_gold,
 )
+from rag_pipeline.goldset_schema import GoldQuery
 from rag_pipeline_tests.bad_inputs import (
     BOMB_SIZE,
     FIFO_ERROR,
@@ -58,12 +68,38 @@ def _digests(root: Path) -> dict[str, str]:
     }
 
 
-def _paragraphs(doc) -> list[str]:
+DOCUMENTS = load_documents()
+IMAGES = load_images()
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _paragraphs(doc: DemoDocument) -> list[str]:
+    """A PDF's paragraphs and list items, as its spec gives them."""
+    assert doc.pdf is not None
     out: list[str] = []
-    for sec in doc.sections:
+    for sec in doc.pdf.sections:
         for p in sec.paragraphs:
             out += list(p) if isinstance(p, tuple) else [p]
     return out
+
+
+def _text(doc: DemoDocument) -> str:
+    """A document's readable text: a PDF's title, headings and paragraphs; an HTML page's text
+    without scripts and styles; Markdown and plain text as they are."""
+    if doc.pdf is not None:
+        return " ".join([doc.pdf.title] + [s.heading or "" for s in doc.pdf.sections]
+                        + _paragraphs(doc))
+    text = doc.content.decode("utf-8")
+    if doc.path.endswith(".html"):
+        soup = BeautifulSoup(text, "html.parser")
+        for s in soup(["script", "style", "nav"]):
+            s.decompose()
+        text = soup.get_text(" ")
+    return text
 
 
 # ------------------------------------------------------------------------- corpus
@@ -91,17 +127,20 @@ def test_regenerating_in_place_keeps_bytes(corpus, tmp_path):
 
 
 def test_summary_matches_disk(corpus):
-    on_disk = sorted(p.relative_to(corpus.corpus_dir).as_posix() for p in corpus.corpus_dir.rglob("*") if p.is_file())
+    on_disk = sorted(p.relative_to(corpus.corpus_dir).as_posix()
+                     for p in corpus.corpus_dir.rglob("*") if p.is_file())
     assert corpus.files == on_disk
-    assert corpus.n_documents == len(_DOCUMENTS) >= 24
-    assert corpus.n_images == len(_IMAGES) >= 12
+    assert corpus.n_documents == len(DOCUMENTS) >= 24
+    assert corpus.n_images == len(IMAGES) >= 12
     assert 36 <= len(corpus.files) <= 50
     suffixes = {Path(f).suffix for f in corpus.files if f.startswith("docs/")}
     assert {".md", ".txt", ".html", ".pdf"} <= suffixes
     assert sum(f.endswith(".pdf") for f in corpus.files) >= 4
-    assert {f.split("/")[1] for f in corpus.files if f.startswith("docs/") and f.count("/") == 2} >= {
-        "kitchen", "outdoors", "science", "home", "history"}
-    image_files = [f for f in corpus.files if f.startswith("images/") and f.endswith((".jpg", ".png"))]
+    folders = {f.split("/")[1] for f in corpus.files
+               if f.startswith("docs/") and f.count("/") == 2}
+    assert folders >= {"kitchen", "outdoors", "science", "home", "history"}
+    image_files = [f for f in corpus.files
+                   if f.startswith("images/") and f.endswith((".jpg", ".png"))]
     assert len(image_files) == corpus.n_images
     assert not corpus.gold_path.is_relative_to(corpus.corpus_dir)
 
@@ -118,12 +157,94 @@ def test_gold_inside_corpus_is_refused(tmp_path):
 
 
 def test_document_lengths():
-    for doc in _DOCUMENTS:
-        words = sum(len(p.split()) for p in _paragraphs(doc))
+    for doc in DOCUMENTS:
+        words = len(re.findall(r"\w+", _text(doc)))
         if doc.path == "docs/municipal_water_treatment.md":
-            assert words >= 1500 and len(doc.sections) >= 8, (doc.path, words)
+            sections = re.findall(r"^## ", _text(doc), flags=re.MULTILINE)
+            assert words >= 1500 and len(sections) >= 8, (doc.path, words)
         else:
             assert 150 <= words <= 900, (doc.path, words)
+
+
+# ------------------------------------------------------------------------- package data
+
+_FROM_ZIP = """
+import json, os, sys
+from pathlib import Path
+
+import rag_pipeline.demo.corpus as c
+
+opened = []
+
+
+def hook(event, args):
+    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        opened.append(os.path.realpath(os.fsdecode(args[0])))
+
+
+sys.addaudithook(hook)
+runs = [c.generate_demo_corpus(Path(d) / "corpus", Path(d) / "gold.jsonl") for d in ("a", "b")]
+print(json.dumps({"module": c.__file__, "opened": opened, "files": runs[0].files}))
+"""
+
+
+def test_generates_from_package_data_only(corpus, tmp_path):
+    """The generator reads its texts and specs through importlib.resources only: run from a
+    zip of the package (as zipimport loads a zipped wheel), with no checkout on sys.path, it
+    opens no file of a source tree and writes the same bytes twice, the same as from here."""
+    package = Path(corpus_module.__file__).resolve().parents[1]
+    archive = tmp_path / "rag_pipeline.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for f in sorted(package.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts:
+                zf.write(f, f.relative_to(package.parent).as_posix())
+    run = tmp_path / "run"
+    run.mkdir()
+    out = subprocess.run([sys.executable, "-c", _FROM_ZIP], cwd=run, capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(archive)})
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["module"].startswith(str(archive) + os.sep)
+    sources = [str(package), str(REPO)]
+    read_from_a_tree = [f for f in report["opened"] if not f.startswith(str(run) + os.sep)
+                        and ("/rag_pipeline/" in f or any(f.startswith(s) for s in sources))]
+    assert read_from_a_tree == []
+    assert report["files"] == corpus.files
+    expected = _digests(corpus.corpus_dir)
+    for d in ("a", "b"):
+        assert _digests(run / d / "corpus") == expected
+        assert (run / d / "gold.jsonl").read_bytes() == corpus.gold_path.read_bytes()
+
+
+def test_every_data_file_is_used():
+    """Each file under data/ is a document source, the image list or the gold set."""
+    data = resources.files("rag_pipeline.demo") / "data"
+    on_disk = sorted(p.relative_to(Path(str(data))).as_posix()
+                     for p in Path(str(data)).rglob("*") if p.is_file())
+    used = sorted([f"documents/{d.path}" + (".yaml" if d.pdf else "") for d in DOCUMENTS]
+                  + ["gold.jsonl", "images.yaml"])
+    assert on_disk == used
+
+
+def test_image_specs_are_checked():
+    base = {"path": "images/x.png", "size": [10, 10], "drawing": "heron", "seed": 1}
+    assert ImageSpec.model_validate(base).drawing == "heron"
+    for bad, reason in (({"drawing": "unicorn"}, "unknown drawing"),
+                        ({"drawing": "trail_sign", "text": ["ONE"]}, "paints 2 text lines"),
+                        ({"taken": "2024-01-01"}, "taken"),
+                        ({"sidecar": "xml"}, "sidecar"),
+                        ({"colour": "red"}, "colour")):
+        with pytest.raises(ValueError, match=reason):
+            ImageSpec.model_validate({**base, **bad})
+
+
+def test_gold_judging_a_missing_file_is_refused(tmp_path, monkeypatch):
+    stray = GoldQuery(query_id="qx", query="nothing", relevant={"docs/missing.md": 2})
+    monkeypatch.setattr(corpus_module, "load_gold", lambda: [*load_gold(), stray])
+    with pytest.raises(ValueError, match="qx judges files the corpus does not have: "
+                                         "docs/missing.md"):
+        generate_demo_corpus(tmp_path / "c", tmp_path / GOLD_FILENAME)
+    assert not (tmp_path / GOLD_FILENAME).exists()
 
 
 # ------------------------------------------------------------------------- gold
@@ -131,18 +252,21 @@ def test_document_lengths():
 
 def test_gold_is_well_formed(corpus):
     raw = corpus.gold_path.read_text(encoding="utf-8").splitlines()
-    assert all(set(json.loads(line)) == {"query_id", "query", "query_type", "relevant"} for line in raw)
+    assert all(set(json.loads(line)) == {"query_id", "query", "query_type", "relevant"}
+               for line in raw)
     gold = read_gold(corpus.gold_path)
     assert len(gold) == corpus.n_queries >= 14
     assert len({q.query_id for q in gold}) == len(gold)
-    assert {q.query_type for q in gold} == {"keyword", "semantic", "visual", "mixed"}
+    assert {q.query_type for q in gold} == set(QUERY_TYPES)  # serving's vocabulary, all four
+    assert gold == load_gold()  # the package data, as the shared schema reads it
     for q in gold:
         assert set(q.relevant.values()) <= {1, 2}, q
         assert 2 in q.relevant.values(), q
         for rel in q.relevant:
             assert rel in corpus.files, (q.query_id, rel)
             assert (corpus.corpus_dir / rel).is_file(), (q.query_id, rel)
-            assert not rel.endswith((".json", ".jpg.txt", ".png.txt")), "gold points at media, not sidecars"
+            assert not rel.endswith((".json", ".jpg.txt", ".png.txt")), \
+                "gold points at media, not sidecars"
     answers = [p for q in gold for p, g in q.relevant.items() if g == 2]
     assert any(p.startswith("images/") for p in answers)
     assert any(p.endswith(".pdf") for p in answers)
@@ -161,9 +285,8 @@ def test_keyword_queries_use_terms_from_their_targets(corpus):
         if q.query_type != "keyword":
             continue
         (target,) = [p for p, g in q.relevant.items() if g == 2]
-        doc = next(d for d in _DOCUMENTS if d.path == target)
-        headings = [doc.title] + [sec.heading or "" for sec in doc.sections]
-        body = " ".join(headings + _paragraphs(doc)).lower()
+        doc = next(d for d in DOCUMENTS if d.path == target)
+        body = _norm(_text(doc)).lower()
         for term in q.query.lower().split():
             if len(term) > 3:
                 assert term in body, (q.query_id, term)
@@ -173,18 +296,19 @@ def test_keyword_queries_use_terms_from_their_targets(corpus):
 
 
 def test_pdfs_extract_with_pypdf(corpus):
-    pdfs = [d for d in _DOCUMENTS if d.path.endswith(".pdf")]
-    assert len(pdfs) >= 4
+    pdfs = [d for d in DOCUMENTS if d.path.endswith(".pdf")]
+    assert len(pdfs) >= 4 and all(d.pdf is not None and d.content is None for d in pdfs)
     page_counts = []
     for doc in pdfs:
         reader = pypdf.PdfReader(corpus.corpus_dir / doc.path, strict=True)
         page_counts.append(len(reader.pages))
-        assert reader.metadata.title == doc.title
-        assert reader.metadata.author == doc.author
+        assert reader.metadata.title == doc.pdf.title
+        assert reader.metadata.author == doc.pdf.author
+        assert reader.metadata.subject == doc.pdf.description
         pages = [_norm(page.extract_text()) for page in reader.pages]
         assert all(pages), doc.path
         full = " ".join(pages)
-        assert _norm(doc.title) in pages[0]
+        assert _norm(doc.pdf.title) in pages[0]
         for paragraph in _paragraphs(doc):
             assert _norm(paragraph) in full, (doc.path, paragraph[:60])
     assert max(page_counts) >= 3 and sum(n >= 2 for n in page_counts) >= 3
@@ -198,11 +322,12 @@ def test_pdf_second_page_answers_its_query(corpus):
 
 
 def test_html_documents(corpus):
-    for doc in (d for d in _DOCUMENTS if d.path.endswith(".html")):
-        soup = BeautifulSoup((corpus.corpus_dir / doc.path).read_text(encoding="utf-8"), "html.parser")
-        assert soup.title.string == doc.title
-        assert soup.find("meta", attrs={"name": "description"})["content"] == doc.description
-        assert soup.h1.get_text() == doc.title and soup.find_all("h2")
+    for doc in (d for d in DOCUMENTS if d.path.endswith(".html")):
+        soup = BeautifulSoup((corpus.corpus_dir / doc.path).read_text(encoding="utf-8"),
+                             "html.parser")
+        assert soup.title.string and soup.h1.get_text() == soup.title.string
+        assert soup.find("meta", attrs={"name": "description"})["content"].strip()
+        assert soup.find_all("h2")
         scripts = soup.find_all("script")
         assert scripts and all(HTML_SCRIPT_SENTINEL in s.get_text() for s in scripts)
         for s in soup(["script", "style"]):
@@ -212,11 +337,13 @@ def test_html_documents(corpus):
 
 def test_text_formats(corpus):
     md = (corpus.corpus_dir / "docs/kitchen/sourdough_starter.md").read_text(encoding="utf-8")
-    assert md.startswith("# Keeping a Sourdough Starter Alive\n") and "\n## Feeding schedule\n" in md
+    assert md.startswith("# Keeping a Sourdough Starter Alive\n")
+    assert "\n## Feeding schedule\n" in md
     assert "\n- It doubles in volume" in md
-    for doc in _DOCUMENTS:
+    for doc in DOCUMENTS:
         data = (corpus.corpus_dir / doc.path).read_bytes()
         if not doc.path.endswith(".pdf"):
+            assert data == doc.content  # written as the package data has it
             data.decode("utf-8")
             assert not data.startswith(b"\xef\xbb\xbf") and b"\r" not in data
 
@@ -226,7 +353,7 @@ def test_text_formats(corpus):
 
 def test_image_sizes_and_formats(corpus):
     formats = set()
-    for spec in _IMAGES:
+    for spec in IMAGES:
         with Image.open(corpus.corpus_dir / spec.path) as im:
             im.load()
             formats.add(im.format)
@@ -238,7 +365,7 @@ def test_image_sizes_and_formats(corpus):
 
 def test_images_carry_exif(corpus):
     checked = 0
-    for spec in _IMAGES:
+    for spec in IMAGES:
         with Image.open(corpus.corpus_dir / spec.path) as im:
             exif = im.getexif()
         if spec.exif_text:
@@ -258,7 +385,7 @@ def test_images_carry_exif(corpus):
 
 def test_images_carry_xmp(corpus):
     checked = 0
-    for spec in _IMAGES:
+    for spec in IMAGES:
         with Image.open(corpus.corpus_dir / spec.path) as im:
             xmp = im.info.get("xmp")
         if not spec.xmp:
@@ -269,14 +396,15 @@ def test_images_carry_xmp(corpus):
         desc = root.find("rdf:RDF/rdf:Description", NS)
         assert desc.find("dc:description/rdf:Alt/rdf:li", NS).text == spec.description
         assert desc.find("dc:title/rdf:Alt/rdf:li", NS).text == spec.title
-        assert [li.text for li in desc.findall("dc:subject/rdf:Bag/rdf:li", NS)] == list(spec.keywords)
+        subjects = desc.findall("dc:subject/rdf:Bag/rdf:li", NS)
+        assert [li.text for li in subjects] == list(spec.keywords)
     assert checked >= 4
-    assert {Path(s.path).suffix for s in _IMAGES if s.xmp} == {".jpg", ".png"}
+    assert {Path(s.path).suffix for s in IMAGES if s.xmp} == {".jpg", ".png"}
 
 
 def test_image_sidecars(corpus):
     kinds = set()
-    for spec in _IMAGES:
+    for spec in IMAGES:
         txt, js = corpus.corpus_dir / f"{spec.path}.txt", corpus.corpus_dir / f"{spec.path}.json"
         assert txt.exists() == (spec.sidecar == "txt") and js.exists() == (spec.sidecar == "json")
         if spec.sidecar == "txt":
@@ -289,14 +417,15 @@ def test_image_sidecars(corpus):
 
 
 def test_text_images_and_bare_image(corpus):
-    texts = [s for s in _IMAGES if s.text]
+    texts = [s for s in IMAGES if s.text]
     assert len(texts) >= 3
     for spec in texts:  # large, high-contrast lettering: a good share of near-black pixels
         with Image.open(corpus.corpus_dir / spec.path) as im:
             gray = im.convert("L")
             dark = sum(gray.histogram()[:60])
         assert dark > 0.01 * gray.width * gray.height, spec.path
-    (bare,) = [s for s in _IMAGES if not (s.description or s.taken or s.camera or s.xmp or s.sidecar)]
+    (bare,) = [s for s in IMAGES
+               if not (s.description or s.taken or s.camera or s.xmp or s.sidecar)]
     with Image.open(corpus.corpus_dir / bare.path) as im:
         assert not im.getexif() and "xmp" not in im.info and not im.text
 
@@ -322,7 +451,8 @@ def test_bad_inputs(tmp_path):
         assert issubclass(getattr(errors, name), errors.AnalysisError)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(expected)
 
-    for name in ("empty.txt", "garbage.txt", "corrupt.jpg", "corrupt.png", "corrupt.pdf", "bomb.png"):
+    for name in ("empty.txt", "garbage.txt", "corrupt.jpg", "corrupt.png", "corrupt.pdf",
+                 "bomb.png"):
         assert (tmp_path / name).is_file() and not (tmp_path / name).is_symlink()
     assert (tmp_path / "empty.txt").stat().st_size == 0
 

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from evals.gates import GateConfig, apply_gates, load_gates
-from evals.goldsets import GoldQuery, load_beir_gold, load_gold_jsonl, write_gold_jsonl
+from evals.goldsets import (
+    GoldQuery,
+    gold_jsonl_line,
+    load_beir_gold,
+    load_gold_jsonl,
+    write_gold_jsonl,
+)
 from evals.label_builder import LabelBuilder
 from evals.metrics import EVAL_METRICS, evaluate, latency_summary, percentile
 from evals.stats import compare_runs, paired_bootstrap
@@ -26,7 +32,7 @@ def _write(path, lines):
     return path
 
 
-def test_extended_jsonl_roundtrip_and_demo_gold(tmp_path):
+def test_extended_jsonl_roundtrip(tmp_path):
     p = _write(tmp_path / "g.jsonl", ["# a comment", GOOD, "", {**GOOD, "query_id": "q2",
                                                                 "query_type": None}])
     gs = load_gold_jsonl(p)
@@ -35,12 +41,36 @@ def test_extended_jsonl_roundtrip_and_demo_gold(tmp_path):
     assert gs.qrels["q1"] == {"images/lighthouse.jpg": 2, "docs/a.md": 0}
     out = write_gold_jsonl(tmp_path / "o.jsonl", gs.queries)
     assert load_gold_jsonl(out).queries == gs.queries
-    from rag_pipeline.demo.corpus import _GOLD
-    from rag_pipeline_tests.conftest import SHARED_DATA  # noqa: F401 - conftest env
+    bare = GoldQuery(query_id="q3", query="x", relevant={"a": 1})  # unset fields are left out
+    assert gold_jsonl_line(bare) == '{"query_id":"q3","query":"x","relevant":{"a":1}}'
 
-    demo = write_gold_jsonl(tmp_path / "demo.jsonl",
-                            [GoldQuery.model_validate(q.model_dump()) for q in _GOLD])
-    assert len(load_gold_jsonl(demo).queries) == len(_GOLD)
+
+def test_demo_gold_is_an_evals_gold_set(tmp_path):
+    """The demo gold set is written and read with the evals' schema: same queries both ways."""
+    from rag_pipeline.demo.corpus import GOLD_FILENAME, generate_demo_corpus, load_gold
+
+    demo = load_gold()
+    assert all(type(q) is GoldQuery for q in demo)
+    assert [q.query_id for q in demo] == [f"q{i:02d}" for i in range(1, 19)]
+    corpus = generate_demo_corpus(tmp_path / "corpus", tmp_path / GOLD_FILENAME)
+    assert load_gold_jsonl(corpus.gold_path).queries == demo
+    again = write_gold_jsonl(tmp_path / "again.jsonl", demo)
+    assert again.read_bytes() == corpus.gold_path.read_bytes()
+
+
+def test_one_query_type_vocabulary():
+    """Gold query types are serving's: the ones classify_query returns and fusion weighs."""
+    from rag_pipeline.contracts import QUERY_TYPES
+    from rag_pipeline.retrieval.fusion import FUSION_WEIGHTS, classify_query
+
+    assert QUERY_TYPES == ("visual", "keyword", "semantic", "balanced")
+    assert set(FUSION_WEIGHTS) == set(QUERY_TYPES)
+    samples = ("Hohmann", "photo of a dog", "how do I feed a sourdough starter?", "dog park")
+    assert {classify_query(q) for q in samples} == set(QUERY_TYPES)
+    for t in QUERY_TYPES:
+        assert GoldQuery.model_validate({**GOOD, "query_type": t}).query_type == t
+    # the older spelling of "balanced" still loads (gold files written before the rename)
+    assert GoldQuery.model_validate({**GOOD, "query_type": "mixed"}).query_type == "balanced"
 
 
 @pytest.mark.parametrize("bad, reason", [

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Literal, TypeVar, get_args
+from typing import TypeVar
 
-QueryType = Literal["visual", "keyword", "semantic", "balanced"]
+# The query-type vocabulary lives at the bottom (contracts); FUSION_WEIGHTS has one row per type.
+from rag_pipeline.contracts import QUERY_TYPES, QueryType
+
 Id = TypeVar("Id", str, int)  # unit or asset ids, or serving's integer row keys
-QUERY_TYPES: tuple[str, ...] = get_args(QueryType)
 
 AXES: tuple[str, ...] = ("vv", "mv", "fts")
 RRF_K = 60
