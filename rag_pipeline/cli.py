@@ -323,6 +323,8 @@ def _materialize_configured(log=print) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from rag_pipeline.contracts import QUERY_TYPES  # the one query-type vocabulary
+
     p = argparse.ArgumentParser(prog="rag-pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -348,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=int, default=10)
     s.add_argument("--kind", choices=["document", "image"])
     s.add_argument("--folder", help="folder prefix inside a source, e.g. docs/kitchen")
-    s.add_argument("--type", choices=["keyword", "semantic", "visual", "balanced"],
+    s.add_argument("--type", choices=QUERY_TYPES,
                    help="query type (default: classified from the text)")
     s.add_argument("--axes",
                    help="comma-separated axes to use: fts,mv,vv (default: all available)")

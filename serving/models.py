@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from rag_pipeline.retrieval.fusion import AXES, QueryType
+from rag_pipeline.contracts import QueryType
+from rag_pipeline.retrieval.fusion import AXES
 
 # --------------------------------------------------------------------------------------------
 # Requests
