@@ -1,8 +1,8 @@
 """Materialize the whole graph through Dagster, from the CLI or a script.
 
 discover_job (one run), then cpu_job / gpu_job once per profile x shard partition that has work
-(a run per partition, as a backfill would launch them), then publish_job. Every run is recorded in the DAGSTER_HOME
-instance, so the UI shows them beside runs launched from it.
+(a run per partition, as a backfill would launch them), then publish_job. Every run is recorded
+in the DAGSTER_HOME instance, so the UI shows them beside runs launched from it.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def ensure_dagster_home(default: Path = Path("var/dagster_home")) -> Path:
     os.environ["DAGSTER_HOME"] = str(home)
     target = home / "dagster.yaml"
     if not target.exists():
-        project_yaml = Path(__file__).resolve().parents[2] / "dagster.yaml"
+        project_yaml = Path(__file__).resolve().parents[1] / "dagster.yaml"
         if project_yaml.exists():
             shutil.copyfile(project_yaml, target)
         else:
