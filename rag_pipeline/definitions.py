@@ -1,20 +1,16 @@
-"""Dagster entry point: load each domain's definitions and bind the settings resource."""
+"""Dagster entry point (``dagster dev -m rag_pipeline.definitions``, ``workspace.yaml``).
+
+``dg.load_defs`` loads every asset, asset check, job, sensor and schedule under
+``rag_pipeline.defs`` (one folder per asset group) and the resources bound in
+``defs/resources.py``. ``project_root`` is given so that no pyproject.toml is needed at run time
+(an installed wheel has none); ``dg.load_from_defs_folder`` would read the project's config.
+"""
+
+from pathlib import Path
 
 import dagster as dg
 
-from rag_pipeline.defs import evals as eval_defs
-from rag_pipeline.defs import jobs, sensors
-from rag_pipeline.defs.ingest import assets as ingest_assets
-from rag_pipeline.defs.resources import PipelineSettings
-from rag_pipeline.defs.search import assets as search_assets
+import rag_pipeline.defs
 
-defs = dg.Definitions(
-    assets=[*dg.load_assets_from_modules([ingest_assets, search_assets]), *eval_defs.assets],
-    asset_checks=[*dg.load_asset_checks_from_modules([ingest_assets, search_assets]),
-                  *eval_defs.asset_checks],
-    jobs=[jobs.discover_job, jobs.cpu_job, jobs.gpu_job, jobs.publish_job, *eval_defs.jobs],
-    schedules=eval_defs.schedules,
-    sensors=[sensors.profiles_sensor, sensors.source_files_sensor,
-             sensors.discover_done_sensor, sensors.analysis_done_sensor],
-    resources={"pipeline": PipelineSettings()},
-)
+defs = dg.load_defs(defs_root=rag_pipeline.defs,
+                    project_root=Path(rag_pipeline.defs.__file__).resolve().parents[2])

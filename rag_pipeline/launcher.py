@@ -1,8 +1,8 @@
 """Materialize the whole graph through Dagster, from the CLI or a script.
 
 discover_job (one run), then cpu_job / gpu_job once per profile x shard partition that has work
-(a run per partition, as a backfill would launch them), then publish_job. Every run is recorded in the DAGSTER_HOME
-instance, so the UI shows them beside runs launched from it.
+(a run per partition, as a backfill would launch them), then publish_job. Every run is recorded
+in the DAGSTER_HOME instance, so the UI shows them beside runs launched from it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Bad input is dead-lettered with its error class; everything else is indexed; reruns add nothing."""
+"""Bad input is dead-lettered with its error class; everything else is indexed; reruns add
+nothing."""
 
 from __future__ import annotations
 
@@ -131,3 +132,19 @@ def test_redrive_retries_and_counts_attempts(pipeline_env):
         letters = cat.dead_letters(settings.tenant_id)
     assert [(Path(r["uri"]).name, r["error_class"], r["attempts"]) for r in letters] == [
         ("broken.pdf", "CorruptDocument", 2)]
+
+
+def test_dead_letter_count_filters(tmp_path):
+    from rag_pipeline.storage.catalog.catalog import open_catalog
+
+    with open_catalog(tmp_path / "catalog.duckdb", tmp_path / "catalog.lock") as cat:
+        for tenant, uri, cls in (("a", "x.md", "ContractError"), ("a", "y.md", "EmptyFile"),
+                                 ("b", "z.md", "ContractError")):
+            cat.record_dead_letter(tenant_id=tenant, uri=uri, content_hash="h", stage="persist",
+                                   error_class=cls, message="m")
+        assert cat.dead_letter_count() == 3
+        assert cat.dead_letter_count(error_class="ContractError") == 2
+        assert cat.dead_letter_count(error_class="ContractError", tenant_id="a") == 1
+        cat.redrive("b")  # resolves tenant b's letters
+        assert cat.dead_letter_count(error_class="ContractError") == 1
+        assert cat.dead_letter_count(error_class="ContractError", unresolved_only=False) == 2

@@ -51,6 +51,16 @@ def test_demo_corpus_end_to_end(demo_env):
     with dg.DagsterInstance.get() as instance:
         for key in ("assets", "asset_versions", "analysis_runs", "evidence", "search_snapshot"):
             assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None, key
+        evals = {}
+        for asset, check in (("evidence", "envelopes_verified"),
+                             ("search_snapshot", "covers_current_assets")):
+            recs = instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(dg.AssetKey(asset), check), limit=1)
+            evals[check] = recs[0].event.asset_check_evaluation
+    assert evals["envelopes_verified"].passed
+    assert evals["envelopes_verified"].metadata["rejected_unresolved"].value == 0
+    assert evals["covers_current_assets"].passed
+    assert evals["covers_current_assets"].metadata["expected"].value > 0
 
     counts = _snapshot_counts(settings)
     assert counts["current_versions"] == corpus.n_documents + corpus.n_images
@@ -141,9 +151,6 @@ def test_changed_moved_and_deleted_files(demo_env):
     searcher = _searcher(settings)
     resp = searcher.search("Zanzibar quokka", k=3)
     assert resp.hits and resp.hits[0].uri == str(changed)
-    all_uris = set()
-    for q in ("the", "a", "of"):
-        pass
     tbl = searcher.table.to_arrow()  # the served snapshot
     all_uris = set(tbl.column("uri").to_pylist())
     assert str(deleted) not in all_uris

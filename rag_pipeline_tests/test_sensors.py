@@ -21,12 +21,9 @@ def test_source_sensor_requests_only_touched_shards(demo_env):
     settings, corpus = demo_env
     run_all()
     from rag_pipeline.definitions import defs
-    from rag_pipeline.defs.sensors import (
-        TOUCHED,
-        analysis_done_sensor,
-        discover_done_sensor,
-        source_files_sensor,
-    )
+    from rag_pipeline.defs.analysis.sensors import analysis_done_sensor
+    from rag_pipeline.defs.catalog.sensors import discover_done_sensor, source_files_sensor
+    from rag_pipeline.defs.run_tags import TOUCHED
 
     resources = {"pipeline": PipelineSettings()}
     with dg.DagsterInstance.get() as instance:
@@ -84,7 +81,7 @@ def test_source_sensor_requests_only_touched_shards(demo_env):
 
 
 def test_profiles_sensor_registers_new_profiles(pipeline_env):
-    from rag_pipeline.defs.sensors import profiles_sensor
+    from rag_pipeline.defs.analysis.sensors import profiles_sensor
 
     with dg.DagsterInstance.get() as instance:
         ctx = dg.build_sensor_context(instance=instance,

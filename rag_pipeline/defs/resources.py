@@ -1,4 +1,7 @@
-"""The one resource: pipeline settings, overridable per run or per test."""
+"""The one resource: pipeline settings, overridable per run or per test.
+
+``defs`` binds it as ``pipeline`` for everything ``dg.load_defs`` finds under ``rag_pipeline.defs``.
+"""
 
 
 import dagster as dg
@@ -25,3 +28,6 @@ class PipelineSettings(dg.ConfigurableResource):
         if self.tenant_id:
             overrides["tenant_id"] = self.tenant_id
         return Settings.from_env(**overrides)
+
+
+defs = dg.Definitions(resources={"pipeline": PipelineSettings()})

@@ -1,11 +1,17 @@
-"""The search snapshot: a new read-only LanceDB table per version, published atomically."""
+"""The search group: ``search_snapshot`` (a new read-only LanceDB table per version, published
+atomically as CURRENT) and ``promoted_snapshot`` (the PROMOTED pointer serving follows, moved
+only when the blocking ``smoke_eval_gates`` check in ``checks.py`` passes)."""
 
+import json
 
 import dagster as dg
 
-from rag_pipeline.defs.ingest.assets import OWNERS, _md_table
+from rag_pipeline.defs import evaluation as ev
+from rag_pipeline.defs.metadata import md_doc, md_metrics
+from rag_pipeline.defs.owners import OWNERS
 from rag_pipeline.defs.resources import PipelineSettings
 from rag_pipeline.snapshot.build import build_snapshot
+from rag_pipeline.snapshot.schema import write_atomic
 from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 
 
@@ -32,11 +38,7 @@ def search_snapshot(context: dg.AssetExecutionContext, pipeline: PipelineSetting
     settings = pipeline.settings()
     with open_settings_catalog(settings) as cat:
         result = build_snapshot(settings, cat, dagster_run_id=context.run_id)
-        expected = int(cat.scalar(
-            "SELECT count(DISTINCT v.asset_id) FROM asset_versions v JOIN results r "
-            "ON r.asset_id = v.asset_id AND r.status = 'ok' AND r.task_type IN "
-            "('doc_text', 'image_meta') WHERE v.tenant_id = ? AND v.is_current",
-            [settings.tenant_id]))
+        expected = cat.current_assets_with_text(settings.tenant_id)
     m = result.manifest
     stats = m.stats
     yield dg.MaterializeResult(metadata={
@@ -45,13 +47,13 @@ def search_snapshot(context: dg.AssetExecutionContext, pipeline: PipelineSetting
         "units_with_mv": stats.get("n_units_with_mv", 0),
         "mv_model": stats.get("mv_model_key", ""),
         "seconds": round(result.seconds, 3),
-        "summary": dg.MetadataValue.md(
-            f"### Snapshot `{m.snapshot_id}`\n"
-            + ("Published as CURRENT.\n\n" if result.published else
-               "Catalog unchanged: the current snapshot stays.\n\n")
-            + _md_table({"units": m.n_units, "documents": m.n_documents, "images": m.n_images,
-                         "units with MV vector": stats.get("n_units_with_mv", 0),
-                         "axes": ", ".join(k for k, a in m.axes.items() if a.available)})),
+        "summary": md_doc(
+            f"Snapshot `{m.snapshot_id}`",
+            "Published as CURRENT." if result.published else
+            "Catalog unchanged: the current snapshot stays.",
+            md_metrics({"units": m.n_units, "documents": m.n_documents, "images": m.n_images,
+                        "units with MV vector": stats.get("n_units_with_mv", 0),
+                        "axes": [k for k, a in m.axes.items() if a.available]})),
     })
     covered = stats.get("n_assets", 0)
     yield dg.AssetCheckResult(check_name="covers_current_assets", passed=covered == expected,
@@ -61,3 +63,34 @@ def search_snapshot(context: dg.AssetExecutionContext, pipeline: PipelineSetting
         severity=dg.AssetCheckSeverity.WARN,
         metadata={"units": m.n_units, "with_mv": stats.get("n_units_with_mv", 0),
                   "missing_mv": stats.get("n_units_missing_mv", 0)})
+
+
+@dg.asset(
+    name="promoted_snapshot", deps=["search_snapshot"], kinds={"lancedb"}, owners=OWNERS,
+    group_name="search", pool="catalog_writer",
+    description="The snapshot serving follows: snapshots/PROMOTED, swapped atomically to the "
+                "CURRENT snapshot once the blocking smoke_eval_gates check passed (Dagster skips "
+                "this asset when it fails).")
+def promoted_snapshot(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
+    settings = pipeline.settings()
+    current = ev.pointer_id(settings, "CURRENT")
+    if current is None:
+        raise dg.Failure("no CURRENT snapshot to promote")
+    previous = ev.pointer_id(settings, ev.PROMOTED)
+    write_atomic(settings.snapshots_dir / ev.PROMOTED, current)
+    history = ev.evals_dir(settings) / "promotions.jsonl"
+    history.parent.mkdir(parents=True, exist_ok=True)
+    with history.open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"promoted": current, "previous": previous,
+                            "dagster_run_id": context.run_id}) + "\n")
+    meta: dict = {"snapshot_id": current, "previous": previous or "",
+                  "changed": previous != current}
+    smoke = ev.evals_dir(settings) / f"{current}-smoke.json"
+    if smoke.is_file():
+        res = json.loads(smoke.read_text())
+        meta |= ev.float_metadata(res["metrics"])
+        meta["report"] = ev.eval_report([res], f"Promoted snapshot {current}")
+    else:
+        meta["report"] = md_doc(f"Promoted `{current}`",
+                                "No smoke eval results (no smoke set for this corpus).")
+    return dg.MaterializeResult(metadata=meta)

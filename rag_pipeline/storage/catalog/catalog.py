@@ -54,7 +54,30 @@ class Catalog:
             + (" AND tenant_id = ?" if tenant_id else ""), params))
         return out
 
+    def current_assets_with_text(self, tenant_id: str) -> int:
+        """Current assets with an ok text result (doc_text or image_meta, any profile): the
+        assets a search snapshot is expected to cover."""
+        return int(self.scalar(
+            "SELECT count(DISTINCT v.asset_id) FROM asset_versions v JOIN results r "
+            "ON r.asset_id = v.asset_id AND r.status = 'ok' AND r.task_type IN "
+            "('doc_text', 'image_meta') WHERE v.tenant_id = ? AND v.is_current",
+            [tenant_id]))
+
     # -- dead letters ----------------------------------------------------------------------
+    def dead_letter_count(self, *, error_class: str | None = None, tenant_id: str | None = None,
+                          unresolved_only: bool = True) -> int:
+        """Dead letters, optionally of one error class and one tenant (default: all tenants)."""
+        sql, params = "SELECT count(*) FROM dead_letters WHERE 1=1", []
+        if error_class:
+            sql += " AND error_class = ?"
+            params.append(error_class)
+        if tenant_id:
+            sql += " AND tenant_id = ?"
+            params.append(tenant_id)
+        if unresolved_only:
+            sql += " AND resolved_at IS NULL"
+        return int(self.scalar(sql, params))
+
     def record_dead_letter(self, *, tenant_id: str, uri: str, content_hash: str, stage: str,
                            error_class: str, message: str, run_id: str | None = None,
                            now: datetime | None = None) -> None:
@@ -75,7 +98,8 @@ class Catalog:
              now, now],
         )
 
-    def dead_letters(self, tenant_id: str | None = None, unresolved_only: bool = True) -> list[dict]:
+    def dead_letters(self, tenant_id: str | None = None,
+                     unresolved_only: bool = True) -> list[dict]:
         sql = "SELECT * FROM dead_letters WHERE 1=1"
         params: list = []
         if tenant_id:

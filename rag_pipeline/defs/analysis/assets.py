@@ -1,27 +1,25 @@
-"""Ingest assets: sources -> assets/asset_versions -> analysis runs -> evidence.
+"""The analysis group: plans + file bytes -> ``analysis_runs`` / ``inference_runs`` (one
+profile x shard partition each) -> ``evidence``.
 
-Thin wiring: each asset calls the core and reports counts, timings and a Markdown summary.
-Analysis partitions (profile x shard) compute without the catalog, then persist their staged
-results under the catalog writer lock in one short transaction. ``inference_runs`` (model
-inference) sits in the ``gpu`` pool and carries placement tags; ``analysis_runs`` (CPU
-analyzers) runs apart from it.
+Analysis partitions compute without the catalog, then persist their staged results under the
+catalog writer lock in one short transaction. ``inference_runs`` (model inference) sits in the
+``gpu`` pool and carries placement tags; ``analysis_runs`` (CPU analyzers) runs apart from it.
 """
-
-import time
 
 import dagster as dg
 
 from rag_pipeline.analysis import worker
 from rag_pipeline.analysis.failures import RETRY_RULES, batch_size_for_retry, classify
+from rag_pipeline.defs.metadata import md_doc, md_metrics, md_table
+from rag_pipeline.defs.owners import OWNERS
 from rag_pipeline.defs.partitions import cpu_partitions, gpu_partitions
 from rag_pipeline.defs.resources import PipelineSettings
-from rag_pipeline.discovery.scanner import scan
-from rag_pipeline.planning import planner
 from rag_pipeline.planning.task_states import task_states
 from rag_pipeline.storage import persister
 from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 
-OWNERS = ["team:search-platform"]
+STATE_COLUMNS = ("queued", "reported", "persisted", "failed", "dead_letter")
+NOT_DONE = ("queued", "reported", "failed", "dead_letter")  # a partition with any is not done
 
 # Where a Kubernetes or Docker run launcher should place inference steps.
 GPU_OP_TAGS = {
@@ -32,56 +30,6 @@ GPU_OP_TAGS = {
     },
     "docker/container_kwargs": {"device_requests": [{"count": 1, "capabilities": [["gpu"]]}]},
 }
-
-
-def _md_table(rows: dict) -> str:
-    lines = ["| metric | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in rows.items()]
-    return "\n".join(lines)
-
-
-@dg.multi_asset(
-    name="discover",
-    specs=[
-        dg.AssetSpec("assets", description="Content identities: one row per distinct sha256 of "
-                     "file bytes (DuckDB catalog).", kinds={"duckdb"}, owners=OWNERS,
-                     group_name="catalog"),
-        dg.AssetSpec("asset_versions", deps=["assets"], description="Observed file states "
-                     "(uri, size, mtime_ns, content hash); moved files are new versions of the "
-                     "same asset, vanished ones are tombstoned. Also writes the plan of every "
-                     "profile x shard partition.",
-                     kinds={"duckdb"}, owners=OWNERS, group_name="catalog"),
-    ],
-    pool="catalog_writer",
-)
-def discover(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
-    settings = pipeline.settings()
-    t0 = time.perf_counter()
-    with open_settings_catalog(settings) as cat:
-        report = scan(settings, cat)
-        plan = planner.plan(settings, cat)
-        counts = cat.counts(settings.tenant_id)
-        lock_wait = cat.lock_wait_s
-    seconds = round(time.perf_counter() - t0, 3)
-    meta = report.as_metadata()
-    work = plan.partitions_with_work()
-    yield dg.MaterializeResult(asset_key="assets", metadata={
-        "dagster/row_count": counts["assets"], "new_assets": report.new_assets,
-        "seconds": seconds})
-    yield dg.MaterializeResult(asset_key="asset_versions", metadata={
-        "dagster/row_count": counts["asset_versions"],
-        "current_versions": counts["current_versions"], **{k: v for k, v in meta.items()
-                                                           if k != "touched_shards"},
-        "touched_shards": ", ".join(f"{s:02d}" for s in meta["touched_shards"]) or "none",
-        "planned_tasks": plan.total, "already_done": plan.already_done,
-        "partitions_with_work": ", ".join(work) or "none",
-        "lock_wait_seconds": round(lock_wait, 3), "seconds": seconds,
-        "summary": dg.MetadataValue.md(
-            "### Discovery\n" + _md_table(meta | {"planned tasks": plan.total,
-                                                  "partitions with work": len(work)})
-            + ("\n\n**Dead letters this scan:**\n" + "\n".join(
-                f"- `{u}`: {c}" for u, c in report.failures[:50]) if report.failures else "")),
-    })
 
 
 def _run_partition(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
@@ -121,11 +69,11 @@ def _run_partition(context: dg.AssetExecutionContext, pipeline: PipelineSettings
         "seconds_persist": round(persisted.seconds, 3),
         "errors_by_class": result.errors_by_class or {"none": 0},
         "task_states": {k: v for k, v in state.items() if isinstance(v, int)},
-        "summary": dg.MetadataValue.md(
-            "### Analysis runs\n| run | analyzer | model | ok | failed |\n|---|---|---|---|---|\n"
-            + "\n".join(f"| `{r.run_id}` | {r.analyzer} | {r.model.model_id}@{r.model.revision}"
-                        f" | {r.n_ok} | {r.n_failed} |" for r in result.runs)
-            if result.runs else "Nothing planned: this partition is up to date."),
+        "summary": md_doc("Analysis runs", md_table(
+            [{"run": f"`{r.run_id}`", "analyzer": r.analyzer,
+              "model": f"{r.model.model_id}@{r.model.revision}", "ok": r.n_ok,
+              "failed": r.n_failed} for r in result.runs],
+            empty="Nothing planned: this partition is up to date.")),
     })
 
 
@@ -182,29 +130,25 @@ def evidence(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
     with open_settings_catalog(settings) as cat:
         report = persister.persist_all(settings, cat)
         counts = cat.counts(settings.tenant_id)
-        rejected_total = int(cat.scalar("SELECT count(*) FROM dead_letters WHERE error_class = "
-                                        "'ContractError' AND resolved_at IS NULL"))
+        rejected_total = cat.dead_letter_count(error_class="ContractError")
         states = task_states(settings, cat)
     totals: dict[str, int] = {}
     for st in states:
         for k, v in st.items():
             if isinstance(v, int):
                 totals[k] = totals.get(k, 0) + v
-    rows = [f"| {s['partition']} | " + " | ".join(str(s[c]) for c in (
-        "queued", "reported", "persisted", "failed", "dead_letter")) + " |"
-        for s in states if any(s[c] for c in ("queued", "reported", "failed", "dead_letter"))]
+    not_done = [s for s in states if any(s[c] for c in NOT_DONE)]
     yield dg.MaterializeResult(metadata={
         **report.as_metadata(), "dagster/row_count": counts["evidence_text"],
         "results": counts["results"], "dead_letters": counts["dead_letters"],
         "task_states": totals,
-        "summary": dg.MetadataValue.md(
-            "### Evidence\n" + _md_table({"persisted now": report.results,
-                                          "evidence_text rows": counts["evidence_text"],
-                                          "results": counts["results"],
-                                          "dead letters": counts["dead_letters"]})
-            + "\n\n#### Partitions not done\n| partition | queued | reported | persisted | "
-              "failed | dead_letter |\n|---|---|---|---|---|---|\n"
-            + ("\n".join(rows) if rows else "| all done | | | | | |")),
+        "summary": md_doc(
+            "Evidence",
+            md_metrics({"persisted now": report.results,
+                        "evidence_text rows": counts["evidence_text"],
+                        "results": counts["results"], "dead letters": counts["dead_letters"]}),
+            md_table(not_done, ["partition", *STATE_COLUMNS], title="Partitions not done",
+                     empty="All done.")),
     })
     yield dg.AssetCheckResult(check_name="envelopes_verified", passed=rejected_total == 0,
                               metadata={"rejected_unresolved": rejected_total})

@@ -1,0 +1,13 @@
+"""The analysis group's jobs: one per partition set, so a profile x shard partition can be
+(re)processed alone from the UI or the CLI."""
+
+import dagster as dg
+
+from rag_pipeline.defs.partitions import cpu_partitions, gpu_partitions
+
+cpu_job = dg.define_asset_job(
+    "cpu_job", selection=["analysis_runs"], partitions_def=cpu_partitions,
+    description="Text analyzers for one text-profile x shard partition.")
+gpu_job = dg.define_asset_job(
+    "gpu_job", selection=["inference_runs"], partitions_def=gpu_partitions,
+    description="Model inference for one model-profile x shard partition (gpu pool).")
