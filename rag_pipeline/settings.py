@@ -106,8 +106,8 @@ class Settings(BaseSettings):
                           "snapshot's)")
     # Evals and promotion ----------------------------------------------------------------
     smoke_gold: str = Field(
-        "", description="gold set of the blocking smoke eval (`off`: no smoke eval; default: "
-                        "the demo gold set beside the demo corpus)")
+        "", description="gold set of the blocking smoke eval (`off`: none; default: "
+                        "`var/demo_gold.jsonl`, written by `rag-pipeline demo`)")
     eval_gates: Path | None = Field(None, description="gate file (YAML/JSON) for promotion; "
                                                       "default: the built-in gates")
     nightly_gold: str = Field("", description="gold set of the nightly eval (default: the smoke "

@@ -126,10 +126,15 @@ def test_nightly_cron_and_smoke_set_from_env(monkeypatch):
     import importlib
 
     import rag_pipeline.defs.evals.schedules as mod
-    from rag_pipeline.defs.evaluation import smoke_gold_path
+    from rag_pipeline.defs.evaluation import DEMO_GOLD, nightly_gold_path, smoke_gold_path
+    from rag_pipeline.settings import Settings
 
+    monkeypatch.delenv("RAG_SMOKE_GOLD", raising=False)
+    assert smoke_gold_path(Settings()) == DEMO_GOLD
+    assert nightly_gold_path(Settings(nightly_gold="/gold/full.jsonl")).name == "full.jsonl"
     monkeypatch.setenv("RAG_SMOKE_GOLD", "off")
-    assert smoke_gold_path() is None
+    assert smoke_gold_path(Settings()) is None
+    assert nightly_gold_path(Settings()) is None
     monkeypatch.setenv("RAG_NIGHTLY_CRON", "30 3 * * 1-5")
     importlib.reload(mod)  # module-level schedule reads the env at import
     assert mod.nightly_eval_schedule.cron_schedule == "30 3 * * 1-5"

@@ -15,7 +15,6 @@ Eval results are kept as JSON under ``<data_dir>/evals/`` (never under ``snapsho
 
 
 import json
-import os
 from pathlib import Path
 
 import dagster as dg
@@ -23,7 +22,8 @@ import dagster as dg
 from rag_pipeline.settings import Settings
 from rag_pipeline.snapshot.schema import write_atomic
 
-REPO = Path(__file__).resolve().parents[2]
+# Where `rag-pipeline demo` writes the demo gold set (relative to the working folder).
+DEMO_GOLD = Path("var/demo_gold.jsonl")
 SMOKE_MAX_QUERIES = 50
 PROMOTED = "PROMOTED"
 QUALITY_KEYS = ("ndcg@10", "recall@50", "recall@100", "mrr@10", "precision@5")
@@ -31,20 +31,16 @@ FLOAT_KEYS = (*QUALITY_KEYS, "latency_p50_ms", "latency_p95_ms", "latency_p99_ms
               "cpu_s_per_1k_queries")
 
 
-def smoke_gold_path() -> Path | None:
-    raw = os.environ.get("RAG_SMOKE_GOLD", "").strip()
+def smoke_gold_path(settings: Settings) -> Path | None:
+    raw = settings.smoke_gold.strip()
     if raw.lower() in ("off", "none", "0", "false"):
         return None
-    return Path(raw) if raw else REPO / "var" / "demo_gold.jsonl"
+    return Path(raw) if raw else DEMO_GOLD
 
 
-def nightly_gold_path() -> Path | None:
-    raw = os.environ.get("RAG_NIGHTLY_GOLD", "").strip()
-    return Path(raw) if raw else smoke_gold_path()
-
-
-def nightly_cron() -> str:
-    return os.environ.get("RAG_NIGHTLY_CRON", "").strip() or "0 2 * * *"
+def nightly_gold_path(settings: Settings) -> Path | None:
+    raw = settings.nightly_gold.strip()
+    return Path(raw) if raw else smoke_gold_path(settings)
 
 
 def pointer_id(settings: Settings, name: str) -> str | None:

@@ -1,7 +1,6 @@
 """The evals group: ``nightly_eval``, the PROMOTED snapshot (CURRENT if none) on the full gold
 set, per engine (see ``rag_pipeline.defs.evaluation`` for the gold files and engines)."""
 
-import os
 
 import dagster as dg
 
@@ -22,14 +21,13 @@ def nightly_eval(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
     from evals.report import engine_table, plot_metrics, png_data_uri, query_type_table
 
     settings = pipeline.settings()
-    gold_path = ev.nightly_gold_path()
+    gold_path = ev.nightly_gold_path(settings)
     snap = ev.pointer_id(settings, ev.PROMOTED) or ev.pointer_id(settings, "CURRENT")
     if gold_path is None or not gold_path.is_file() or snap is None:
         return dg.MaterializeResult(metadata={
             "status": "nothing to evaluate", "gold": str(gold_path), "snapshot": snap or ""})
     gold = load_gold_jsonl(gold_path)
-    engines = [e.strip() for e in os.environ.get("RAG_NIGHTLY_ENGINES", "hybrid,bm25,mv")
-               .split(",") if e.strip()]
+    engines = [e.strip() for e in settings.nightly_engines.split(",") if e.strip()]
     results = []
     for engine in engines:
         res = ev.evaluate(settings, gold, snap, engine)

@@ -3,13 +3,13 @@ default ``0 2 * * *``, UTC; read when this module is imported), stopped until tu
 
 import dagster as dg
 
-from rag_pipeline.defs.evaluation import nightly_cron
+from rag_pipeline.settings import Settings
 
 nightly_eval_job = dg.define_asset_job(
     "nightly_eval_job", selection=["nightly_eval"],
     description="Evaluate the promoted snapshot on the full gold set.")
 
 nightly_eval_schedule = dg.ScheduleDefinition(
-    name="nightly_eval_schedule", job=nightly_eval_job, cron_schedule=nightly_cron(),
+    name="nightly_eval_schedule", job=nightly_eval_job, cron_schedule=Settings().nightly_cron,
     execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.STOPPED,
     description="Nightly eval of the promoted snapshot (cron from RAG_NIGHTLY_CRON).")

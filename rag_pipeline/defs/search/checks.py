@@ -10,7 +10,6 @@ judge this one); nothing is promoted yet (the CURRENT snapshot's results are rec
 baseline) or CURRENT is PROMOTED.
 """
 
-import os
 
 import dagster as dg
 
@@ -30,7 +29,7 @@ def smoke_eval_gates(context: dg.AssetCheckExecutionContext,
     from evals.stats import compare_runs
 
     settings = pipeline.settings()
-    gold_path = ev.smoke_gold_path()
+    gold_path = ev.smoke_gold_path(settings)
     if gold_path is None or not gold_path.is_file():
         return dg.AssetCheckResult(passed=True, metadata={
             "status": "no smoke set", "gold": str(gold_path)})
@@ -65,7 +64,7 @@ def smoke_eval_gates(context: dg.AssetCheckExecutionContext,
     ev.save_result(settings, f"{current}-smoke.json", cand)
     meta |= ev.float_metadata(cand["metrics"])
     cmp = compare_runs(base, cand)
-    gate_file = os.environ.get("RAG_EVAL_GATES") or None
+    gate_file = str(settings.eval_gates) if settings.eval_gates else None
     verdict = apply_gates(base["metrics"], cand["metrics"], load_gates(gate_file), cmp)
     cmp["gates"] = verdict.model_dump()
     ev.save_result(settings, f"{current}-vs-{promoted}-smoke-compare.json", cmp)
