@@ -1,16 +1,15 @@
 """Dagster entry point (``dagster dev -m rag_pipeline.definitions``, ``workspace.yaml``).
 
-``dg.load_defs`` loads every asset, asset check, job, sensor and schedule under
+Dagster's folder loader finds every asset, asset check, job, sensor and schedule under
 ``rag_pipeline.defs`` (one folder per asset group) and the resources bound in
-``defs/resources.py``. ``project_root`` is given so that no pyproject.toml is needed at run time
-(an installed wheel has none); ``dg.load_from_defs_folder`` would read the project's config.
+``defs/resources.py``. ``rag_pipeline/dg.toml`` names that folder; it ships inside the package,
+so an installed wheel loads exactly as a checkout does.
 """
 
 from pathlib import Path
 
 import dagster as dg
 
-import rag_pipeline.defs
+import rag_pipeline
 
-defs = dg.load_defs(defs_root=rag_pipeline.defs,
-                    project_root=Path(rag_pipeline.defs.__file__).resolve().parents[2])
+defs = dg.load_from_defs_folder(path_within_project=Path(rag_pipeline.__file__).parent)
