@@ -308,7 +308,7 @@ class LiveSearcher:
                         old.closed = True
                     else:
                         self._draining.append(old)
-                self._swaps += 1
+                    self._swaps += 1
                 self._last_swap = entry.opened_at
         if close_old and old is not None:
             self._close_entry(old)
