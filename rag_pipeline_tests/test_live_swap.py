@@ -154,6 +154,12 @@ def test_broken_snapshot_keeps_the_old_one_serving(served, caplog):
         _wait(lambda: live.status()["snapshot_id"] == "snap-0005")
         st = live.status()
         assert st["error"] is None and st["failed_snapshot_id"] is None
+
+        # a failed id, repaired and promoted again, is tried at once (not after RETRY_FAILED_S)
+        _add_snapshot(served, "snap-0006", table_name="snapshot_gone")
+        _wait(lambda: live.status()["failed_snapshot_id"] == "snap-0006")
+        _add_snapshot(served, "snap-0006")
+        _wait(lambda: live.status()["snapshot_id"] == "snap-0006", timeout=10)
     finally:
         live.close()
 

@@ -14,8 +14,8 @@ names another snapshot, the follower
 A snapshot that fails to open or warm (model mismatch, missing table, unreadable manifest) is
 not served: the old one keeps answering, ``status()`` (``/health``) shows the error and the
 failed id, and the log says so once per failed id. The same id is tried again after
-``RETRY_FAILED_S`` seconds, at once when the pointer moves on. Each poll also refreshes the
-heartbeat of every lease this process holds.
+``RETRY_FAILED_S`` seconds, or at once when the pointer file is written again. Each poll also
+refreshes the heartbeat of every lease this process holds.
 """
 
 from __future__ import annotations
@@ -102,6 +102,7 @@ class LiveSearcher:
         self._ptr_key: tuple | None = None
         self._ptr_id: str | None = None
         self._ptr_name: str | None = None
+        self._ptr_rewritten = False  # the pointer file was (re)written since the last check
         self._last_check: float | None = None
         self._last_swap: float | None = None
         self._swaps = 0
@@ -239,6 +240,7 @@ class LiveSearcher:
                 except FileNotFoundError:  # replaced between stat and read: next poll
                     return self._ptr_id
                 self._ptr_key, self._ptr_id, self._ptr_name = key, sid or None, name
+                self._ptr_rewritten = True
             return self._ptr_id
         self._ptr_key = self._ptr_id = self._ptr_name = None
         return None
@@ -255,6 +257,7 @@ class LiveSearcher:
             except OSError as exc:
                 self._fail(None, exc)
                 return
+            rewritten, self._ptr_rewritten = self._ptr_rewritten, False
             with self._lock:
                 current = self._current.snapshot_id if self._current is not None else None
             if sid is None:
@@ -265,9 +268,9 @@ class LiveSearcher:
                 if self._failed_id is not None:  # the pointer went back to what we serve
                     self._clear_error()
                 return
-            if sid == self._failed_id and self._error_at is not None and \
+            if sid == self._failed_id and not rewritten and self._error_at is not None and \
                     now - self._error_at < RETRY_FAILED_S:
-                return
+                return  # a failed snapshot: again after a while, or when it is re-promoted
             self._swap_to(sid)
 
     def _swap_to(self, snapshot_id: str) -> None:
