@@ -313,11 +313,11 @@ class LiveSearcher:
                         self._draining.append(old)
                     self._swaps += 1
                 self._last_swap = entry.opened_at
+                self._clear_error()  # with the swap: status() never shows one without the other
         if close_old and old is not None:
             self._close_entry(old)
         if old is entry:
             return
-        self._clear_error()
         log.info("serving snapshot %s (opened and warmed in %.2f s; was %s)", snapshot_id,
                  entry.open_seconds, old.snapshot_id if old is not None else "none")
 
