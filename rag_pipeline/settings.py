@@ -95,7 +95,7 @@ class Settings(BaseSettings):
                                                           "decompression bombs")
     max_file_bytes: int = Field(512 * 1024 * 1024, description="larger files are dead-lettered")
     snapshots_kept: int = Field(5, ge=1, description="snapshot tables kept besides those a "
-                                                     "pointer names")
+                                                     "pointer names or a live reader leases")
     field_weights: FieldWeights = Field(default_factory=FieldWeights, exclude=True)
     # Serving ----------------------------------------------------------------------------
     query_model_dir: str | None = Field(
@@ -104,6 +104,13 @@ class Settings(BaseSettings):
     query_vv_model_dir: str | None = Field(
         None, description="another copy of the VV query model for serving (default: the "
                           "snapshot's)")
+    snapshot_poll_s: float = Field(
+        2.0, gt=0, description="how often a running server checks the PROMOTED (else CURRENT) "
+                               "pointer and swaps to a newly promoted snapshot (seconds)")
+    lease_ttl_s: float = Field(
+        60.0, gt=0, description="a reader's snapshot lease expires this long after its last "
+                                "heartbeat, sooner on its own host once its process is gone "
+                                "(seconds); retention never drops a snapshot with a live lease")
     # Evals and promotion ----------------------------------------------------------------
     smoke_gold: str = Field(
         "", description="gold set of the blocking smoke eval (`off`: none; default: "
