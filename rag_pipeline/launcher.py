@@ -118,14 +118,15 @@ def materialize_all(defs: dg.Definitions, instance: dg.DagsterInstance | None = 
     r = defs.resolve_job_def("publish_job").execute_in_process(
         instance=instance, run_config=quiet, tags=tags, raise_on_error=False)
     summary["runs"].append(r.run_id)
-    failed_checks = [e for e in r.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    failed_checks = [e.event_specific_data for e in r.all_events
+                     if isinstance(e.event_specific_data, dg.AssetCheckEvaluation)
                      and not e.event_specific_data.passed]
     if not r.success and not failed_checks:
         raise RuntimeError(f"publish run {r.run_id} failed; see the Dagster UI for its logs")
     summary["promoted"] = bool(r.asset_materializations_for_node("promoted_snapshot"))
     if failed_checks and not summary["promoted"]:
         log("not promoted: the snapshot failed its blocking check "
-            f"({', '.join(e.event_specific_data.check_name for e in failed_checks)}); serving "
+            f"({', '.join(c.check_name for c in failed_checks)}); serving "
             "keeps the promoted snapshot")
     mats = r.asset_materializations_for_node("search_snapshot")
     meta = mats[-1].metadata if mats else {}
