@@ -79,7 +79,9 @@ def comparison_table(cmp: dict) -> str:
         nd = 2 if "latency" in m else 4
         rows.append([m, _f(d.get("a"), nd), _f(d.get("b"), nd), _f(d["diff"], nd),
                      f"[{_f(d['lo'], nd)}, {_f(d['hi'], nd)}]", _f(d.get("p_b_better"), 3)])
-    return md_table(["metric", "A", "B", "B − A", "95% CI (paired bootstrap)", "P(B > A)"], rows)
+    # A typographic minus sign in the column header, on purpose.
+    return md_table(["metric", "A", "B", "B − A", "95% CI (paired bootstrap)",  # noqa: RUF001
+                     "P(B > A)"], rows)
 
 
 def plot_metrics(results: Sequence[dict], metrics: Sequence[str] = QUALITY) -> bytes:

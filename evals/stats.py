@@ -44,8 +44,8 @@ def compare_runs(a: Mapping, b: Mapping, *, n: int = N_RESAMPLES, seed: int = SE
     common = [q for q in qa if q in qb]
     out: dict[str, dict] = {}
     for m in a["metrics"]:
-        if m not in b["metrics"] or not m.split("@")[0] in ("ndcg", "recall", "mrr",
-                                                            "precision"):
+        if m not in b["metrics"] or m.split("@")[0] not in ("ndcg", "recall", "mrr",
+                                                             "precision"):
             continue
         xa = [qa[q]["metrics"].get(m, 0.0) for q in common]
         xb = [qb[q]["metrics"].get(m, 0.0) for q in common]

@@ -184,7 +184,8 @@ class Settings(BaseSettings):
 def env_name(name: str) -> str:
     """The environment variable of a settings field."""
     alias = Settings.model_fields[name].validation_alias
-    return alias.choices[0] if isinstance(alias, AliasChoices) else f"RAG_{name.upper()}"
+    first = alias.choices[0] if isinstance(alias, AliasChoices) else None
+    return first if isinstance(first, str) else f"RAG_{name.upper()}"
 
 
 def settings_table() -> str:

@@ -81,7 +81,7 @@ def _vv_analyzer(profile: Profile, settings: Settings):
     from rag_pipeline.analysis.analyzers.image_embedding import ImageEncoder
 
     # Model parity was checked before any work (analysis.check_model_parity).
-    enc = ImageEncoder.load(profile.model_dir,
+    enc = ImageEncoder.load(profile.local_model_dir(),
                             device=profile.runtime.get("device") or settings.vv_device,
                             dtype=profile.runtime.get("dtype") or settings.vv_dtype)
 

@@ -191,6 +191,13 @@ class Profile:
         t = self.tasks.get(self.task_type or "")
         return t.model.dim if t else None
 
+    def local_model_dir(self) -> Path:
+        """The model directory of a profile that runs a local model (an error for one without:
+        a built-in analyzer or an OpenAI-compatible endpoint)."""
+        if self.model_dir is None:
+            raise ProfileError(f"profile {self.name!r} has no local model directory")
+        return self.model_dir
+
 
 def builtin_spec(name: str, revision: str) -> ModelSpec:
     return ModelSpec(backend="builtin", model_id=f"rag_pipeline.{name}", revision=revision)
@@ -215,6 +222,13 @@ def _unavailable_spec(ref: ModelRef, model_dir: Path | None) -> ModelSpec:
                                                                     else "unknown"),
                      revision=ref.revision or "unavailable",
                      weights_checksum=ref.weights_checksum or "none")
+
+
+def _local_dir(spec: ProfileSpec, model_dir: Path | None) -> Path:
+    """A local model's directory (``ProfileSpec`` already requires one for these backends)."""
+    if model_dir is None:
+        raise ProfileError(f"profile {spec.name!r}: model.model_dir is required")
+    return model_dir
 
 
 def _resolve_text(spec: ProfileSpec, settings: Settings) -> Profile:
@@ -260,15 +274,16 @@ def _resolve_model(spec: ProfileSpec, settings: Settings, base: Path | None) -> 
         if settings.mv_model_dir and ref.model_dir == PACKAGED_MV_MODEL:
             # RAG_MV_MODEL_DIR points the default profile at another copy of its model.
             model_dir = Path(settings.mv_model_dir)
-        declared = _pinned(model_spec_for(model_dir), ref)
+        declared = _pinned(model_spec_for(_local_dir(spec, model_dir)), ref)
         cfg = {"normalize": True, "title_prefix": True} | {
             k: v for k, v in spec.config.items() if k != "text_profile"}
         runtime: dict[str, Any] = {}
     elif spec.analyzer == "vv_embed":
         from rag_pipeline.analysis.analyzers.image_embedding import image_model_spec
 
+        local_dir = _local_dir(spec, model_dir)
         try:
-            declared = _pinned(image_model_spec(model_dir), ref)
+            declared = _pinned(image_model_spec(local_dir), ref)
         except (FileNotFoundError, OSError, ValueError, errors.ModelError) as exc:
             declared, unavailable = _unavailable_spec(ref, model_dir), str(exc)
         runtime = {k: spec.config[k] for k in ("batch_size", "device", "dtype")
@@ -285,8 +300,9 @@ def _resolve_model(spec: ProfileSpec, settings: Settings, base: Path | None) -> 
                                  revision=ref.revision or "unpinned",
                                  weights_checksum=ref.weights_checksum or "none")
         else:
+            local_dir = _local_dir(spec, model_dir)
             try:
-                declared = _pinned(captioning.local_model_spec(model_dir, ref.backend), ref)
+                declared = _pinned(captioning.local_model_spec(local_dir, ref.backend), ref)
             except (FileNotFoundError, OSError, ValueError, errors.ModelError) as exc:
                 declared, unavailable = _unavailable_spec(ref, model_dir), str(exc)
         runtime = {k: v for k, v in spec.config.items() if k in _CAPTION_RUNTIME_KEYS}

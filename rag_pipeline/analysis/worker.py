@@ -164,7 +164,7 @@ def run_partition(settings: Settings, profile_name: str, shard: str,
     for asset_id in sorted(set(text_tasks) | set(mv_tasks)):
         task = text_tasks.get(asset_id)
         mv = mv_tasks.get(asset_id)
-        probe = task or mv
+        probe = task if task is not None else mv_tasks[asset_id]  # one of the two has it
         text_type = _text_type_for(probe)
         try:
             data = read_verified(probe)
@@ -194,7 +194,7 @@ def run_partition(settings: Settings, profile_name: str, shard: str,
     # 2. MV embeddings, batched over the whole partition.
     t0 = time.perf_counter()
     if texts_for_mv:
-        enc = encoder or TextEncoder.load(profile.model_dir)
+        enc = encoder or TextEncoder.load(profile.local_model_dir())
         if enc.spec.weights_checksum != mv_tasks[next(iter(texts_for_mv))].model.weights_checksum:
             raise ModelMismatch(f"model_mismatch: encoder {enc.model_dir} is not the profile's "
                                 "model")

@@ -26,6 +26,8 @@ def profile_partition_requests(instance: dg.DagsterInstance, settings: Settings)
     profiles = load_profiles(settings)
     requests = []
     for pool, pdef in PROFILE_SETS.items():
+        if pdef.name is None:  # both are declared with a name above
+            raise ValueError(f"the {pool} profile partitions have no name")
         known = set(instance.get_dynamic_partitions(pdef.name))
         wanted = [p.name for p in profiles.by_name.values() if p.pool == pool]
         missing = [n for n in wanted if n not in known]

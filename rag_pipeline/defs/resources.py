@@ -16,7 +16,7 @@ class PipelineSettings(dg.ConfigurableResource):
     """
 
     data_dir: str = ""
-    sources: list[str] = []
+    sources: list[str] = []  # noqa: RUF012 - a pydantic field: each instance gets a copy
     tenant_id: str = ""
 
     def settings(self) -> Settings:

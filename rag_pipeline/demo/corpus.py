@@ -426,9 +426,9 @@ def _draw_solar_roof(im: Image.Image, rng: random.Random) -> None:
             d.polygon([(x0, top0), (x1, top1), (x1, top1 + 90), (x0, top0 + 90)],
                       fill=(22, 36, 92), outline=(190, 195, 205))
             for k in range(1, 6):  # cell grid
-                x = x0 + k * (x1 - x0) / 6
-                y = top0 + (top1 - top0) * k / 6
-                d.line([(x, y), (x, y + 90)], fill=(52, 72, 140))
+                gx = x0 + k * (x1 - x0) / 6
+                gy = top0 + (top1 - top0) * k / 6
+                d.line([(gx, gy), (gx, gy + 90)], fill=(52, 72, 140))
             for k in range(1, 3):
                 d.line([(x0, top0 + 30 * k), (x1, top1 + 30 * k)], fill=(52, 72, 140))
 

@@ -17,7 +17,7 @@ def task_states(settings: Settings, cat: Catalog, shards: list[str] | None = Non
                 profiles: list[str] | None = None) -> list[dict]:
     names = profiles or load_profiles(settings).names
     shards = shards or [shard_key(i) for i in range(settings.shard_count)]
-    counts = {}
+    counts: dict[tuple[str, str, str], int] = {}  # (profile, shard, state) -> tasks
     for r in cat.rows(
             "SELECT r.profile, a.shard, r.status, r.retryable, count(*) AS n FROM results r "
             "JOIN assets a ON a.tenant_id = r.tenant_id AND a.asset_id = r.asset_id "

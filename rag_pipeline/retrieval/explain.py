@@ -5,10 +5,14 @@ suffix-stripping stemmer (so "foxes" matches "fox" and "running" matches "run").
 hit; it does not rank one (BM25 in LanceDB does that with its own tokenizer).
 """
 
+# The word lists are written as strings and split: easier to read and edit than literals.
+# ruff: noqa: SIM905
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -44,9 +48,8 @@ def stem(word: str) -> str:
         return w
     if w.endswith("ies") and len(w) > 4:
         w = w[:-3] + "y"
-    elif w.endswith("sses"):
-        w = w[:-2]
-    elif w.endswith("es") and len(w) > 4 and (w[-3] in "sxz" or w[-4:-2] in ("ch", "sh")):
+    elif w.endswith("sses") or (w.endswith("es") and len(w) > 4
+                                and (w[-3] in "sxz" or w[-4:-2] in ("ch", "sh"))):
         w = w[:-2]
     elif w.endswith("s") and not w.endswith(("ss", "us", "is")) and len(w) > 3:
         w = w[:-1]
@@ -108,7 +111,7 @@ class QueryMatcher:
         out = self._matched.get(text)
         if out is None:
             found = {stem(w) for w in self._candidate_words(text) if self._is_match(w)}
-            out = [t for t, st in zip(self.terms, self._term_stems) if st in found]
+            out = [t for t, st in zip(self.terms, self._term_stems, strict=True) if st in found]
             self._matched[text] = out
         return list(out)
 
@@ -117,6 +120,7 @@ class QueryMatcher:
         if not self.terms or not text:
             return None
         if text not in self._offsets:
+            found: Iterator[int]
             if not text.isascii():
                 found = (m.start() for m in _TOKEN.finditer(text)
                          if self._is_match(m.group().lower()))

@@ -28,6 +28,7 @@ This module writes nothing but lease files and imports no writer: serving uses i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -55,14 +56,10 @@ def leases_dir(snapshots_dir: Path, snapshot_id: str | None = None) -> Path:
 def _pid_space() -> str:
     """This boot and PID namespace: two processes with the same pid in it are the same one."""
     parts = []
-    try:
+    with contextlib.suppress(OSError):
         parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
-    except OSError:
-        pass
-    try:
+    with contextlib.suppress(OSError):
         parts.append(str(os.stat("/proc/self/ns/pid").st_ino))
-    except OSError:
-        pass
     return ":".join(parts)
 
 
@@ -124,10 +121,8 @@ class Lease:
                 return
             self._released = True
             self.path.unlink(missing_ok=True)
-        try:
+        with contextlib.suppress(OSError):
             self.path.parent.rmdir()  # the last holder removes the snapshot's folder
-        except OSError:
-            pass
 
     @property
     def released(self) -> bool:
@@ -192,10 +187,8 @@ def snapshot_leases(snapshots_dir: Path, snapshot_id: str, ttl_s: float,
             log.info("expiring lease %s on snapshot %s: %s", rec.holder, snapshot_id, rec.reason)
             path.unlink(missing_ok=True)
     if reap and not fresh:
-        try:
+        with contextlib.suppress(OSError):  # not empty (a lease just written) or already gone
             folder.rmdir()
-        except OSError:  # not empty (a lease just written) or already gone
-            pass
     return fresh
 
 

@@ -1,7 +1,7 @@
 """The search snapshot's contract: Arrow schema of its LanceDB table and its manifest.
 
-The pipeline writes snapshots (``rag_pipeline.snapshot.build``); serving only reads them. This module
-is the one thing both sides share, so it imports neither.
+The pipeline writes snapshots (``rag_pipeline.snapshot.build``); serving only reads them. This
+module is the one thing both sides share, so it imports neither.
 """
 
 from __future__ import annotations

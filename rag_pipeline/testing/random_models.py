@@ -139,12 +139,12 @@ def build_random_model(out: str | Path, kind: ModelKind = "clip", *, seed: int =
     out.mkdir(parents=True, exist_ok=True)
     intermediate = intermediate or 2 * hidden
     text_hidden = text_hidden or hidden
-    text = dict(hidden_size=text_hidden, num_hidden_layers=layers,
-                num_attention_heads=text_heads or heads,
-                intermediate_size=text_intermediate or intermediate,
-                max_position_embeddings=max_text_len)
-    vision = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                  intermediate_size=intermediate)
+    text: dict[str, Any] = dict(hidden_size=text_hidden, num_hidden_layers=layers,
+                                num_attention_heads=text_heads or heads,
+                                intermediate_size=text_intermediate or intermediate,
+                                max_position_embeddings=max_text_len)
+    vision: dict[str, Any] = dict(hidden_size=hidden, num_hidden_layers=layers,
+                                  num_attention_heads=heads, intermediate_size=intermediate)
     if kind not in ("clip", "siglip", "siglip2"):
         raise ValueError(f"kind must be clip, siglip or siglip2, got {kind!r}")
     if kind == "clip":

@@ -28,8 +28,8 @@ from rag_pipeline.contracts import ModelSpec
 
 __all__ = [
     "PROMPT_VERSION", "CaptionResult", "Captioner", "CaptionerConfig", "ImageClass", "Tag",
-    "VlmOutputInvalid", "VlmRequestRejected", "VlmUnavailable", "content_tags", "load_captioner", "local_model_spec",
-    "to_evidence",
+    "VlmOutputInvalid", "VlmRequestRejected", "VlmUnavailable", "content_tags", "load_captioner",
+    "local_model_spec", "to_evidence",
 ]
 
 def local_model_spec(model_dir: str | Path, backend: str = "transformers",

@@ -22,7 +22,8 @@ from typing import Any
 from rag_pipeline.analysis.analyzers.documents import Section
 
 TOKEN_RE = re.compile(r"\w+|[^\w\s]")
-_SENTENCE_END = frozenset({".", "!", "?", "。", "！", "？", "…"})
+# Full-width CJK punctuation ends sentences too.
+_SENTENCE_END = frozenset({".", "!", "?", "。", "！", "？", "…"})  # noqa: RUF001
 
 # Break priorities between token i-1 and token i.
 _NONE, _SENTENCE, _LINE, _PARAGRAPH = 0, 1, 2, 3

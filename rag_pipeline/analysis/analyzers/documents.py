@@ -13,6 +13,7 @@ import codecs
 import io
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -339,12 +340,11 @@ def _extract_markdown(text: str) -> ExtractedDocument:
         m = _ATX_HEADING.match(line)
         if m:
             level = len(m.group(1) or m.group(3))
-            heading = " ".join(strip_markdown_inline(m.group(2) or "").split())
-            headings.append((i, level, heading))
+            headings.append((i, level, " ".join(strip_markdown_inline(m.group(2) or "").split())))
 
     first_body_line = next((i for i, off in enumerate(offsets) if off >= body_start), len(lines))
     sections: list[Section] = []
-    bounds = [(first_body_line, 0, None)] + [(i, lvl, h) for i, lvl, h in headings]
+    bounds: list[tuple[int, int, str | None]] = [(first_body_line, 0, None), *headings]
     pending_headings: list[str] = []  # heading-only sections, folded into the next one
     pending_start: int | None = None
     for k, (start, _level, heading) in enumerate(bounds):
@@ -439,7 +439,7 @@ def _extract_html(data: bytes, name: str) -> ExtractedDocument:
 
     meta: dict[str, str] = {}
     for tag in soup.find_all("meta"):
-        key = (tag.get("name") or tag.get("property") or "").strip().lower()
+        key = str(tag.get("name") or tag.get("property") or "").strip().lower()
         content = " ".join(str(tag.get("content") or "").split())
         if not content:
             continue
@@ -552,7 +552,7 @@ def _extract_pdf(data: bytes, name: str) -> ExtractedDocument:
 
     meta: dict[str, str] = {}
     try:
-        info = reader.metadata or {}
+        info: Mapping[str, Any] = reader.metadata or {}
         for key, out_key in _PDF_META_KEYS.items():
             value = info.get(key)
             if value is None:
@@ -575,9 +575,10 @@ def _extract_pdf(data: bytes, name: str) -> ExtractedDocument:
         if text:
             sections.append(Section(text=text, locator={"page": number}))
     if failures and len(failures) == len(pages):
-        number, exc = failures[0]
+        number, first_exc = failures[0]
         raise CorruptDocument(f"{name}: text extraction failed on every page "
-                              f"(page {number}: {type(exc).__name__}: {exc})") from exc
+                              f"(page {number}: {type(first_exc).__name__}: {first_exc})") \
+            from first_exc
     if failures:
         meta["pages_failed"] = ", ".join(str(n) for n, _ in failures)
         log.warning("%s: text extraction failed on pages %s", name, meta["pages_failed"])

@@ -19,7 +19,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
@@ -138,8 +138,8 @@ def resolve_device(device: str | None = None) -> str:
 
 
 def resolve_dtype(device: str, dtype: str | None = None) -> str:
-    """``dtype`` (the profile's or RAG_VV_DTYPE), else bfloat16 on CUDA (float16 where the GPU lacks bf16)
-    and float32 elsewhere."""
+    """``dtype`` (the profile's or RAG_VV_DTYPE), else bfloat16 on CUDA (float16 where the GPU
+    lacks bf16) and float32 elsewhere."""
     import torch
 
     requested = dtype or None
@@ -177,7 +177,7 @@ class ImageEncoder:
     Vectors are always float32 numpy, L2-normalised.
     """
 
-    _cache: dict[tuple[str, str, str], ImageEncoder] = {}
+    _cache: ClassVar[dict[tuple[str, str, str], ImageEncoder]] = {}
 
     def __init__(self, model_dir: Path, spec: ModelSpec, device: str, dtype: str):
         import torch
@@ -212,11 +212,13 @@ class ImageEncoder:
             raise ModelError(f"{model_dir}: {len(bad)} weight(s) missing from the checkpoint or "
                              f"of the wrong shape ({', '.join(bad[:5])}"
                              f"{', ...' if len(bad) > 5 else ''})")
-        self._tokenizer = getattr(processor, "tokenizer", None)
-        self._image_processor = getattr(processor, "image_processor", None)
-        if self._tokenizer is None or self._image_processor is None:
+        tokenizer = getattr(processor, "tokenizer", None)
+        image_processor = getattr(processor, "image_processor", None)
+        if tokenizer is None or image_processor is None:
             raise ModelError(f"{model_dir} needs both a tokenizer and an image processor "
                              f"(found {type(processor).__name__})")
+        self._tokenizer: Any = tokenizer
+        self._image_processor: Any = image_processor
         if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
             raise ModelError(f"{type(model).__name__} in {model_dir} has no image and text "
                              f"towers")

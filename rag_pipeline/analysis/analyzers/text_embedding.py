@@ -12,6 +12,7 @@ import json
 import threading
 from functools import lru_cache
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -68,7 +69,7 @@ def model_spec_for(model_dir: str | Path) -> ModelSpec:
 class TextEncoder:
     """A loaded sentence-transformers model. Use ``TextEncoder.load`` (cached per process)."""
 
-    _cache: dict[str, TextEncoder] = {}
+    _cache: ClassVar[dict[str, TextEncoder]] = {}
 
     def __init__(self, model_dir: Path, spec: ModelSpec):
         from sentence_transformers import SentenceTransformer
@@ -79,8 +80,14 @@ class TextEncoder:
         self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
         get_dim = getattr(self._model, "get_embedding_dimension", None) or \
             self._model.get_sentence_embedding_dimension
-        self.dim = int(get_dim())
-        self.max_seq_length = int(self._model.max_seq_length)
+        dim = get_dim()
+        if dim is None:
+            raise ValueError(f"{model_dir}: the model does not say its embedding dimension")
+        self.dim = int(dim)
+        max_seq_length = self._model.max_seq_length
+        if max_seq_length is None:
+            raise ValueError(f"{model_dir}: the model does not say its maximum sequence length")
+        self.max_seq_length = int(max_seq_length)
         if spec.dim is None or spec.dim != self.dim:
             self.spec = spec.model_copy(update={"dim": self.dim})
 

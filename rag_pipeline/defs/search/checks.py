@@ -10,6 +10,7 @@ judge this one); nothing is promoted yet (the CURRENT snapshot's results are rec
 baseline) or CURRENT is PROMOTED.
 """
 
+from typing import Any
 
 import dagster as dg
 
@@ -43,13 +44,15 @@ def smoke_eval_gates(context: dg.AssetCheckExecutionContext,
             "status": "smoke set does not cover this corpus", "gold": str(gold_path),
             "coverage": dg.MetadataValue.float(coverage)})
     promoted = ev.pointer_id(settings, ev.PROMOTED)
-    meta = {"gold": str(gold_path), "queries": len(gold.queries), "candidate": current,
-            "promoted": promoted or "", "coverage": dg.MetadataValue.float(coverage)}
+    # Heterogeneous values, all valid metadata (Dagster's own value union is private).
+    meta: dict[str, Any] = {
+        "gold": str(gold_path), "queries": len(gold.queries), "candidate": current,
+        "promoted": promoted or "", "coverage": dg.MetadataValue.float(coverage)}
     base = None
     if promoted is not None and promoted != current:
         try:
             base, cand = ev.evaluate_pair(settings, gold, promoted, current)
-        except Exception as exc:  # noqa: BLE001 - promoted table gone: nothing to gate on
+        except Exception as exc:  # promoted table gone: nothing to gate on
             meta["status"] = (f"promoted snapshot unreadable ({type(exc).__name__}: {exc}): "
                               "the candidate becomes the baseline")
     if base is None:

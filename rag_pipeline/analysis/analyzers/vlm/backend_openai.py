@@ -107,6 +107,8 @@ def generation_from_response(body: dict[str, Any], step: Step) -> Generation:
 class OpenAICaptioner(TwoStepCaptioner):
     def __init__(self, config: CaptionerConfig):
         self.config = config
+        if not config.base_url:
+            raise VlmUnavailable("no endpoint configured for the openai backend (base_url)")
         self.base_url = config.base_url.rstrip("/")
         self._headers = {"Content-Type": "application/json"}
         if config.api_key_env:

@@ -50,8 +50,11 @@ class TransformersCaptioner(TwoStepCaptioner):
         self.model_dir = checked_model_dir(config.model_dir)
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
+        # PreTrainedModel.to is decorated with functools.wraps(nn.Module.to): its stub types it
+        # as the unbound function.
         self.model = AutoModelForImageTextToText.from_pretrained(
-            self.model_dir, dtype=self.dtype, local_files_only=True).to(self.device).eval()
+            self.model_dir, dtype=self.dtype, local_files_only=True,
+        ).to(self.device).eval()  # type: ignore[arg-type]
         self.inputs = ChatInputs(self.model_dir, self.model.config)
         gen_cfg = self.model.generation_config
         eos = gen_cfg.eos_token_id if gen_cfg.eos_token_id is not None else []

@@ -25,7 +25,9 @@ from rag_pipeline.errors import VlmUnavailable
 log = logging.getLogger(__name__)
 
 
-def checked_model_dir(model_dir: Path | str) -> Path:
+def checked_model_dir(model_dir: Path | str | None) -> Path:
+    if model_dir is None:
+        raise VlmUnavailable("no VLM model directory configured (model_dir)")
     d = Path(model_dir)
     if not (d / "config.json").is_file():
         raise VlmUnavailable(f"VLM model directory {d} is missing or has no config.json")
@@ -101,12 +103,14 @@ class ChatInputs:
                 raise
             self.image_processor = AutoImageProcessor.from_pretrained(model_dir,
                                                                       local_files_only=True)
-            self.image_token_id = getattr(model_config, "image_token_id", None)
-            self.merge_size = getattr(self.image_processor, "merge_size", None)
-            if self.image_token_id is None or self.merge_size is None:
+            image_token_id = getattr(model_config, "image_token_id", None)
+            merge_size = getattr(self.image_processor, "merge_size", None)
+            if image_token_id is None or merge_size is None:
                 raise VlmUnavailable(
                     f"{model_dir}: its processor needs torchvision (not installed) and it is not "
                     "a Qwen-VL style model that can do without") from exc
+            self.image_token_id: int = image_token_id
+            self.merge_size: int = merge_size
             self.image_token = self.tokenizer.convert_ids_to_tokens(self.image_token_id)
             self.via = "tokenizer+image_processor"
             log.info("%s: no torchvision, building Qwen-VL inputs from tokenizer and image "
