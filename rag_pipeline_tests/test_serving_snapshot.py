@@ -305,8 +305,8 @@ def test_tenant_isolation(searcher):
 
 
 def test_build_filter_escapes_values():
-    sql = build_filter(Principal.model_construct(tenant="o'brien", groups=frozenset({"h'r", "all"})),
-                       SearchFilters(kind="x' OR '1'='1", folder_prefix="a'b/"))
+    odd = Principal.model_construct(tenant="o'brien", groups=frozenset({"h'r", "all"}))
+    sql = build_filter(odd, SearchFilters(kind="x' OR '1'='1", folder_prefix="a'b/"))
     assert "tenant_id = 'o''brien'" in sql
     assert "array_has_any(acl_groups, ['all', 'h''r'])" in sql
     assert "kind = 'x'' OR ''1''=''1'" in sql
