@@ -67,7 +67,7 @@ def _print_response(resp, as_json: bool) -> None:
         print("  (no hits)")
     for i, h in enumerate(resp.hits, 1):
         ranks = ", ".join(f"{a} #{ah.rank}" for a, ah in h.axes.items())
-        print(f"  {i:2d}. {h.score:.4f}  {h.uri}  ({h.kind}; {ranks})")
+        print(f"  {i:2d}. {h.score:.4f}  {h.source}/{h.path}  ({h.kind}; {ranks})")
         for ev in h.explanation.matched_evidence[:2]:
             terms = ", ".join(ev.matched_terms) if ev.matched_terms else "meaning (vector)"
             run = next((r for r in h.explanation.runs.values()
