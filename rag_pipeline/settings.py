@@ -69,7 +69,7 @@ class Settings(BaseSettings):
         description="source folders, `:`-separated")
     sources_file: Path | None = Field(
         None, description="sources file (YAML): sources with their tenant, ACL groups and "
-                          "per-folder overrides; when set, RAG_SOURCES and RAG_TENANT are unused")
+                          "per-folder overrides (when set, RAG_SOURCES is unused)")
     tenant_id: str = Field("default", validation_alias=_env("RAG_TENANT"),
                            description="tenant of the RAG_SOURCES folders (the one-tenant "
                                        "shorthand), and the operator CLI's default tenant")

@@ -1,4 +1,5 @@
-"""Bad input is dead-lettered with its error class; everything else is indexed; reruns add nothing."""
+"""Bad input is dead-lettered with its error class; everything else is indexed; reruns add
+nothing."""
 
 from __future__ import annotations
 

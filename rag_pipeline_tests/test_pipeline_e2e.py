@@ -145,9 +145,6 @@ def test_changed_moved_and_deleted_files(demo_env):
     searcher = _searcher(settings)
     resp = searcher.search("Zanzibar quokka", WHO, k=3)
     assert resp.hits and resp.hits[0].path == _rel(str(changed), corpus.corpus_dir)
-    all_uris = set()
-    for q in ("the", "a", "of"):
-        pass
     tbl = searcher.table.to_arrow()  # the served snapshot
     all_uris = set(tbl.column("uri").to_pylist())
     assert str(deleted) not in all_uris

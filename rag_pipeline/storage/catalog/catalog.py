@@ -101,16 +101,18 @@ class Catalog:
             sql += " AND resolved_at IS NULL"
         return self.rows(sql + " ORDER BY uri, stage", params)
 
-    def redrive(self, tenant_id: str, error_class: str | None = None) -> int:
-        """Forget failed results so the next plan retries them; mark their letters resolved."""
-        cond, params = "status = 'failed' AND tenant_id = ?", [tenant_id]
+    def redrive(self, tenant_id: str | None = None, error_class: str | None = None) -> int:
+        """Forget failed results so the next plan retries them; mark their letters resolved
+        (one tenant's, or every tenant's)."""
+        cond, params = "status = 'failed' AND tenant_id = coalesce(?, tenant_id)", [tenant_id]
         if error_class:
             # Dependent tasks that failed because of these go with them.
             cond += " AND error_class IN (?, 'UpstreamFailed')"
             params.append(error_class)
         n = int(self.scalar(f"SELECT count(*) FROM results WHERE {cond}", params))
         self.con.execute(f"DELETE FROM results WHERE {cond}", params)
-        dl_cond, dl_params = "tenant_id = ? AND resolved_at IS NULL", [tenant_id]
+        dl_cond, dl_params = ("tenant_id = coalesce(?, tenant_id) AND resolved_at IS NULL",
+                              [tenant_id])
         if error_class:
             dl_cond += " AND error_class = ?"
             dl_params.append(error_class)
