@@ -305,12 +305,12 @@ def scan(settings: Settings, cat: Catalog, now: datetime | None = None) -> ScanR
                         "WHERE version_id IN (SELECT unnest(?))",
                         [now, [r["version_id"] for r in gone]])
         if acl_updates:
-            at = pa.Table.from_pylist(acl_updates, schema=pa.schema([  # noqa: F841
+            acl_new = pa.Table.from_pylist(acl_updates, schema=pa.schema([  # noqa: F841
                 ("version_id", pa.string()), ("source_name", pa.string()),
                 ("acl_groups", pa.list_(pa.string()))]))
-            con.execute("UPDATE asset_versions SET source_name = at.source_name, "
-                        "acl_groups = at.acl_groups FROM at "
-                        "WHERE asset_versions.version_id = at.version_id")
+            con.execute("UPDATE asset_versions SET source_name = acl_new.source_name, "
+                        "acl_groups = acl_new.acl_groups FROM acl_new "
+                        "WHERE asset_versions.version_id = acl_new.version_id")
         if new_assets:
             tbl = pa.Table.from_pylist(list(new_assets.values()))  # noqa: F841 (DuckDB scans it)
             con.execute("INSERT INTO assets SELECT tenant_id, asset_id, size, media_type, shard, "
