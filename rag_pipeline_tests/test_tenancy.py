@@ -314,8 +314,8 @@ def test_no_response_leaks_outside_the_principal(tenancy_searcher):
     report = (f"isolation: {counts['cases']} cases, {counts['hits']} hits checked, "
               f"{counts['leaks']} leaks, {wall:.1f}s ({1000 * wall / counts['cases']:.2f} ms/case)")
     print("\n" + report)
-    if os.environ.get("RAG_TENANCY_REPORT"):
-        Path(os.environ["RAG_TENANCY_REPORT"]).write_text(report + "\n")
+    if os.environ.get("TENANCY_REPORT_FILE"):
+        Path(os.environ["TENANCY_REPORT_FILE"]).write_text(report + "\n")
     assert counts["cases"] >= 10_000 and counts["leaks"] == 0
     assert counts["hits"] > 1000  # the property is not vacuous
 
