@@ -58,6 +58,28 @@ class DocMapper:
         self.roots = [Path(r).resolve() for r in roots]
         self.beir_map = beir_map
 
+    def hit_keys(self, hits: Sequence[Any]) -> list[str]:
+        """Document keys of serving hits, which name files by source and relative path: the
+        hit's path and every other location of its content."""
+        rels: list[str] = []
+        for h in hits:
+            rels.append(h.path)
+            rels += [loc.split("/", 1)[1] for loc in h.explanation.file_version.locations
+                     if "/" in loc]
+        out: dict[str, None] = {}
+        for rel in rels:
+            if not rel:
+                continue
+            if self.beir_map is not None:
+                from rag_pipeline.datasets.beir import doc_id_for_uri
+
+                d = doc_id_for_uri(rel, self.beir_map)
+                if d is not None:
+                    out.setdefault(d, None)
+            else:
+                out.setdefault(PurePath(rel).as_posix(), None)
+        return list(out)
+
     def keys(self, uris: Sequence[str]) -> list[str]:
         out: dict[str, None] = {}
         for uri in uris:
@@ -88,7 +110,7 @@ def _violates(q: GoldQuery, text: str) -> bool:
 
 
 def _hit_text(hit: Any) -> str:
-    parts = [hit.title or "", hit.snippet or "", hit.uri]
+    parts = [hit.title or "", hit.snippet or "", hit.path]
     parts += [e.text for e in hit.explanation.matched_evidence]
     return "\n".join(parts)
 
@@ -121,6 +143,15 @@ def provenance(searcher: Any, engine: str, gold: GoldSet, **extra: Any) -> dict:
     }
 
 
+def eval_principal(searcher: Any, tenant: str | None = None) -> Any:
+    """Evals read as the operator of one whole tenant: ``tenant``, else the snapshot's only
+    tenant, else RAG_TENANT."""
+    if tenant is None:
+        tenants = getattr(searcher, "tenants", None) or []
+        tenant = tenants[0] if len(tenants) == 1 else Settings().tenant_id
+    return searcher.operator_principal(tenant)
+
+
 def query_runner(searcher: Any, mapper: DocMapper, *, engine: str = "hybrid", k: int = K_HITS,
                  use_gold_types: bool = False) -> Callable[[GoldQuery], tuple[list[str],
                                                                         str | None]]:
@@ -131,19 +162,20 @@ def query_runner(searcher: Any, mapper: DocMapper, *, engine: str = "hybrid", k:
     from serving.models import SearchFilters
 
     uris_of = unit_uris(searcher) if engine == "lancedb-hybrid" else None
+    principal = eval_principal(searcher)
 
     def run_one(q: GoldQuery) -> tuple[list[str], str | None]:
         filters = None
         if q.scope and (q.scope.kind or q.scope.folder):
             filters = SearchFilters(kind=q.scope.kind, folder_prefix=q.scope.folder)
         if engine == "lancedb-hybrid":
-            ids = lancedb_hybrid(searcher, q.query, k=k, filters=filters)
+            ids = lancedb_hybrid(searcher, q.query, principal, k=k, filters=filters)
             return mapper.keys([u for uid in ids for u in uris_of.get(uid, [])]), None
         qt = q.query_type if use_gold_types else None  # gold types are serving's types
-        resp = searcher.search(q.query, k=k, axes=ENGINE_AXES[engine], filters=filters,
-                               query_type=qt)
+        resp = searcher.search(q.query, principal, k=k, axes=ENGINE_AXES[engine],
+                               filters=filters, query_type=qt)
         hits = [h for h in resp.hits if not ((q.must or q.exclude) and _violates(q, _hit_text(h)))]
-        return mapper.keys([u for h in hits for u in [h.uri, *h.explanation.file_version.uris]]), \
+        return mapper.hit_keys(hits), \
             resp.query_type
 
     return run_one

@@ -67,7 +67,7 @@ def _print_response(resp, as_json: bool) -> None:
         print("  (no hits)")
     for i, h in enumerate(resp.hits, 1):
         ranks = ", ".join(f"{a} #{ah.rank}" for a, ah in h.axes.items())
-        print(f"  {i:2d}. {h.score:.4f}  {h.uri}  ({h.kind}; {ranks})")
+        print(f"  {i:2d}. {h.score:.4f}  {h.source}/{h.path}  ({h.kind}; {ranks})")
         for ev in h.explanation.matched_evidence[:2]:
             terms = ", ".join(ev.matched_terms) if ev.matched_terms else "meaning (vector)"
             run = next((r for r in h.explanation.runs.values()
@@ -86,6 +86,15 @@ def _searcher(settings):
     return Searcher.from_settings(settings)
 
 
+def _principal(searcher, settings, args):
+    """The operator's principal: ``--tenant`` (default RAG_TENANT) with ``--groups`` (default:
+    every group of that tenant, i.e. the whole tenant)."""
+    groups = ({g.strip() for g in args.groups.split(",") if g.strip()}
+              if getattr(args, "groups", None) is not None else None)
+    return searcher.operator_principal(getattr(args, "tenant", None) or settings.tenant_id,
+                                       groups)
+
+
 def cmd_search(args) -> int:
     from serving import SearchFilters, SearchRequest
 
@@ -93,10 +102,10 @@ def cmd_search(args) -> int:
     searcher = _searcher(settings)
     filters = SearchFilters(kind=args.kind, folder_prefix=args.folder, tags=args.tag) \
         if (args.kind or args.folder or args.tag) else None
-    req = SearchRequest(query=args.query, k=args.k, tenant=settings.tenant_id, filters=filters,
+    req = SearchRequest(query=args.query, k=args.k, filters=filters,
                         query_type=args.type, axes=args.axes.split(",") if args.axes else None,
                         collapse=not args.chunks)
-    _print_response(searcher.search(req), args.json)
+    _print_response(searcher.search(req, _principal(searcher, settings, args)), args.json)
     return 0
 
 
@@ -116,9 +125,10 @@ def cmd_similar(args) -> int:
         target = hashlib.sha256(path.read_bytes()).hexdigest()
     filters = SearchFilters(kind=args.kind) if args.kind else None
     try:
-        resp = _searcher(settings).similar(SimilarRequest(
-            asset_id=target, k=args.k, tenant=settings.tenant_id, axis=args.axis,
-            filters=filters))
+        searcher = _searcher(settings)
+        resp = searcher.similar(SimilarRequest(asset_id=target, k=args.k, axis=args.axis,
+                                               filters=filters),
+                                _principal(searcher, settings, args))
     except KeyError as exc:
         raise SystemExit(f"error: {exc.args[0]}") from None
     _print_response(resp, args.json)
@@ -138,8 +148,14 @@ def cmd_status(args) -> int:
 
     settings = _settings()
     with open_settings_catalog(settings) as cat:
-        counts = cat.counts(settings.tenant_id)
+        counts = cat.counts()
+        tenants = cat.tenant_counts()
     print(json.dumps({"catalog": counts}, indent=2))
+    if tenants:
+        cols = ("assets", "current_versions", "ok_results", "dead_letters")
+        print(f"{'tenant':<24}" + "".join(f"{c:>18}" for c in cols))
+        for t in tenants:
+            print(f"{t['tenant_id']:<24}" + "".join(f"{t[c]:>18}" for c in cols))
     try:
         m = read_current_manifest(settings.snapshots_dir)
         print(f"current snapshot: {m.snapshot_id} ({m.n_units} units, {m.n_documents} documents,"
@@ -155,12 +171,13 @@ def cmd_dead_letters(args) -> int:
     settings = _settings()
     with open_settings_catalog(settings) as cat:
         if args.redrive:
-            n = cat.redrive(settings.tenant_id, args.error_class)
+            n = cat.redrive(args.tenant, args.error_class)
             print(f"re-drive: {n} failed results cleared; the next materialize retries them")
             return 0
-        rows = cat.dead_letters(settings.tenant_id)
+        rows = cat.dead_letters(args.tenant)
     for r in rows:
-        print(f"{r['error_class']:<22} {r['stage']:<10} {r['uri']}\n    {r['message'][:200]}")
+        print(f"{r['tenant_id']:<12} {r['error_class']:<22} {r['stage']:<10} {r['uri']}\n"
+              f"    {r['message'][:200]}")
     print(f"{len(rows)} unresolved dead letters")
     return 0
 
@@ -202,7 +219,8 @@ def cmd_config(args) -> int:
         print(settings_table())
         return 0
     for name, value in _settings().model_dump(mode="json").items():
-        print(f"{env_name(name)}={value if not isinstance(value, list) else os.pathsep.join(value)}")
+        shown = os.pathsep.join(value) if isinstance(value, list) else value
+        print(f"{env_name(name)}={shown}")
     return 0
 
 
@@ -307,8 +325,8 @@ def cmd_demo(args) -> int:
 
     queries = [json.loads(line) for line in DEMO_GOLD.read_text().splitlines() if line.strip()]
     for q in queries[: args.queries]:
-        _print_response(searcher.search(SearchRequest(query=q["query"], k=3,
-                                                      tenant=settings.tenant_id)), False)
+        _print_response(searcher.search(SearchRequest(query=q["query"], k=3),
+                                        searcher.operator_principal(settings.tenant_id)), False)
     print("\nNext: `make ui` starts the Dagster UI on http://127.0.0.1:3000 (asset graph, runs, "
           "shard partitions); `.venv/bin/rag-pipeline search \"your query\"` queries the index.")
     return 0
@@ -320,6 +338,12 @@ def _materialize_configured(log=print) -> dict:
     )
 
     return materialize_configured(log=log)
+
+
+def _principal_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tenant", help="the tenant to search as (default: RAG_TENANT)")
+    parser.add_argument("--groups", help="comma-separated ACL groups to search with (default: "
+                                         "every group of the tenant: the whole tenant)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -359,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tag", action="append",
                    help="only units carrying this content tag (repeatable: all must match)")
     s.add_argument("--json", action="store_true", help="print the full response as JSON")
+    _principal_args(s)
     s.set_defaults(func=cmd_search)
 
     si = sub.add_parser("similar", help="find units like an asset (image -> image on VV)")
@@ -368,6 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="vector axis (default: vv when the asset has a VV vector, else mv)")
     si.add_argument("--kind", choices=["document", "image"])
     si.add_argument("--json", action="store_true", help="print the full response as JSON")
+    _principal_args(si)
     si.set_defaults(func=cmd_similar)
 
     sv = sub.add_parser("serve", help="HTTP API: /health, /search?q=")
@@ -416,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("dead-letters", help="list failed files (or re-drive them)")
     dl.add_argument("--redrive", action="store_true")
     dl.add_argument("--error-class")
+    dl.add_argument("--tenant", help="only this tenant's letters (default: every tenant)")
     dl.set_defaults(func=cmd_dead_letters)
 
     from evals.cli import add_eval_parser

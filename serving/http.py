@@ -14,6 +14,10 @@ Answers: 200 with the SearchResponse JSON; 400 ``{"error": ...}`` for bad input 
 repeated parameter, failed validation); 503 for ``AxisUnavailable`` / ``ModelMismatch``; 404 for
 other paths and unknown assets; 500 for anything unexpected.
 
+``tenant`` names the principal's tenant (default ``default``), read with every group of that
+tenant: this development server has no authentication (the FastAPI app takes the principal
+from the API key).
+
 Run: ``python -m serving.http [--host 127.0.0.1] [--port 8080]`` (settings from RAG_* env).
 """
 
@@ -77,21 +81,24 @@ def _parse(query_string: str, request_params: dict[str, str], required: str,
     return req, filters
 
 
-def parse_search_params(query_string: str) -> SearchRequest:
-    """URL query string -> validated SearchRequest (BadRequest / ValidationError on bad input)."""
+def parse_search_params(query_string: str) -> tuple[SearchRequest, str]:
+    """URL query string -> (validated SearchRequest, tenant) (BadRequest / ValidationError on
+    bad input)."""
     req, filters = _parse(query_string, _REQUEST_PARAMS, "q",
                           {"axes": ("request", "axes"), "tags": ("filters", "tags")})
+    tenant = req.pop("tenant", "default")
     if filters:
         req["filters"] = SearchFilters(**filters)
-    return SearchRequest(**req)
+    return SearchRequest(**req), tenant
 
 
-def parse_similar_params(query_string: str) -> SimilarRequest:
+def parse_similar_params(query_string: str) -> tuple[SimilarRequest, str]:
     req, filters = _parse(query_string, _SIMILAR_PARAMS, "asset_id",
                           {"tags": ("filters", "tags")})
+    tenant = req.pop("tenant", "default")
     if filters:
         req["filters"] = SearchFilters(**filters)
-    return SimilarRequest(**req)
+    return SimilarRequest(**req), tenant
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -125,7 +132,8 @@ def make_handler(searcher: Searcher) -> type[BaseHTTPRequestHandler]:
                 elif url.path in _ROUTES:
                     parse, run = _ROUTES[url.path]
                     try:
-                        req = parse(url.query)
+                        req, tenant = parse(url.query)
+                        principal = searcher.operator_principal(tenant)
                     except BadRequest as exc:
                         self._send(400, {"error": str(exc)})
                         return
@@ -133,12 +141,17 @@ def make_handler(searcher: Searcher) -> type[BaseHTTPRequestHandler]:
                         self._send(400, {"error": _validation_message(exc)})
                         return
                     try:
-                        self._send(200, run(searcher, req).model_dump_json())
+                        self._send(200, run(searcher, req, principal).model_dump_json())
                     except KeyError as exc:  # similar: an asset the snapshot does not have
                         self._send(404, {"error": str(exc).strip("'\"")})
                 elif url.path.startswith("/thumbnail/"):
                     tenant = parse_qs(url.query).get("tenant", ["default"])[0]
-                    path = searcher.thumbnail_file(url.path.rsplit("/", 1)[1], tenant)
+                    try:
+                        principal = searcher.operator_principal(tenant)
+                    except ValidationError as exc:
+                        self._send(400, {"error": _validation_message(exc)})
+                        return
+                    path = searcher.thumbnail_file(url.path.rsplit("/", 1)[1], principal)
                     if path is None:
                         self._send(404, {"error": "no thumbnail for that asset"})
                         return

@@ -19,7 +19,7 @@ class SearchFilters(BaseModel):
 
     kind: str | None = None                 # "document" | "image"
     folder_prefix: str | None = None        # folder (relative to its source) or any sub-folder
-    source: str | None = None               # configured source root, exact
+    source: str | None = None               # source name (as in the sources file), exact
     media_type: str | None = None           # exact, or "image/*"-style major type
     modified_after: datetime | None = None  # mtime >= this (naive datetimes are UTC)
     modified_before: datetime | None = None  # mtime < this
@@ -27,11 +27,13 @@ class SearchFilters(BaseModel):
 
 
 class SearchRequest(BaseModel):
+    """What to search for. It never names its tenant: that comes with the ``Principal`` (over
+    HTTP, from the API key)."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     query: str = Field(min_length=1, max_length=2000)
     k: int = Field(10, ge=1, le=100)
-    tenant: str = Field("default", min_length=1)
     filters: SearchFilters | None = None
     query_type: QueryType | None = None  # None: classify_query decides
     axes: list[str] | None = None        # restrict to these axes, e.g. ["fts"] (BM25 only)
@@ -62,7 +64,6 @@ class SimilarRequest(BaseModel):
 
     asset_id: str = Field(pattern=r"^[0-9a-f]{64}$")
     k: int = Field(10, ge=1, le=100)
-    tenant: str = Field("default", min_length=1)
     filters: SearchFilters | None = None
     axis: Literal["vv", "mv"] | None = None
     collapse: bool = True
@@ -89,9 +90,14 @@ class MatchedEvidence(BaseModel):
 
 
 class FileVersion(BaseModel):
+    """The file version behind a unit, named by source and path inside it: never the server's
+    absolute path."""
+
     version_id: str
-    uri: str
-    uris: list[str] = Field(default_factory=list)
+    source: str                  # the source's name (sources file, or the folder's name)
+    path: str                    # relative to the source
+    # every current copy with the same content and ACL in this tenant, "<source>/<path>"
+    locations: list[str] = Field(default_factory=list)
     asset_id: str
     size: int | None = None
     mtime: datetime | None = None
@@ -116,7 +122,8 @@ class Hit(BaseModel):
     unit_id: str
     asset_id: str
     version_id: str
-    uri: str
+    source: str  # the source's name
+    path: str    # the file's path relative to the source
     kind: str
     media_type: str | None = None
     title: str | None = None
