@@ -270,7 +270,9 @@ def docs_from_hits(hits: Iterable[Any], mapping: dict[str, str]) -> list[str]:
 def search_docs(searcher: Any, query: str, mapping: dict[str, str], *, k_units: int = 100,
                 **kw: Any) -> list[str]:
     """``Searcher.search`` for ``k_units`` units, deduplicated to doc ids (best rank)."""
-    resp = searcher.search(query, k=k_units, **kw)
+    from evals.runner import eval_principal
+
+    resp = searcher.search(query, eval_principal(searcher), k=k_units, **kw)
     return docs_from_hits(resp.hits, mapping)
 
 
@@ -297,7 +299,9 @@ def lancedb_hybrid_docs(searcher: Any, query: str, unit_docs: dict[str, list[str
     from evals.baselines.lancedb_hybrid import lancedb_hybrid
 
     out: dict[str, None] = {}
-    for uid in lancedb_hybrid(searcher, query, k=k_units):
+    from evals.runner import eval_principal
+
+    for uid in lancedb_hybrid(searcher, query, eval_principal(searcher), k=k_units):
         for doc in unit_docs.get(uid, ()):
             out.setdefault(doc, None)
     return list(out)

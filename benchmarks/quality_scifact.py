@@ -42,6 +42,7 @@ import common  # noqa: E402
 from common import eprint, md_table  # noqa: E402
 
 from evals.metrics import evaluate, evaluate_per_query  # noqa: E402
+from evals.runner import eval_principal  # noqa: E402
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]*[A-Za-z0-9]|[A-Za-z0-9]")  # as fusion's
@@ -113,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         by_unit = kind == "lancedb" or kw.get("collapse") is False
         for qid, text in queries.items():
             if kind == "lancedb":
-                keys[qid] = lancedb_hybrid(s, text, k=K_UNITS)
+                keys[qid] = lancedb_hybrid(s, text, eval_principal(s), k=K_UNITS)
             else:
-                hits = s.search(text, k=K_UNITS, **kw).hits
+                hits = s.search(text, eval_principal(s), k=K_UNITS, **kw).hits
                 keys[qid] = [h.unit_id if by_unit else h.asset_id for h in hits]
         run = {qid: _dedupe(u, unit_docs if by_unit else asset_docs) for qid, u in keys.items()}
         key = (label, combine)
@@ -202,8 +203,9 @@ def explore(queries, qrels, key_runs, asset_docs, doc_runs, searcher) -> None:
     # 100 candidates would change nothing.)
     print("\n### Per-axis candidates (Searcher.search default hybrid, fts_combine=max)\n")
     rows = []
+    who = eval_principal(searcher)
     for cand in (100, 200, 400, 1000):
-        run = {qid: [d for h in searcher.search(text, k=K_UNITS, candidates=cand).hits
+        run = {qid: [d for h in searcher.search(text, who, k=K_UNITS, candidates=cand).hits
                      for d in asset_docs.get(h.asset_id, ())] for qid, text in queries.items()}
         rows.append([cand, *row(run)])
     print(md_table(["candidates", "nDCG@10", "Recall@100", "MRR@10"], rows))
@@ -256,7 +258,8 @@ def explore(queries, qrels, key_runs, asset_docs, doc_runs, searcher) -> None:
                                     for f, b in zip(fields, base, strict=True)]
             cells = []
             for axes in (["fts"], None):
-                run = {qid: [d for h in searcher.search(text, k=K_UNITS, axes=axes).hits
+                who = eval_principal(searcher)
+                run = {qid: [d for h in searcher.search(text, who, k=K_UNITS, axes=axes).hits
                              for d in asset_docs.get(h.asset_id, ())]
                        for qid, text in queries.items()}
                 cells += row(run)

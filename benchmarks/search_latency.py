@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fts-combine", choices=["max", "sum"], default="max")
     args = parser.parse_args(argv)
     from evals.baselines.lancedb_hybrid import lancedb_hybrid
+    from evals.runner import eval_principal
 
     ds = common.load_dataset(args.dataset, args.split, args.limit)
     index = common.ensure_index(ds, common.bench_name(args.dataset, args.limit),
@@ -46,12 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     searcher = common.open_searcher(index, fts_combine=args.fts_combine)
     queries = list(ds.queries.values())
     k = args.k
+    who = eval_principal(searcher)  # the index's one tenant, every group
 
     methods = {
-        "hybrid (Searcher.search)": lambda q: searcher.search(q, k=k),
-        "LanceDB built-in hybrid": lambda q: lancedb_hybrid(searcher, q, k=k),
-        "FTS only (axes=[fts])": lambda q: searcher.search(q, k=k, axes=["fts"]),
-        "MV only (axes=[mv])": lambda q: searcher.search(q, k=k, axes=["mv"]),
+        "hybrid (Searcher.search)": lambda q: searcher.search(q, who, k=k),
+        "LanceDB built-in hybrid": lambda q: lancedb_hybrid(searcher, q, who, k=k),
+        "FTS only (axes=[fts])": lambda q: searcher.search(q, who, k=k, axes=["fts"]),
+        "MV only (axes=[mv])": lambda q: searcher.search(q, who, k=k, axes=["mv"]),
     }
     names = list(methods)
     eprint(f"warm-up: {args.warmup} queries x {len(names)} methods")

@@ -121,6 +121,15 @@ def provenance(searcher: Any, engine: str, gold: GoldSet, **extra: Any) -> dict:
     }
 
 
+def eval_principal(searcher: Any, tenant: str | None = None) -> Any:
+    """Evals read as the operator of one whole tenant: ``tenant``, else the snapshot's only
+    tenant, else RAG_TENANT."""
+    if tenant is None:
+        tenants = getattr(searcher, "tenants", None) or []
+        tenant = tenants[0] if len(tenants) == 1 else Settings().tenant_id
+    return searcher.operator_principal(tenant)
+
+
 def query_runner(searcher: Any, mapper: DocMapper, *, engine: str = "hybrid", k: int = K_HITS,
                  use_gold_types: bool = False) -> Callable[[GoldQuery], tuple[list[str],
                                                                         str | None]]:
@@ -131,17 +140,18 @@ def query_runner(searcher: Any, mapper: DocMapper, *, engine: str = "hybrid", k:
     from serving.models import SearchFilters
 
     uris_of = unit_uris(searcher) if engine == "lancedb-hybrid" else None
+    principal = eval_principal(searcher)
 
     def run_one(q: GoldQuery) -> tuple[list[str], str | None]:
         filters = None
         if q.scope and (q.scope.kind or q.scope.folder):
             filters = SearchFilters(kind=q.scope.kind, folder_prefix=q.scope.folder)
         if engine == "lancedb-hybrid":
-            ids = lancedb_hybrid(searcher, q.query, k=k, filters=filters)
+            ids = lancedb_hybrid(searcher, q.query, principal, k=k, filters=filters)
             return mapper.keys([u for uid in ids for u in uris_of.get(uid, [])]), None
         qt = SERVING_QUERY_TYPE[q.query_type] if (use_gold_types and q.query_type) else None
-        resp = searcher.search(q.query, k=k, axes=ENGINE_AXES[engine], filters=filters,
-                               query_type=qt)
+        resp = searcher.search(q.query, principal, k=k, axes=ENGINE_AXES[engine],
+                               filters=filters, query_type=qt)
         hits = [h for h in resp.hits if not ((q.must or q.exclude) and _violates(q, _hit_text(h)))]
         return mapper.keys([u for h in hits for u in [h.uri, *h.explanation.file_version.uris]]), \
             resp.query_type

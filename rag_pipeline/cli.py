@@ -87,6 +87,15 @@ def _searcher(settings):
     return Searcher.from_settings(settings)
 
 
+def _principal(searcher, settings, args):
+    """The operator's principal: ``--tenant`` (default RAG_TENANT) with ``--groups`` (default:
+    every group of that tenant, i.e. the whole tenant)."""
+    groups = ({g.strip() for g in args.groups.split(",") if g.strip()}
+              if getattr(args, "groups", None) is not None else None)
+    return searcher.operator_principal(getattr(args, "tenant", None) or settings.tenant_id,
+                                       groups)
+
+
 def cmd_search(args) -> int:
     from serving import SearchFilters, SearchRequest
 
@@ -94,10 +103,10 @@ def cmd_search(args) -> int:
     searcher = _searcher(settings)
     filters = SearchFilters(kind=args.kind, folder_prefix=args.folder, tags=args.tag) \
         if (args.kind or args.folder or args.tag) else None
-    req = SearchRequest(query=args.query, k=args.k, tenant=settings.tenant_id, filters=filters,
+    req = SearchRequest(query=args.query, k=args.k, filters=filters,
                         query_type=args.type, axes=args.axes.split(",") if args.axes else None,
                         collapse=not args.chunks)
-    _print_response(searcher.search(req), args.json)
+    _print_response(searcher.search(req, _principal(searcher, settings, args)), args.json)
     return 0
 
 
@@ -117,9 +126,10 @@ def cmd_similar(args) -> int:
         target = hashlib.sha256(path.read_bytes()).hexdigest()
     filters = SearchFilters(kind=args.kind) if args.kind else None
     try:
-        resp = _searcher(settings).similar(SimilarRequest(
-            asset_id=target, k=args.k, tenant=settings.tenant_id, axis=args.axis,
-            filters=filters))
+        searcher = _searcher(settings)
+        resp = searcher.similar(SimilarRequest(asset_id=target, k=args.k, axis=args.axis,
+                                               filters=filters),
+                                _principal(searcher, settings, args))
     except KeyError as exc:
         raise SystemExit(f"error: {exc.args[0]}") from None
     _print_response(resp, args.json)
@@ -360,8 +370,8 @@ def cmd_demo(args) -> int:
 
     queries = [json.loads(line) for line in DEMO_GOLD.read_text().splitlines() if line.strip()]
     for q in queries[: args.queries]:
-        _print_response(searcher.search(SearchRequest(query=q["query"], k=3,
-                                                      tenant=settings.tenant_id)), False)
+        _print_response(searcher.search(SearchRequest(query=q["query"], k=3),
+                                        searcher.operator_principal(settings.tenant_id)), False)
     print("\nNext: `make ui` starts the Dagster UI on http://127.0.0.1:3000 (asset graph, runs, "
           "shard partitions); `.venv/bin/rag-pipeline search \"your query\"` queries the index.")
     print(f"\nThe HTTP API (API keys; schema on /docs):\n"
@@ -379,6 +389,12 @@ def _materialize_configured(log=print) -> dict:
     )
 
     return materialize_configured(log=log)
+
+
+def _principal_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tenant", help="the tenant to search as (default: RAG_TENANT)")
+    parser.add_argument("--groups", help="comma-separated ACL groups to search with (default: "
+                                         "every group of the tenant: the whole tenant)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -416,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tag", action="append",
                    help="only units carrying this content tag (repeatable: all must match)")
     s.add_argument("--json", action="store_true", help="print the full response as JSON")
+    _principal_args(s)
     s.set_defaults(func=cmd_search)
 
     si = sub.add_parser("similar", help="find units like an asset (image -> image on VV)")
@@ -425,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="vector axis (default: vv when the asset has a VV vector, else mv)")
     si.add_argument("--kind", choices=["document", "image"])
     si.add_argument("--json", action="store_true", help="print the full response as JSON")
+    _principal_args(si)
     si.set_defaults(func=cmd_similar)
 
     sv = sub.add_parser("serve", help="HTTP API (FastAPI + uvicorn): /v1/search, /docs, ...")

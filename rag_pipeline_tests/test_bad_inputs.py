@@ -19,6 +19,9 @@ from rag_pipeline_tests.bad_inputs import (
     write_unreadable,
 )
 from rag_pipeline_tests.conftest import run_all
+from serving.principal import Principal
+
+WHO = Principal(tenant="default")  # the test corpus is one tenant, every unit tenant-wide
 
 GOOD = {
     "good/otters.md": "# River otters\n\nRiver otters juggle pebbles and hunt crayfish at dusk.\n",
@@ -58,7 +61,7 @@ def test_every_bad_input_is_dead_lettered_and_the_rest_indexed(pipeline_env):
 
     searcher = Searcher.from_settings(settings)
     for query, name in (("otters juggle pebbles", "otters.md"), ("anagama wood kiln", "kilns.txt")):
-        hits = searcher.search(query, k=3).hits
+        hits = searcher.search(query, WHO, k=3).hits
         assert hits and Path(hits[0].uri).name == name
     indexed = set(searcher.table.to_arrow().column("uri").to_pylist())
     assert {Path(u).name for u in indexed} == {"otters.md", "kilns.txt"}
@@ -88,7 +91,7 @@ def test_redrive_retries_a_fixed_file(pipeline_env):
     assert _letters(settings) == {}
     from serving import Searcher
 
-    hits = Searcher.from_settings(settings).search("heron nesting colonies", k=1).hits
+    hits = Searcher.from_settings(settings).search("heron nesting colonies", WHO, k=1).hits
     assert Path(hits[0].uri).name == "notes.txt"
 
 

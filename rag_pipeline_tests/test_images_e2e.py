@@ -22,6 +22,9 @@ from rag_pipeline.settings import packaged_file
 from rag_pipeline_tests.conftest import run_all
 from rag_pipeline_tests.fake_vlm_endpoint import SERVED_MODEL, fake_vlm_endpoint
 from rag_pipeline_tests.tiny_models import build_tiny_clip_model
+from serving.principal import Principal
+
+WHO = Principal(tenant="default")  # the test corpus is one tenant, every unit tenant-wide
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -130,20 +133,20 @@ def test_text_to_image_similar_and_tag_queries(image_env):
     assert searcher.health()["axes"]["vv"]["available"]
 
     # Text -> image through the text tower: only images carry VV vectors.
-    resp = searcher.search(SearchRequest(query="a lighthouse at dusk", axes=["vv"], k=5))
+    resp = searcher.search(SearchRequest(query="a lighthouse at dusk", axes=["vv"], k=5), WHO)
     assert resp.hits and all(h.kind == "image" for h in resp.hits)
     assert all(h.axes["vv"].rank for h in resp.hits)
     assert resp.axes_used == ["vv"]
 
     # Image -> image: the resized copy is the original's nearest neighbour.
     original = next(h for h in searcher.search(SearchRequest(
-        query="harbor market signboard", k=20, filters=SearchFilters(kind="image"))).hits
+        query="harbor market signboard", k=20, filters=SearchFilters(kind="image")), WHO).hits
         if h.uri.endswith("harbor_market_sign.png"))
-    sim = searcher.similar(SimilarRequest(asset_id=original.asset_id, k=3))
+    sim = searcher.similar(SimilarRequest(asset_id=original.asset_id, k=3), WHO)
     assert sim.hits[0].uri.endswith("harbor_market_copy.jpg")
     assert original.asset_id not in {h.asset_id for h in sim.hits}
     with pytest.raises(KeyError, match="no unit"):
-        searcher.similar(SimilarRequest(asset_id="0" * 64))
+        searcher.similar(SimilarRequest(asset_id="0" * 64), WHO)
 
     # Tags: a colour named in the query is matched against content_tags first.
     rows = searcher.table.search().where("kind = 'image'").limit(None).to_arrow().to_pylist()
@@ -152,13 +155,13 @@ def test_text_to_image_similar_and_tag_queries(image_env):
     colour, members = max(((c, [a for a, v in colours.items() if v == c])
                            for c in set(colours.values())), key=lambda cm: len(cm[1]))
     query = f"{colour} pictures"
-    boosted = searcher.search(SearchRequest(query=query, k=50))
+    boosted = searcher.search(SearchRequest(query=query, k=50), WHO)
     assert "tags" in boosted.axes_used
     by_tags = [h for h in boosted.hits if "tags" in h.axes]
     assert {h.asset_id for h in by_tags} == set(members)
     assert all(h.explanation.matched_tags == [colour] for h in by_tags)
     # Naming the axes turns the boost off: the tagged images rank higher with it than without.
-    plain = searcher.search(SearchRequest(query=query, k=50, axes=["fts", "mv", "vv"]))
+    plain = searcher.search(SearchRequest(query=query, k=50, axes=["fts", "mv", "vv"]), WHO)
     assert "tags" not in plain.axes_used
 
     def mean_rank(resp) -> float:
@@ -168,7 +171,7 @@ def test_text_to_image_similar_and_tag_queries(image_env):
     best = (len(members) - 1) / 2
     assert mean_rank(boosted) < mean_rank(plain) or mean_rank(plain) == best
     only = searcher.search(SearchRequest(query="picture", k=50,
-                                         filters=SearchFilters(tags=[colour])))
+                                         filters=SearchFilters(tags=[colour])), WHO)
     assert {h.asset_id for h in only.hits} == set(members)
 
     # The same over HTTP, plus the stored thumbnails.
@@ -220,14 +223,14 @@ def test_vv_health_gate_and_model_parity(image_env, tmp_path, monkeypatch, tiny_
     health = searcher.health()
     assert health["axes"]["vv"]["available"] is False
     assert "nowhere" in health["axes"]["vv"]["reason"]
-    resp = searcher.search(SearchRequest(query="lighthouse", k=3))
+    resp = searcher.search(SearchRequest(query="lighthouse", k=3), WHO)
     assert resp.hits and "vv" not in resp.axes_used
     assert "vv" in resp.axes_unavailable
     with pytest.raises(AxisUnavailable, match="vv"):
-        searcher.search(SearchRequest(query="lighthouse", axes=["vv"]))
+        searcher.search(SearchRequest(query="lighthouse", axes=["vv"]), WHO)
     with pytest.raises(AxisUnavailable, match="vv"):
         searcher.search(SearchRequest(query="lighthouse", query_type="visual",
-                                      axes=["vv", "fts"]))
+                                      axes=["vv", "fts"]), WHO)
 
 
 def test_missing_vv_model_plans_nothing_and_reports_the_axis(demo_env, tmp_path, monkeypatch):

@@ -13,6 +13,9 @@ from rag_pipeline.settings import Settings
 from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 from rag_pipeline.storage.vector_store import VectorStore, table_name
 from rag_pipeline_tests.conftest import run_all
+from serving.principal import Principal
+
+WHO = Principal(tenant="default")  # the test corpus is one tenant, every unit tenant-wide
 
 
 def _gold(path: Path) -> list[dict]:
@@ -62,7 +65,7 @@ def test_demo_corpus_end_to_end(demo_env):
     root = corpus.corpus_dir
     reciprocal_ranks = []
     for q in _gold(corpus.gold_path):
-        resp = searcher.search(q["query"], k=10)
+        resp = searcher.search(q["query"], WHO, k=10)
         ranked = [_rel(h.uri, root) for h in resp.hits]
         answers = {p for p, grade in q["relevant"].items() if grade >= 2}
         first = next((i for i, p in enumerate(ranked, 1) if p in answers), None)
@@ -139,7 +142,7 @@ def test_changed_moved_and_deleted_files(demo_env):
         assert cat.scalar("SELECT count(*) FROM analysis_runs") > runs_before
 
     searcher = _searcher(settings)
-    resp = searcher.search("Zanzibar quokka", k=3)
+    resp = searcher.search("Zanzibar quokka", WHO, k=3)
     assert resp.hits and resp.hits[0].uri == str(changed)
     all_uris = set()
     for q in ("the", "a", "of"):
@@ -164,7 +167,7 @@ def test_snapshot_readers_keep_their_version(demo_env):
     assert new.table.count_rows() > n_old
     # The old reader still answers from its own, untouched table.
     assert old.table.count_rows() == n_old
-    assert old.search("glacier lantern festivals", k=5).snapshot_id == old_id
+    assert old.search("glacier lantern festivals", WHO, k=5).snapshot_id == old_id
 
 
 @pytest.mark.parametrize("table", [table_name("mv", 384)])
@@ -189,9 +192,9 @@ def test_hits_are_files_by_default_and_chunks_on_request(demo_env):
     run_all()
     searcher = _searcher(settings)
     query = "municipal water treatment chlorine filtration"
-    files = searcher.search(query, k=10).hits
+    files = searcher.search(query, WHO, k=10).hits
     assert len({h.asset_id for h in files}) == len(files)
-    chunks = searcher.search(query, k=10, collapse=False).hits
+    chunks = searcher.search(query, WHO, k=10, collapse=False).hits
     long_doc = [h for h in chunks if h.uri.endswith("municipal_water_treatment.md")]
     assert len(long_doc) >= 2, "the long document has several chunks"
     assert len({h.chunk_index for h in long_doc}) == len(long_doc)

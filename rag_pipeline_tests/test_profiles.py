@@ -17,6 +17,9 @@ from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 from rag_pipeline.storage.vector_store import VectorStore
 from rag_pipeline_tests.conftest import run_all
 from rag_pipeline_tests.tiny_models import build_tiny_sentence_model
+from serving.principal import Principal
+
+WHO = Principal(tenant="default")  # the test corpus is one tenant, every unit tenant-wide
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,7 +84,7 @@ def test_two_profiles_side_by_side_switch_and_roll_back(demo_env, tmp_path, monk
     assert searcher.manifest.axes["mv"].dim == 32
     assert searcher.manifest.axes["mv"].model.weights_checksum != \
         first_manifest_checksum(first, settings)
-    assert searcher.search("varroa mites", k=3, axes=["mv"]).hits
+    assert searcher.search("varroa mites", WHO, k=3, axes=["mv"]).hits
     assert _run_counts(settings) == runs_ab
 
     # Roll back to A: again no recompute, and A's snapshot content is back.

@@ -38,8 +38,11 @@ from serving import (
     SearchResponse,
 )
 from serving.filters import build_filter
+from serving.principal import Principal
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
+WHO = Principal(tenant="default")  # tenant-wide units of tenant "default"
+ACME = Principal(tenant="acme")
 
 # unit_id, tenant, kind, folder, title, body, caption, tags, ocr, has_mv, days after T0
 DOCS = [
@@ -207,7 +210,7 @@ def _ids(resp: SearchResponse) -> list[str]:
 
 
 def test_keyword_query_finds_rare_word_first(searcher):
-    resp = searcher.search("quokka", k=5)
+    resp = searcher.search("quokka", WHO, k=5)
     assert resp.query_type == "keyword"
     assert resp.snapshot_id == "snap-0001"
     assert set(resp.axes_used) == {"fts", "mv"}
@@ -225,25 +228,25 @@ def test_keyword_query_finds_rare_word_first(searcher):
 
 def test_paraphrase_found_via_mv(searcher):
     query = "how can I make a loaf myself?"  # shares no word with the bread recipe
-    resp = searcher.search(query, k=3)
+    resp = searcher.search(query, WHO, k=3)
     assert resp.query_type == "semantic"
     top = resp.hits[0]
     assert top.unit_id == "d-bread"
     assert "mv" in top.axes and "fts" not in top.axes
     assert top.axes["mv"].rank == 1 and 0 < top.axes["mv"].score <= 1
-    mv_only = searcher.search(query, k=3, axes=["mv"])
+    mv_only = searcher.search(query, WHO, k=3, axes=["mv"])
     assert mv_only.axes_used == ["mv"] and _ids(mv_only)[0] == "d-bread"
 
 
 def test_bm25_only_and_rows_without_mv(searcher):
-    resp = searcher.search("zeppelin hangar", axes=["fts"], k=5)
+    resp = searcher.search("zeppelin hangar", WHO, axes=["fts"], k=5)
     assert resp.axes_used == ["fts"]
     assert _ids(resp)[0] == "d-zeppelin"
     assert all(set(h.axes) == {"fts"} for h in resp.hits)
     assert resp.hits[0].explanation.fusion.weights == {"fts": 1.0}
-    mv = searcher.search("zeppelin hangar", axes=["mv"], k=20)
+    mv = searcher.search("zeppelin hangar", WHO, axes=["mv"], k=20)
     assert "d-zeppelin" not in _ids(mv)  # has_mv = false is never a vector candidate
-    both = searcher.search("zeppelin hangar", k=5)
+    both = searcher.search("zeppelin hangar", WHO, k=5)
     # Keyword queries weigh BM25 and MV equally: the BM25-only #1 ties with the MV-only #1.
     assert "d-zeppelin" in _ids(both)[:2]
     zeppelin = next(h for h in both.hits if h.unit_id == "d-zeppelin")
@@ -251,61 +254,73 @@ def test_bm25_only_and_rows_without_mv(searcher):
 
 
 def test_stopword_only_and_odd_queries_do_not_fail(searcher):
-    resp = searcher.search("the of and", k=3)
+    resp = searcher.search("the of and", WHO, k=3)
     assert all("fts" not in h.axes for h in resp.hits)
-    assert searcher.search("the of and", axes=["fts"], k=3).hits == []
+    assert searcher.search("the of and", WHO, axes=["fts"], k=3).hits == []
     for q in ['"quokka"', "quokka* OR (", "a:b -c +d", "'; DROP TABLE x; --", "ü ñ 日本"]:
-        searcher.search(q, k=3)
+        searcher.search(q, WHO, k=3)
 
 
 # --- filters and tenants -----------------------------------------------------------------------
 
 
 def test_kind_and_folder_filters(searcher):
-    resp = searcher.search("dog on the beach", k=10, filters=SearchFilters(kind="image"))
+    resp = searcher.search("dog on the beach", WHO, k=10, filters=SearchFilters(kind="image"))
     assert resp.hits and all(h.kind == "image" for h in resp.hits)
     assert resp.hits[0].unit_id == "i-beach"
 
-    resp = searcher.search("photo", k=20, filters={"folder_prefix": "photos/2023"})
+    resp = searcher.search("photo", WHO, k=20, filters={"folder_prefix": "photos/2023"})
     assert _ids(resp) == ["i-beach"]
-    resp = searcher.search("photo", k=20, filters={"folder_prefix": "photos"})
+    resp = searcher.search("photo", WHO, k=20, filters={"folder_prefix": "photos"})
     assert set(_ids(resp)) == {"i-beach", "i-alps", "i-cat"}  # not scans/, not acme
 
     # path-segment prefix: "reports" is reports/ and below, not reports_old
-    resp = searcher.search("turbine maintenance report", k=20,
+    resp = searcher.search("turbine maintenance report", WHO, k=20,
                            filters={"folder_prefix": "/reports/"})
     assert _ids(resp) == ["d-reports"]
-    resp = searcher.search("turbine maintenance report", k=20)
+    resp = searcher.search("turbine maintenance report", WHO, k=20)
     assert {"d-reports", "d-reports-old"} <= set(_ids(resp))
 
 
 def test_time_media_and_source_filters(searcher):
-    resp = searcher.search("report", k=20, filters={
+    resp = searcher.search("report", WHO, k=20, filters={
         "modified_after": T0 + timedelta(days=125), "modified_before": T0 + timedelta(days=145)})
     assert set(_ids(resp)) == {"d-reports", "i-beach"}
-    resp = searcher.search("beach", k=20, filters={"media_type": "image/*"})
+    resp = searcher.search("beach", WHO, k=20, filters={"media_type": "image/*"})
     assert resp.hits and all(h.media_type == "image/jpeg" for h in resp.hits)
-    assert searcher.search("beach", k=20, filters={"source": "/nowhere"}).hits == []
+    assert searcher.search("beach", WHO, k=20, filters={"source": "/nowhere"}).hits == []
 
 
 def test_tenant_isolation(searcher):
-    acme = searcher.search("quokka", k=10, tenant="acme")
+    acme = searcher.search("quokka", ACME, k=10)
     assert _ids(acme)[0] == "a-quokka"
     assert set(_ids(acme)) <= {"a-quokka", "a-beach"}
-    default = searcher.search("golden retriever beach", k=20)
+    default = searcher.search("golden retriever beach", WHO, k=20)
     assert "a-beach" not in _ids(default) and "i-beach" in _ids(default)
-    assert searcher.search("quokka", tenant="o'brien").hits == []  # escaped, no match
+    # a tenant name the Principal model refuses is still escaped if one gets through
+    odd = Principal.model_construct(tenant="o'brien", groups=frozenset({"all"}), key_id=None)
+    assert searcher.search("quokka", odd).hits == []
+    with pytest.raises(ValueError):
+        Principal(tenant="o'brien")
 
 
 def test_build_filter_escapes_values():
-    sql = build_filter("o'brien", SearchFilters(kind="x' OR '1'='1", folder_prefix="a'b/"))
+    odd = Principal.model_construct(tenant="o'brien", groups=frozenset({"h'r", "all"}))
+    sql = build_filter(odd, SearchFilters(kind="x' OR '1'='1", folder_prefix="a'b/"))
     assert "tenant_id = 'o''brien'" in sql
+    assert "array_has_any(acl_groups, ['all', 'h''r'])" in sql
     assert "kind = 'x'' OR ''1''=''1'" in sql
     assert "starts_with(folder, 'a''b/')" in sql
-    # the tenant clause is dropped when the table holds only that tenant's rows
-    assert build_filter("a", None, sole_tenant="a") is None
-    assert build_filter("b", None, sole_tenant="a") == "(tenant_id = 'b')"
-    assert build_filter("a", SearchFilters(kind="image"), sole_tenant="a") == "(kind = 'image')"
+    # no group: no row
+    assert build_filter(Principal(tenant="a", groups=[]), None, sole_tenant="a") == "(false)"
+    # the tenant clause is dropped when the table holds only that tenant's rows, the group
+    # clause when every row of the tenant is readable by the principal
+    a, b = Principal(tenant="a"), Principal(tenant="b")
+    assert build_filter(a, None, sole_tenant="a", all_readable=True) is None
+    assert build_filter(b, None, sole_tenant="a", all_readable=True) == "(tenant_id = 'b')"
+    assert build_filter(a, SearchFilters(kind="image"), sole_tenant="a",
+                        all_readable=True) == "(kind = 'image')"
+    assert build_filter(a, None, sole_tenant="a") == "(array_has_any(acl_groups, ['all']))"
 
 
 def test_one_tenant_snapshot_drops_clauses_every_row_passes(snapshot, searcher):
@@ -321,11 +336,11 @@ def test_one_tenant_snapshot_drops_clauses_every_row_passes(snapshot, searcher):
     write_manifest(snapshots_dir, m)
     s = Searcher.open(snapshots_dir, lance_dir, snapshot_id="snap-acme")
     assert s._sole_tenant == "acme" and s.mv_clause is None
-    assert _ids(s.search("quokka", k=5, tenant="acme"))[0] == "a-quokka"
-    assert s.search("quokka", k=5).hits == []  # tenant "default" has no rows here
-    assert _ids(s.search("dog", k=5, tenant="acme", filters={"kind": "image"})) == ["a-beach"]
-    assert lancedb_hybrid(s, "quokka", k=5, tenant="acme")[0] == "a-quokka"
-    assert lancedb_hybrid(s, "quokka", k=5) == []
+    assert _ids(s.search("quokka", ACME, k=5))[0] == "a-quokka"
+    assert s.search("quokka", WHO, k=5).hits == []  # tenant "default" has no rows here
+    assert _ids(s.search("dog", ACME, k=5, filters={"kind": "image"})) == ["a-beach"]
+    assert lancedb_hybrid(s, "quokka", ACME, k=5)[0] == "a-quokka"
+    assert lancedb_hybrid(s, "quokka", WHO, k=5) == []
     s.close()
 
 
@@ -333,7 +348,7 @@ def test_one_tenant_snapshot_drops_clauses_every_row_passes(snapshot, searcher):
 
 
 def test_explanation_lists_matched_evidence_and_runs(searcher):
-    top = searcher.search("quokka island", k=3).hits[0]
+    top = searcher.search("quokka island", WHO, k=3).hits[0]
     assert top.unit_id == "d-quokka"
     ex = top.explanation
     assert ex.matched_evidence, "expected matched evidence"
@@ -351,7 +366,7 @@ def test_explanation_lists_matched_evidence_and_runs(searcher):
     assert abs(sum(ex.fusion.weights.values()) - 1.0) < 1e-9
     assert top.locator == {"char_start": 0, "char_end": len(DOCS[0][5])}
 
-    img = searcher.search("golden retriever", k=1, filters={"kind": "image"}).hits[0]
+    img = searcher.search("golden retriever", WHO, k=1, filters={"kind": "image"}).hits[0]
     assert img.unit_id == "i-beach" and img.chunk_index == -1
     assert img.explanation.matched_evidence[0].kind == "caption"
     assert img.explanation.matched_evidence[0].run_id == RUN_IMG
@@ -363,11 +378,11 @@ def test_explanation_lists_matched_evidence_and_runs(searcher):
 
 def test_unavailable_axis_is_refused(searcher):
     with pytest.raises(AxisUnavailable, match="no visual model configured"):
-        searcher.search("dog", axes=["vv"])
+        searcher.search("dog", WHO, axes=["vv"])
     with pytest.raises(AxisUnavailable, match="'vv'"):
-        searcher.search(SearchRequest(query="dog", axes=["fts", "vv"]))
+        searcher.search(SearchRequest(query="dog", axes=["fts", "vv"]), WHO)
     with pytest.raises(ValueError):  # unknown axis name: a validation error
-        searcher.search("dog", axes=["bogus"])
+        searcher.search("dog", WHO, axes=["bogus"])
 
 
 def test_snapshot_without_mv_axis(snapshot, searcher):
@@ -380,11 +395,11 @@ def test_snapshot_without_mv_axis(snapshot, searcher):
     write_manifest(snapshots_dir, m)
     s = Searcher.open(snapshots_dir, lance_dir, snapshot_id="snap-nomv")
     assert s.encoder is None
-    resp = s.search("quokka")
+    resp = s.search("quokka", WHO)
     assert resp.axes_used == ["fts"] and resp.axes_unavailable["mv"] == "mv_embed run failed"
     assert _ids(resp)[0] == "d-quokka"
     with pytest.raises(AxisUnavailable, match="mv_embed run failed"):
-        s.search("quokka", axes=["mv"])
+        s.search("quokka", WHO, axes=["mv"])
     assert s.health()["axes"]["mv"] == {"available": False, "reason": "mv_embed run failed"}
 
 
@@ -420,11 +435,11 @@ def test_health_and_from_settings(snapshot, searcher, mv_model_dir):
 
 
 def test_lancedb_hybrid_baseline(searcher):
-    ids = lancedb_hybrid(searcher, "quokka", k=5)
+    ids = lancedb_hybrid(searcher, "quokka", WHO, k=5)
     assert ids[0] == "d-quokka" and "a-quokka" not in ids
-    assert "a-quokka" in lancedb_hybrid(searcher, "quokka", k=5, tenant="acme")
-    assert lancedb_hybrid(searcher, "the of", k=3)  # no FTS terms: vector side only
-    images = lancedb_hybrid(searcher, "quokka", k=5, filters=SearchFilters(kind="image"))
+    assert "a-quokka" in lancedb_hybrid(searcher, "quokka", ACME, k=5)
+    assert lancedb_hybrid(searcher, "the of", WHO, k=3)  # no FTS terms: vector side only
+    images = lancedb_hybrid(searcher, "quokka", WHO, k=5, filters=SearchFilters(kind="image"))
     assert images and all(i.startswith("i-") for i in images)  # same filters as search
 
 
@@ -500,11 +515,27 @@ def test_fts_combine_max_vs_sum(snapshot, searcher):
         "field_weights": {**searcher.manifest.field_weights, "title": 2.0}})
     write_manifest(snapshots_dir, title2)
     best = Searcher.open(*snapshot, snapshot_id="snap-title2")
-    assert _ids(best.search("quokka marsupial", axes=["fts"], k=2)) == [
+    assert _ids(best.search("quokka marsupial", WHO, axes=["fts"], k=2)) == [
         "d-marsupial", "d-quokka"]
     summed = Searcher.open(*snapshot, snapshot_id="snap-title2", fts_combine="sum")
-    assert _ids(summed.search("quokka marsupial", axes=["fts"], k=2)) == [
+    assert _ids(summed.search("quokka marsupial", WHO, axes=["fts"], k=2)) == [
         "d-quokka", "d-marsupial"]
-    assert lancedb_hybrid(summed, "quokka", k=3)[0] == "d-quokka"
+    assert lancedb_hybrid(summed, "quokka", WHO, k=3)[0] == "d-quokka"
     with pytest.raises(ValueError):
         Searcher.open(*snapshot, fts_combine="avg")
+
+
+def test_unit_thumbnail_and_similar_take_the_principal(searcher):
+    hit = searcher.unit("d-quokka", WHO)
+    assert hit is not None and hit.unit_id == "d-quokka" and hit.explanation.runs
+    assert searcher.unit("d-quokka", ACME) is None  # another tenant's unit
+    assert searcher.unit("d-quokka", Principal(tenant="default", groups=[])) is None
+    assert searcher.unit("nope", WHO) is None
+    asset = hit.asset_id
+    assert searcher.similar(asset, WHO, k=3).hits
+    with pytest.raises(KeyError):
+        searcher.similar(asset, ACME, k=3)
+    with pytest.raises(TypeError):
+        searcher.search("quokka", "default")  # a tenant name is not a principal
+    op = searcher.operator_principal("default")
+    assert op.tenant == "default" and "all" in op.groups

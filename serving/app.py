@@ -21,7 +21,6 @@ uvicorn imports (``serving.app:app_from_env``, ``factory=True``) when it runs se
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -34,7 +33,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from rag_pipeline.retrieval.fusion import AXES, RRF_K, QueryType
+from rag_pipeline.retrieval.fusion import AXES, QueryType
 from rag_pipeline.settings import Settings
 from serving import http_errors
 from serving.auth import Authenticator, Caller, require
@@ -45,7 +44,6 @@ from serving.limits import Admission
 from serving.live import LiveSearcher
 from serving.middleware import ApiMiddleware
 from serving.models import (
-    FusionInfo,
     Hit,
     SearchFilters,
     SearchRequest,
@@ -167,55 +165,6 @@ def _clean_text(value: Any, where: str = "request") -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Searcher calls with the caller's principal. The searcher takes a Principal; until it does
-# (older serving core), the tenant goes into the request as before.
-
-def _takes_principal(fn: Callable[..., Any]) -> bool:
-    return "principal" in inspect.signature(fn).parameters
-
-
-_PRINCIPAL_API = _takes_principal(Searcher.search)
-
-
-def _with_tenant(req: Any, principal: Principal) -> Any:
-    return req.model_copy(update={"tenant": principal.tenant}) if "tenant" in type(
-        req).model_fields else req
-
-
-def _search(s: Searcher, req: SearchRequest, principal: Principal) -> SearchResponse:
-    if _PRINCIPAL_API:
-        return s.search(req, principal)
-    return s.search(_with_tenant(req, principal))
-
-
-def _similar(s: Searcher, req: SimilarRequest, principal: Principal) -> SearchResponse:
-    if _PRINCIPAL_API:
-        return s.similar(req, principal)
-    return s.similar(_with_tenant(req, principal))
-
-
-def _thumbnail(s: Searcher, asset_id: str, principal: Principal) -> Any:
-    if _PRINCIPAL_API:
-        return s.thumbnail_file(asset_id, principal)
-    return s.thumbnail_file(asset_id, principal.tenant)
-
-
-def _unit(s: Searcher, unit_id: str, principal: Principal) -> Hit | None:
-    if hasattr(s, "unit"):
-        return s.unit(unit_id, principal)
-    from rag_pipeline.retrieval.explain import QueryMatcher
-    from serving.filters import sql_str
-    from serving.hits import build_hit
-
-    rows = s.dataset.to_table(columns=s._hit_columns, limit=1, filter=(
-        f"unit_id = {sql_str(unit_id)} AND tenant_id = {sql_str(principal.tenant)}")).to_pylist()
-    if not rows:
-        return None
-    fusion = FusionInfo(query_type="balanced", weights={}, rrf_k=RRF_K)
-    return build_hit(rows[0], 0.0, {}, QueryMatcher(""), fusion)
-
-
-# --------------------------------------------------------------------------------------------
 # Responses
 
 
@@ -325,7 +274,7 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
     # -- search ------------------------------------------------------------------------------
     async def do_search(req: SearchRequest, caller: Caller) -> Response:
         _clean_text(req)
-        body = await run(lambda s: json_response(_search(s, req, caller.principal)))
+        body = await run(lambda s: json_response(s.search(req, caller.as_seen_by(s))))
         return Response(body, media_type=_JSON)
 
     @app.get("/v1/search", response_model=SearchResponse, responses=_errors(*_COMMON),
@@ -346,7 +295,7 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
 
         def fn(s: Searcher) -> bytes | None:
             try:
-                return json_response(_similar(s, req, caller.principal))
+                return json_response(s.similar(req, caller.as_seen_by(s)))
             except KeyError:  # an asset this tenant's snapshot does not have
                 return None
 
@@ -376,7 +325,7 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
     async def thumbnail(asset_id: Annotated[str, Path(pattern=ASSET_ID)],
                         caller: Caller = read) -> Response:
         def fn(s: Searcher) -> bytes | None:
-            path = _thumbnail(s, asset_id, caller.principal)
+            path = s.thumbnail_file(asset_id, caller.as_seen_by(s))
             return path.read_bytes() if path is not None else None
 
         data = await run(fn)
@@ -391,7 +340,7 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
     async def unit(unit_id: Annotated[str, Path(pattern=UNIT_ID)],
                    caller: Caller = read) -> Response:
         body = await run(lambda s: (lambda h: json_response(h) if h is not None else None)(
-            _unit(s, unit_id, caller.principal)))
+            s.unit(unit_id, caller.as_seen_by(s))))
         if body is None:
             raise ApiError(404, "not_found", "no such unit in the snapshot")
         return Response(body, media_type=_JSON)

@@ -14,7 +14,7 @@ import hmac
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, Request
@@ -39,6 +39,13 @@ class Caller:
     principal: Principal
     scopes: frozenset[str]
     key_id: str | None  # None: dev mode, keyless
+
+    def as_seen_by(self, searcher: Any) -> Principal:
+        """The principal to read with: the key's; in dev mode (no key) the operator's view of
+        the tenant (every group on its units), as the CLI searches."""
+        if self.key_id is None:
+            return searcher.operator_principal(self.principal.tenant)
+        return self.principal
 
 
 class Authenticator:

@@ -26,11 +26,13 @@ class SearchFilters(BaseModel):
 
 
 class SearchRequest(BaseModel):
+    """What to search for. It never names its tenant: that comes with the ``Principal`` (over
+    HTTP, from the API key)."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     query: str = Field(min_length=1, max_length=2000)
     k: int = Field(10, ge=1, le=100)
-    tenant: str = Field("default", min_length=1)
     filters: SearchFilters | None = None
     query_type: QueryType | None = None  # None: classify_query decides
     axes: list[str] | None = None        # restrict to these axes, e.g. ["fts"] (BM25 only)
@@ -61,7 +63,6 @@ class SimilarRequest(BaseModel):
 
     asset_id: str = Field(pattern=r"^[0-9a-f]{64}$")
     k: int = Field(10, ge=1, le=100)
-    tenant: str = Field("default", min_length=1)
     filters: SearchFilters | None = None
     axis: Literal["vv", "mv"] | None = None
     collapse: bool = True

@@ -5,7 +5,12 @@ Serving only *reads*: the snapshot manifest (``rag_pipeline.snapshot.schema``) a
 table it names. It never imports the catalog, the snapshot writer or Dagster.
 
     searcher = Searcher.from_settings(Settings.from_env())
-    resp = searcher.search("invoice 2024 acme", k=5, filters={"kind": "document"})
+    who = Principal(tenant="acme", groups={"staff"})
+    resp = searcher.search("invoice 2024 acme", who, k=5, filters={"kind": "document"})
+
+Every read takes a ``Principal`` (tenant + ACL groups) and applies ``tenant_id = <tenant> AND
+array_has_any(acl_groups, <groups>)`` inside each index query (a prefilter, never after it);
+there is no default principal.
 
 Axes are explicit: a request that names an axis the snapshot (or this build) cannot serve gets
 ``AxisUnavailable``, never a silent fallback; a query-time MV model whose weights differ from the
@@ -59,11 +64,13 @@ from serving.filters import build_filter, sql_and, sql_str
 from serving.hits import HIT_COLUMNS, build_hit
 from serving.models import (
     FusionInfo,
+    Hit,
     SearchFilters,
     SearchRequest,
     SearchResponse,
     SimilarRequest,
 )
+from serving.principal import TENANT_WIDE_GROUP, Principal
 from serving.tags import TagIndex
 from serving.visual import load_vv_encoder
 
@@ -111,6 +118,9 @@ class Searcher:
         # Clauses every row passes are left out of the queries: on SciFact the tenant prefilter
         # took half of a BM25 search's time.
         self._sole_tenant = self._only_value("tenant_id")
+        # Per tenant, the distinct ACL group sets its rows carry: a principal holding a group of
+        # every one of them reads the whole tenant, and the group clause is left out.
+        self._acl_sets = self._read_acl_sets()
         n_rows = self.dataset.count_rows()
         # The clause that keeps rows with an MV vector (None: every row has one).
         self.mv_clause = (None if n_rows and self.dataset.count_rows("has_mv = true") == n_rows
@@ -121,6 +131,36 @@ class Searcher:
         """The column's value if all rows have the same (non-null) one, else None."""
         values = pc.unique(self.dataset.to_table(columns=[column]).column(0))
         return values[0].as_py() if len(values) == 1 else None
+
+    def _read_acl_sets(self) -> dict[str, set[frozenset[str]]]:
+        names = set(self.dataset.schema.names)
+        cols = ["tenant_id", "acl_groups"] if "acl_groups" in names else ["tenant_id"]
+        tbl = self.dataset.to_table(columns=cols)
+        tenants = tbl.column("tenant_id").to_pylist()
+        # A snapshot from before ACL columns: every unit is tenant-wide.
+        groups = (tbl.column("acl_groups").to_pylist() if "acl_groups" in names
+                  else [[TENANT_WIDE_GROUP]] * len(tenants))
+        out: dict[str, set[frozenset[str]]] = {}
+        for tenant, gs in zip(tenants, groups, strict=True):
+            out.setdefault(tenant, set()).add(frozenset(gs or ()))
+        return out
+
+    @property
+    def tenants(self) -> list[str]:
+        """The tenants this snapshot has units of."""
+        return sorted(self._acl_sets)
+
+    def tenant_groups(self, tenant: str) -> frozenset[str]:
+        """Every ACL group on the rows of ``tenant`` (the operator's view of a whole tenant)."""
+        return frozenset(g for s in self._acl_sets.get(tenant, ()) for g in s)
+
+    def operator_principal(self, tenant: str,
+                           groups: frozenset[str] | set[str] | None = None) -> Principal:
+        """The operator's principal (CLI, evals, benchmarks): ``tenant`` with ``groups``, or with
+        every group on that tenant's rows (None: the whole tenant). The tenant is always named."""
+        if groups is None:
+            groups = self.tenant_groups(tenant) | {TENANT_WIDE_GROUP}
+        return Principal(tenant=tenant, groups=frozenset(groups))
 
     def _has_text(self, column: str) -> bool:
         try:
@@ -284,10 +324,21 @@ class Searcher:
         arguments)."""
         return fts_query(text, self._fts_fields, self._fts_boosts, self.fts_combine, lib)
 
-    def where(self, tenant: str, filters: SearchFilters | None) -> str | None:
-        """A request's SQL filter (``build_filter``), less the tenant clause when every row is
-        that tenant's."""
-        return build_filter(tenant, filters, sole_tenant=self._sole_tenant)
+    def where(self, principal: Principal, filters: SearchFilters | None = None) -> str | None:
+        """The SQL prefilter of a principal's request (``build_filter``), less the clauses every
+        row passes: the tenant clause when every row is that tenant's, the group clause when
+        every row of the tenant carries one of the principal's groups."""
+        if not isinstance(principal, Principal):
+            raise TypeError(f"a Principal is required, not {type(principal).__name__}")
+        sets = self._acl_sets.get(principal.tenant)
+        all_readable = bool(sets) and all(s & principal.groups for s in sets)
+        if not all_readable and "acl_groups" not in self.dataset.schema.names:
+            # A snapshot from before ACL columns whose rows this principal cannot all read:
+            # nothing (its rows are tenant-wide, so the principal lacks the tenant-wide group).
+            return sql_and(build_filter(principal, filters, sole_tenant=self._sole_tenant,
+                                        all_readable=True), "false")
+        return build_filter(principal, filters, sole_tenant=self._sole_tenant,
+                            all_readable=all_readable)
 
     def _fts_encode(self, req: SearchRequest) -> str | None:
         terms = query_terms(req.query)
@@ -335,7 +386,9 @@ class Searcher:
         return out
 
     # -- search ----------------------------------------------------------------------------
-    def search(self, request: SearchRequest | str, **kw: Any) -> SearchResponse:
+    def search(self, request: SearchRequest | str, principal: Principal,
+               **kw: Any) -> SearchResponse:
+        """Search as ``principal``: only its tenant's units that carry one of its groups."""
         t_start = time.perf_counter()
         if isinstance(request, str):
             req = SearchRequest(query=request, **kw)
@@ -368,7 +421,7 @@ class Searcher:
             weights = {a: w * (1.0 - TAG_WEIGHT) for a, w in weights.items()} | {
                 "tags": TAG_WEIGHT}
             axes = [*axes, "tags"]
-        where = self.where(req.tenant, req.filters)
+        where = self.where(principal, req.filters)
         limit = max(req.candidates, req.k)
 
         # Query encoders (torch) use every core: encode for all axes first, then run the index
@@ -412,33 +465,55 @@ class Searcher:
             timings_ms=timings,
         )
 
-    def thumbnail_file(self, asset_id: str, tenant: str = "default") -> Path | None:
-        """The stored thumbnail of an asset this snapshot serves to ``tenant`` (None: none)."""
+    def thumbnail_file(self, asset_id: str, principal: Principal) -> Path | None:
+        """The stored thumbnail of an asset this snapshot serves to ``principal`` (None: none,
+        or not the principal's to see)."""
         if self.lance_dir is None or not re.fullmatch(r"[0-9a-f]{64}", asset_id) or \
                 "thumbnail" not in self.dataset.schema.names:
             return None
-        rows = self.dataset.to_table(columns=["thumbnail"], limit=1, filter=(
-            f"asset_id = {sql_str(asset_id)} AND tenant_id = {sql_str(tenant)} "
-            "AND thumbnail <> ''")).column("thumbnail").to_pylist()
+        rows = self.dataset.to_table(columns=["thumbnail"], limit=1, filter=sql_and(
+            self.where(principal), f"asset_id = {sql_str(asset_id)}", "thumbnail <> ''"),
+        ).column("thumbnail").to_pylist()
         if not rows:
             return None
         path = Path(self.lance_dir).parent / rows[0]  # thumbnails sit beside the lance dir
         return path if path.is_file() else None
 
+    def unit(self, unit_id: str, principal: Principal) -> Hit | None:
+        """One unit as a hit with its full explanation (no query: nothing matched, score 0);
+        None when the principal may not see it or it does not exist."""
+        if not isinstance(unit_id, str) or not unit_id or len(unit_id) > 256:
+            return None
+        tbl = self.dataset.to_table(columns=["_rowid"], with_row_id=True, limit=1, filter=sql_and(
+            self.where(principal), f"unit_id = {sql_str(unit_id)}"))
+        if not tbl.num_rows:
+            return None
+        row_id = int(tbl.column("_rowid")[0].as_py())
+        row = self._fetch_rows([row_id])[row_id]
+        fusion = FusionInfo(query_type="balanced", weights={}, rrf_k=RRF_K)
+        return build_hit(row, 0.0, {}, QueryMatcher(""), fusion)
+
     # -- find similar ----------------------------------------------------------------------
-    def similar(self, request: SimilarRequest | str, **kw: Any) -> SearchResponse:
+    def similar(self, request: SimilarRequest | str, principal: Principal,
+                **kw: Any) -> SearchResponse:
         """Units like ``asset_id``: its own vector as the query (image -> image on VV; the mean
-        of a document's chunk vectors on MV). The asset itself is left out."""
+        of a document's chunk vectors on MV). The asset itself is left out. The asset must be
+        one ``principal`` may see, and so must every hit."""
         t_start = time.perf_counter()
-        req = SimilarRequest(asset_id=request, **kw) if isinstance(request, str) else request
-        where = self.where(req.tenant, req.filters)
+        if isinstance(request, str):
+            req = SimilarRequest(asset_id=request, **kw)
+        elif kw:
+            req = SimilarRequest.model_validate({**request.model_dump(), **kw})
+        else:
+            req = request
+        where = self.where(principal, req.filters)
         own = f"asset_id = {sql_str(req.asset_id)}"
         names = set(self.dataset.schema.names)
         cols = [c for c in ("vector_vv", "has_vv", "vector_mv", "has_mv") if c in names]
         rows = self.dataset.to_table(columns=cols, filter=sql_and(where, own)).to_pylist()
         if not rows:
             raise KeyError(f"no unit of asset {req.asset_id} in snapshot "
-                           f"{self.manifest.snapshot_id} (for tenant {req.tenant!r})")
+                           f"{self.manifest.snapshot_id} for tenant {principal.tenant!r}")
         has_vv = any(r.get("has_vv") for r in rows)
         axis = req.axis or ("vv" if has_vv and "vv" not in self.unavailable else "mv")
         if axis in self.unavailable:

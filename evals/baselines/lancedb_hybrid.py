@@ -18,12 +18,13 @@ from rag_pipeline.retrieval.fusion import RRF_K
 from serving.errors import AxisUnavailable
 from serving.filters import sql_and
 from serving.models import SearchFilters
+from serving.principal import Principal
 
 if TYPE_CHECKING:
     from serving.searcher import Searcher
 
 
-def lancedb_hybrid(searcher: Searcher, query: str, k: int = 10, *, tenant: str = "default",
+def lancedb_hybrid(searcher: Searcher, query: str, principal: Principal, k: int = 10, *,
                    filters: SearchFilters | None = None) -> list[str]:
     """Unit ids from LanceDB's built-in hybrid search over ``searcher``'s snapshot.
 
@@ -35,7 +36,7 @@ def lancedb_hybrid(searcher: Searcher, query: str, k: int = 10, *, tenant: str =
                               f"{searcher.unavailable.get('mv', 'unavailable')}")
     terms = query_terms(query)
     vec = searcher.encoder.encode_query(query)
-    where = searcher.where(tenant, filters)
+    where = searcher.where(principal, filters)
     if not terms:  # nothing for FTS to match: the vector side alone
         q = (searcher.table.search(vec, vector_column_name="vector_mv").metric("cosine")
              .select(["unit_id", "_distance"]))
