@@ -104,6 +104,13 @@ class Settings(BaseSettings):
     query_vv_model_dir: str | None = Field(
         None, description="another copy of the VV query model for serving (default: the "
                           "snapshot's)")
+    snapshot_poll_s: float = Field(
+        2.0, gt=0, description="how often a running server checks the PROMOTED (else CURRENT) "
+                               "pointer and swaps to a newly promoted snapshot (seconds)")
+    lease_ttl_s: float = Field(
+        60.0, gt=0, description="a reader's snapshot lease expires this long after its last "
+                                "heartbeat, sooner on its own host once its process is gone "
+                                "(seconds); retention never drops a snapshot with a live lease")
     # HTTP API ---------------------------------------------------------------------------
     serving_db_url: str | None = Field(
         None, description="API key store (SQLAlchemy URL, e.g. `postgresql+psycopg2://...`); "

@@ -15,7 +15,7 @@ import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import lancedb
 import numpy as np
@@ -24,6 +24,7 @@ import pyarrow as pa
 from rag_pipeline.analysis.profiles import load_profiles
 from rag_pipeline.contracts import stable_hash
 from rag_pipeline.settings import Settings
+from rag_pipeline.snapshot.leases import live_leases, snapshot_leases
 from rag_pipeline.snapshot.policy import effective_policy
 from rag_pipeline.snapshot.schema import (
     FTS_FIELDS,
@@ -362,17 +363,33 @@ def build_snapshot(settings: Settings, cat: Catalog, dagster_run_id: str | None 
     return SnapshotResult(manifest, published=True, seconds=time.perf_counter() - t0)
 
 
+def _age_key(manifest: Path) -> tuple[str, int]:
+    """Ids start with their creation second; within one second, the write time decides."""
+    try:
+        mtime = manifest.stat().st_mtime_ns
+    except FileNotFoundError:  # removed meanwhile
+        mtime = 0
+    return manifest.stem.split("-", 1)[0], mtime
+
+
 def _retain(settings: Settings, db) -> list[str]:
-    """Drop snapshot tables beyond the newest ``snapshots_kept``, never a pointed-at one."""
+    """Drop snapshot tables beyond the newest ``snapshots_kept``, never a pointed-at one and
+    never one a live reader holds a lease on (``rag_pipeline.snapshot.leases``); stale leases
+    (dead process, heartbeat older than ``lease_ttl_s``) are removed on the way."""
+    snapshots_dir = settings.snapshots_dir
     pinned = set()
-    for ptr in settings.snapshots_dir.glob("[A-Z]*"):
+    for ptr in snapshots_dir.glob("[A-Z]*"):
         if ptr.is_file() and ptr.suffix == "":
             pinned.add(ptr.read_text().strip())
-    manifests = sorted(settings.snapshots_dir.glob("*.json"), reverse=True)
+    manifests = sorted(snapshots_dir.glob("*.json"), key=_age_key, reverse=True)  # newest first
+    live_leases(snapshots_dir, settings.lease_ttl_s)  # reap stale leases, also of gone snapshots
     dropped = []
     for old in manifests[settings.snapshots_kept:]:
         sid = old.stem
         if sid in pinned:
+            continue
+        # Checked right before the drop: a reader writes its lease before it opens the table.
+        if snapshot_leases(snapshots_dir, sid, settings.lease_ttl_s):
             continue
         try:
             db.drop_table(f"snapshot_{sid.replace('-', '_')}")
