@@ -191,7 +191,8 @@ class Health(BaseModel):
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    text = {401: "no API key, or an invalid, revoked or expired one",
+    text = {400: "malformed request (a body that is not JSON text)",
+            401: "no API key, or an invalid, revoked or expired one",
             403: "the API key lacks the route's scope", 404: "not found (for this tenant)",
             413: "request body too large", 422: "invalid request",
             500: "internal error (details in the server log, under the request id)",
@@ -200,7 +201,7 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorBody, "description": text[s]} for s in statuses}
 
 
-_COMMON = (401, 403, 422, 500, 503, 504)
+_COMMON = (400, 401, 403, 422, 500, 503, 504)
 _JSON = "application/json"
 
 
