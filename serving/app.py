@@ -419,6 +419,10 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
                 entry["reason"] = http_errors.scrub(entry["reason"])
         if "admin" not in caller.scopes:
             info.pop("tenants", None)  # other tenants' names are an operator's business
+        live_status = live.status()
+        info["live"] = {k: live_status.get(k) for k in (
+            "snapshot_age_s", "following", "pointer", "pointer_snapshot_id", "swaps",
+            "last_swap", "in_flight", "error", "failed_snapshot_id")}
         body = Health(status=status, snapshot=info, axes=axes, key_store=store, limits={
             "max_concurrent_requests": settings.max_concurrent_requests,
             "max_queued_requests": settings.max_queued_requests,
