@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([c, name, len(lat), f"{len(lat) / secs:.1f}", f"{s['p50']:.1f}",
                          f"{s['p95']:.1f}", f"{s['p99']:.1f}", err])
     print(md_table(["clients", "mode", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms",
-                    "errors"], rows))
+                    "errors"], rows, align="llrrrrrr"))
     print()
     errors = sum(v[2] for v in stats.values())
     if 1 in levels:
