@@ -260,8 +260,8 @@ def docs_from_hits(hits: Iterable[Any], mapping: dict[str, str]) -> list[str]:
     by several files (identical documents) stands for all of them."""
     out: dict[str, None] = {}
     for hit in hits:
-        for uri in [hit.uri, *hit.explanation.file_version.uris]:
-            doc = doc_id_for_uri(uri, mapping)
+        for loc in [hit.path, *hit.explanation.file_version.locations]:
+            doc = doc_id_for_uri(loc, mapping)
             if doc is not None:
                 out.setdefault(doc, None)
     return list(out)

@@ -29,7 +29,11 @@ from evals.goldsets import GoldQuery, write_gold_jsonl
 STRATEGIES = ("title", "caption", "tags", "ocr")
 
 
-def _rel(uri: str, source: str | None) -> str:
+def _rel(uri: str, source: str | None, path: str | None = None) -> str:
+    """The path relative to its source: the snapshot's ``path`` (a snapshot from before it had
+    one: the uri relative to the source root)."""
+    if path:
+        return path
     if source:
         try:
             return Path(uri).relative_to(source).as_posix()
@@ -49,6 +53,7 @@ def _snapshot_rows(snapshots_dir: Path, lance_dir: Path, pointer: str = "CURRENT
     table = lancedb.connect(str(lance_dir)).open_table(m.table_name)
     n = int(table.count_rows())
     cols = ["asset_id", "uri", "source", "kind", "chunk_index", "title", "caption", "tags", "ocr"]
+    cols += ["path"] if "path" in table.schema.names else []
     rows = table.search().select(cols).limit(max(n, 1)).to_arrow().to_pylist()
     return m.snapshot_id, rows
 
@@ -81,7 +86,7 @@ def build_weak_goldset(rows: list[dict], *, n: int = 50, seed: int = 0,
         for s in strategies:
             text = _text_for(s, a)
             if min_words <= len(text.split()) <= max_words:
-                described[text.casefold()].add(_rel(a["uri"], a.get("source")))
+                described[text.casefold()].add(_rel(a["uri"], a.get("source"), a.get("path")))
                 candidates.setdefault(aid, (s, text))
     order = sorted(candidates, key=lambda aid: hashlib.sha256(f"{seed}:{aid}".encode())
                    .hexdigest())

@@ -58,6 +58,28 @@ class DocMapper:
         self.roots = [Path(r).resolve() for r in roots]
         self.beir_map = beir_map
 
+    def hit_keys(self, hits: Sequence[Any]) -> list[str]:
+        """Document keys of serving hits, which name files by source and relative path: the
+        hit's path and every other location of its content."""
+        rels: list[str] = []
+        for h in hits:
+            rels.append(h.path)
+            rels += [loc.split("/", 1)[1] for loc in h.explanation.file_version.locations
+                     if "/" in loc]
+        out: dict[str, None] = {}
+        for rel in rels:
+            if not rel:
+                continue
+            if self.beir_map is not None:
+                from rag_pipeline.datasets.beir import doc_id_for_uri
+
+                d = doc_id_for_uri(rel, self.beir_map)
+                if d is not None:
+                    out.setdefault(d, None)
+            else:
+                out.setdefault(PurePath(rel).as_posix(), None)
+        return list(out)
+
     def keys(self, uris: Sequence[str]) -> list[str]:
         out: dict[str, None] = {}
         for uri in uris:
@@ -88,7 +110,7 @@ def _violates(q: GoldQuery, text: str) -> bool:
 
 
 def _hit_text(hit: Any) -> str:
-    parts = [hit.title or "", hit.snippet or "", hit.uri]
+    parts = [hit.title or "", hit.snippet or "", hit.path]
     parts += [e.text for e in hit.explanation.matched_evidence]
     return "\n".join(parts)
 
@@ -153,7 +175,7 @@ def query_runner(searcher: Any, mapper: DocMapper, *, engine: str = "hybrid", k:
         resp = searcher.search(q.query, principal, k=k, axes=ENGINE_AXES[engine],
                                filters=filters, query_type=qt)
         hits = [h for h in resp.hits if not ((q.must or q.exclude) and _violates(q, _hit_text(h)))]
-        return mapper.keys([u for h in hits for u in [h.uri, *h.explanation.file_version.uris]]), \
+        return mapper.hit_keys(hits), \
             resp.query_type
 
     return run_one

@@ -68,7 +68,7 @@ def _print_response(resp, as_json: bool) -> None:
         print("  (no hits)")
     for i, h in enumerate(resp.hits, 1):
         ranks = ", ".join(f"{a} #{ah.rank}" for a, ah in h.axes.items())
-        print(f"  {i:2d}. {h.score:.4f}  {h.uri}  ({h.kind}; {ranks})")
+        print(f"  {i:2d}. {h.score:.4f}  {h.source}/{h.path}  ({h.kind}; {ranks})")
         for ev in h.explanation.matched_evidence[:2]:
             terms = ", ".join(ev.matched_terms) if ev.matched_terms else "meaning (vector)"
             run = next((r for r in h.explanation.runs.values()
@@ -201,8 +201,14 @@ def cmd_status(args) -> int:
 
     settings = _settings()
     with open_settings_catalog(settings) as cat:
-        counts = cat.counts(settings.tenant_id)
+        counts = cat.counts()
+        tenants = cat.tenant_counts()
     print(json.dumps({"catalog": counts}, indent=2))
+    if tenants:
+        cols = ("assets", "current_versions", "ok_results", "dead_letters")
+        print(f"{'tenant':<24}" + "".join(f"{c:>18}" for c in cols))
+        for t in tenants:
+            print(f"{t['tenant_id']:<24}" + "".join(f"{t[c]:>18}" for c in cols))
     try:
         m = read_current_manifest(settings.snapshots_dir)
         print(f"current snapshot: {m.snapshot_id} ({m.n_units} units, {m.n_documents} documents,"
@@ -218,12 +224,13 @@ def cmd_dead_letters(args) -> int:
     settings = _settings()
     with open_settings_catalog(settings) as cat:
         if args.redrive:
-            n = cat.redrive(settings.tenant_id, args.error_class)
+            n = cat.redrive(args.tenant, args.error_class)
             print(f"re-drive: {n} failed results cleared; the next materialize retries them")
             return 0
-        rows = cat.dead_letters(settings.tenant_id)
+        rows = cat.dead_letters(args.tenant)
     for r in rows:
-        print(f"{r['error_class']:<22} {r['stage']:<10} {r['uri']}\n    {r['message'][:200]}")
+        print(f"{r['tenant_id']:<12} {r['error_class']:<22} {r['stage']:<10} {r['uri']}\n"
+              f"    {r['message'][:200]}")
     print(f"{len(rows)} unresolved dead letters")
     return 0
 
@@ -265,7 +272,8 @@ def cmd_config(args) -> int:
         print(settings_table())
         return 0
     for name, value in _settings().model_dump(mode="json").items():
-        print(f"{env_name(name)}={value if not isinstance(value, list) else os.pathsep.join(value)}")
+        shown = os.pathsep.join(value) if isinstance(value, list) else value
+        print(f"{env_name(name)}={shown}")
     return 0
 
 
@@ -512,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("dead-letters", help="list failed files (or re-drive them)")
     dl.add_argument("--redrive", action="store_true")
     dl.add_argument("--error-class")
+    dl.add_argument("--tenant", help="only this tenant's letters (default: every tenant)")
     dl.set_defaults(func=cmd_dead_letters)
 
     from evals.cli import add_eval_parser

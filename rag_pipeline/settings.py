@@ -67,8 +67,12 @@ class Settings(BaseSettings):
     sources: PathList = Field(
         default_factory=lambda: [Path("var/demo_corpus")],
         description="source folders, `:`-separated")
+    sources_file: Path | None = Field(
+        None, description="sources file (YAML): sources with their tenant, ACL groups and "
+                          "per-folder overrides (when set, RAG_SOURCES is unused)")
     tenant_id: str = Field("default", validation_alias=_env("RAG_TENANT"),
-                           description="tenant id stamped on every row")
+                           description="tenant of the RAG_SOURCES folders (the one-tenant "
+                                       "shorthand), and the operator CLI's default tenant")
     shard_count: int = Field(16, ge=1, le=4096, validation_alias=_env("RAG_SHARDS"),
                              description="content-hash shards (the partition count)")
     models_file: Path = Field(
@@ -166,7 +170,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("vv_device", "vv_dtype", "query_model_dir", "query_vv_model_dir",
-                     "fault", "eval_gates", "serving_db_url", mode="before")
+                     "fault", "eval_gates", "serving_db_url", "sources_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

@@ -1,4 +1,5 @@
-"""Bad input is dead-lettered with its error class; everything else is indexed; reruns add nothing."""
+"""Bad input is dead-lettered with its error class; everything else is indexed; reruns add
+nothing."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def test_every_bad_input_is_dead_lettered_and_the_rest_indexed(pipeline_env):
     searcher = Searcher.from_settings(settings)
     for query, name in (("otters juggle pebbles", "otters.md"), ("anagama wood kiln", "kilns.txt")):
         hits = searcher.search(query, WHO, k=3).hits
-        assert hits and Path(hits[0].uri).name == name
+        assert hits and Path(hits[0].path).name == name
     indexed = set(searcher.table.to_arrow().column("uri").to_pylist())
     assert {Path(u).name for u in indexed} == {"otters.md", "kilns.txt"}
 
@@ -92,7 +93,7 @@ def test_redrive_retries_a_fixed_file(pipeline_env):
     from serving import Searcher
 
     hits = Searcher.from_settings(settings).search("heron nesting colonies", WHO, k=1).hits
-    assert Path(hits[0].uri).name == "notes.txt"
+    assert Path(hits[0].path).name == "notes.txt"
 
 
 @pytest.mark.skipif(shutil.which("setpriv") is None and os.geteuid() == 0,

@@ -139,9 +139,9 @@ def test_text_to_image_similar_and_tag_queries(image_env):
     # Image -> image: the resized copy is the original's nearest neighbour.
     original = next(h for h in searcher.search(SearchRequest(
         query="harbor market signboard", k=20, filters=SearchFilters(kind="image")), WHO).hits
-        if h.uri.endswith("harbor_market_sign.png"))
+        if h.path.endswith("harbor_market_sign.png"))
     sim = searcher.similar(SimilarRequest(asset_id=original.asset_id, k=3), WHO)
-    assert sim.hits[0].uri.endswith("harbor_market_copy.jpg")
+    assert sim.hits[0].path.endswith("harbor_market_copy.jpg")
     assert original.asset_id not in {h.asset_id for h in sim.hits}
     with pytest.raises(KeyError, match="no unit"):
         searcher.similar(SimilarRequest(asset_id="0" * 64), WHO)
@@ -181,7 +181,7 @@ def test_text_to_image_similar_and_tag_queries(image_env):
         assert health["axes"]["vv"]["available"]
         body = client.get(f"/v1/similar?asset_id={original.asset_id}&k=1",
                           headers=auth(key)).json()
-        assert body["hits"][0]["uri"].endswith("harbor_market_copy.jpg")
+        assert body["hits"][0]["path"].endswith("harbor_market_copy.jpg")
         body = client.get(f"/v1/search?q=picture&k=50&tags={colour}", headers=auth(key)).json()
         assert {h["asset_id"] for h in body["hits"]} == set(members)
         thumb = client.get(f"/v1/thumbnails/{original.asset_id}", headers=auth(key))

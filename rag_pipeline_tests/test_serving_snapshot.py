@@ -142,7 +142,9 @@ def build_snapshot(root: Path, mv_model_dir: str) -> tuple[Path, Path]:
         rows.append({
             "unit_id": uid, "tenant_id": tenant, "asset_id": f"{abs(hash(uid)):064x}"[:64],
             "version_id": f"v-{uid}", "uri": f"/data/{tenant}/{folder}/{uid}{ext}",
-            "uris": [f"/data/{tenant}/{folder}/{uid}{ext}"], "source": f"/data/{tenant}",
+            "uris": [f"/data/{tenant}/{folder}/{uid}{ext}"], "source": f"{tenant}-files",
+            "path": f"{folder}/{uid}{ext}", "locations": [f"{tenant}-files/{folder}/{uid}{ext}"],
+            "acl_groups": ["all"],
             "folder": folder, "kind": kind,
             "media_type": "text/markdown" if kind == "document" else "image/jpeg",
             "chunk_index": chunk, "locator": json.dumps({"char_start": 0, "char_end": len(body)}),
@@ -287,6 +289,8 @@ def test_time_media_and_source_filters(searcher):
     resp = searcher.search("beach", WHO, k=20, filters={"media_type": "image/*"})
     assert resp.hits and all(h.media_type == "image/jpeg" for h in resp.hits)
     assert searcher.search("beach", WHO, k=20, filters={"source": "/nowhere"}).hits == []
+    named = searcher.search("beach", WHO, k=20, filters={"source": "default-files"})
+    assert named.hits and all(h.source == "default-files" for h in named.hits)
 
 
 def test_tenant_isolation(searcher):
@@ -358,7 +362,10 @@ def test_explanation_lists_matched_evidence_and_runs(searcher):
     assert ex.runs["doc_text"]["run_id"] == RUN_DOC
     assert ex.runs["mv_embed"]["run_id"] == RUN_MV
     assert ex.file_version.version_id == "v-d-quokka"
-    assert ex.file_version.uri == top.uri and ex.file_version.uris == [top.uri]
+    assert top.source == "default-files" and top.path == "wildlife/australia/d-quokka.md"
+    assert ex.file_version.path == top.path
+    assert ex.file_version.locations == [f"{top.source}/{top.path}"]
+    assert "/data/" not in top.model_dump_json()  # never the server's absolute path
     assert ex.file_version.mtime == T0 + timedelta(days=1)
     assert ex.fusion.query_type == "keyword" and ex.fusion.rrf_k == 60
     assert abs(sum(ex.fusion.weights.values()) - 1.0) < 1e-9

@@ -24,7 +24,8 @@ from serving.models import (
 SNIPPET_FIELDS = ("body", "caption", "ocr", "title", "tags", "metadata")
 # Columns read for the final hits only: what a Hit shows (never the vectors).
 HIT_COLUMNS = [
-    "unit_id", "asset_id", "version_id", "uri", "uris", "kind", "media_type", "chunk_index",
+    "unit_id", "asset_id", "version_id", "source", "path", "locations", "kind", "media_type",
+    "chunk_index",
     "locator", *FTS_FIELDS, "mtime", "size", "evidence", "runs", "content_tags", "thumbnail",
 ]
 
@@ -54,21 +55,23 @@ def build_hit(row: dict[str, Any], score: float, axes: dict[str, AxisHit],
                         locator=e.get("locator") if isinstance(e.get("locator"), dict) else {})
         for e in evidence
     ]
-    uri = row["uri"]
-    title = row.get("title") or os.path.basename(uri.rstrip("/")) or uri
+    source = row.get("source") or ""
+    path = row.get("path") or ""
+    title = row.get("title") or os.path.basename(path.rstrip("/")) or path
     mtime = row.get("mtime")
     if isinstance(mtime, datetime) and mtime.tzinfo is None:
         mtime = mtime.replace(tzinfo=UTC)
     return Hit(
         unit_id=row["unit_id"], asset_id=row["asset_id"], version_id=row["version_id"],
-        uri=uri, kind=row["kind"], media_type=row.get("media_type"), title=title,
+        source=source, path=path, kind=row["kind"], media_type=row.get("media_type"), title=title,
         snippet=best_snippet(row, matcher), chunk_index=row.get("chunk_index"),
         locator=_loads(row.get("locator"), {}), score=score, axes=axes,
         explanation=Explanation(
             matched_evidence=matched,
             runs=_loads(row.get("runs"), {}),
-            file_version=FileVersion(version_id=row["version_id"], uri=uri,
-                                     uris=list(row.get("uris") or [uri]),
+            file_version=FileVersion(version_id=row["version_id"], source=source, path=path,
+                                     locations=list(row.get("locations")
+                                                    or [f"{source}/{path}"]),
                                      asset_id=row["asset_id"], size=row.get("size"),
                                      mtime=mtime),
             fusion=fusion,

@@ -18,7 +18,7 @@ class SearchFilters(BaseModel):
 
     kind: str | None = None                 # "document" | "image"
     folder_prefix: str | None = None        # folder (relative to its source) or any sub-folder
-    source: str | None = None               # configured source root, exact
+    source: str | None = None               # source name (as in the sources file), exact
     media_type: str | None = None           # exact, or "image/*"-style major type
     modified_after: datetime | None = None  # mtime >= this (naive datetimes are UTC)
     modified_before: datetime | None = None  # mtime < this
@@ -89,9 +89,14 @@ class MatchedEvidence(BaseModel):
 
 
 class FileVersion(BaseModel):
+    """The file version behind a unit, named by source and path inside it: never the server's
+    absolute path."""
+
     version_id: str
-    uri: str
-    uris: list[str] = Field(default_factory=list)
+    source: str                  # the source's name (sources file, or the folder's name)
+    path: str                    # relative to the source
+    # every current copy with the same content and ACL in this tenant, "<source>/<path>"
+    locations: list[str] = Field(default_factory=list)
     asset_id: str
     size: int | None = None
     mtime: datetime | None = None
@@ -116,7 +121,8 @@ class Hit(BaseModel):
     unit_id: str
     asset_id: str
     version_id: str
-    uri: str
+    source: str  # the source's name
+    path: str    # the file's path relative to the source
     kind: str
     media_type: str | None = None
     title: str | None = None

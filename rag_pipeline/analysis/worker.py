@@ -156,11 +156,13 @@ def run_partition(settings: Settings, profile_name: str, shard: str,
     text_profile = profile if profile.analyzer == "text" else profiles.text_profile_for(profile)
 
     # 1. Text analyzers: the text profile's own tasks, or the input of pending mv tasks.
-    mv_tasks = {t.asset_id: t for t in by_type.get("mv_embed", [])}
-    text_tasks: dict[str, TaskSpec] = {t.asset_id: t for tt in ("doc_text", "image_meta")
-                                       for t in by_type.get(tt, [])}
+    # Keyed by (tenant, asset): the same bytes in two tenants are two tasks, analysed for each.
+    mv_tasks = {(t.tenant_id, t.asset_id): t for t in by_type.get("mv_embed", [])}
+    text_tasks: dict[tuple[str, str], TaskSpec] = {
+        (t.tenant_id, t.asset_id): t for tt in ("doc_text", "image_meta")
+        for t in by_type.get(tt, [])}
     t0 = time.perf_counter()
-    texts_for_mv: dict[str, tuple[str, list[EvidenceText]]] = {}
+    texts_for_mv: dict[tuple[str, str], tuple[str, list[EvidenceText]]] = {}
     for asset_id in sorted(set(text_tasks) | set(mv_tasks)):
         task = text_tasks.get(asset_id)
         mv = mv_tasks.get(asset_id)
@@ -198,11 +200,11 @@ def run_partition(settings: Settings, profile_name: str, shard: str,
         if enc.spec.weights_checksum != mv_tasks[next(iter(texts_for_mv))].model.weights_checksum:
             raise ModelMismatch(f"model_mismatch: encoder {enc.model_dir} is not the profile's "
                                 "model")
-        pairs: list[tuple[str, str, str]] = []
+        pairs: list[tuple[tuple[str, str], str, str]] = []
         for asset_id, (text_type, texts) in texts_for_mv.items():
             pairs += [(asset_id, target, text) for target, text in embed_text_for(text_type, texts)]
         vectors = enc.encode([p[2] for p in pairs], batch_size=settings.mv_batch_size)
-        per_asset: dict[str, list[EvidenceVector]] = defaultdict(list)
+        per_asset: dict[tuple[str, str], list[EvidenceVector]] = defaultdict(list)
         for (asset_id, target, _), vec in zip(pairs, vectors, strict=True):
             per_asset[asset_id].append(EvidenceVector.from_array("mv", target, vec))
         for asset_id in texts_for_mv:
@@ -248,8 +250,12 @@ def _stage(settings: Settings, profile_name: str, shard: str, part_key: str,
         if not envs:
             continue
         first = envs[0].task
+        # A run is one partition (profile x shard) and may cover several tenants: its row is
+        # model provenance, the results and evidence it wrote each carry their own tenant.
+        tenants = {e.task.tenant_id for e in envs}
         run = AnalysisRun(
-            run_id=run_ids[task_type], tenant_id=first.tenant_id, analyzer=task_type,
+            run_id=run_ids[task_type], tenant_id=first.tenant_id if len(tenants) == 1 else "*",
+            analyzer=task_type,
             profile=profile_name, model=first.model, config=first.config,
             config_hash=first.config_hash, partition_key=part_key,
             dagster_run_id=dagster_run_id, started_at=started, finished_at=finished,

@@ -60,25 +60,27 @@ def text_task_for(text_profile: Profile, v: dict, key: str, tenant: str) -> Task
     return None
 
 
-def current_versions(cat: Catalog, tenant: str) -> list[dict]:
-    """One readable current version per asset: the most recently seen path."""
+def current_versions(cat: Catalog) -> list[dict]:
+    """One readable current version per asset (tenant + content): the most recently seen
+    path. The same bytes in two tenants are two assets, analysed once each."""
     return cat.rows(
         """
-        SELECT asset_id, version_id, uri, media_type, size, sidecar_hash, shard FROM (
-          SELECT v.*, a.shard, row_number() OVER (PARTITION BY v.asset_id
+        SELECT tenant_id, asset_id, version_id, uri, media_type, size, sidecar_hash, shard FROM (
+          SELECT v.*, a.shard, row_number() OVER (PARTITION BY v.tenant_id, v.asset_id
                  ORDER BY v.last_seen_at DESC, v.uri) AS rn
           FROM asset_versions v JOIN assets a USING (tenant_id, asset_id)
-          WHERE v.tenant_id = ? AND v.is_current) WHERE rn = 1
-        """, [tenant])
+          WHERE v.is_current) WHERE rn = 1
+        ORDER BY tenant_id, asset_id
+        """)
 
 
 def plan(settings: Settings, cat: Catalog, profiles: Profiles | None = None) -> PlanReport:
-    """Plan every profile of the models file over every shard."""
-    tenant = settings.tenant_id
+    """Plan every profile of the models file over every shard, for every tenant (a dedupe key
+    holds the tenant, so tenants never share a result)."""
     profiles = profiles or load_profiles(settings)
-    versions = current_versions(cat, tenant)
+    versions = current_versions(cat)
     results = {r["dedupe_key"]: r for r in cat.rows(
-        "SELECT dedupe_key, status, retryable FROM results WHERE tenant_id = ?", [tenant])}
+        "SELECT dedupe_key, status, retryable FROM results")}
 
     report = PlanReport()
     shards = [shard_key(s) for s in range(settings.shard_count)]
@@ -106,6 +108,7 @@ def plan(settings: Settings, cat: Catalog, profiles: Profiles | None = None) -> 
             report.unavailable[prof.name] = prof.unavailable
     for v in versions:
         key = shard_key(v["shard"])
+        tenant = v["tenant_id"]
         for prof in profiles.by_name.values():
             if prof.analyzer in IMAGE_ONLY:
                 # Image analyzers read only the bytes (no text dependency); an unavailable
@@ -129,10 +132,11 @@ def plan(settings: Settings, cat: Catalog, profiles: Profiles | None = None) -> 
                        inputs_hash=text_task.dedupe_key)
             add(mv, state(mv.dedupe_key), prof.name, key)
 
-    for u in cat.rows("SELECT DISTINCT uri, content_hash, media_type FROM asset_versions "
-                      "WHERE tenant_id = ? AND is_current", [tenant]):
+    for u in cat.rows("SELECT DISTINCT tenant_id, uri, content_hash, media_type "
+                      "FROM asset_versions WHERE is_current"):
         if not (is_document(u["media_type"]) or is_image(u["media_type"])):
-            cat.record_dead_letter(tenant_id=tenant, uri=u["uri"], content_hash=u["content_hash"],
+            cat.record_dead_letter(tenant_id=u["tenant_id"], uri=u["uri"],
+                                   content_hash=u["content_hash"],
                                    stage="discover", error_class="UnsupportedMediaType",
                                    message=f"{u['uri']}: no analyzer reads {u['media_type']}")
 

@@ -41,35 +41,45 @@ from rag_pipeline.snapshot.schema import (
 from rag_pipeline.storage.catalog.catalog import Catalog, utcnow
 from rag_pipeline.storage.vector_store import VectorStore
 
+# Every tenant's current assets (content identity is (tenant, sha256)), one row per distinct
+# ACL group set of an asset's current paths: copies of one file readable by different groups
+# become separate units, so a unit's paths never name a copy its readers may not see.
 _SELECT_UNITS = """
-WITH cur AS (
+WITH v0 AS (
+    SELECT v.*, list_sort(list_distinct(v.acl_groups)) AS acl
+    FROM asset_versions v WHERE is_current),
+cur AS (
     SELECT v.*,
-           row_number() OVER (PARTITION BY asset_id ORDER BY last_seen_at DESC, uri) AS rn,
-           list(uri) OVER (PARTITION BY asset_id ORDER BY uri
-                           ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS uris
-    FROM asset_versions v WHERE tenant_id = $tenant AND is_current),
+           row_number() OVER w_order AS rn,
+           list(uri) OVER w_all AS uris,
+           list(source_name || '/' || rel_path) OVER w_all AS locations
+    FROM v0 v
+    WINDOW w_order AS (PARTITION BY tenant_id, asset_id, acl ORDER BY last_seen_at DESC, uri),
+           w_all AS (PARTITION BY tenant_id, asset_id, acl ORDER BY uri
+                     ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)),
 text_res AS (
     SELECT * FROM (
-        SELECT r.*, row_number() OVER (PARTITION BY asset_id
+        SELECT r.*, row_number() OVER (PARTITION BY tenant_id, asset_id
                ORDER BY persisted_at DESC, dedupe_key) AS rn
-        FROM results r WHERE tenant_id = $tenant AND status = 'ok'
+        FROM results r WHERE status = 'ok'
           AND ((task_type = 'doc_text' AND model_key = $doc_key AND config_hash = $doc_cfg)
             OR (task_type = 'image_meta' AND model_key = $img_key AND config_hash = $img_cfg)))
     WHERE rn = 1),
 mv_res AS (
     SELECT * FROM (
-        SELECT r.*, row_number() OVER (PARTITION BY input_dedupe_key
+        SELECT r.*, row_number() OVER (PARTITION BY tenant_id, input_dedupe_key
                ORDER BY persisted_at DESC, dedupe_key) AS rn
-        FROM results r WHERE tenant_id = $tenant AND status = 'ok'
+        FROM results r WHERE status = 'ok'
           AND task_type = 'mv_embed' AND model_key = $mv_key AND config_hash = $mv_cfg)
     WHERE rn = 1)
-SELECT c.asset_id, c.version_id, c.uri, c.uris, c.source, c.rel_path, c.media_type, c.size,
-       c.mtime_ns, t.task_type AS text_type, t.dedupe_key AS text_key, t.run_id AS text_run,
+SELECT c.tenant_id, c.asset_id, c.version_id, c.uri, c.uris, c.locations, c.source,
+       c.source_name, c.rel_path, c.acl, c.media_type, c.size, c.mtime_ns,
+       t.task_type AS text_type, t.dedupe_key AS text_key, t.run_id AS text_run,
        m.dedupe_key AS mv_key, m.run_id AS mv_run
-FROM cur c JOIN text_res t ON t.asset_id = c.asset_id
-LEFT JOIN mv_res m ON m.input_dedupe_key = t.dedupe_key
+FROM cur c JOIN text_res t ON t.tenant_id = c.tenant_id AND t.asset_id = c.asset_id
+LEFT JOIN mv_res m ON m.tenant_id = t.tenant_id AND m.input_dedupe_key = t.dedupe_key
 WHERE c.rn = 1
-ORDER BY c.asset_id
+ORDER BY c.tenant_id, c.asset_id, c.acl
 """
 
 
@@ -115,18 +125,18 @@ def _taken_at(evs: list[dict]) -> datetime | None:
     return None
 
 
-def _image_results(cat: Catalog, tenant: str, profile) -> dict[str, dict]:
-    """asset_id -> the newest ok result of an image-only profile (matched by model and config,
-    like the text and MV results)."""
+def _image_results(cat: Catalog, profile) -> dict[tuple[str, str], dict]:
+    """(tenant, asset_id) -> the newest ok result of an image-only profile (matched by model
+    and config, like the text and MV results)."""
     if profile is None:
         return {}
     tp = profile.tasks[profile.analyzer]
     rows = cat.rows(
-        "SELECT asset_id, dedupe_key, run_id FROM (SELECT r.*, row_number() OVER (PARTITION BY "
-        "asset_id ORDER BY persisted_at DESC, dedupe_key) AS rn FROM results r WHERE tenant_id = ? "
-        "AND status = 'ok' AND task_type = ? AND model_key = ? AND config_hash = ?) WHERE rn = 1",
-        [tenant, tp.task_type, tp.model.key, stable_hash(tp.config)])
-    return {r["asset_id"]: r for r in rows}
+        "SELECT tenant_id, asset_id, dedupe_key, run_id FROM (SELECT r.*, row_number() OVER "
+        "(PARTITION BY tenant_id, asset_id ORDER BY persisted_at DESC, dedupe_key) AS rn FROM "
+        "results r WHERE status = 'ok' AND task_type = ? AND model_key = ? AND config_hash = ?) "
+        "WHERE rn = 1", [tp.task_type, tp.model.key, stable_hash(tp.config)])
+    return {(r["tenant_id"], r["asset_id"]): r for r in rows}
 
 
 def _vectors(settings: Settings, axis: str, dim: int, run_ids: list[str]
@@ -162,12 +172,12 @@ def collect_units(settings: Settings, cat: Catalog,
     mv_spec = mv_task.model
     dim = int(mv_spec.dim or 0)
     assets = cat.rows(_SELECT_UNITS, {
-        "tenant": settings.tenant_id, "doc_key": doc.model.key,
+        "doc_key": doc.model.key,
         "doc_cfg": stable_hash(doc.config), "img_key": img.model.key,
         "img_cfg": stable_hash(img.config), "mv_key": mv_spec.key,
         "mv_cfg": stable_hash(mv_task.config)})
     # Image-only profiles named by the policy: OCR text, VLM captions and tags, VV vectors.
-    extra = {slot: _image_results(cat, settings.tenant_id, profiles[policy[slot]])
+    extra = {slot: _image_results(cat, profiles[policy[slot]])
              for slot in ("ocr", "caption", "vv") if policy.get(slot)}
     vv_prof = profiles[policy["vv"]] if policy.get("vv") else None
     vv_dim = int(vv_prof.dim or 0) if vv_prof else 0
@@ -191,7 +201,13 @@ def collect_units(settings: Settings, cat: Catalog,
     zero = np.zeros(dim, dtype=np.float32)
     zero_vv = np.zeros(vv_dim, dtype=np.float32)
     n_docs = n_images = n_with_mv = n_with_vv = 0
+    acl_sets: dict[tuple[str, str], int] = defaultdict(int)
     for a in assets:
+        acl_sets[(a["tenant_id"], a["asset_id"])] += 1
+    for a in assets:
+        ident = (a["tenant_id"], a["asset_id"])
+        # Unit ids are unique within a tenant; a copy under another ACL gets its own suffix.
+        suffix = (f"~{stable_hash(list(a['acl']), 8)}" if acl_sets[ident] > 1 else "")
         evs = evidence.get(a["text_key"], [])
         by_kind: dict[str, list[dict]] = defaultdict(list)
         for ev in evs:
@@ -201,9 +217,12 @@ def collect_units(settings: Settings, cat: Catalog,
             unit_runs["mv_embed"] = runs.get(a["mv_run"], {"run_id": a["mv_run"]})
         folder = str(PurePosixPath(a["rel_path"]).parent)
         base = {
-            "tenant_id": settings.tenant_id, "asset_id": a["asset_id"],
+            "tenant_id": a["tenant_id"], "acl_groups": list(a["acl"]),
+            "asset_id": a["asset_id"],
             "version_id": a["version_id"], "uri": a["uri"], "uris": list(a["uris"]),
-            "source": a["source"], "folder": "" if folder == "." else folder,
+            "source": a["source_name"] or PurePosixPath(a["source"]).name,
+            "path": a["rel_path"], "locations": list(a["locations"]),
+            "folder": "" if folder == "." else folder,
             "media_type": a["media_type"], "mtime": _ts(a["mtime_ns"]), "size": a["size"],
             "taken_at": _taken_at(evs), "content_tags": [], "thumbnail": "",
             "has_vv": False, "vector_vv": zero_vv,
@@ -218,7 +237,7 @@ def collect_units(settings: Settings, cat: Catalog,
                 vec = vectors.get((a["mv_key"], f"chunk:{ch['ordinal']}")) if a["mv_key"] else None
                 n_with_mv += vec is not None
                 units.append(base | {
-                    "unit_id": f"{a['asset_id']}:{ch['ordinal']}", "kind": "document",
+                    "unit_id": f"{a['asset_id']}:{ch['ordinal']}{suffix}", "kind": "document",
                     "chunk_index": int(ch["ordinal"]), "locator": ch["locator"],
                     "body": ch["text"], "caption": "", "tags": "", "ocr": "",
                     "has_mv": vec is not None, "vector_mv": vec if vec is not None else zero,
@@ -230,19 +249,19 @@ def collect_units(settings: Settings, cat: Catalog,
             vec = vectors.get((a["mv_key"], "unit:0")) if a["mv_key"] else None
             n_with_mv += vec is not None
             for slot, task_type in (("ocr", "ocr"), ("caption", "caption"), ("vv", "vv_embed")):
-                r = extra.get(slot, {}).get(a["asset_id"])
+                r = extra.get(slot, {}).get(ident)
                 if r is not None:
                     unit_runs[task_type] = runs.get(r["run_id"], {"run_id": r["run_id"]})
                     if slot != "vv":
                         for ev in evidence.get(r["dedupe_key"], []):
                             by_kind[ev["kind"]].append(ev)
-            vv_res = extra.get("vv", {}).get(a["asset_id"])
+            vv_res = extra.get("vv", {}).get(ident)
             vv_vec = vv_vectors.get((vv_res["dedupe_key"], "unit:0")) if vv_res else None
             n_with_vv += vv_vec is not None
             captions = by_kind["description"] + by_kind["caption"]
             tags = by_kind["keyword"] + by_kind["tag"]
             units.append(base | {
-                "unit_id": f"{a['asset_id']}:img", "kind": "image", "chunk_index": -1,
+                "unit_id": f"{a['asset_id']}:img{suffix}", "kind": "image", "chunk_index": -1,
                 "locator": "{}", "body": "",
                 "caption": "\n".join(e["text"] for e in captions),
                 "tags": ", ".join(e["text"] for e in tags),
@@ -260,7 +279,12 @@ def collect_units(settings: Settings, cat: Catalog,
     # Units with text the MV axis embeds but no vector: a gap, unlike a bare image.
     missing = sum(1 for u in units if not u["has_mv"]
                   and (u["kind"] == "document" or u["title"] or u["caption"] or u["tags"]))
-    stats = {"policy": dict(policy), "n_units_missing_mv": missing, "n_assets": len(assets), "n_documents": n_docs, "n_images": n_images,
+    per_tenant: dict[str, int] = defaultdict(int)
+    for u in units:
+        per_tenant[u["tenant_id"]] += 1
+    stats = {"policy": dict(policy), "n_units_missing_mv": missing, "n_assets": len(acl_sets),
+             "n_documents": n_docs, "n_images": n_images,
+             "tenants": sorted(per_tenant), "n_units_per_tenant": dict(sorted(per_tenant.items())),
              "n_units": len(units), "n_units_with_mv": n_with_mv, "mv_dim": dim,
              "mv_model_key": mv_spec.key, "mv_model_dir": str(mv_prof.model_dir),
              "n_units_with_vv": n_with_vv, "vv_dim": vv_dim,
@@ -270,12 +294,17 @@ def collect_units(settings: Settings, cat: Catalog,
              "n_images_with_ocr": sum(1 for u in units if u["ocr"]),
              "n_images_with_caption": sum(1 for a in assets if a["asset_id"] in
                                           extra.get("caption", {}))}
+    n_docs_assets = {(a["tenant_id"], a["asset_id"]) for a in assets
+                     if a["text_type"] == "doc_text"}
+    stats["n_documents"] = len(n_docs_assets)
+    stats["n_images"] = len(acl_sets) - len(n_docs_assets)
     return units, stats
 
 
 def fingerprint(units: list[dict], settings: Settings) -> str:
     """Identity of a snapshot's content: same evidence and settings -> same fingerprint."""
-    ident = [(u["unit_id"], u["version_id"], u["runs"], tuple(u["uris"]), u["source"])
+    ident = [(u["tenant_id"], u["unit_id"], u["version_id"], u["runs"], tuple(u["uris"]),
+              u["source"], u["path"], tuple(u["locations"]), tuple(u["acl_groups"]))
              for u in units]
     return stable_hash([SNAPSHOT_SCHEMA_VERSION, sorted(ident),
                         settings.field_weights.model_dump()], 32)
@@ -324,6 +353,10 @@ def build_snapshot(settings: Settings, cat: Catalog, dagster_run_id: str | None 
                 # English stemming and stop words: BM25 over word stems, per field.
                 tbl.create_fts_index(f, replace=True, stem=True, remove_stop_words=True,
                                      language="English", with_position=False)
+            # The principal's prefilter (tenant_id = ? AND array_has_any(acl_groups, ?)) is
+            # answered by scalar indexes inside every index query.
+            tbl.create_scalar_index("tenant_id", index_type="BTREE", replace=True)
+            tbl.create_scalar_index("acl_groups", index_type="LABEL_LIST", replace=True)
     index_s = time.perf_counter() - t_idx
 
     profiles = load_profiles(settings)
@@ -341,7 +374,7 @@ def build_snapshot(settings: Settings, cat: Catalog, dagster_run_id: str | None 
     stats |= {"fingerprint": fp, "index_seconds": round(index_s, 3)}
     manifest = SnapshotManifest(
         snapshot_id=snapshot_id, table_name=table_name, created_at=now,
-        tenants=[settings.tenant_id], n_units=len(units), n_documents=stats["n_documents"],
+        tenants=stats["tenants"], n_units=len(units), n_documents=stats["n_documents"],
         n_images=stats["n_images"],
         axes={
             "fts": AxisInfo(available=bool(units)),

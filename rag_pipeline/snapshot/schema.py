@@ -1,7 +1,7 @@
 """The search snapshot's contract: Arrow schema of its LanceDB table and its manifest.
 
-The pipeline writes snapshots (``rag_pipeline.snapshot.build``); serving only reads them. This module
-is the one thing both sides share, so it imports neither.
+The pipeline writes snapshots (``rag_pipeline.snapshot.build``); serving only reads them. This
+module is the one thing both sides share, so it imports neither.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pydantic import BaseModel, Field
 
 from rag_pipeline.contracts import ModelSpec
 
-SNAPSHOT_SCHEMA_VERSION = 2
+# 3: acl_groups, path and locations; source is the source's name; one snapshot, all tenants.
+SNAPSHOT_SCHEMA_VERSION = 3
 
 # Full-text fields, each with its own FTS index and BM25 weight (settings.FieldWeights).
 FTS_FIELDS = ("title", "body", "caption", "tags", "ocr", "metadata")
@@ -29,13 +30,18 @@ def snapshot_arrow_schema(mv_dim: int, vv_dim: int | None = None) -> pa.Schema:
     vv = [pa.field("has_vv", pa.bool_()),
           pa.field("vector_vv", pa.list_(pa.float32(), vv_dim))] if vv_dim else []
     return pa.schema([
-        pa.field("unit_id", pa.string(), nullable=False),       # searchable unit
+        pa.field("unit_id", pa.string(), nullable=False),       # unit (unique per tenant)
+        # Who may read it: the principal's prefilter (BTREE and LABEL_LIST scalar indexes).
         pa.field("tenant_id", pa.string(), nullable=False),
+        pa.field("acl_groups", pa.list_(pa.string())),
         pa.field("asset_id", pa.string(), nullable=False),      # sha256 of content
         pa.field("version_id", pa.string(), nullable=False),    # observed file state
+        # Absolute paths: the pipeline's own (evals, benchmarks); serving never returns them.
         pa.field("uri", pa.string(), nullable=False),           # primary current path
         pa.field("uris", pa.list_(pa.string())),                # every current path
-        pa.field("source", pa.string()),                        # configured source root
+        pa.field("source", pa.string()),                        # configured source name
+        pa.field("path", pa.string()),                          # path relative to the source
+        pa.field("locations", pa.list_(pa.string())),           # every "<source>/<path>"
         pa.field("folder", pa.string()),                        # folder relative to source
         pa.field("kind", pa.string(), nullable=False),          # "document" | "image"
         pa.field("media_type", pa.string()),

@@ -33,10 +33,9 @@ def search_snapshot(context: dg.AssetExecutionContext, pipeline: PipelineSetting
     with open_settings_catalog(settings) as cat:
         result = build_snapshot(settings, cat, dagster_run_id=context.run_id)
         expected = int(cat.scalar(
-            "SELECT count(DISTINCT v.asset_id) FROM asset_versions v JOIN results r "
-            "ON r.asset_id = v.asset_id AND r.status = 'ok' AND r.task_type IN "
-            "('doc_text', 'image_meta') WHERE v.tenant_id = ? AND v.is_current",
-            [settings.tenant_id]))
+            "SELECT count(DISTINCT (v.tenant_id, v.asset_id)) FROM asset_versions v JOIN results "
+            "r ON r.tenant_id = v.tenant_id AND r.asset_id = v.asset_id AND r.status = 'ok' AND "
+            "r.task_type IN ('doc_text', 'image_meta') WHERE v.is_current"))
     m = result.manifest
     stats = m.stats
     yield dg.MaterializeResult(metadata={

@@ -18,7 +18,7 @@ import duckdb
 
 from rag_pipeline.contracts import stable_hash
 from rag_pipeline.storage.catalog.lock import writer_lock
-from rag_pipeline.storage.catalog.schema import CATALOG_SCHEMA_VERSION, DDL
+from rag_pipeline.storage.catalog.schema import CATALOG_SCHEMA_VERSION, DDL, MIGRATIONS
 
 
 def utcnow() -> datetime:
@@ -40,6 +40,21 @@ class Catalog:
     def scalar(self, sql: str, params: list | tuple = ()):
         r = self.con.execute(sql, params).fetchone()
         return r[0] if r else None
+
+    def tenant_counts(self) -> list[dict]:
+        """Per tenant: assets, current versions, ok results and unresolved dead letters."""
+        return self.rows("""
+            WITH t AS (SELECT DISTINCT tenant_id FROM assets UNION
+                       SELECT DISTINCT tenant_id FROM dead_letters)
+            SELECT t.tenant_id,
+              (SELECT count(*) FROM assets a WHERE a.tenant_id = t.tenant_id) AS assets,
+              (SELECT count(*) FROM asset_versions v WHERE v.tenant_id = t.tenant_id
+                 AND v.is_current) AS current_versions,
+              (SELECT count(*) FROM results r WHERE r.tenant_id = t.tenant_id
+                 AND r.status = 'ok') AS ok_results,
+              (SELECT count(*) FROM dead_letters d WHERE d.tenant_id = t.tenant_id
+                 AND d.resolved_at IS NULL) AS dead_letters
+            FROM t ORDER BY t.tenant_id""")
 
     def counts(self, tenant_id: str | None = None) -> dict[str, int]:
         """Row counts per table (optionally for one tenant)."""
@@ -75,7 +90,8 @@ class Catalog:
              now, now],
         )
 
-    def dead_letters(self, tenant_id: str | None = None, unresolved_only: bool = True) -> list[dict]:
+    def dead_letters(self, tenant_id: str | None = None,
+                     unresolved_only: bool = True) -> list[dict]:
         sql = "SELECT * FROM dead_letters WHERE 1=1"
         params: list = []
         if tenant_id:
@@ -85,16 +101,18 @@ class Catalog:
             sql += " AND resolved_at IS NULL"
         return self.rows(sql + " ORDER BY uri, stage", params)
 
-    def redrive(self, tenant_id: str, error_class: str | None = None) -> int:
-        """Forget failed results so the next plan retries them; mark their letters resolved."""
-        cond, params = "status = 'failed' AND tenant_id = ?", [tenant_id]
+    def redrive(self, tenant_id: str | None = None, error_class: str | None = None) -> int:
+        """Forget failed results so the next plan retries them; mark their letters resolved
+        (one tenant's, or every tenant's)."""
+        cond, params = "status = 'failed' AND tenant_id = coalesce(?, tenant_id)", [tenant_id]
         if error_class:
             # Dependent tasks that failed because of these go with them.
             cond += " AND error_class IN (?, 'UpstreamFailed')"
             params.append(error_class)
         n = int(self.scalar(f"SELECT count(*) FROM results WHERE {cond}", params))
         self.con.execute(f"DELETE FROM results WHERE {cond}", params)
-        dl_cond, dl_params = "tenant_id = ? AND resolved_at IS NULL", [tenant_id]
+        dl_cond, dl_params = ("tenant_id = coalesce(?, tenant_id) AND resolved_at IS NULL",
+                              [tenant_id])
         if error_class:
             dl_cond += " AND error_class = ?"
             dl_params.append(error_class)
@@ -113,6 +131,12 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> None:
     elif int(row[0]) > CATALOG_SCHEMA_VERSION:
         raise RuntimeError(f"catalog schema {row[0]} is newer than this build "
                            f"({CATALOG_SCHEMA_VERSION}); upgrade rag_pipeline")
+    elif int(row[0]) < CATALOG_SCHEMA_VERSION:
+        for version in range(int(row[0]) + 1, CATALOG_SCHEMA_VERSION + 1):
+            for stmt in MIGRATIONS.get(version, ()):
+                con.execute(stmt)
+        con.execute("UPDATE schema_meta SET value = ? WHERE key = 'catalog_schema'",
+                    [str(CATALOG_SCHEMA_VERSION)])
 
 
 @contextmanager

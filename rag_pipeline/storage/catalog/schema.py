@@ -1,11 +1,13 @@
 """DuckDB DDL for the evidence-centric catalog.
 
 assets -> asset_versions -> analysis_runs -> results (one per dedupe key) -> evidence_text,
-plus dead_letters. Vector evidence lives in LanceDB (rag_pipeline.storage.vector_store), keyed by the
-same run ids and dedupe keys. Every row carries tenant_id.
+plus dead_letters. Vector evidence lives in LanceDB (rag_pipeline.storage.vector_store), keyed by
+the same run ids and dedupe keys. Every row carries tenant_id: content identity is (tenant,
+sha256), so the same bytes in two tenants are two assets with their own evidence.
 """
 
-CATALOG_SCHEMA_VERSION = 1
+# 2: asset_versions.source_name and acl_groups (added in place to a version-1 catalog).
+CATALOG_SCHEMA_VERSION = 2
 
 DDL = [
     """
@@ -26,6 +28,9 @@ DDL = [
     )""",
     # Observed file states. A changed file is a new version; a moved one is a new version of the
     # same asset; a vanished one is tombstoned. is_current marks the live state of each uri.
+    # source is the source's root folder (the pipeline's own), source_name its configured name
+    # (what hits show); acl_groups are the groups the sources file gives the file now (updated
+    # in place: a new ACL is not a new version).
     """
     CREATE TABLE IF NOT EXISTS asset_versions (
         tenant_id VARCHAR NOT NULL,
@@ -44,6 +49,8 @@ DDL = [
         superseded_at TIMESTAMPTZ,
         tombstoned_at TIMESTAMPTZ,
         is_current BOOLEAN NOT NULL,
+        source_name VARCHAR NOT NULL DEFAULT '',
+        acl_groups VARCHAR[] NOT NULL DEFAULT ['all'],
         PRIMARY KEY (tenant_id, version_id)
     )""",
     """
@@ -144,3 +151,10 @@ DDL = [
            text AS value, confidence
     FROM evidence_text WHERE kind IN ('tag', 'keyword')""",
 ]
+
+# Statements that bring a catalog of the previous version up to this one, by target version.
+MIGRATIONS: dict[int, list[str]] = {
+    2: ["ALTER TABLE asset_versions ADD COLUMN IF NOT EXISTS source_name VARCHAR DEFAULT ''",
+        "ALTER TABLE asset_versions ADD COLUMN IF NOT EXISTS acl_groups VARCHAR[] "
+        "DEFAULT ['all']"],
+}
