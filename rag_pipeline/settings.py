@@ -99,7 +99,7 @@ class Settings(BaseSettings):
                                                           "decompression bombs")
     max_file_bytes: int = Field(512 * 1024 * 1024, description="larger files are dead-lettered")
     snapshots_kept: int = Field(5, ge=1, description="snapshot tables kept besides those a "
-                                                     "pointer names")
+                                                     "pointer names or a live reader leases")
     field_weights: FieldWeights = Field(default_factory=FieldWeights, exclude=True)
     # Serving ----------------------------------------------------------------------------
     query_model_dir: str | None = Field(

@@ -14,8 +14,8 @@ names another snapshot, the follower
 A snapshot that fails to open or warm (model mismatch, missing table, unreadable manifest) is
 not served: the old one keeps answering, ``status()`` (``/health``) shows the error and the
 failed id, and the log says so once per failed id. The same id is tried again after
-``RETRY_FAILED_S`` seconds, at once when the pointer moves on. Each poll also refreshes the
-heartbeat of every lease this process holds.
+``RETRY_FAILED_S`` seconds, or at once when the pointer file is written again. Each poll also
+refreshes the heartbeat of every lease this process holds.
 """
 
 from __future__ import annotations
@@ -106,6 +106,7 @@ class LiveSearcher:
         self._ptr_key: tuple | None = None
         self._ptr_id: str | None = None
         self._ptr_name: str | None = None
+        self._ptr_rewritten = False  # the pointer file was (re)written since the last check
         self._last_check: float | None = None
         self._last_swap: float | None = None
         self._swaps = 0
@@ -243,6 +244,7 @@ class LiveSearcher:
                 except FileNotFoundError:  # replaced between stat and read: next poll
                     return self._ptr_id
                 self._ptr_key, self._ptr_id, self._ptr_name = key, sid or None, name
+                self._ptr_rewritten = True
             return self._ptr_id
         self._ptr_key = self._ptr_id = self._ptr_name = None
         return None
@@ -259,6 +261,7 @@ class LiveSearcher:
             except OSError as exc:
                 self._fail(None, exc)
                 return
+            rewritten, self._ptr_rewritten = self._ptr_rewritten, False
             with self._lock:
                 current = self._current.snapshot_id if self._current is not None else None
             if sid is None:
@@ -269,9 +272,9 @@ class LiveSearcher:
                 if self._failed_id is not None:  # the pointer went back to what we serve
                     self._clear_error()
                 return
-            if sid == self._failed_id and self._error_at is not None and \
+            if sid == self._failed_id and not rewritten and self._error_at is not None and \
                     now - self._error_at < RETRY_FAILED_S:
-                return
+                return  # a failed snapshot: again after a while, or when it is re-promoted
             self._swap_to(sid)
 
     def _swap_to(self, snapshot_id: str) -> None:
@@ -312,13 +315,13 @@ class LiveSearcher:
                         old.closed = True
                     else:
                         self._draining.append(old)
-                self._swaps += 1
+                    self._swaps += 1
                 self._last_swap = entry.opened_at
+                self._clear_error()  # with the swap: status() never shows one without the other
         if close_old and old is not None:
             self._close_entry(old)
         if old is entry:
             return
-        self._clear_error()
         log.info("serving snapshot %s (opened and warmed in %.2f s; was %s)", snapshot_id,
                  entry.open_seconds, old.snapshot_id if old is not None else "none")
 
