@@ -122,10 +122,22 @@ def test_units_similar_and_thumbnails(client, keys):
     _error(client.get("/v1/thumbnails/../../etc", headers=h), 404, "not_found")
 
 
-def test_unavailable_axis_is_503_with_its_code(client, keys):
-    body = _error(client.get("/v1/search?q=dog&axes=vv", headers=auth(keys["read"])),
-                  503, "axis_unavailable")
+def test_unavailable_axes(client, keys, monkeypatch):
+    h = auth(keys["read"])
+    # an axis this snapshot was built without: the request's problem
+    body = _error(client.get("/v1/search?q=dog&axes=vv", headers=h), 422, "axis_unavailable")
     assert "vv" in body["message"]
+    # an axis the snapshot has that this server cannot serve now (its query model is gone):
+    # the server's problem, 503, and /health says degraded
+    with client.app.state.live.acquire() as searcher:
+        monkeypatch.setitem(searcher.unavailable, "mv", "query model /models/x not found")
+    resp = client.get("/v1/search?q=dog&axes=mv", headers=h)
+    body = _error(resp, 503, "axis_unavailable")
+    assert "/models" not in body["message"] and int(resp.headers["retry-after"]) > 0
+    assert client.get("/v1/search?q=quokka", headers=h).json()["axes_used"] == ["fts"]
+    health = client.get("/health", headers=h)
+    assert health.status_code == 503 and health.json()["status"] == "degraded"
+    assert "/models" not in health.text
 
 
 def test_unicode_queries(client, keys):

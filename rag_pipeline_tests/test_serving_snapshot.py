@@ -471,7 +471,7 @@ def test_http_api(snapshot):
         assert body["hits"][0]["unit_id"] == "i-beach"
         assert all(h["kind"] == "image" for h in body["hits"])
         resp = client.get("/v1/search?q=dog&axes=vv", headers=key)
-        assert resp.status_code == 503 and resp.json()["code"] == "axis_unavailable"
+        assert resp.status_code == 422 and resp.json()["code"] == "axis_unavailable"
         assert "vv" in resp.json()["message"]
         for bad in ("k=5", "q=dog&k=abc", "q=dog&k=0", "q=%20%20", "q=dog&bogus=1",
                     "q=dog&q=cat", "q=dog&axes=nope", "q=dog&type=fancy",

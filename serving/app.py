@@ -37,7 +37,7 @@ from rag_pipeline.retrieval.fusion import AXES, QueryType
 from rag_pipeline.settings import Settings
 from serving import http_errors
 from serving.auth import Authenticator, Caller, require
-from serving.errors import SearchError
+from serving.errors import AxisUnavailable, SearchError
 from serving.http_errors import ApiError, ErrorBody
 from serving.keys import KeyStore, KeyStoreError
 from serving.limits import Admission
@@ -164,6 +164,20 @@ def _clean_text(value: Any, where: str = "request") -> None:
             _clean_text(item, where)
 
 
+def axis_error(searcher: Searcher, exc: AxisUnavailable) -> ApiError:
+    """503 when the axis is one this snapshot has but this server cannot serve now (its query
+    model is missing: a degraded server, another replica may answer); 422 when the request asks
+    for what the snapshot does not offer (an axis it was built without, an asset without that
+    axis' vector): asking again will not help."""
+    message = http_errors.scrub(str(exc))
+    degraded = [a for a, info in searcher.manifest.axes.items()
+                if info.available and a in searcher.unavailable]
+    if any(repr(a) in str(exc) for a in degraded):
+        log.warning("axis unavailable: %s", exc)
+        return ApiError(503, "axis_unavailable", message, headers={"Retry-After": "30"})
+    return ApiError(422, "axis_unavailable", message)
+
+
 # --------------------------------------------------------------------------------------------
 # Responses
 
@@ -194,7 +208,8 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     text = {400: "malformed request (a body that is not JSON text)",
             401: "no API key, or an invalid, revoked or expired one",
             403: "the API key lacks the route's scope", 404: "not found (for this tenant)",
-            413: "request body too large", 422: "invalid request",
+            413: "request body too large",
+            422: "invalid request, or an axis this snapshot does not have (axis_unavailable)",
             500: "internal error (details in the server log, under the request id)",
             503: "unavailable: overloaded (Retry-After), no snapshot, an axis or model "
                  "unavailable, or the key store down", 504: "the request timed out"}
@@ -265,7 +280,10 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
 
         def work() -> Any:
             with live.acquire() as searcher:
-                return fn(searcher)
+                try:
+                    return fn(searcher)
+                except AxisUnavailable as exc:
+                    raise axis_error(searcher, exc) from None
 
         return await admission.run(work)
 
