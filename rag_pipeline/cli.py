@@ -5,7 +5,8 @@
   materialize    run discover -> shards -> snapshot through Dagster
   search         query the current snapshot (hybrid by default) with explanations
   similar        units like an asset (image -> image on the VV axis; documents on MV)
-  serve          HTTP API over the current snapshot
+  serve          HTTP API over the promoted snapshot (API keys, /docs)
+  keys           API keys: create, list, revoke
   status         catalog counts and the current snapshot
   policy         which profile serves each axis; promote / roll back (no recompute)
   models         list, init, sync or add analyzer profiles (models.yaml)
@@ -136,10 +137,62 @@ def cmd_similar(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from serving.http import serve
+    from serving.server import ServeRefused, serve
 
-    serve(_searcher(_settings()), host=args.host, port=args.port)
+    try:
+        serve(_settings(), host=args.host, port=args.port, workers=args.workers, dev=args.dev,
+              log_level=args.log_level)
+    except ServeRefused as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _key_store():
+    from serving.keys import KeyStore
+
+    return KeyStore.from_settings(_settings())
+
+
+def cmd_keys(args) -> int:
+    from serving.keys import parse_expiry
+
+    store = _key_store()
+    try:
+        if args.keys_cmd == "create":
+            key, info = store.create(
+                args.tenant, groups=args.groups.split(",") if args.groups else None,
+                scopes=args.scopes.split(","), name=args.name or "",
+                expires_at=parse_expiry(args.expires))
+            print(f"created {info.key_id} (tenant {info.tenant}, groups "
+                  f"{','.join(info.groups)}, scopes {','.join(info.scopes)}"
+                  + (f", expires {info.expires_at:%Y-%m-%d %H:%M:%S}Z" if info.expires_at
+                     else "") + ")", file=sys.stderr)
+            print("the key is shown once; store it now:", file=sys.stderr)
+            print(key)
+            return 0
+        if args.keys_cmd == "revoke":
+            if not store.revoke(args.key_id):
+                print(f"error: no key {args.key_id!r}", file=sys.stderr)
+                return 2
+            print(f"revoked {args.key_id} (servers stop accepting it within "
+                  f"{store.cache_s:g} s)")
+            return 0
+        rows = [k.public() for k in store.list()]
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        cols = ("key_id", "name", "tenant", "groups", "scopes", "state", "created_at",
+                "expires_at", "last_used_at")
+        for r in rows:
+            r["groups"], r["scopes"] = ",".join(r["groups"]), ",".join(r["scopes"])
+        widths = {c: max([len(c), *(len(str(r[c] or "-")) for r in rows)]) for c in cols}
+        print("  ".join(c.ljust(widths[c]) for c in cols))
+        for r in rows:
+            print("  ".join(str(r[c] or "-").ljust(widths[c]) for c in cols))
+        return 0
+    finally:
+        store.close()
 
 
 def cmd_status(args) -> int:
@@ -329,6 +382,12 @@ def cmd_demo(args) -> int:
                                         searcher.operator_principal(settings.tenant_id)), False)
     print("\nNext: `make ui` starts the Dagster UI on http://127.0.0.1:3000 (asset graph, runs, "
           "shard partitions); `.venv/bin/rag-pipeline search \"your query\"` queries the index.")
+    print(f"\nThe HTTP API (API keys; schema on /docs):\n"
+          f"  KEY=$(.venv/bin/rag-pipeline keys create --tenant {settings.tenant_id} "
+          f"--scopes read --name demo)\n"
+          f"  .venv/bin/rag-pipeline serve --port 8080 &\n"
+          f"  curl -s -H \"Authorization: Bearer $KEY\" "
+          f"'http://127.0.0.1:8080/v1/search?q=red+lighthouse&k=3'")
     return 0
 
 
@@ -396,10 +455,31 @@ def build_parser() -> argparse.ArgumentParser:
     _principal_args(si)
     si.set_defaults(func=cmd_similar)
 
-    sv = sub.add_parser("serve", help="HTTP API: /health, /search?q=")
+    sv = sub.add_parser("serve", help="HTTP API (FastAPI + uvicorn): /v1/search, /docs, ...")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8080)
+    sv.add_argument("--workers", type=int, default=1,
+                    help="worker processes (each opens the snapshot and its models)")
+    sv.add_argument("--dev", action="store_true",
+                    help="local trials: serve keyless requests as RAG_TENANT (loopback only)")
+    sv.add_argument("--log-level", default="info",
+                    choices=["critical", "error", "warning", "info", "debug"])
     sv.set_defaults(func=cmd_serve)
+
+    ke = sub.add_parser("keys", help="API keys of the HTTP API: create, list, revoke")
+    ke_sub = ke.add_subparsers(dest="keys_cmd", required=True)
+    kc = ke_sub.add_parser("create", help="make a key and print it (once)")
+    kc.add_argument("--tenant", required=True)
+    kc.add_argument("--groups", help="ACL groups, comma-separated (default: all, the "
+                                     "tenant-wide group)")
+    kc.add_argument("--scopes", default="read", help="read[,write,admin] (default: read)")
+    kc.add_argument("--name", help="what the key is for")
+    kc.add_argument("--expires", help="30d, 12h, 90m or an ISO date/datetime (default: never)")
+    kl = ke_sub.add_parser("list", help="keys and their state (never the keys or hashes)")
+    kl.add_argument("--json", action="store_true")
+    kr = ke_sub.add_parser("revoke", help="revoke a key by its id")
+    kr.add_argument("key_id")
+    ke.set_defaults(func=cmd_keys)
 
     po = sub.add_parser("policy", help="which profile serves each axis (promote / roll back)")
     po_sub = po.add_subparsers(dest="policy_cmd", required=True)

@@ -115,6 +115,36 @@ class Settings(BaseSettings):
         60.0, gt=0, description="a reader's snapshot lease expires this long after its last "
                                 "heartbeat, sooner on its own host once its process is gone "
                                 "(seconds); retention never drops a snapshot with a live lease")
+    # HTTP API ---------------------------------------------------------------------------
+    serving_db_url: str | None = Field(
+        None, description="API key store (SQLAlchemy URL, e.g. `postgresql+psycopg2://...`); "
+                          "default: SQLite `serving.db` in the data dir")
+    key_cache_s: float = Field(5.0, ge=0, le=300,
+                               description="seconds an API key lookup is cached (a revocation "
+                                           "takes effect within this bound)")
+    max_concurrent_requests: int = Field(
+        8, ge=1, le=1024, description="searches executed at once per worker process")
+    max_queued_requests: int = Field(
+        64, ge=0, le=100_000, description="requests waiting for a search slot; beyond that: "
+                                          "503 + Retry-After")
+    request_timeout_s: float = Field(10.0, gt=0, le=600,
+                                     description="a request's time limit (waiting + searching); "
+                                                 "beyond it: 504")
+    max_body_bytes: int = Field(65_536, ge=1024, le=64 * 1024 * 1024,
+                                description="largest request body; beyond it: 413")
+    max_connections: int = Field(
+        2048, ge=16, le=1_000_000,
+        description="open connections per worker process (uvicorn `limit_concurrency`)")
+    keepalive_s: float = Field(5.0, gt=0, le=300,
+                               description="idle keep-alive timeout, also the time to send a "
+                                           "request's headers")
+    shutdown_grace_s: float = Field(15.0, ge=0, le=600,
+                                    description="graceful shutdown: how long in-flight requests "
+                                                "may finish")
+    cors_origins: str = Field(
+        "", description="comma-separated origins allowed by CORS (default: CORS off)")
+    log_query_text: bool = Field(False, description="put query strings in the access log "
+                                                    "(default: path only)")
     # Evals and promotion ----------------------------------------------------------------
     smoke_gold: str = Field(
         "", description="gold set of the blocking smoke eval (`off`: none; default: "
@@ -140,7 +170,7 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("vv_device", "vv_dtype", "query_model_dir", "query_vv_model_dir",
-                     "fault", "eval_gates", "sources_file", mode="before")
+                     "fault", "eval_gates", "serving_db_url", "sources_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -169,6 +199,15 @@ class Settings(BaseSettings):
     @property
     def thumbs_dir(self) -> Path:
         return self.data_dir / "thumbnails"
+
+    @property
+    def serving_db_path(self) -> Path:
+        """The default (SQLite) API key store, when ``serving_db_url`` is unset."""
+        return self.data_dir / "serving.db"
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def lock_path(self) -> Path:

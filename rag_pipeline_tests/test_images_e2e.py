@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -175,33 +173,28 @@ def test_text_to_image_similar_and_tag_queries(image_env):
     assert {h.asset_id for h in only.hits} == set(members)
 
     # The same over HTTP, plus the stored thumbnails.
-    from serving.http import serve
+    from rag_pipeline_tests.http_support import api_client, auth, make_key
 
-    server = serve(searcher, port=0, block=False)
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        health = json.loads(urllib.request.urlopen(f"{base}/health").read())
+    key, other = make_key(settings, "default"), make_key(settings, "other")
+    with api_client(settings) as client:
+        health = client.get("/health", headers=auth(key)).json()
         assert health["axes"]["vv"]["available"]
-        body = json.loads(urllib.request.urlopen(
-            f"{base}/similar?asset_id={original.asset_id}&k=1").read())
+        body = client.get(f"/v1/similar?asset_id={original.asset_id}&k=1",
+                          headers=auth(key)).json()
         assert body["hits"][0]["path"].endswith("harbor_market_copy.jpg")
-        body = json.loads(urllib.request.urlopen(
-            f"{base}/search?q=picture&k=50&tags={colour}").read())
+        body = client.get(f"/v1/search?q=picture&k=50&tags={colour}", headers=auth(key)).json()
         assert {h["asset_id"] for h in body["hits"]} == set(members)
-        thumb = urllib.request.urlopen(f"{base}/thumbnail/{original.asset_id}")
-        assert thumb.headers["Content-Type"] == "image/jpeg"
-        with Image.open(io.BytesIO(thumb.read())) as im:
+        thumb = client.get(f"/v1/thumbnails/{original.asset_id}", headers=auth(key))
+        assert thumb.status_code == 200 and thumb.headers["Content-Type"] == "image/jpeg"
+        assert thumb.headers["Cache-Control"].startswith("private")
+        with Image.open(io.BytesIO(thumb.content)) as im:
             assert max(im.size) <= settings.thumbnail_side
-        for bad in (f"/thumbnail/{'0' * 64}", f"/similar?asset_id={'0' * 64}"):
-            with pytest.raises(urllib.error.HTTPError) as err:
-                urllib.request.urlopen(base + bad)
-            assert err.value.code == 404
-        with pytest.raises(urllib.error.HTTPError) as err:
-            urllib.request.urlopen(f"{base}/thumbnail/{original.asset_id}?tenant=other")
-        assert err.value.code == 404  # another tenant's asset is not served
-    finally:
-        server.shutdown()
-        server.server_close()
+        for bad in (f"/v1/thumbnails/{'0' * 64}", f"/v1/similar?asset_id={'0' * 64}"):
+            resp = client.get(bad, headers=auth(key))
+            assert resp.status_code == 404 and resp.json()["code"] == "not_found"
+        # another tenant's key is not served this tenant's asset
+        resp = client.get(f"/v1/thumbnails/{original.asset_id}", headers=auth(other))
+        assert resp.status_code == 404
 
 
 def test_vv_health_gate_and_model_parity(image_env, tmp_path, monkeypatch, tiny_clip):

@@ -27,6 +27,9 @@ from rag_pipeline.snapshot.leases import PID_SPACE, Lease, leases_dir, live_leas
 from rag_pipeline.snapshot.schema import read_manifest, write_atomic
 from rag_pipeline_tests.test_serving_snapshot import build_snapshot, write_manifest
 from serving.live import LiveSearcher, SnapshotUnavailable
+from serving.principal import Principal
+
+WHO = Principal(tenant="default")
 
 POLL = 0.05
 
@@ -101,10 +104,10 @@ def test_follows_promotion_and_drains_the_old_searcher(served):
             assert st["draining"] == [{"snapshot_id": "snap-0001", "in_flight": 1,
                                        "retired_at": st["opened_at"]}]
             # the old searcher still answers, and its snapshot is still leased
-            assert old.search("quokka", k=1).snapshot_id == "snap-0001"
+            assert old.search("quokka", WHO, k=1).snapshot_id == "snap-0001"
             assert len(_lease_files(served, "snap-0001")) == 1
             with live.acquire() as new:
-                assert new.search("quokka", k=1).snapshot_id == "snap-0002"
+                assert new.search("quokka", WHO, k=1).snapshot_id == "snap-0002"
         # the last request out closed the old one and released its lease
         st = live.status()
         assert st["draining"] == [] and st["in_flight"] == 0
@@ -132,7 +135,7 @@ def test_broken_snapshot_keeps_the_old_one_serving(served, caplog):
         assert st["snapshot_id"] == "snap-0001" and st["open"]
         assert "snapshot_gone" in st["error"] and st["error_at"] and st["last_check"]
         with live.acquire() as s:
-            assert s.search("quokka", k=1).snapshot_id == "snap-0001"
+            assert s.search("quokka", WHO, k=1).snapshot_id == "snap-0001"
         errors = [r for r in caplog.records if r.levelno == logging.ERROR]
         assert len(errors) == 1 and "snap-0003" in errors[0].getMessage()
         assert "still serving snap-0001" in errors[0].getMessage()
@@ -331,7 +334,7 @@ def test_swap_under_load(pipeline_env):
         while not stop.is_set():
             try:
                 with live.acquire() as s:
-                    resp = s.search("quokka island", k=3)
+                    resp = s.search("quokka island", WHO, k=3)
                     assert resp.hits and resp.hits[0].title == "Quokka notes"
                 log.append((time.monotonic(), resp.snapshot_id, None))
             except Exception as exc:  # noqa: BLE001 - counted as a failure
@@ -345,7 +348,7 @@ def test_swap_under_load(pipeline_env):
             held["id"] = s.manifest.snapshot_id
             release_hold.wait(600)
             held["rows"] = s.dataset.to_table().num_rows
-            held["search"] = s.search("quokka", k=1).snapshot_id
+            held["search"] = s.search("quokka", WHO, k=1).snapshot_id
 
     threads = [threading.Thread(target=client), threading.Thread(target=holder)]
     for t in threads:

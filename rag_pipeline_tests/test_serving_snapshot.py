@@ -6,8 +6,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -453,43 +451,36 @@ def test_lancedb_hybrid_baseline(searcher):
 # --- HTTP --------------------------------------------------------------------------------------
 
 
-def _get(url: str) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=30) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+def test_http_api(snapshot):
+    """The old HTTP front's cases on the FastAPI app (more in test_http_api.py)."""
+    from rag_pipeline_tests.http_support import api_client, auth, make_key
 
-
-def test_http_server(searcher):
-    from serving.http import serve
-
-    server = serve(searcher, "127.0.0.1", 0, block=False)
-    try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
-        status, body = _get(f"{base}/health")
-        assert status == 200 and body["snapshot_id"] == "snap-0001"
-        status, body = _get(f"{base}/search?q=quokka&k=3")
-        assert status == 200 and body["hits"][0]["unit_id"] == "d-quokka"
+    settings = Settings(data_dir=snapshot[0].parent)
+    key = auth(make_key(settings, "default"))
+    with api_client(settings) as client:
+        resp = client.get("/health", headers=key)
+        assert resp.status_code == 200 and resp.json()["snapshot"]["snapshot_id"] == "snap-0001"
+        resp = client.get("/v1/search?q=quokka&k=3", headers=key)
+        body = resp.json()
+        assert resp.status_code == 200 and body["hits"][0]["unit_id"] == "d-quokka"
         assert body["hits"][0]["explanation"]["matched_evidence"][0]["run_id"] == RUN_DOC
-        status, body = _get(f"{base}/search?q=golden+retriever&kind=image&folder=photos"
-                            "&axes=fts,mv&type=visual")
-        assert status == 200 and body["query_type"] == "visual"
-        assert [h["unit_id"] for h in body["hits"]][0] == "i-beach"
+        resp = client.get("/v1/search?q=golden+retriever&kind=image&folder=photos"
+                          "&axes=fts,mv&type=visual", headers=key)
+        body = resp.json()
+        assert resp.status_code == 200 and body["query_type"] == "visual"
+        assert body["hits"][0]["unit_id"] == "i-beach"
         assert all(h["kind"] == "image" for h in body["hits"])
-        status, body = _get(f"{base}/search?q=dog&axes=vv")
-        assert status == 503 and "vv" in body["error"]
+        resp = client.get("/v1/search?q=dog&axes=vv", headers=key)
+        assert resp.status_code == 422 and resp.json()["code"] == "axis_unavailable"
+        assert "vv" in resp.json()["message"]
         for bad in ("k=5", "q=dog&k=abc", "q=dog&k=0", "q=%20%20", "q=dog&bogus=1",
                     "q=dog&q=cat", "q=dog&axes=nope", "q=dog&type=fancy",
-                    "q=dog&modified_after=yesterday"):
-            status, body = _get(f"{base}/search?{bad}")
-            assert status == 400, (bad, status, body)
-            assert body["error"]
-        status, body = _get(f"{base}/nope")
-        assert status == 404
-    finally:
-        server.shutdown()
-        server.server_close()
+                    "q=dog&modified_after=yesterday", "q=dog&tenant=acme"):
+            resp = client.get(f"/v1/search?{bad}", headers=key)
+            assert resp.status_code == 422, (bad, resp.status_code, resp.text)
+            assert resp.json()["code"] == "invalid_request" and resp.json()["message"]
+        resp = client.get("/nope", headers=key)
+        assert resp.status_code == 404 and resp.json()["code"] == "not_found"
 
 
 # --- import hygiene ----------------------------------------------------------------------------
@@ -498,7 +489,7 @@ def test_http_server(searcher):
 def test_serving_imports_no_dagster_or_writers():
     code = textwrap.dedent("""
         import sys
-        import serving, serving.http
+        import serving, serving.app, serving.auth, serving.keys, serving.server
         import serving.axes, serving.errors, serving.filters, serving.hits, serving.models
         import serving.searcher, serving.tags, serving.visual
         forbidden = ("dagster", "rag_pipeline.storage.catalog", "rag_pipeline.storage.persister",

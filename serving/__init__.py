@@ -3,7 +3,9 @@
 One concept per module: ``models`` (request and response models), ``errors`` (refusals),
 ``filters`` (SQL predicates), ``axes`` (candidate search per axis, row keys, fusion), ``hits``
 (hits and their explanations), ``tags`` (the tag boost), ``visual`` (the VV query encoder),
-``searcher`` (``Searcher``) and ``http`` (a JSON HTTP front).
+``searcher`` (``Searcher``), ``live`` (the snapshot a server follows) and the HTTP API:
+``app`` (FastAPI routes), ``auth`` and ``keys`` (API keys), ``limits``, ``middleware``,
+``http_errors`` and ``server`` (uvicorn).
 """
 
 from serving.errors import AxisUnavailable, ModelMismatch, SearchError

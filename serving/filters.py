@@ -33,7 +33,12 @@ def sql_and(*clauses: str | None) -> str | None:
 def _sql_ts(value: datetime) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    iso = value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 shifted past the calendar by its offset
+        value = (datetime.min if value.year < 2 else datetime.max).replace(tzinfo=UTC)
+    # %Y does not pad years before 1000 to four digits on every platform; SQL needs them.
+    iso = f"{value.year:04d}-{value:%m-%dT%H:%M:%S.%f}Z"
     return f"TIMESTAMP {sql_str(iso)}"
 
 

@@ -69,8 +69,12 @@ def warm(searcher: Searcher) -> None:
     """One cheap query per available axis: loads the indexes, the query encoders' first
     batch and the table's fragments before the snapshot takes traffic. Raises what the
     query raises (a broken snapshot is not swapped in)."""
+    tenants = searcher.tenants
+    if not tenants:  # an empty snapshot: nothing to warm
+        return
+    who = searcher.operator_principal(tenants[0])
     for axis in searcher.available_axes:
-        searcher.search(SearchRequest(query=WARM_QUERY, k=1, axes=[axis]))
+        searcher.search(SearchRequest(query=WARM_QUERY, k=1, axes=[axis]), who)
 
 
 class LiveSearcher:
