@@ -212,7 +212,7 @@ def test_vv_health_gate_and_model_parity(image_env, tmp_path, monkeypatch, tiny_
     moved = tmp_path / "moved-clip"
     shutil.copytree(tiny_clip, moved)
     monkeypatch.setenv("RAG_QUERY_VV_MODEL_DIR", str(tmp_path / "nowhere"))
-    searcher = Searcher.from_settings(settings)
+    searcher = Searcher.from_settings(type(settings)())  # the settings read the variable
     health = searcher.health()
     assert health["axes"]["vv"]["available"] is False
     assert "nowhere" in health["axes"]["vv"]["reason"]
