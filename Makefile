@@ -8,14 +8,15 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup demo test ui bench quality clean
+.PHONY: setup demo test lint constraints ui bench quality clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# The local CPU wheel first: any other torch requirement pulls GBs of CUDA packages.
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[test]'
+	# constraints.txt: the versions CI tested, so a fresh machine gets the same ones.
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test,dev]'
 	touch $@
 
 setup: $(VENV)/.installed
@@ -25,13 +26,23 @@ setup: $(VENV)/.installed
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y tesseract-ocr tesseract-ocr-eng; }
 	@mkdir -p $(DAGSTER_HOME)
-	@test -f $(DAGSTER_HOME)/dagster.yaml || cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	@test -f $(DAGSTER_HOME)/dagster.yaml || cp rag_pipeline/config/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
 demo: setup
 	$(BIN)/rag-pipeline demo
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: setup
+	$(BIN)/ruff check rag_pipeline serving evals benchmarks rag_pipeline_tests
+	$(BIN)/ruff format --check rag_pipeline serving evals benchmarks rag_pipeline_tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+constraints: setup
+	{ head -n 2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch=='; } > constraints.new
+	mv constraints.new constraints.txt
 
 ui: setup
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
