@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from rag_pipeline import errors, image_decode
+from rag_pipeline import errors
+from rag_pipeline.analysis.analyzers import image_decode
 from rag_pipeline.analysis.analyzers.image_decode import (
     DecodedImage,
     decode_image,
