@@ -326,6 +326,7 @@ def test_transformers_missing_model_dir_is_unavailable(tmp_path):
 
 def test_profile_entry_points(tiny_vlm_dir, tiny_captioner):
     from rag_pipeline.analysis.analyzers import captioning
+    from rag_pipeline.analysis.image_worker import captioner_for_profile
     from rag_pipeline.analysis.profiles import ModelRef, Profile, TaskProfile
     from rag_pipeline.errors import ModelMismatch
 
@@ -343,10 +344,10 @@ def test_profile_entry_points(tiny_vlm_dir, tiny_captioner):
             tasks={"caption": TaskProfile("caption", model_spec, {
                 "prompt_version": PROMPT_VERSION, "max_pixels": 10**8, "max_new_tokens": 16})})
 
-    assert captioning.captioner_for_profile(profile(spec)) is tiny_captioner
+    assert captioner_for_profile(profile(spec)) is tiny_captioner
     other = spec.model_copy(update={"weights_checksum": "0" * 64})
     with pytest.raises(ModelMismatch, match="model_mismatch"):
-        captioning.captioner_for_profile(profile(other))
+        captioner_for_profile(profile(other))
 
 
 # -- openai: a real HTTP server speaking the chat-completions protocol ----------------------------
