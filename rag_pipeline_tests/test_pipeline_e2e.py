@@ -174,7 +174,7 @@ def test_vector_evidence_lives_in_lancedb(demo_env, table):
     import lancedb
 
     db = lancedb.connect(str(settings.lance_dir))
-    assert table in db.table_names()
+    assert table in db
     t = db.open_table(table).to_arrow()
     assert set(t.column("axis").to_pylist()) == {"mv"}
     with open_settings_catalog(settings) as cat:

@@ -2,16 +2,15 @@
 
 import dagster as dg
 
-from rag_pipeline.defs.partitions import cpu_partitions, gpu_partitions
-
+# cpu_job / gpu_job are partitioned like the assets they select (cpu_ / gpu_partitions).
 discover_job = dg.define_asset_job(
     "discover_job", selection=["assets", "asset_versions"],
     description="Scan the sources, record asset versions, plan every profile x shard partition.")
 cpu_job = dg.define_asset_job(
-    "cpu_job", selection=["analysis_runs"], partitions_def=cpu_partitions,
+    "cpu_job", selection=["analysis_runs"],
     description="Text analyzers for one text-profile x shard partition.")
 gpu_job = dg.define_asset_job(
-    "gpu_job", selection=["inference_runs"], partitions_def=gpu_partitions,
+    "gpu_job", selection=["inference_runs"],
     description="Model inference for one model-profile x shard partition (gpu pool).")
 publish_job = dg.define_asset_job(
     "publish_job", selection=["evidence", "search_snapshot", "promoted_snapshot"],

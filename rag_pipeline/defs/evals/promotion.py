@@ -207,7 +207,7 @@ def promoted_snapshot(context: dg.AssetExecutionContext, pipeline: PipelineSetti
     history.parent.mkdir(parents=True, exist_ok=True)
     with history.open("a", encoding="utf-8") as f:
         f.write(json.dumps({"promoted": current, "previous": previous,
-                            "dagster_run_id": context.run_id}) + "\n")
+                            "dagster_run_id": context.run.run_id}) + "\n")
     meta: dict = {"snapshot_id": current, "previous": previous or "",
                   "changed": previous != current}
     smoke = evals_dir(settings) / f"{current}-smoke.json"

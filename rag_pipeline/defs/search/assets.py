@@ -31,7 +31,7 @@ from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 def search_snapshot(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
     settings = pipeline.settings()
     with open_settings_catalog(settings) as cat:
-        result = build_snapshot(settings, cat, dagster_run_id=context.run_id)
+        result = build_snapshot(settings, cat, dagster_run_id=context.run.run_id)
         expected = int(cat.scalar(
             "SELECT count(DISTINCT v.asset_id) FROM asset_versions v JOIN results r "
             "ON r.asset_id = v.asset_id AND r.status = 'ok' AND r.task_type IN "
