@@ -20,12 +20,40 @@ SHARED_DATA = Path(os.environ.get("RAG_SHARED_DATA",
                                   Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
+def under_ci() -> bool:
+    """``CI`` set to a true value (``true``, ``1``, ``yes``; any case), as CI services do."""
+    return os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
+
+
+def require(condition: object, what: str) -> None:
+    """Skip the calling test unless ``condition`` holds; under CI, fail instead.
+
+    Every skip for a missing part of the environment (MiniLM, ranx, PostgreSQL, tesseract,
+    the shared data) goes through here, so that CI cannot pass by skipping what it must test.
+    """
+    __tracebackhide__ = True  # reported at the caller
+    if condition:
+        return
+    if under_ci():
+        pytest.fail(f"{what}: under CI this is a failure, not a skip", pytrace=False)
+    pytest.skip(what)
+
+
+def require_import(module: str, what: str):
+    """``importlib.import_module(module)``, or ``require`` fails/skips naming ``what``."""
+    import importlib
+
+    __tracebackhide__ = True
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        require(False, f"{what} is not installed ({exc})")
+
+
 def shared_data_or_skip(sub: str) -> Path:
+    __tracebackhide__ = True
     path = SHARED_DATA / sub
-    if not path.exists():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{path} is missing: under CI the shared data must be present")
-        pytest.skip(f"{path} not present")
+    require(path.exists(), f"{path} is not present (shared data)")
     return path
 
 

@@ -17,7 +17,7 @@ import pytest
 
 from rag_pipeline.demo.corpus import generate_demo_corpus
 from rag_pipeline.storage.catalog.catalog import open_settings_catalog
-from rag_pipeline_tests.conftest import run_all
+from rag_pipeline_tests.conftest import require, run_all
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -40,9 +40,7 @@ def pg_instance(pipeline_env, monkeypatch):
     try:
         admin = _connect()
     except Exception as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL must be reachable under CI: {exc}")
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
+        require(False, f"PostgreSQL is not reachable: {exc}")
     admin.autocommit = True
     db = f"rag_test_{uuid.uuid4().hex[:10]}"
     with admin.cursor() as cur:
