@@ -84,9 +84,25 @@ def demo_env(pipeline_env, tmp_path):
     return pipeline_env, corpus
 
 
+_running: list[pytest.Item] = []  # the test being set up, run or torn down
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    _running.append(item)
+    try:
+        return (yield)
+    finally:
+        _running.pop()
+
+
 def run_all(**kw) -> dict:
     """Materialize the whole graph through Dagster on the test's DAGSTER_HOME instance."""
     import dagster as dg
+
+    if _running and _running[-1].get_closest_marker("slow") is None:
+        pytest.fail(f"{_running[-1].nodeid} materializes through Dagster: mark it slow "
+                    "(`make test-fast` runs -m 'not slow')", pytrace=False)
 
     from rag_pipeline.definitions import defs
     from rag_pipeline.launcher import materialize_all

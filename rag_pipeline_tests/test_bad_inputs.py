@@ -20,6 +20,8 @@ from rag_pipeline_tests.bad_inputs import (
 )
 from rag_pipeline_tests.conftest import run_all
 
+pytestmark = pytest.mark.slow
+
 GOOD = {
     "good/otters.md": "# River otters\n\nRiver otters juggle pebbles and hunt crayfish at dusk.\n",
     "good/kilns.txt": "Anagama kilns fire stoneware for days with wood ash glazes.\n",

@@ -19,6 +19,8 @@ from rag_pipeline.demo.corpus import generate_demo_corpus
 from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 from rag_pipeline_tests.conftest import require, run_all
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 PG = {"DAGSTER_PG_HOST": os.environ.get("DAGSTER_PG_HOST", "127.0.0.1"),
@@ -60,6 +62,9 @@ def pg_instance(pipeline_env, monkeypatch):
         admin.close()
 
 
+# A daemon-run backfill: ~3 min seen on a loaded 2-core box; its own deadlines (CLI 300 s,
+# backfill 600 s) are longer than the global 300 s.
+@pytest.mark.timeout(900)
 def test_materialization_and_backfill_on_postgres(pg_instance, tmp_path):
     settings, db = pg_instance
     generate_demo_corpus(settings.sources[0], tmp_path / "gold.jsonl")
