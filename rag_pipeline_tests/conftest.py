@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 import pytest
+
+if TYPE_CHECKING:
+    from rag_pipeline.demo.corpus import DemoCorpus
+    from rag_pipeline.settings import Settings
 
 # Fewer shards keep end-to-end tests quick; set before rag_pipeline.defs is imported.
 os.environ.setdefault("RAG_SHARDS", "4")
@@ -62,17 +67,21 @@ def pipeline_env(tmp_path, monkeypatch):
     """RAG_* and DAGSTER_HOME pointing into tmp_path; returns a Settings factory."""
     from rag_pipeline.settings import Settings
 
-    data = tmp_path / "data"
-    src = tmp_path / "src"
+    for key, value in isolated_dirs(tmp_path).items():
+        monkeypatch.setenv(key, value)
+    return Settings.from_env()
+
+
+def isolated_dirs(root: Path) -> dict[str, str]:
+    """A data dir, a source folder and a Dagster home under ``root``, as RAG_* / DAGSTER_HOME."""
+    src = root / "src"
     src.mkdir()
-    home = tmp_path / "dagster_home"
+    home = root / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(
         (Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
-    monkeypatch.setenv("RAG_DATA_DIR", str(data))
-    monkeypatch.setenv("RAG_SOURCES", str(src))
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    return Settings.from_env()
+    return {"RAG_DATA_DIR": str(root / "data"), "RAG_SOURCES": str(src),
+            "DAGSTER_HOME": str(home)}
 
 
 @pytest.fixture
@@ -82,6 +91,43 @@ def demo_env(pipeline_env, tmp_path):
 
     corpus = generate_demo_corpus(pipeline_env.sources[0], tmp_path / "gold.jsonl")
     return pipeline_env, corpus
+
+
+class DemoIndex(NamedTuple):
+    settings: Settings
+    corpus: DemoCorpus
+    summary: dict  # what the one materialization of the whole graph returned
+    env: dict[str, str]  # RAG_* and DAGSTER_HOME of its data dir, sources and instance
+
+
+@pytest.fixture(scope="session")
+def built_demo_index(tmp_path_factory) -> DemoIndex:
+    """The demo corpus materialized once per session (the environment is NOT set: see
+    ``demo_index``)."""
+    from rag_pipeline.demo.corpus import generate_demo_corpus
+    from rag_pipeline.settings import Settings
+
+    root = tmp_path_factory.mktemp("demo_index")
+    env = isolated_dirs(root)
+    # Session scoped: the environment is set for the build only, then restored.
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        corpus = generate_demo_corpus(Path(env["RAG_SOURCES"]), root / "gold.jsonl")
+        summary = run_all()
+        return DemoIndex(Settings.from_env(), corpus, summary, env)
+
+
+@pytest.fixture
+def demo_index(built_demo_index, monkeypatch) -> DemoIndex:
+    """The demo corpus materialized once per session, with the environment pointing at it.
+
+    For tests that only READ the index (search, catalog, LanceDB, Dagster events): a test that
+    changes the corpus, the models or the policy takes ``demo_env`` and builds its own.
+    """
+    for key, value in built_demo_index.env.items():
+        monkeypatch.setenv(key, value)
+    return built_demo_index
 
 
 _running: list[pytest.Item] = []  # the test being set up, run or torn down
