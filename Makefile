@@ -44,6 +44,11 @@ constraints: setup
 	{ head -n 2 constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | grep -v '^torch=='; } > constraints.new
 	mv constraints.new constraints.txt
 
+# Unit and contract tests only: no Dagster runs, no pipeline subprocesses or servers (`slow`).
+.PHONY: test-fast
+test-fast: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not slow"
+
 ui: setup
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 

@@ -24,6 +24,8 @@ from serving.principal import Principal
 
 WHO = Principal(tenant="default")  # the test corpus is one tenant, every unit tenant-wide
 
+pytestmark = pytest.mark.slow
+
 GOOD = {
     "good/otters.md": "# River otters\n\nRiver otters juggle pebbles and hunt crayfish at dusk.\n",
     "good/kilns.txt": "Anagama kilns fire stoneware for days with wood ash glazes.\n",

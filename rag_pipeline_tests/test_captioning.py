@@ -224,7 +224,13 @@ def test_schemas_are_derived_from_the_answer_models():
     assert CAPTION_SCHEMA["additionalProperties"] is False
     assert set(CAPTION_SCHEMA["required"]) == {"caption", "tags"}
     tags = CAPTION_SCHEMA["properties"]["tags"]
-    assert tags["maxItems"] == 15
+    # the decoder's limit is the parser's: maxItems tags parse, one more does not
+    limit = tags["maxItems"]
+    many = [{"type": "object", "value": f"t{i}"} for i in range(limit + 1)]
+    ok = parse_caption(json.dumps({"caption": "A cat.", "tags": many[:limit]}), PHOTO)
+    assert len(ok.tags) == limit
+    with pytest.raises(VlmOutputInvalid, match="tags"):
+        parse_caption(json.dumps({"caption": "A cat.", "tags": many}), PHOTO)
     assert "$ref" not in json.dumps(CAPTION_SCHEMA)  # inlined for every structured decoder
     assert set(tags["items"]["properties"]["type"]["enum"]) >= {"object", "scene", "text"}
 

@@ -10,30 +10,15 @@ import sys
 
 import pytest
 
-from rag_pipeline.demo.corpus import generate_demo_corpus
-from rag_pipeline.settings import Settings
 from rag_pipeline_tests.conftest import persisted_rows, run_all
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def clean_rows(tmp_path_factory):
-    """The rows a clean, uninterrupted run persists for the demo corpus."""
-    root = tmp_path_factory.mktemp("clean")
-    env = {"RAG_DATA_DIR": str(root / "data"), "RAG_SOURCES": str(root / "src"),
-           "DAGSTER_HOME": str(root / "home")}
-    (root / "home").mkdir()
-    generate_demo_corpus(root / "src", root / "gold.jsonl")
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        run_all()
-        return persisted_rows(Settings.from_env())
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+def clean_rows(built_demo_index):
+    """The rows a clean, uninterrupted run persists for the demo corpus (the session's)."""
+    return persisted_rows(built_demo_index.settings)
 
 
 @pytest.mark.parametrize("point", ["after_stage", "after_vectors", "mid_insert"])

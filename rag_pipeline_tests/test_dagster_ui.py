@@ -19,6 +19,8 @@ from rag_pipeline.demo.corpus import generate_demo_corpus
 from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 from rag_pipeline_tests.conftest import run_all
 
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 DAGSTER = str(Path(sys.executable).with_name("dagster"))
 

@@ -488,7 +488,7 @@ def test_decompression_bomb(tmp_path):
     write_bad_inputs(tmp_path)
     data = (tmp_path / "bomb.png").read_bytes()
     assert data[12:16] == b"IHDR"
-    assert struct.unpack(">II", data[16:24]) == BOMB_SIZE == (100_000, 100_000)
+    assert struct.unpack(">II", data[16:24]) == BOMB_SIZE
     (crc,) = struct.unpack(">I", data[29:33])
     assert crc == zlib.crc32(data[12:29]) & 0xFFFFFFFF  # a valid chunk, not a corrupt one
     assert len(data) < 1000
@@ -519,4 +519,3 @@ def test_unreadable_and_fifo(tmp_path):
     pipe = write_fifo(tmp_path)
     assert pipe == tmp_path / "pipe.txt" and stat.S_ISFIFO(pipe.stat().st_mode)
     assert write_fifo(tmp_path) == pipe
-    assert UNREADABLE_ERROR == "UnreadableFile" and FIFO_ERROR == "NotRegularFile"

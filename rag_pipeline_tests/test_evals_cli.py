@@ -9,15 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from rag_pipeline.cli import main as cli_main
+from rag_pipeline.cli import main as rag_pipeline_main
 from rag_pipeline.settings import packaged_file
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def eval_main(argv: list[str]) -> int:
-    """`rag-pipeline eval ...`: the evals CLI with the pipeline's launcher to index datasets."""
-    return cli_main(["eval", *argv])
+    """``rag-pipeline eval ...``: the full entry, which indexes through the pipeline."""
+    return rag_pipeline_main(["eval", *argv])
 
-REPO = Path(__file__).resolve().parents[1]
 
 DOCS = {
     "d1": ("Varroa mites in honey bee colonies", "Oxalic acid treatment in winter reduces "
@@ -47,7 +48,7 @@ def _beir(root: Path) -> Path:
     return root
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.slow
 def test_eval_run_compare_report_on_any_beir_folder(pipeline_env, tmp_path, monkeypatch,
                                                      capsys):
     monkeypatch.setenv("RAG_MODELS_FILE", str(packaged_file("models.yaml")))

@@ -36,7 +36,8 @@ def _pointer(settings: Settings, name: str) -> str | None:
     return p.read_text().strip() if p.exists() else None
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.slow
+@pytest.mark.usefixtures("smoke_gates_without_latency")
 def test_blocking_check_promotes_good_blocks_worse_and_nightly_records(demo_env, tmp_path,
                                                                   monkeypatch):
     settings, corpus = demo_env

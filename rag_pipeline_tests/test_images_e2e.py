@@ -11,18 +11,21 @@ import io
 import json
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import yaml
 from PIL import Image
 
-from rag_pipeline.settings import packaged_file
-from rag_pipeline_tests.conftest import run_all
+from rag_pipeline.settings import Settings, packaged_file
+from rag_pipeline_tests.conftest import isolated_dirs, run_all
 from rag_pipeline_tests.fake_vlm_endpoint import SERVED_MODEL, fake_vlm_endpoint
 from rag_pipeline_tests.tiny_models import build_tiny_clip_model
 from serving.principal import Principal
 
 WHO = Principal(tenant="default")  # the test corpus is one tenant, every unit tenant-wide
+
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,21 +52,44 @@ def tiny_clip(tmp_path_factory) -> Path:
     return build_tiny_clip_model(tmp_path_factory.mktemp("models") / "tiny-clip", kind="clip")
 
 
-@pytest.fixture
-def image_env(demo_env, tmp_path, monkeypatch, tiny_clip):
-    settings, corpus = demo_env
+class ImageIndex(NamedTuple):
+    settings: Settings
+    endpoint: object  # the fake VLM endpoint; counts the requests it answered
+    summary: dict  # what the one materialization of the whole graph returned
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def image_index(tmp_path_factory, tiny_clip):
+    """The demo corpus plus a near-duplicate photo, indexed once for the module with VV and
+    captions (the tests below only read it)."""
+    from rag_pipeline.demo.corpus import generate_demo_corpus
+
+    root = tmp_path_factory.mktemp("image_index")
+    env = isolated_dirs(root)
+    src = Path(env["RAG_SOURCES"])
+    generate_demo_corpus(src, root / "gold.jsonl")
     # A near-duplicate (resized, re-encoded: other bytes, another asset) of one photo: the
     # image -> image query must find it first even with random weights.
-    src = settings.sources[0] / "images" / "harbor_market_sign.png"
-    with Image.open(src) as im:
+    with Image.open(src / "images" / "harbor_market_sign.png") as im:
         im.convert("RGB").resize((im.width * 3 // 4, im.height * 3 // 4)).save(
-            settings.sources[0] / "images" / "harbor_market_copy.jpg", quality=92)
+            src / "images" / "harbor_market_copy.jpg", quality=92)
     with fake_vlm_endpoint() as ep:
-        models = _models_file(tmp_path / "models.yaml", tiny_clip, ep.base_url)
-        monkeypatch.setenv("RAG_MODELS_FILE", str(models))
-        from rag_pipeline.settings import Settings
+        env["RAG_MODELS_FILE"] = str(_models_file(root / "models.yaml", tiny_clip, ep.base_url))
+        # Module scoped: the environment is set for the build only, then restored.
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in env.items():
+                mp.setenv(key, value)
+            summary = run_all()
+            settings = Settings.from_env()
+        yield ImageIndex(settings, ep, summary, env)
 
-        yield Settings.from_env(), ep
+
+@pytest.fixture
+def image_env(image_index, monkeypatch) -> ImageIndex:
+    for key, value in image_index.env.items():
+        monkeypatch.setenv(key, value)
+    return image_index
 
 
 def _searcher(settings):
@@ -76,8 +102,7 @@ def test_images_get_ocr_vv_captions_and_tags_in_the_snapshot(image_env):
     from rag_pipeline.snapshot.schema import read_current_manifest
     from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 
-    settings, ep = image_env
-    summary = run_all()
+    settings, ep, summary, _ = image_env
     assert summary["published"]
     with open_settings_catalog(settings, read_only=True) as cat:
         by_type = {(r["task_type"], r["status"]): r["n"] for r in cat.rows(
@@ -125,8 +150,7 @@ def test_images_get_ocr_vv_captions_and_tags_in_the_snapshot(image_env):
 def test_text_to_image_similar_and_tag_queries(image_env):
     from serving import SearchFilters, SearchRequest, SimilarRequest
 
-    settings, _ = image_env
-    run_all()
+    settings = image_env.settings
     searcher = _searcher(settings)
     assert searcher.health()["axes"]["vv"]["available"]
 
@@ -200,8 +224,7 @@ def test_text_to_image_similar_and_tag_queries(image_env):
 def test_vv_health_gate_and_model_parity(image_env, tmp_path, monkeypatch, tiny_clip):
     from serving import AxisUnavailable, ModelMismatch, Searcher, SearchRequest
 
-    settings, _ = image_env
-    run_all()
+    settings = image_env.settings
     # The query-time image model must be the snapshot's: another seed is other weights.
     other = build_tiny_clip_model(tmp_path / "other-clip", kind="clip", seed=1)
     with pytest.raises(ModelMismatch, match="vv"):

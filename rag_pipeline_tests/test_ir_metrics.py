@@ -15,6 +15,7 @@ from evals.metrics import (
     precision_at_k,
     recall_at_k,
 )
+from rag_pipeline_tests.conftest import require_import
 
 # --- hand-computed cases -----------------------------------------------------------------------
 
@@ -102,7 +103,7 @@ def _random_case(seed: int = 7, n_queries: int = 40, n_docs: int = 300):
 
 
 def test_agrees_with_ranx():
-    ranx = pytest.importorskip("ranx")
+    ranx = require_import("ranx", "ranx (the `test` extra)")
     import warnings
 
     run, qrels = _random_case()

@@ -17,6 +17,8 @@ from serving.principal import Principal
 
 WHO = Principal(tenant="default")  # the test corpus is one tenant, every unit tenant-wide
 
+pytestmark = pytest.mark.slow
+
 
 def _gold(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -45,9 +47,8 @@ def _searcher(settings: Settings):
     return Searcher.from_settings(settings)
 
 
-def test_demo_corpus_end_to_end(demo_env):
-    settings, corpus = demo_env
-    summary = run_all()
+def test_demo_corpus_end_to_end(demo_index):
+    settings, corpus, summary, _ = demo_index
     assert summary["published"] is True
 
     # Every stage materialized in the instance, so the UI shows the lineage.
@@ -93,9 +94,8 @@ def test_demo_corpus_end_to_end(demo_env):
     assert mrr >= 0.8, f"demo gold MRR {mrr:.3f}"
 
 
-def test_rerun_is_idempotent(demo_env):
-    settings, _ = demo_env
-    first = run_all()
+def test_rerun_is_idempotent(demo_index):
+    settings, _, first, _ = demo_index
     before = _snapshot_counts(settings)
     second = run_all()
     after = _snapshot_counts(settings)
@@ -179,13 +179,12 @@ def test_snapshot_readers_keep_their_version(demo_env):
 
 
 @pytest.mark.parametrize("table", [table_name("mv", 384)])
-def test_vector_evidence_lives_in_lancedb(demo_env, table):
-    settings, _ = demo_env
-    run_all()
+def test_vector_evidence_lives_in_lancedb(demo_index, table):
+    settings = demo_index.settings
     import lancedb
 
     db = lancedb.connect(str(settings.lance_dir))
-    assert table in db.table_names()
+    assert table in db
     t = db.open_table(table).to_arrow()
     assert set(t.column("axis").to_pylist()) == {"mv"}
     with open_settings_catalog(settings) as cat:
@@ -195,10 +194,8 @@ def test_vector_evidence_lives_in_lancedb(demo_env, table):
     assert set(t.column("run_id").to_pylist()) <= persisted
 
 
-def test_hits_are_files_by_default_and_chunks_on_request(demo_env):
-    settings, corpus = demo_env
-    run_all()
-    searcher = _searcher(settings)
+def test_hits_are_files_by_default_and_chunks_on_request(demo_index):
+    searcher = _searcher(demo_index.settings)
     query = "municipal water treatment chlorine filtration"
     files = searcher.search(query, WHO, k=10).hits
     assert len({h.asset_id for h in files}) == len(files)

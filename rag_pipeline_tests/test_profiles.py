@@ -51,6 +51,7 @@ def _searcher(settings: Settings):
     return Searcher.from_settings(settings)
 
 
+@pytest.mark.slow
 def test_two_profiles_side_by_side_switch_and_roll_back(demo_env, tmp_path, monkeypatch):
     settings, corpus = demo_env
     models = _models_file(tmp_path / "models.yaml")
@@ -110,6 +111,7 @@ def first_manifest_checksum(summary: dict, settings: Settings) -> str:
     return _manifest(settings, summary)["axes"]["mv"]["model"]["weights_checksum"]
 
 
+@pytest.mark.slow
 def test_model_mismatch_is_refused_and_writes_nothing(demo_env, tmp_path, monkeypatch):
     settings, _ = demo_env
     doc = yaml.safe_load(packaged_file("models.yaml").read_text())

@@ -27,15 +27,19 @@ from rag_pipeline.retrieval.fusion import (
 # --- weights ----------------------------------------------------------------------------------
 
 
-def test_fusion_weight_table_is_exact():
-    assert FUSION_WEIGHTS == {
-        "visual": {"vv": 0.50, "mv": 0.30, "fts": 0.20},
-        "keyword": {"vv": 0.20, "mv": 0.40, "fts": 0.40},
-        "semantic": {"vv": 0.20, "mv": 0.48, "fts": 0.32},
-        "balanced": {"vv": 0.34, "mv": 0.33, "fts": 0.33},
-    }
-    for table in FUSION_WEIGHTS.values():
-        assert math.isclose(sum(table.values()), 1.0)
+def test_each_query_type_weighs_the_axes_it_needs():
+    every = {"vv", "mv", "fts"}
+    w = {qtype: weights_for(qtype, every) for qtype in FUSION_WEIGHTS}
+    assert set(w) == {"visual", "keyword", "semantic", "balanced"}
+    for weights in w.values():
+        assert set(weights) == every and math.isclose(sum(weights.values()), 1.0)
+    assert max(w["visual"], key=w["visual"].get) == "vv"
+    assert w["semantic"]["mv"] > w["semantic"]["fts"] > w["semantic"]["vv"]
+    # keyword: BM25 and MV equal (serving relies on the tie), both above VV, and BM25 counts
+    # for more than it does for any other query type
+    assert w["keyword"]["fts"] == w["keyword"]["mv"] > w["keyword"]["vv"]
+    assert all(w["keyword"]["fts"] >= w[q]["fts"] for q in w)
+    assert max(w["balanced"].values()) - min(w["balanced"].values()) < 0.05
 
 
 def test_weights_renormalised_over_available_axes():

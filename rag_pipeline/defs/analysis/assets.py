@@ -41,7 +41,7 @@ def _run_partition(context: dg.AssetExecutionContext, pipeline: PipelineSettings
         settings = settings.model_copy(update={"mv_batch_size": batch_size_for_retry(
             settings.mv_batch_size, context.retry_number)})
     try:
-        result = worker.run_partition(settings, profile, shard, dagster_run_id=context.run_id)
+        result = worker.run_partition(settings, profile, shard, dagster_run_id=context.run.run_id)
         with open_settings_catalog(settings) as cat:
             persisted = persister.persist_shard(settings, cat, shard)
             states = task_states(settings, cat, shards=[shard], profiles=[profile])

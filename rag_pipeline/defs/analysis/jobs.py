@@ -3,11 +3,9 @@
 
 import dagster as dg
 
-from rag_pipeline.defs.partitions import cpu_partitions, gpu_partitions
-
 cpu_job = dg.define_asset_job(
-    "cpu_job", selection=["analysis_runs"], partitions_def=cpu_partitions,
+    "cpu_job", selection=["analysis_runs"],
     description="Text analyzers for one text-profile x shard partition.")
 gpu_job = dg.define_asset_job(
-    "gpu_job", selection=["inference_runs"], partitions_def=gpu_partitions,
+    "gpu_job", selection=["inference_runs"],
     description="Model inference for one model-profile x shard partition (gpu pool).")

@@ -37,7 +37,7 @@ from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 def search_snapshot(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
     settings = pipeline.settings()
     with open_settings_catalog(settings) as cat:
-        result = build_snapshot(settings, cat, dagster_run_id=context.run_id)
+        result = build_snapshot(settings, cat, dagster_run_id=context.run.run_id)
         expected = cat.current_assets_with_text()  # every tenant
     m = result.manifest
     stats = m.stats
@@ -82,7 +82,7 @@ def promoted_snapshot(context: dg.AssetExecutionContext, pipeline: PipelineSetti
     history.parent.mkdir(parents=True, exist_ok=True)
     with history.open("a", encoding="utf-8") as f:
         f.write(json.dumps({"promoted": current, "previous": previous,
-                            "dagster_run_id": context.run_id}) + "\n")
+                            "dagster_run_id": context.run.run_id}) + "\n")
     meta: dict = {"snapshot_id": current, "previous": previous or "",
                   "changed": previous != current}
     smoke = ev.evals_dir(settings) / f"{current}-smoke.json"
