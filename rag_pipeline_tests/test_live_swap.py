@@ -224,7 +224,7 @@ def retained(tmp_path) -> Settings:
 
 
 def _tables(settings: Settings) -> set[str]:
-    names = lancedb.connect(str(settings.lance_dir)).table_names()
+    names = lancedb.connect(str(settings.lance_dir)).list_tables().tables
     return {n.removeprefix("snapshot_").replace("_", "-") for n in names
             if n.startswith("snapshot_")}
 
