@@ -20,6 +20,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from lancedb.index import FTS
 from PIL import Image
 
 from rag_pipeline.discovery.sources import (
@@ -393,7 +394,7 @@ def test_filters_apply_inside_the_index_query(tmp_path):
             "thumbnail": "", "evidence": "[]", "runs": "{}"})
     db = lancedb.connect(str(tmp_path / "lance"))
     tbl = db.create_table("snap", pa.Table.from_pylist(rows, schema=snapshot_arrow_schema(dim)))
-    tbl.create_fts_index("body", with_position=False)
+    tbl.create_index("body", config=FTS(with_position=False))
     tbl.create_scalar_index("tenant_id", index_type="BTREE")
     tbl.create_scalar_index("acl_groups", index_type="LABEL_LIST")
     manifest = SnapshotManifest(

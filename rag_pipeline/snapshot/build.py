@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from pathlib import Path, PurePosixPath
 import lancedb
 import numpy as np
 import pyarrow as pa
+from lancedb.index import FTS
 
 from rag_pipeline.analysis.profiles import load_profiles
 from rag_pipeline.contracts import stable_hash
@@ -347,16 +347,14 @@ def build_snapshot(settings: Settings, cat: Catalog, dagster_run_id: str | None 
     tbl = db.create_table(table_name, data=table, mode="create")
     t_idx = time.perf_counter()
     if units:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for f in FTS_FIELDS:
-                # English stemming and stop words: BM25 over word stems, per field.
-                tbl.create_fts_index(f, replace=True, stem=True, remove_stop_words=True,
-                                     language="English", with_position=False)
-            # The principal's prefilter (tenant_id = ? AND array_has_any(acl_groups, ?)) is
-            # answered by scalar indexes inside every index query.
-            tbl.create_scalar_index("tenant_id", index_type="BTREE", replace=True)
-            tbl.create_scalar_index("acl_groups", index_type="LABEL_LIST", replace=True)
+        for f in FTS_FIELDS:
+            # English stemming and stop words: BM25 over word stems, per field.
+            tbl.create_index(f, replace=True, config=FTS(
+                stem=True, remove_stop_words=True, language="English", with_position=False))
+        # The principal's prefilter (tenant_id = ? AND array_has_any(acl_groups, ?)) is
+        # answered by scalar indexes inside every index query.
+        tbl.create_scalar_index("tenant_id", index_type="BTREE", replace=True)
+        tbl.create_scalar_index("acl_groups", index_type="LABEL_LIST", replace=True)
     index_s = time.perf_counter() - t_idx
 
     profiles = load_profiles(settings)
