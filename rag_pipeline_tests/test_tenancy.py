@@ -20,7 +20,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lancedb.index import FTS
+from lancedb.index import FTS, BTree, LabelList
 from PIL import Image
 
 from rag_pipeline.discovery.sources import (
@@ -395,8 +395,8 @@ def test_filters_apply_inside_the_index_query(tmp_path):
     db = lancedb.connect(str(tmp_path / "lance"))
     tbl = db.create_table("snap", pa.Table.from_pylist(rows, schema=snapshot_arrow_schema(dim)))
     tbl.create_index("body", config=FTS(with_position=False))
-    tbl.create_scalar_index("tenant_id", index_type="BTREE")
-    tbl.create_scalar_index("acl_groups", index_type="LABEL_LIST")
+    tbl.create_index("tenant_id", config=BTree())
+    tbl.create_index("acl_groups", config=LabelList())
     manifest = SnapshotManifest(
         snapshot_id="s", table_name="snap", created_at="2024-01-01T00:00:00Z",
         tenants=["big", "small"], n_units=len(rows), n_documents=len(rows), n_images=0,

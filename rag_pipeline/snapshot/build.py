@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 import lancedb
 import numpy as np
 import pyarrow as pa
-from lancedb.index import FTS
+from lancedb.index import FTS, BTree, LabelList
 
 from rag_pipeline.analysis.profiles import load_profiles
 from rag_pipeline.contracts import stable_hash
@@ -353,8 +353,8 @@ def build_snapshot(settings: Settings, cat: Catalog, dagster_run_id: str | None 
                 stem=True, remove_stop_words=True, language="English", with_position=False))
         # The principal's prefilter (tenant_id = ? AND array_has_any(acl_groups, ?)) is
         # answered by scalar indexes inside every index query.
-        tbl.create_scalar_index("tenant_id", index_type="BTREE", replace=True)
-        tbl.create_scalar_index("acl_groups", index_type="LABEL_LIST", replace=True)
+        tbl.create_index("tenant_id", config=BTree(), replace=True)
+        tbl.create_index("acl_groups", config=LabelList(), replace=True)
     index_s = time.perf_counter() - t_idx
 
     profiles = load_profiles(settings)
