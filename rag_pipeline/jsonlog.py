@@ -16,7 +16,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-_RESERVED = {"ts", "level", "logger", "message", "request_id", "exc"}
+_RESERVED = {"ts", "level", "logger", "message", "exc"}
 
 
 class JsonFormatter(logging.Formatter):
