@@ -562,9 +562,13 @@ def cmd_querylog(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     from rag_pipeline.jsonlog import configure_cli_logging
+    from rag_pipeline.settings import Settings
 
     args = build_parser().parse_args(argv)
-    fmt = os.environ.get("RAG_LOG_FORMAT", "json").strip().lower() or "json"
+    try:
+        fmt = Settings.from_env().log_format
+    except Exception:  # invalid settings: the command itself reports them
+        fmt = "json"
     configure_cli_logging(fmt)
     try:
         return int(args.func(args) or 0)

@@ -139,7 +139,7 @@ def test_one_json_log_line_per_request_without_the_key(api, caplog):
 
 
 def test_query_log_and_feedback_bound_to_the_tenant(api):
-    client, keys, settings = api
+    client, keys, _ = api
     resp = client.post("/v1/search", json={"query": "quokka", "k": 3},
                        headers=auth(keys["read"]))
     body = resp.json()
