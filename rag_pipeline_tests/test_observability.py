@@ -263,3 +263,57 @@ def test_feedback_to_labels_unit():
     assert len(gold) == 1
     assert gold[0].relevant == {"a.md": 2, "b.md": 0} and gold[0].query_type == "keyword"
     assert gold[0].query_id.startswith("fb-")
+
+
+@pytest.mark.slow
+def test_feedback_to_labels_to_eval_run_on_the_demo_corpus(demo_env, tmp_path, monkeypatch,
+                                                          capsys):
+    """Users judge hits over HTTP; `eval labels --from-feedback` makes a gold set of them that
+    `eval run` (and the smoke gate's loader) accepts: the loop from users to the promotion
+    gate."""
+    from evals.goldsets import load_gold_jsonl
+    from rag_pipeline.cli import main
+    from rag_pipeline.goldset_schema import parse_gold_jsonl
+    from rag_pipeline.settings import packaged_file
+
+    settings, corpus = demo_env
+    monkeypatch.setenv("RAG_MODELS_FILE", str(packaged_file("models.yaml")))
+    corpus_dir = settings.sources[0]
+    demo_gold = tmp_path / "gold.jsonl"
+    work = tmp_path / "work"
+    assert main(["eval", "run", "--dataset", str(corpus_dir), "--gold", str(demo_gold),
+                 "--workdir", str(work), "--out", str(tmp_path / "base.json")]) == 0
+    gold = parse_gold_jsonl(demo_gold.read_text(), "demo")
+
+    serve_settings = _settings(work / "data")
+    store = KeyStore.from_settings(serve_settings)
+    key = store.create(serve_settings.tenant_id, scopes=["read"])[0]
+    store.close()
+    judged = 0
+    with api_client(serve_settings) as client:
+        for q in gold:
+            body = client.post("/v1/search", json={"query": q.query, "k": 5},
+                               headers=auth(key)).json()
+            for hit in body["hits"][:3]:
+                good = q.relevant.get(hit["path"], 0) > 0
+                resp = client.post("/v1/feedback", headers=auth(key), json={
+                    "query_id": body["query_id"], "unit_id": hit["unit_id"],
+                    "judgement": "relevant" if good else "not_relevant"})
+                assert resp.status_code == 201, resp.text
+                judged += good
+    assert judged > 0
+
+    capsys.readouterr()
+    labels = tmp_path / "feedback_gold.jsonl"
+    monkeypatch.setenv("RAG_DATA_DIR", str(work / "data"))
+    assert main(["eval", "labels", "--from-feedback", "--out", str(labels)]) == 0
+    made = parse_gold_jsonl(labels.read_text(), str(labels))
+    assert made and all(q.query_type for q in made)
+    assert all(g in (0, 2) for q in made for g in q.relevant.values())
+    assert len(load_gold_jsonl(labels).queries) == len(made)  # what the smoke gate loads
+    out = tmp_path / "fb.json"
+    assert main(["eval", "run", "--dataset", str(corpus_dir), "--gold", str(labels),
+                 "--workdir", str(work), "--no-index", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["n_queries"] == len(made) and res["metrics"]["error_rate"] == 0.0
+    assert res["metrics"]["ndcg@10"] > 0.5
