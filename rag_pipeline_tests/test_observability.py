@@ -276,7 +276,7 @@ def test_feedback_to_labels_to_eval_run_on_the_demo_corpus(demo_env, tmp_path, m
     from rag_pipeline.goldset_schema import parse_gold_jsonl
     from rag_pipeline.settings import packaged_file
 
-    settings, corpus = demo_env
+    settings, _ = demo_env
     monkeypatch.setenv("RAG_MODELS_FILE", str(packaged_file("models.yaml")))
     corpus_dir = settings.sources[0]
     demo_gold = tmp_path / "gold.jsonl"
@@ -317,3 +317,42 @@ def test_feedback_to_labels_to_eval_run_on_the_demo_corpus(demo_env, tmp_path, m
     res = json.loads(out.read_text())
     assert res["n_queries"] == len(made) and res["metrics"]["error_rate"] == 0.0
     assert res["metrics"]["ndcg@10"] > 0.5
+
+
+def test_tracing_is_off_without_endpoint_or_extra():
+    import importlib.util
+
+    from serving.tracing import stage_spans, tracer_for
+
+    assert tracer_for(None) is None and tracer_for("") is None
+    if importlib.util.find_spec("opentelemetry.sdk") is None:
+        assert tracer_for("http://127.0.0.1:4318") is None  # no extra: no tracing, a warning
+    pytest.importorskip("opentelemetry.trace")
+    from opentelemetry.trace import INVALID_SPAN
+
+    spans = []
+
+    class FakeSpan:
+        def __init__(self, name, start):
+            self.name, self.start, self.end_time = name, start, None
+
+        def set_attribute(self, *_):
+            pass
+
+        def end(self, end_time=None):
+            self.end_time = end_time
+
+    class FakeTracer:
+        def start_span(self, name, context=None, start_time=None):
+            spans.append(FakeSpan(name, start_time))
+            return spans[-1]
+
+    stage_spans(FakeTracer(), INVALID_SPAN, "search",
+                {"mv_encode": 5.0, "fts": 2.0, "mv": 3.0, "axes_wall": 8.0, "fuse": 0.5,
+                 "fetch": 1.0, "build": 0.5, "total": 10.0}, end_ns=10_000_000_000)
+    by = {s.name: s for s in spans}
+    assert set(by) == {"search.mv_encode", "search.fts", "search.mv", "search.fuse",
+                       "search.fetch", "search.build"}
+    assert by["search.mv_encode"].start == 10_000_000_000 - 10_000_000
+    assert by["search.fts"].start == by["search.mv_encode"].end_time
+    assert by["search.fuse"].start <= by["search.fetch"].start <= by["search.build"].start

@@ -221,7 +221,8 @@ class KeyStore:
                "revoked_at": None, "last_used_at": None}
         with self.engine.begin() as conn:
             conn.execute(api_keys.insert().values(**row))
-            audit(conn, "key.create", actor, target=row["key_id"], tenant=row["tenant"],
+            audit(conn, "key.create", actor, target=str(row["key_id"]),
+                  tenant=principal.tenant,
                   details={"scopes": scopes, "groups": row["groups"], "name": name,
                            "expires_at": expires_at.isoformat() if expires_at else None})
         return key, _info(_Row(row))

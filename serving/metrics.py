@@ -109,7 +109,7 @@ class Metrics:
         self.query_log_dropped = Counter("rag_query_log_dropped",
                                          "query log records not written", registry=r)
         if snapshot_status is not None:
-            r.register(_SnapshotCollector(snapshot_status))  # type: ignore[arg-type]
+            r.register(_SnapshotCollector(snapshot_status))
 
     # -- hooks -----------------------------------------------------------------------------
     def request_started(self) -> None:

@@ -171,7 +171,9 @@ class QueryLog:
             self._dropped(1)
             return False
         if self._thread is None:  # not started (a test, a CLI): write now
-            self._write([self._queue.get_nowait()])
+            item = self._queue.get_nowait()
+            if item is not None:
+                self._write([item])
         return True
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -257,7 +259,8 @@ class QueryLog:
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
         for r in rows:
-            hit = next((h for h in r.hits or () if h.get("unit_id") == r.unit_id), {})
+            hit: dict[str, Any] = next(
+                (h for h in r.hits or () if h.get("unit_id") == r.unit_id), {})
             yield {"feedback_id": r.feedback_id, "created_at": _utc(r.created_at),
                    "query_id": r.query_id, "tenant": r.tenant, "query": r.query,
                    "query_type": r.query_type, "op": r.op, "unit_id": r.unit_id,
