@@ -107,6 +107,19 @@ def test_metrics_parse_and_move(api):
     assert axes["fts"] == 1 and axes["mv"] == 1
     assert "rag_http_requests_in_flight" in after
     assert "rag_rate_limited" in after and "rag_quota_exceeded" in after
+    # 429s: told apart by their error code
+    from serving.http_errors import ApiError
+
+    def limited(kind: str):
+        raise ApiError(429, kind, "slow down", headers={"Retry-After": "1"})
+
+    client.app.add_api_route("/test/limited/{kind}", limited)
+    for kind in ("rate_limited", "quota_exceeded", "quota_exceeded"):
+        assert client.get(f"/test/limited/{kind}").status_code == 429
+    m = _metrics(client, keys["admin"])
+    assert _value(m, "rag_rate_limited_total", reason="rate_limited") == 1
+    assert _value(m, "rag_quota_exceeded_total") == 2
+    assert _value(m, "rag_http_requests_total", outcome="quota_exceeded") == 2
     # the cache hook the caches call
     client.app.state.metrics.cache_event("search", hit=True)
     client.app.state.metrics.cache_event("search", hit=False)

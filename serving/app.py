@@ -5,6 +5,8 @@ API keys, with bounded resources everywhere.
     GET|POST /v1/similar             units like an asset (SimilarRequest)
     GET      /v1/thumbnails/{asset}  an image's stored JPEG thumbnail
     GET      /v1/units/{unit_id}     one unit as a hit, with its full explanation
+    POST     /v1/feedback            judge a hit of a logged query (serving.observe)
+    GET      /metrics                Prometheus metrics (admin scope; serving.metrics)
     GET      /health/live            the process answers (no key)
     GET      /health/ready           200 when a snapshot is open, its query models passed
                                      parity and the key store answers; else 503 (no key)

@@ -4,12 +4,13 @@ scope) in the text exposition format.
 * ``rag_http_requests_total{route,method,status,outcome}`` and
   ``rag_http_request_duration_seconds{route,outcome}``: every request, by route template (never
   the raw path: ids would explode the label set) and outcome (``ok``, ``client_error``,
-  ``server_error``, ``rate_limited``, ``overloaded``, ``timeout``);
+  ``server_error``, ``rate_limited``, ``quota_exceeded``, ``overloaded``, ``timeout``);
 * ``rag_http_requests_in_flight``;
 * ``rag_search_stage_seconds{op,stage}``: the searcher's per-stage timings (``<axis>_encode``,
   each axis, ``axes_wall``, ``fuse``, ``fetch``, ``build``, ``total``);
 * ``rag_cache_requests_total{cache,outcome}``: hits and misses by cache (``cache_event``);
-* ``rag_rate_limited_total{reason}``, ``rag_quota_exceeded_total``;
+* ``rag_rate_limited_total{reason}``, ``rag_quota_exceeded_total``: 429 answers, told apart
+  by their error code (``quota_exceeded``: a quota; any other: a rate limit, by code);
 * ``rag_query_log_dropped_total``: query-log records dropped (writer queue full, write failed);
 * gauges read from the live snapshot at scrape time: ``rag_snapshot_info{snapshot_id}``,
   ``rag_snapshot_age_seconds``, ``rag_snapshot_units``, ``rag_snapshot_swaps_total``,
@@ -115,14 +116,20 @@ class Metrics:
     def request_started(self) -> None:
         self.in_flight.inc()
 
-    def request_done(self, route: str, method: str, status: int | None,
-                     seconds: float) -> None:
+    def request_done(self, route: str, method: str, status: int | None, seconds: float,
+                     refusal: str | None = None) -> None:
+        """One finished request. ``refusal``: the error code of a 429 (``quota_exceeded``
+        counts as a quota refusal, any other code as a rate limit with that reason)."""
         self.in_flight.dec()
         outcome = outcome_of(status)
+        if outcome == "rate_limited" and refusal == "quota_exceeded":
+            outcome = "quota_exceeded"
         self.requests.labels(route, method, str(status or 500), outcome).inc()
         self.latency.labels(route, outcome).observe(seconds)
-        if outcome == "rate_limited":
-            self.rate_limited.labels("rate_limit").inc()
+        if outcome == "quota_exceeded":
+            self.quota_exceeded.inc()
+        elif outcome == "rate_limited":
+            self.rate_limited.labels(refusal or "rate_limit").inc()
 
     def observe_stages(self, op: str, timings_ms: Mapping[str, float]) -> None:
         for stage, ms in timings_ms.items():
@@ -131,13 +138,6 @@ class Metrics:
     def cache_event(self, cache: str, hit: bool) -> None:
         """For the caches: one lookup of ``cache``."""
         self.cache.labels(cache, "hit" if hit else "miss").inc()
-
-    def limited(self, reason: str = "rate_limit") -> None:
-        """For the rate limiter, when it refuses for a reason other than a plain 429."""
-        self.rate_limited.labels(reason).inc()
-
-    def quota(self) -> None:
-        self.quota_exceeded.inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

