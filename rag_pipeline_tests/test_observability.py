@@ -193,11 +193,14 @@ def test_query_log_write_is_cheap(tmp_path):
     qlog = QueryLog(store.engine)
     qlog.start()
     try:
-        t0 = time.perf_counter()
+        times = []
         for i in range(200):
+            t0 = time.perf_counter()
             qlog.record({"query_id": f"q_{i:032x}", "tenant": "t", "op": "search",
                          "query": "x", "hits": [], "timings_ms": {}})
-        per_record_ms = (time.perf_counter() - t0) * 1000 / 200
+            times.append((time.perf_counter() - t0) * 1000)
+        # the median: a GIL hand-off to the writer thread (up to 5 ms) may land on a few
+        per_record_ms = sorted(times)[len(times) // 2]
         assert qlog.flush(10)
         with store.engine.connect() as conn:
             assert conn.execute(sa.select(sa.func.count()).select_from(query_log)).scalar() \
