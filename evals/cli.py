@@ -5,7 +5,8 @@
     rag-pipeline eval compare A.json B.json [--gates FILE] [--use-ci] [--out FILE.json]
     rag-pipeline eval report A.json [B.json ...] --out DIR
     rag-pipeline eval build-gold --out FILE.jsonl [--data-dir DIR] [-n 50] [--seed 0]
-    rag-pipeline eval labels [--judgements FILE]... [--clicks FILE]... --out FILE.jsonl
+    rag-pipeline eval labels [--judgements FILE]... [--clicks FILE]... [--from-feedback]
+                             --out FILE.jsonl
 
 ``run`` indexes the dataset through the pipeline (Dagster) into its own data dir
 ``var/evals/<dataset name>/`` (an unchanged corpus is not re-analysed), then evaluates the
@@ -140,6 +141,18 @@ def cmd_eval_labels(args) -> int:
         lb.add_judgements(p)
     for p in args.clicks or []:
         lb.add_clicks(p)
+    if args.from_feedback:
+        from rag_pipeline.settings import Settings
+        from serving.keys import KeyStore
+        from serving.querylog import QueryLog
+
+        store = KeyStore.from_settings(Settings.from_env())
+        try:
+            lb.add_feedback(list(QueryLog(store.engine).feedback_rows(args.tenant)))
+        finally:
+            store.close()
+    if not (args.judgements or args.clicks or args.from_feedback):
+        raise ValueError("eval labels: give --judgements, --clicks and/or --from-feedback")
     lb.write(args.out, args.qrels)
     q = lb.qrels()
     print(f"{len(q)} queries, {sum(len(v) for v in q.values())} judged documents -> {args.out}")
@@ -201,6 +214,10 @@ def add_eval_parser(subparsers, materialize: Materialize | None = None) -> argpa
     lab = sub.add_parser("labels", help="graded qrels from judgements and click logs")
     lab.add_argument("--judgements", action="append", help="CSV/JSONL: query_id, doc, grade|thumbs")
     lab.add_argument("--clicks", action="append", help="JSONL click log: query, doc, position")
+    lab.add_argument("--from-feedback", action="store_true",
+                     help="judgements of POST /v1/feedback, from the serving database "
+                          "(RAG_SERVING_DB_URL; default: serving.db in the data dir)")
+    lab.add_argument("--tenant", help="--from-feedback: only this tenant's feedback")
     lab.add_argument("--min-clicks", type=int, default=2)
     lab.add_argument("--out", required=True, help="extended JSONL gold set")
     lab.add_argument("--qrels", help="also write a BEIR qrels TSV")

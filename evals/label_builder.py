@@ -5,7 +5,9 @@ Inputs:
 * judgements, CSV (header) or JSONL: ``query_id``, ``doc``, and ``grade`` (0, 1, 2) or
   ``thumbs`` (up / down, +1 / -1, 👍 / 👎); an optional ``query`` column carries the text;
 * click logs, JSONL: ``{"query": ..., "doc": ..., "position": 3}`` (``clicked``/``uri`` are
-  accepted for ``doc``; ``query_id`` if the logger knows it).
+  accepted for ``doc``; ``query_id`` if the logger knows it);
+* serving feedback (``POST /v1/feedback``, read from the serving database): relevant -> 2,
+  not relevant -> 0 (majority per query text and file; ``add_feedback``).
 
 Rule, per (query, document), first that applies:
 
@@ -26,7 +28,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -69,6 +71,8 @@ class LabelBuilder:
         self.grades: dict[tuple[str, str], int] = {}
         self.thumbs: dict[tuple[str, str], list[int]] = defaultdict(list)
         self.clicks: dict[tuple[str, str], list[int]] = defaultdict(list)
+        self.feedback: dict[tuple[str, str], list[int]] = defaultdict(list)
+        self.types: dict[str, Counter[str]] = defaultdict(Counter)
 
     def _qid(self, qid: str | None, text: str | None) -> str:
         if qid:
@@ -130,12 +134,36 @@ class LabelBuilder:
             self.clicks[(qid, doc)].append(int(pos) if pos not in (None, "") else 0)
         return self
 
+    def add_feedback(self, rows: Iterable[dict]) -> LabelBuilder:
+        """Serving feedback (``serving.querylog.QueryLog.feedback_rows``): per (query text,
+        judged file), more ``relevant`` than ``not_relevant`` judgements -> grade 2, otherwise
+        0 (a judged non-relevant file). Files are keyed by their path in the source, as gold
+        sets name them; queries by normalized text (``fb-<sha1>``), typed by the query type
+        serving logged (the most frequent). Only searches (not similar) carry a query text."""
+        for r in rows:
+            if r.get("op", "search") != "search" or not r.get("path") or not r.get("query"):
+                continue
+            key = _norm(r["query"])
+            qid = self.ids_by_text.get(key)
+            if qid is None:
+                qid = f"fb-{hashlib.sha1(key.encode()).hexdigest()[:10]}"
+                self.ids_by_text[key] = qid
+                self.texts.setdefault(qid, r["query"])
+            if r.get("query_type"):
+                self.types[qid][r["query_type"]] += 1
+            vote = 1 if r.get("judgement") == "relevant" else -1
+            self.feedback[(qid, str(r["path"]))].append(vote)
+        return self
+
     def qrels(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = defaultdict(dict)
-        keys = set(self.grades) | set(self.thumbs) | set(self.clicks)
+        keys = set(self.grades) | set(self.thumbs) | set(self.clicks) | set(self.feedback)
         for qid, doc in sorted(keys):
             if (qid, doc) in self.grades:
                 g = self.grades[(qid, doc)]
+            elif (qid, doc) in self.feedback:
+                votes = self.feedback[(qid, doc)]
+                g = 2 if votes.count(1) > votes.count(-1) else 0
             elif (qid, doc) in self.thumbs:
                 votes = self.thumbs[(qid, doc)]
                 ups, downs = votes.count(1), votes.count(-1)
@@ -151,7 +179,9 @@ class LabelBuilder:
         out = []
         for qid, judged in self.qrels().items():
             if any(g > 0 for g in judged.values()) and qid in self.texts:
-                out.append(GoldQuery(query_id=qid, query=self.texts[qid], relevant=judged))
+                qtype = self.types[qid].most_common(1)[0][0] if self.types.get(qid) else None
+                out.append(GoldQuery(query_id=qid, query=self.texts[qid], query_type=qtype,
+                                     relevant=judged))
         return out
 
     def write(self, jsonl: str | Path | None = None, qrels_tsv: str | Path | None = None) -> None:

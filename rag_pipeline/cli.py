@@ -7,6 +7,7 @@
   similar        units like an asset (image -> image on the VV axis; documents on MV)
   serve          HTTP API over the promoted snapshot (API keys, /docs)
   keys           API keys: create, list, revoke
+  querylog       query log retention (purge) and the audit log
   status         catalog counts and the current snapshot
   policy         which profile serves each axis; promote / roll back (no recompute)
   models         list, init, sync or add analyzer profiles (models.yaml)
@@ -481,6 +482,14 @@ def build_parser() -> argparse.ArgumentParser:
     kr.add_argument("key_id")
     ke.set_defaults(func=cmd_keys)
 
+    ql = sub.add_parser("querylog", help="the query log: purge old queries, show the audit log")
+    ql_sub = ql.add_subparsers(dest="querylog_cmd", required=True)
+    qp = ql_sub.add_parser("purge", help="delete queries and feedback older than --days")
+    qp.add_argument("--days", type=int, default=None,
+                    help="default: RAG_QUERY_LOG_DAYS")
+    ql_sub.add_parser("audit", help="the audit log (append-only), one JSON object per line")
+    ql.set_defaults(func=cmd_querylog)
+
     po = sub.add_parser("policy", help="which profile serves each axis (promote / roll back)")
     po_sub = po.add_subparsers(dest="policy_cmd", required=True)
     po_sub.add_parser("show", help="current policy and its history")
@@ -531,8 +540,36 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def cmd_querylog(args) -> int:
+    from serving.querylog import QueryLog
+
+    settings = _settings()
+    store = _key_store()
+    try:
+        qlog = QueryLog(store.engine, retention_days=settings.query_log_days)
+        if args.querylog_cmd == "purge":
+            n = qlog.purge(args.days)
+            days = settings.query_log_days if args.days is None else args.days
+            print(f"purged {n['query_log']} queries and {n['feedback']} feedback rows older "
+                  f"than {days} days")
+            return 0
+        for row in qlog.audit_rows():
+            print(json.dumps(row, default=str))
+        return 0
+    finally:
+        store.close()
+
+
 def main(argv: list[str] | None = None) -> int:
+    from rag_pipeline.jsonlog import configure_cli_logging
+    from rag_pipeline.settings import Settings
+
     args = build_parser().parse_args(argv)
+    try:
+        fmt = Settings.from_env().log_format
+    except Exception:  # invalid settings: the command itself reports them
+        fmt = "json"
+    configure_cli_logging(fmt)
     try:
         return int(args.func(args) or 0)
     except (FileNotFoundError, ValueError) as exc:  # ProfileError, bad settings

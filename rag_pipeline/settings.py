@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -145,6 +145,17 @@ class Settings(BaseSettings):
         "", description="comma-separated origins allowed by CORS (default: CORS off)")
     log_query_text: bool = Field(False, description="put query strings in the access log "
                                                     "(default: path only)")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="log lines of `serve` and the CLI: one JSON object per line, or text")
+    query_log: bool = Field(True, description="record every search and similar request (hits, "
+                                              "latencies, snapshot) in the serving database "
+                                              "under the `query_id` it returns")
+    query_log_days: int = Field(30, ge=1, le=3650,
+                                description="query log and feedback retention in days "
+                                            "(`rag-pipeline querylog purge`)")
+    otlp_endpoint: str | None = Field(
+        None, description="OpenTelemetry OTLP/HTTP endpoint for request and search-stage spans "
+                          "(needs the `otel` extra; default: no tracing)")
     # Evals and promotion ----------------------------------------------------------------
     smoke_gold: str = Field(
         "", description="gold set of the blocking smoke eval (`off`: none; default: "
@@ -170,7 +181,8 @@ class Settings(BaseSettings):
         return value
 
     @field_validator("vv_device", "vv_dtype", "query_model_dir", "query_vv_model_dir",
-                     "fault", "eval_gates", "serving_db_url", "sources_file", mode="before")
+                     "fault", "eval_gates", "serving_db_url", "sources_file", "otlp_endpoint",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value

@@ -161,7 +161,7 @@ def test_internal_error_over_http_is_logged_with_its_request_id(served, key):
         time.sleep(0.1)
     log = served.log()
     line = next(ln for ln in log.splitlines() if "req-boom-1" in ln and "failed" in ln)
-    assert "[req-boom-1]" in line
+    assert json.loads(line)["request_id"] == "req-boom-1"  # JSON log lines (RAG_LOG_FORMAT)
     tail = log[log.index(line):]
     assert "Traceback" in tail and "boom in /srv/secret/path.db" in tail
 

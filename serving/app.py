@@ -5,6 +5,8 @@ API keys, with bounded resources everywhere.
     GET|POST /v1/similar             units like an asset (SimilarRequest)
     GET      /v1/thumbnails/{asset}  an image's stored JPEG thumbnail
     GET      /v1/units/{unit_id}     one unit as a hit, with its full explanation
+    POST     /v1/feedback            judge a hit of a logged query (serving.observe)
+    GET      /metrics                Prometheus metrics (admin scope; serving.metrics)
     GET      /health/live            the process answers (no key)
     GET      /health/ready           200 when a snapshot is open, its query models passed
                                      parity and the key store answers; else 503 (no key)
@@ -50,6 +52,8 @@ from serving.models import (
     SearchResponse,
     SimilarRequest,
 )
+from serving.observe import Observer
+from serving.observe import install as install_observability
 from serving.principal import Principal
 from serving.searcher import Searcher
 
@@ -236,10 +240,12 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
     dev_principal = Principal(tenant=settings.tenant_id) if dev else None
     admission = Admission(settings.max_concurrent_requests, settings.max_queued_requests,
                           settings.request_timeout_s)
+    observer = Observer(settings, live, keys)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await anyio.to_thread.run_sync(live.start)
+        observer.start()
         status = live.status()
         if status.get("open"):
             log.info("serving snapshot %s", status.get("snapshot_id"))
@@ -249,6 +255,7 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
             yield
         finally:  # uvicorn has drained in-flight requests (up to its graceful timeout)
             admission.close()
+            observer.close()
             live.close()
             if keys is not None:
                 keys.close()
@@ -264,6 +271,7 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
     app.state.admission = admission
     app.state.auth = Authenticator(keys, dev_principal)
     http_errors.install(app)
+    install_observability(app, observer)
     if settings.cors_origin_list:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
                            allow_methods=["GET", "POST"],
@@ -271,7 +279,8 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
                                           "X-Request-ID"],
                            expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
     app.add_middleware(ApiMiddleware, max_body_bytes=settings.max_body_bytes,
-                       log_query_text=settings.log_query_text)
+                       log_query_text=settings.log_query_text, metrics=observer.metrics,
+                       tracer=observer.tracer)
 
     read = Depends(require("read"))
 
@@ -291,32 +300,40 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
         return model.model_dump_json().encode()
 
     # -- search ------------------------------------------------------------------------------
-    async def do_search(req: SearchRequest, caller: Caller) -> Response:
+    async def do_search(req: SearchRequest, caller: Caller, state: Any) -> Response:
         _clean_text(req)
-        body = await run(lambda s: json_response(s.search(req, caller.as_seen_by(s))))
-        return Response(body, media_type=_JSON)
+
+        def fn(s: Searcher) -> bytes:
+            resp = s.search(req, caller.as_seen_by(s))
+            observer.record(state, "search", caller, req, resp, req.query)
+            return json_response(resp)
+
+        return Response(await run(fn), media_type=_JSON)
 
     @app.get("/v1/search", response_model=SearchResponse, responses=_errors(*_COMMON),
              tags=["search"], summary="Hybrid search (query parameters)")
     async def search_get(request: Request, params: Annotated[SearchParams, Query()],
                          caller: Caller = read) -> Response:
         _no_repeats(request)
-        return await do_search(_checked(params.request), caller)
+        return await do_search(_checked(params.request), caller, request.state)
 
     @app.post("/v1/search", response_model=SearchResponse, responses=_errors(*_COMMON, 413),
               tags=["search"], summary="Hybrid search (JSON body)")
-    async def search_post(req: SearchRequest, caller: Caller = read) -> Response:
-        return await do_search(req, caller)
+    async def search_post(req: SearchRequest, request: Request,
+                          caller: Caller = read) -> Response:
+        return await do_search(req, caller, request.state)
 
     # -- similar -----------------------------------------------------------------------------
-    async def do_similar(req: SimilarRequest, caller: Caller) -> Response:
+    async def do_similar(req: SimilarRequest, caller: Caller, state: Any) -> Response:
         _clean_text(req)
 
         def fn(s: Searcher) -> bytes | None:
             try:
-                return json_response(s.similar(req, caller.as_seen_by(s)))
+                resp = s.similar(req, caller.as_seen_by(s))
             except KeyError:  # an asset this tenant's snapshot does not have
                 return None
+            observer.record(state, "similar", caller, req, resp, req.asset_id)
+            return json_response(resp)
 
         body = await run(fn)
         if body is None:
@@ -328,13 +345,14 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
     async def similar_get(request: Request, params: Annotated[SimilarParams, Query()],
                           caller: Caller = read) -> Response:
         _no_repeats(request)
-        return await do_similar(_checked(params.request), caller)
+        return await do_similar(_checked(params.request), caller, request.state)
 
     @app.post("/v1/similar", response_model=SearchResponse,
               responses=_errors(*_COMMON, 404, 413), tags=["search"],
               summary="Units like an asset (JSON body)")
-    async def similar_post(req: SimilarRequest, caller: Caller = read) -> Response:
-        return await do_similar(req, caller)
+    async def similar_post(req: SimilarRequest, request: Request,
+                           caller: Caller = read) -> Response:
+        return await do_similar(req, caller, request.state)
 
     # -- thumbnails and units ----------------------------------------------------------------
     @app.get("/v1/thumbnails/{asset_id}", response_class=Response, tags=["assets"],

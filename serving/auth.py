@@ -62,6 +62,7 @@ class Authenticator:
     async def caller(self, request: Request, key: str | None) -> Caller:
         if not key:
             if self.dev_principal is not None:
+                request.state.tenant = self.dev_principal.tenant
                 return Caller(self.dev_principal, frozenset({"read", "write", "admin"}), None)
             raise self._unauthorized("an API key is required (Authorization: Bearer <key> "
                                      "or X-API-Key)")
@@ -79,6 +80,7 @@ class Authenticator:
         if info is None:
             raise self._unauthorized("invalid API key")
         request.state.key_id = info.key_id
+        request.state.tenant = info.tenant
         state = info.state(datetime.now(UTC))
         if state != "active":
             log.info("request %s: key %s is %s", request.state.request_id, info.key_id, state)

@@ -104,6 +104,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        if exc.status == 429:  # which limit refused it, for the metrics (serving.metrics)
+            request.state.refusal = exc.code
         return error_response(exc.status, exc.code, exc.message, request_id(request),
                               exc.headers, exc.details)
 

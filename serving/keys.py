@@ -32,6 +32,8 @@ from sqlalchemy.pool import NullPool
 
 from rag_pipeline.settings import Settings
 from serving.principal import TENANT_WIDE_GROUP, Principal
+from serving.querylog import audit
+from serving.querylog import create_tables as create_log_tables
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +185,7 @@ class KeyStore:
         engine = sa.create_engine(url, poolclass=NullPool, connect_args=connect_args)
         try:
             metadata.create_all(engine)
+            create_log_tables(engine)  # query log, feedback, audit: the same database
         except sa.exc.SQLAlchemyError as exc:
             raise KeyStoreError(f"cannot open the key store: {type(exc).__name__}") from exc
         finally:
@@ -200,8 +203,10 @@ class KeyStore:
     # -- administration (CLI) --------------------------------------------------------------
     def create(self, tenant: str, *, groups: list[str] | None = None,
                scopes: list[str] | None = None, name: str = "",
-               expires_at: datetime | None = None) -> tuple[str, KeyInfo]:
-        """A new key: (the key, shown once; its record)."""
+               expires_at: datetime | None = None,
+               actor: str | None = None) -> tuple[str, KeyInfo]:
+        """A new key: (the key, shown once; its record). Audited (``key.create``) as
+        ``actor`` (default: ``cli:<user>``)."""
         principal = Principal(tenant=tenant, groups=groups or [TENANT_WIDE_GROUP])
         scopes = list(dict.fromkeys(s.strip() for s in (scopes or ["read"]) if s.strip()))
         bad = [s for s in scopes if s not in SCOPES]
@@ -216,6 +221,10 @@ class KeyStore:
                "revoked_at": None, "last_used_at": None}
         with self.engine.begin() as conn:
             conn.execute(api_keys.insert().values(**row))
+            audit(conn, "key.create", actor, target=str(row["key_id"]),
+                  tenant=principal.tenant,
+                  details={"scopes": scopes, "groups": row["groups"], "name": name,
+                           "expires_at": expires_at.isoformat() if expires_at else None})
         return key, _info(_Row(row))
 
     def list(self) -> list[KeyInfo]:
@@ -223,17 +232,18 @@ class KeyStore:
             rows = conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at)).all()
         return [_info(r) for r in rows]
 
-    def revoke(self, key_id: str) -> bool:
+    def revoke(self, key_id: str, actor: str | None = None) -> bool:
         """Revoke a key (idempotent); False when there is no such key. Servers notice within
-        ``cache_s`` seconds."""
+        ``cache_s`` seconds. Audited (``key.revoke``) when it changes the key."""
         with self.engine.begin() as conn:
-            found = conn.execute(sa.select(api_keys.c.revoked_at)
+            found = conn.execute(sa.select(api_keys.c.revoked_at, api_keys.c.tenant)
                                  .where(api_keys.c.key_id == key_id)).first()
             if found is None:
                 return False
             if found.revoked_at is None:
                 conn.execute(api_keys.update().where(api_keys.c.key_id == key_id)
                              .values(revoked_at=_now()))
+                audit(conn, "key.revoke", actor, target=key_id, tenant=found.tenant)
         self.clear_cache()
         return True
 

@@ -50,11 +50,22 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def route_of(scope: Scope) -> str:
+    """The matched route's template (``/v1/units/{unit_id}``), never the raw path (ids would
+    explode metric labels); ``unmatched`` when no route matched."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
 class ApiMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, log_query_text: bool = False):
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, log_query_text: bool = False,
+                 metrics: Any = None, tracer: Any = None):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.log_query_text = log_query_text
+        self.metrics = metrics  # serving.metrics.Metrics, or None
+        self.tracer = tracer    # an OpenTelemetry tracer (serving.tracing), or None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -73,6 +84,14 @@ class ApiMiddleware:
         scope.setdefault("state", {})["request_id"] = rid
         token = request_id_var.set(rid)
         state: dict[str, Any] = {"status": None}
+        span = None
+        if self.tracer is not None:
+            span = self.tracer.start_span(f"{scope['method']} {scope['path']}",
+                                          attributes={"http.request.method": scope["method"],
+                                                      "rag.request_id": rid})
+            scope["state"]["span"] = span
+        if self.metrics is not None:
+            self.metrics.request_started()
         csp = CSP_DOCS if scope["path"] in DOCS_PATHS else CSP_API
 
         async def send_with_headers(message: Message) -> None:
@@ -113,13 +132,32 @@ class ApiMiddleware:
                 await self._error(send_with_headers, 500, "internal",
                                   "internal error; quote the request id when reporting it", rid)
         finally:
+            seconds = time.perf_counter() - t0
             path = scope["path"]
             if self.log_query_text and scope.get("query_string"):
                 path += "?" + scope["query_string"].decode("latin-1")
             st = scope.get("state", {})
+            route = route_of(scope)
+            status = state["status"] if state["status"] is not None else 500
+            # One line per request; its fields are what the JSON log shows (never the key; the
+            # query text only with RAG_LOG_QUERY_TEXT, as part of the path).
+            fields = {"request_id": rid, "method": scope["method"], "route": route,
+                      "path": path, "status": status,
+                      "latency_ms": round(seconds * 1000.0, 3),
+                      "key_id": st.get("key_id"), "tenant": st.get("tenant"),
+                      "cache": st.get("cache"), "snapshot_id": st.get("snapshot_id"),
+                      "query_id": st.get("query_id")}
             access_log.info("%s %s %s %s %.1fms key=%s", rid, scope["method"], path,
-                            state["status"], (time.perf_counter() - t0) * 1000.0,
-                            st.get("key_id", "-"))
+                            state["status"], seconds * 1000.0, st.get("key_id", "-"),
+                            extra={"fields": fields})
+            if self.metrics is not None:
+                self.metrics.request_done(route, scope["method"], status, seconds,
+                                          refusal=st.get("refusal"))
+            if span is not None:
+                span.update_name(f"{scope['method']} {route}")
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                span.end()
             request_id_var.reset(token)
 
     @staticmethod

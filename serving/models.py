@@ -144,3 +144,5 @@ class SearchResponse(BaseModel):
     axes_unavailable: dict[str, str]
     hits: list[Hit]
     timings_ms: dict[str, float]
+    # Set by the HTTP API when the query log is on: quote it in POST /v1/feedback.
+    query_id: str | None = None

@@ -89,12 +89,15 @@ else:
     HTTP_PROTOCOL = "auto"
 
 
-def log_config(level: str = "INFO") -> dict[str, Any]:
+def log_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
+    """``fmt``: ``json`` (one object per line: ``rag_pipeline.jsonlog``) or ``text``."""
+    formatter: dict[str, Any] = (
+        {"()": "rag_pipeline.jsonlog.JsonFormatter"} if fmt == "json" else
+        {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"})
     return {
         "version": 1, "disable_existing_loggers": False,
         "filters": {"request_id": {"()": "serving.middleware.RequestIdFilter"}},
-        "formatters": {"default": {
-            "format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}},
+        "formatters": {"default": formatter},
         "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default",
                                  "filters": ["request_id"], "stream": "ext://sys.stderr"}},
         "loggers": {
@@ -146,13 +149,14 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *, work
           dev: bool = False, log_level: str = "info") -> None:
     """Run the API until SIGTERM / SIGINT (blocking)."""
     keys = check_startup(settings, host, workers=workers, dev=dev)
-    logging.config.dictConfig(log_config(log_level.upper()))
+    logging.config.dictConfig(log_config(log_level.upper(), settings.log_format))
     common: dict[str, Any] = dict(
         host=host, port=port, http=HTTP_PROTOCOL, lifespan="on",
         limit_concurrency=settings.max_connections,
         timeout_keep_alive=settings.keepalive_s,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
-        access_log=False, server_header=False, log_config=log_config(log_level.upper()),
+        access_log=False, server_header=False,
+        log_config=log_config(log_level.upper(), settings.log_format),
         h11_max_incomplete_event_size=16 * 1024)
     if dev:
         print(DEV_BANNER.format(tenant=settings.tenant_id, host=host), flush=True)
