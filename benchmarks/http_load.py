@@ -88,8 +88,9 @@ def http_call(port: int, key: str, k: int):
         conn = state.get("conn")
         if conn is None:
             conn = state["conn"] = http.client.HTTPConnection(HOST, port, timeout=60)
-        conn.request("GET", f"/v1/search?{urllib.parse.urlencode({'q': query, 'k': k})}",
-                     headers=headers)
+        conn.request(
+            "GET", f"/v1/search?{urllib.parse.urlencode({'q': query, 'k': k})}", headers=headers
+        )
         resp = conn.getresponse()
         body = resp.read()
         if resp.status != 200 or not body.startswith(b"{"):
@@ -107,13 +108,34 @@ def start_server(index, key_db: str, log_path: Path) -> tuple[subprocess.Popen, 
 
     port = free_port(HOST)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    env.update(RAG_DATA_DIR=str(index.settings.data_dir), RAG_SERVING_DB_URL=key_db,
-               PYTHONPATH=str(common.REPO), TOKENIZERS_PARALLELISM="false",
-               LANCEDB_LOG="error", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    env.update(
+        RAG_DATA_DIR=str(index.settings.data_dir),
+        RAG_SERVING_DB_URL=key_db,
+        PYTHONPATH=str(common.REPO),
+        TOKENIZERS_PARALLELISM="false",
+        LANCEDB_LOG="error",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+    )
     log = open(log_path, "wb")  # noqa: SIM115 - the server's lifetime
-    proc = subprocess.Popen([sys.executable, "-m", "rag_pipeline.cli", "serve", "--host", HOST,
-                             "--port", str(port), "--log-level", "warning"],
-                            cwd=common.REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rag_pipeline.cli",
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=common.REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -136,10 +158,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_dataset_args(parser)
     common.add_index_args(parser)
-    parser.add_argument("--seconds", type=float, default=20.0,
-                        help="measured seconds per mode and concurrency (default 20)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="alternations of the two modes per concurrency (default 2)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        help="measured seconds per mode and concurrency (default 20)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="alternations of the two modes per concurrency (default 2)",
+    )
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=20, help="warm-up queries per mode")
@@ -149,8 +179,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--concurrency: 1..256 each; --seconds > 0")
 
     ds = common.load_dataset(args.dataset, args.split, args.limit)
-    index = common.ensure_index(ds, common.bench_name(args.dataset, args.limit),
-                                rebuild=args.rebuild, update=not args.no_update)
+    index = common.ensure_index(
+        ds,
+        common.bench_name(args.dataset, args.limit),
+        rebuild=args.rebuild,
+        update=not args.no_update,
+    )
     queries = list(ds.queries.values())
     from serving.keys import KeyStore
     from serving.principal import Principal
@@ -199,12 +233,16 @@ def main(argv: list[str] | None = None) -> int:
             proc.kill()
         searcher.close()
 
-    print(f"## HTTP API under load: {args.dataset} {args.split} queries ({len(queries)} "
-          f"queries, k={k}, snapshot {searcher.manifest.snapshot_id}, "
-          f"{searcher.manifest.n_units} units)\n")
-    print(f"Machine: {common.machine_info()}. {args.seconds:g} s per mode and concurrency in "
-          f"{args.rounds} alternating rounds; server: one uvicorn worker, default limits; "
-          f"1-minute load average {load_before:.2f} before, {load_after:.2f} after.\n")
+    print(
+        f"## HTTP API under load: {args.dataset} {args.split} queries ({len(queries)} "
+        f"queries, k={k}, snapshot {searcher.manifest.snapshot_id}, "
+        f"{searcher.manifest.n_units} units)\n"
+    )
+    print(
+        f"Machine: {common.machine_info()}. {args.seconds:g} s per mode and concurrency in "
+        f"{args.rounds} alternating rounds; server: one uvicorn worker, default limits; "
+        f"1-minute load average {load_before:.2f} before, {load_after:.2f} after.\n"
+    )
     rows = []
     stats = {}
     for c in levels:
@@ -212,20 +250,39 @@ def main(argv: list[str] | None = None) -> int:
             lat, err, secs = results[(name, c)]
             s = latency_stats(lat)
             stats[(name, c)] = (s, len(lat) / secs, err)
-            rows.append([c, name, len(lat), f"{len(lat) / secs:.1f}", f"{s['p50']:.1f}",
-                         f"{s['p95']:.1f}", f"{s['p99']:.1f}", err])
-    print(md_table(["clients", "mode", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms",
-                    "errors"], rows, align="llrrrrrr"))
+            rows.append(
+                [
+                    c,
+                    name,
+                    len(lat),
+                    f"{len(lat) / secs:.1f}",
+                    f"{s['p50']:.1f}",
+                    f"{s['p95']:.1f}",
+                    f"{s['p99']:.1f}",
+                    err,
+                ]
+            )
+    print(
+        md_table(
+            ["clients", "mode", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"],
+            rows,
+            align="llrrrrrr",
+        )
+    )
     print()
     errors = sum(v[2] for v in stats.values())
     if 1 in levels:
         over = stats[("HTTP", 1)][0]["p50"] - stats[("in-process", 1)][0]["p50"]
-        print(f"- HTTP overhead at p50, 1 client: {over:+.2f} ms "
-              f"({'meets' if over <= 2.0 else 'misses'} the <= 2 ms target)")
+        print(
+            f"- HTTP overhead at p50, 1 client: {over:+.2f} ms "
+            f"({'meets' if over <= 2.0 else 'misses'} the <= 2 ms target)"
+        )
     if 8 in levels:
         ratio = stats[("HTTP", 8)][1] / max(stats[("in-process", 8)][1], 1e-9)
-        print(f"- throughput at 8 clients, HTTP / in-process: {ratio:.2f} "
-              f"({'meets' if ratio >= 0.8 else 'misses'} the >= 0.8 target)")
+        print(
+            f"- throughput at 8 clients, HTTP / in-process: {ratio:.2f} "
+            f"({'meets' if ratio >= 0.8 else 'misses'} the >= 0.8 target)"
+        )
     print(f"- errors: {errors} ({'meets' if errors == 0 else 'misses'} the 0 target)")
     return 0
 

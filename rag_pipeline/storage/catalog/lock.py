@@ -32,9 +32,11 @@ def writer_lock(path: Path, timeout_s: float = 600.0, poll_s: float = 0.05) -> I
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
-            except BlockingIOError:
+            except BlockingIOError as exc:
                 if time.monotonic() - start > timeout_s:
-                    raise LockTimeout(f"catalog lock {path} not free after {timeout_s:.0f}s")
+                    raise LockTimeout(
+                        f"catalog lock {path} not free after {timeout_s:.0f}s"
+                    ) from exc
                 time.sleep(poll_s)
         waited = time.monotonic() - start
         os.ftruncate(fd, 0)
