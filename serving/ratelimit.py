@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 
 import anyio
 from fastapi import Depends, Request
@@ -234,7 +234,8 @@ def limited(scope: str):
     with ``Retry-After`` when over a limit."""
     inner = require(scope)
 
-    async def dependency(request: Request, caller: Annotated[Caller, Depends(inner)]) -> Caller:
+    async def dependency(request: Request,
+                         caller: Caller = Depends(inner)) -> Caller:  # noqa: B008
         limits: RateLimits | None = getattr(request.app.state, "rate_limits", None)
         if limits is None:
             return caller
