@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -413,3 +415,43 @@ def test_rate_limit_429_shared_by_two_servers(data_dir, tmp_path, private_redis)
     finally:
         for s in servers:
             s.stop()
+
+
+def test_tenant_daily_quota_over_http(data_dir, monkeypatch):
+    monkeypatch.setenv("RAG_TENANT_QUOTAS", '{"default": 3}')
+    monkeypatch.setenv("RAG_TENANT_DAILY_QUOTA", "1000")
+    settings = Settings.from_env(data_dir=data_dir)
+    assert settings.tenant_quotas == {"default": 3}
+    keys = [make_key(settings), make_key(settings)]
+    acme = make_key(settings, "acme")
+    with api_client(settings) as client:
+        got = [client.get("/v1/search", params={"q": "quokka"}, headers=auth(keys[i % 2]))
+               for i in range(4)]
+        assert [r.status_code for r in got] == [200, 200, 200, 429]  # both keys: one tenant
+        assert got[0].headers["x-quota-limit"] == "3"
+        assert got[2].headers["x-quota-remaining"] == "0"
+        assert got[3].json()["code"] == "quota_exceeded"
+        assert int(got[3].headers["retry-after"]) >= 1
+        # another tenant has the default quota
+        r = client.get("/v1/search", params={"q": "quokka"}, headers=auth(acme))
+        assert r.status_code == 200 and r.headers["x-quota-limit"] == "1000"
+        health = client.get("/health", headers=auth(acme)).json()
+        assert health["limits"]["rate_limits"]["backend"] == "in-process"
+
+
+def test_keys_create_with_rate_and_burst(data_dir):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
+    env.update(RAG_DATA_DIR=str(data_dir))
+    out = subprocess.run([sys.executable, "-m", "rag_pipeline.cli", "keys",
+                          "create", "--tenant", "acme", "--rate", "120", "--burst", "10"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    from serving.keys import KeyStore
+
+    store = KeyStore.from_settings(Settings(data_dir=data_dir))
+    try:
+        info = store.lookup(out.stdout.strip())
+        assert info is not None and (info.rate_per_min, info.burst) == (120, 10)
+        assert store.limits_of(info.key_id) == (120, 10)
+    finally:
+        store.close()
