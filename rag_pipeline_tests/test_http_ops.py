@@ -455,3 +455,19 @@ def test_keys_create_with_rate_and_burst(data_dir):
         assert store.limits_of(info.key_id) == (120, 10)
     finally:
         store.close()
+
+
+def test_similar_is_cached_and_not_found_is_not(data_dir):
+    settings = Settings(data_dir=data_dir)
+    key = make_key(settings)
+    with api_client(settings) as client:
+        h = auth(key)
+        asset = client.get("/v1/search", params={"q": "quokka", "k": 1},
+                           headers=h).json()["hits"][0]["asset_id"]
+        first = client.get("/v1/similar", params={"asset_id": asset, "k": 3}, headers=h)
+        assert first.status_code == 200 and first.headers["x-cache"] == "miss"
+        again = client.post("/v1/similar", json={"asset_id": asset, "k": 3}, headers=h)
+        assert again.headers["x-cache"] == "hit" and again.json() == first.json()
+        for _ in range(2):
+            r = client.get("/v1/similar", params={"asset_id": "0" * 64}, headers=h)
+            assert r.status_code == 404

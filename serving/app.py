@@ -325,16 +325,16 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
     async def do_similar(req: SimilarRequest, caller: Caller) -> Response:
         _clean_text(req)
 
-        def fn(s: Searcher) -> bytes | None:
+        def fn(s: Searcher) -> tuple[bytes | None, str]:
             try:
-                return json_response(s.similar(req, caller.as_seen_by(s)))
+                return json_response(s.similar(req, caller.as_seen_by(s))), s.manifest.snapshot_id
             except KeyError:  # an asset this tenant's snapshot does not have
-                return None
+                return None, s.manifest.snapshot_id
 
-        body = await run(fn)
+        body, cache = await cached_search.answer("similar", req, caller, lambda: run(fn))
         if body is None:
             raise ApiError(404, "not_found", "no such asset in the snapshot")
-        return Response(body, media_type=_JSON)
+        return Response(body, media_type=_JSON, headers={"X-Cache": cache})
 
     @app.get("/v1/similar", response_model=SearchResponse, responses=_errors(*_COMMON, 404),
              tags=["search"], summary="Units like an asset (query parameters)")

@@ -321,15 +321,15 @@ class CachedSearch:
     caller, compute)`` returns (JSON bytes, ``X-Cache`` value: ``hit``, ``miss`` or
     ``shared``, the latter for a request that waited for an identical one in flight).
 
-    ``compute()`` is the uncached search: an awaitable of (JSON bytes, the id of the snapshot
-    that answered)."""
+    ``compute()`` is the uncached search: an awaitable of (JSON bytes, or None for a 404 that
+    is not cached; the id of the snapshot that answered)."""
 
     def __init__(self, caches: Caches, live: Any):
         from serving.singleflight import SingleFlight
 
         self.caches = caches
         self.live = live
-        self.flights: SingleFlight[tuple[bytes, str]] = SingleFlight()
+        self.flights: SingleFlight[tuple[Any, str]] = SingleFlight()
 
     async def _get(self, key: str) -> bytes | None:
         if self.caches.blocking and self.caches.results.healthy():
@@ -364,9 +364,9 @@ class CachedSearch:
             if body is not None:
                 return body, "hit"
 
-        async def work() -> tuple[bytes, str]:
+        async def work() -> tuple[Any, str]:
             body, answered_by = await compute()
-            if self.caches.result_ttl_s > 0:
+            if self.caches.result_ttl_s > 0 and body is not None:  # None: not found, not kept
                 # filed under the snapshot that answered: a swap in between cannot mislabel it
                 await self._put(key if answered_by == snapshot else key_for(answered_by), body)
             return body, answered_by
