@@ -223,6 +223,11 @@ class VectorCache:
         return vec
 
 
+def no_vector_cache() -> VectorCache:
+    """A pass-through (every query encoded): for benchmarks that time the encoders."""
+    return VectorCache(InProcessTTLCache(1), 0.0)
+
+
 _default_vectors: VectorCache | None = None
 _default_lock = threading.Lock()
 
