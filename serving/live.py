@@ -175,6 +175,11 @@ class LiveSearcher:
             if close_now:
                 self._close_entry(entry)
 
+    def current_snapshot_id(self) -> str | None:
+        """The snapshot requests acquire now (no I/O; for cache keys)."""
+        cur = self._current
+        return cur.snapshot_id if cur is not None else None
+
     # -- health --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """What ``/health`` shows: the served snapshot, its age, in-flight requests, the lease,
@@ -222,7 +227,7 @@ class LiveSearcher:
         while not self._stop.wait(self._interval):
             try:
                 self._check()
-            except Exception:  # noqa: BLE001 - the follower must outlive any one bad poll
+            except Exception:
                 log.exception("snapshot follower: unexpected error (still following)")
 
     def _resolve(self) -> str | None:
@@ -296,7 +301,7 @@ class LiveSearcher:
             except BaseException:
                 searcher.close()
                 raise
-        except Exception as exc:  # noqa: BLE001 - any failure keeps the old snapshot serving
+        except Exception as exc:
             if lease is not None:
                 lease.release()
             self._fail(snapshot_id, exc)
