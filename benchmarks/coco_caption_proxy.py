@@ -66,8 +66,14 @@ def export(src: Path, corpus: Path) -> list[GoldQuery]:
         if not side.exists() or side.read_text(encoding="utf-8") != text:
             side.write_text(text, encoding="utf-8")
         for i, cap in enumerate(row["captions"][1:5], start=1):
-            queries.append(GoldQuery(query_id=f"{row['image_id']}_{i}", query=cap.strip(),
-                                     query_type="visual", relevant={rel: 1}))
+            queries.append(
+                GoldQuery(
+                    query_id=f"{row['image_id']}_{i}",
+                    query=cap.strip(),
+                    query_type="visual",
+                    relevant={rel: 1},
+                )
+            )
     return queries
 
 
@@ -84,8 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     corpus = ROOT / "corpus"
     queries = export(src, corpus)
     write_gold_jsonl(ROOT / "gold.jsonl", queries)
-    gold = GoldSet(name="coco_mini", kind="jsonl", queries=queries, path=ROOT / "gold.jsonl",
-                   split="captions1-4").limit(args.limit_queries)
+    gold = GoldSet(
+        name="coco_mini",
+        kind="jsonl",
+        queries=queries,
+        path=ROOT / "gold.jsonl",
+        split="captions1-4",
+    ).limit(args.limit_queries)
 
     from evals import runner
 
@@ -94,27 +105,38 @@ def main(argv: list[str] | None = None) -> int:
     from rag_pipeline.launcher import materialize_configured
 
     summary = materialize_configured(log=lambda *a: print(*a, file=sys.stderr))
-    print(f"indexed in {time.perf_counter() - t0:.0f}s: snapshot {summary['snapshot_id']}",
-          file=sys.stderr)
+    print(
+        f"indexed in {time.perf_counter() - t0:.0f}s: snapshot {summary['snapshot_id']}",
+        file=sys.stderr,
+    )
     searcher = runner.open_searcher(ROOT / "data")
     mapper = runner.DocMapper(roots=[corpus])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for engine in args.engines.split(","):
-        res = runner.evaluate_searcher(searcher, gold, mapper, engine=engine,
-                                       metrics=(*METRICS, "ndcg@10"))
+        res = runner.evaluate_searcher(
+            searcher, gold, mapper, engine=engine, metrics=(*METRICS, "ndcg@10")
+        )
         (out / f"{engine}.json").write_text(json.dumps(res, indent=1, default=str))
         m = res["metrics"]
-        rows.append([engine, *(f"{m[k]:.4f}" for k in METRICS),
-                     f"{m['latency_p50_ms']:.1f}", f"{m['latency_p95_ms']:.1f}",
-                     f"{m['error_rate']:.3f}"])
+        rows.append(
+            [
+                engine,
+                *(f"{m[k]:.4f}" for k in METRICS),
+                f"{m['latency_p50_ms']:.1f}",
+                f"{m['latency_p95_ms']:.1f}",
+                f"{m['error_rate']:.3f}",
+            ]
+        )
         print(f"{engine}: " + ", ".join(f"{k}={m[k]:.4f}" for k in METRICS), file=sys.stderr)
     searcher.close()
     from evals.report import md_table
 
-    print(f"## COCO caption proxy ({len(gold.queries)} queries: captions 1-4; caption 0 as "
-          f"sidecar description; {summary['snapshot_id']})\n")
+    print(
+        f"## COCO caption proxy ({len(gold.queries)} queries: captions 1-4; caption 0 as "
+        f"sidecar description; {summary['snapshot_id']})\n"
+    )
     print(md_table(["engine", *METRICS, "p50 ms", "p95 ms", "error rate"], rows))
     return 0
 

@@ -71,24 +71,39 @@ def shared_data_dir() -> Path:
 
 
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="only the first N corpus documents (and the queries whose relevant "
-                             "documents are all among them): a quick run")
-    parser.add_argument("--dataset", default="scifact",
-                        help="BEIR dataset folder under $RAG_SHARED_DATA (default: scifact)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only the first N corpus documents (and the queries whose relevant "
+        "documents are all among them): a quick run",
+    )
+    parser.add_argument(
+        "--dataset",
+        default="scifact",
+        help="BEIR dataset folder under $RAG_SHARED_DATA (default: scifact)",
+    )
     parser.add_argument("--split", default="train", help="qrels split (default: train)")
 
 
 def add_index_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--rebuild", action="store_true",
-                        help="wipe and rebuild the index under var/bench/<dataset> first")
-    parser.add_argument("--no-update", action="store_true",
-                        help="search the existing index as it is: no Dagster run (a search "
-                             "benchmark then neither waits for nor depends on the pipeline)")
+    parser.add_argument(
+        "--rebuild",
+        action="store_true",
+        help="wipe and rebuild the index under var/bench/<dataset> first",
+    )
+    parser.add_argument(
+        "--no-update",
+        action="store_true",
+        help="search the existing index as it is: no Dagster run (a search "
+        "benchmark then neither waits for nor depends on the pipeline)",
+    )
 
 
-def load_dataset(name: str = "scifact", split: str = "train",
-                 limit: int | None = None) -> BeirDataset:
+def load_dataset(
+    name: str = "scifact", split: str = "train", limit: int | None = None
+) -> BeirDataset:
     path = shared_data_dir() / name
     if not path.is_dir():
         raise SystemExit(f"dataset folder {path} not found (set RAG_SHARED_DATA)")
@@ -111,10 +126,10 @@ class BenchIndex:
     root: Path
     corpus_dir: Path
     dataset: BeirDataset
-    mapping: dict[str, str]           # file stem -> doc id
-    settings: Any                      # rag_pipeline.settings.Settings
-    summary: dict | None = None        # materialize_all's summary
-    seconds: float | None = None       # materialize_all wall time
+    mapping: dict[str, str]  # file stem -> doc id
+    settings: Any  # rag_pipeline.settings.Settings
+    summary: dict | None = None  # materialize_all's summary
+    seconds: float | None = None  # materialize_all wall time
     export_stats: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=dict)
@@ -131,8 +146,10 @@ def configure_environment(root: Path, corpus_dir: Path) -> None:
         from rag_pipeline.settings import Settings
 
         if partitions.SHARD_COUNT != Settings.from_env().shard_count:
-            raise RuntimeError("rag_pipeline.definitions was imported with another RAG_SHARDS: "
-                               "configure the environment before importing it")
+            raise RuntimeError(
+                "rag_pipeline.definitions was imported with another RAG_SHARDS: "
+                "configure the environment before importing it"
+            )
 
 
 def prepare_corpus(ds: BeirDataset, name: str, *, fresh: bool = False) -> BenchIndex:
@@ -146,16 +163,24 @@ def prepare_corpus(ds: BeirDataset, name: str, *, fresh: bool = False) -> BenchI
     configure_environment(root, corpus_dir)
     from rag_pipeline.settings import Settings
 
-    return BenchIndex(name=name, root=root, corpus_dir=corpus_dir, dataset=ds, mapping=mapping,
-                      settings=Settings.from_env(), export_stats=stats)
+    return BenchIndex(
+        name=name,
+        root=root,
+        corpus_dir=corpus_dir,
+        dataset=ds,
+        mapping=mapping,
+        settings=Settings.from_env(),
+        export_stats=stats,
+    )
 
 
 def _meta_value(v: Any) -> Any:
     return getattr(v, "value", v)
 
 
-def read_stage_seconds(instance: Any, run_ids: Iterable[str]) -> tuple[dict[str, float],
-                                                                        dict[str, int]]:
+def read_stage_seconds(
+    instance: Any, run_ids: Iterable[str]
+) -> tuple[dict[str, float], dict[str, int]]:
     """Per-stage seconds and counts, summed over the runs' asset materialization metadata.
 
     Seconds keys: ``discover``, ``<asset>.<stage>`` for the partitioned analysis assets
@@ -183,7 +208,7 @@ def read_stage_seconds(instance: Any, run_ids: Iterable[str]) -> tuple[dict[str,
             elif asset in ("analysis_runs", "inference_runs"):
                 for k, v in meta.items():
                     if k.startswith("seconds_"):
-                        add(seconds, f"{asset}.{k[len('seconds_'):]}", v)
+                        add(seconds, f"{asset}.{k[len('seconds_') :]}", v)
                 add(counts, f"{asset}.runs", 1)
                 add(counts, f"{asset}.tasks", meta.get("n_tasks"))
                 add(counts, "failed", meta.get("n_failed"))
@@ -197,15 +222,18 @@ def read_stage_seconds(instance: Any, run_ids: Iterable[str]) -> tuple[dict[str,
     return seconds, counts
 
 
-def build_index(ds: BeirDataset, name: str, *, fresh: bool = False,
-                log: Callable[..., None] = eprint) -> BenchIndex:
+def build_index(
+    ds: BeirDataset, name: str, *, fresh: bool = False, log: Callable[..., None] = eprint
+) -> BenchIndex:
     """Export ``ds`` and materialize the whole graph through Dagster; time it.
 
     ``fresh`` wipes var/bench/<name> first (needed after a catalog schema change).
     """
     index = prepare_corpus(ds, name, fresh=fresh)
-    log(f"[{name}] corpus: {len(ds.corpus)} docs in {index.corpus_dir} "
-        f"({index.export_stats}); shards: {index.settings.shard_count}")
+    log(
+        f"[{name}] corpus: {len(ds.corpus)} docs in {index.corpus_dir} "
+        f"({index.export_stats}); shards: {index.settings.shard_count}"
+    )
     import dagster as dg
 
     from rag_pipeline.definitions import defs
@@ -219,27 +247,38 @@ def build_index(ds: BeirDataset, name: str, *, fresh: bool = False,
             raise SystemExit(
                 f"[{name}] materializing failed: {type(exc).__name__}: {exc}\n(an index built "
                 f"by an older version of the pipeline? rerun with --rebuild, or remove "
-                f"{index.root})") from exc
+                f"{index.root})"
+            ) from exc
         index.seconds = time.perf_counter() - t0
         index.summary = summary
         index.stage_seconds, index.counts = read_stage_seconds(instance, summary["runs"])
     n_runs = len(summary.get("partitions", summary.get("shards", [])))
-    log(f"[{name}] materialized in {index.seconds:.1f}s: snapshot {summary['snapshot_id']} "
+    log(
+        f"[{name}] materialized in {index.seconds:.1f}s: snapshot {summary['snapshot_id']} "
         f"({'published' if summary['published'] else 'unchanged'}), "
-        f"{n_runs} partition run(s)")
+        f"{n_runs} partition run(s)"
+    )
     return index
 
 
-def ensure_index(ds: BeirDataset, name: str, *, rebuild: bool = False, update: bool = True,
-                 log: Callable[..., None] = eprint) -> BenchIndex:
+def ensure_index(
+    ds: BeirDataset,
+    name: str,
+    *,
+    rebuild: bool = False,
+    update: bool = True,
+    log: Callable[..., None] = eprint,
+) -> BenchIndex:
     """The index under var/bench/<name>, built if absent, brought up to date (cheap: nothing is
     re-analysed when nothing changed) if not; ``rebuild`` starts from scratch. ``update=False``
     uses a published index as it is (no Dagster run)."""
     if not update and not rebuild:
         index = prepare_corpus(ds, name)
         if not (index.settings.snapshots_dir / "CURRENT").exists():
-            raise SystemExit(f"[{name}] no published snapshot under {index.settings.data_dir}: "
-                             "run once without --no-update to build it")
+            raise SystemExit(
+                f"[{name}] no published snapshot under {index.settings.data_dir}: "
+                "run once without --no-update to build it"
+            )
         log(f"[{name}] using the published index as it is (--no-update)")
         return index
     return build_index(ds, name, fresh=rebuild, log=log)
@@ -270,8 +309,9 @@ def docs_from_hits(hits: Iterable[Any], mapping: dict[str, str]) -> list[str]:
     return list(out)
 
 
-def search_docs(searcher: Any, query: str, mapping: dict[str, str], *, k_units: int = 100,
-                **kw: Any) -> list[str]:
+def search_docs(
+    searcher: Any, query: str, mapping: dict[str, str], *, k_units: int = 100, **kw: Any
+) -> list[str]:
     """``Searcher.search`` for ``k_units`` units, deduplicated to doc ids (best rank)."""
     from evals.runner import eval_principal
 
@@ -279,16 +319,21 @@ def search_docs(searcher: Any, query: str, mapping: dict[str, str], *, k_units: 
     return docs_from_hits(resp.hits, mapping)
 
 
-def unit_doc_map(searcher: Any, mapping: dict[str, str],
-                 key: str = "unit_id") -> dict[str, list[str]]:
+def unit_doc_map(
+    searcher: Any, mapping: dict[str, str], key: str = "unit_id"
+) -> dict[str, list[str]]:
     """unit_id (or, with ``key="asset_id"``, asset id) -> doc ids, read once from the
     snapshot table (for the ``lancedb_hybrid`` baseline, which returns unit ids only)."""
     table = searcher.table
     n = int(table.count_rows())
     rows = table.search().select([key, "uri", "uris"]).limit(max(n, 1)).to_arrow()
     out: dict[str, dict[str, None]] = {}
-    for kid, uri, uris in zip(rows.column(key).to_pylist(), rows.column("uri").to_pylist(),
-                              rows.column("uris").to_pylist(), strict=True):
+    for kid, uri, uris in zip(
+        rows.column(key).to_pylist(),
+        rows.column("uri").to_pylist(),
+        rows.column("uris").to_pylist(),
+        strict=True,
+    ):
         docs = out.setdefault(kid, {})
         for u in [uri, *(uris or [])]:
             d = doc_id_for_uri(u, mapping)
@@ -297,8 +342,9 @@ def unit_doc_map(searcher: Any, mapping: dict[str, str],
     return {kid: list(docs) for kid, docs in out.items()}
 
 
-def lancedb_hybrid_docs(searcher: Any, query: str, unit_docs: dict[str, list[str]], *,
-                        k_units: int = 100) -> list[str]:
+def lancedb_hybrid_docs(
+    searcher: Any, query: str, unit_docs: dict[str, list[str]], *, k_units: int = 100
+) -> list[str]:
     from evals.baselines.lancedb_hybrid import lancedb_hybrid
 
     out: dict[str, None] = {}
@@ -326,23 +372,40 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 
 def latency_stats(ms: Sequence[float]) -> dict[str, float]:
-    return {"p50": percentile(ms, 50), "p95": percentile(ms, 95), "p99": percentile(ms, 99),
-            "mean": statistics.fmean(ms) if ms else float("nan")}
+    return {
+        "p50": percentile(ms, 50),
+        "p95": percentile(ms, 95),
+        "p99": percentile(ms, 99),
+        "mean": statistics.fmean(ms) if ms else float("nan"),
+    }
 
 
-def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]],
-             align: str | None = None) -> str:
+def md_table(
+    headers: Sequence[str], rows: Sequence[Sequence[Any]], align: str | None = None
+) -> str:
     """A Markdown table (``align``: one of l/r per column, default: first left, rest right)."""
     align = align or ("l" + "r" * (len(headers) - 1))
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
 
     def fmt(row: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) if a == "l" else c.rjust(w)
-                                 for c, w, a in zip(row, widths, align, strict=True)) + " |"
+        return (
+            "| "
+            + " | ".join(
+                c.ljust(w) if a == "l" else c.rjust(w)
+                for c, w, a in zip(row, widths, align, strict=True)
+            )
+            + " |"
+        )
 
-    sep = "|" + "|".join(("-" * (w + 1) + ":") if a == "r" else (":" + "-" * (w + 1))
-                         for w, a in zip(widths, align, strict=True)) + "|"
+    sep = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if a == "r" else (":" + "-" * (w + 1))
+            for w, a in zip(widths, align, strict=True)
+        )
+        + "|"
+    )
     return "\n".join([fmt(cells[0]), sep, *(fmt(r) for r in cells[1:])])
 
 
@@ -365,5 +428,7 @@ def machine_info() -> str:
     gpu = "no GPU"
     if "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
         gpu = "GPU present (benchmarks run on CPU)"
-    return (f"{cpu}, {ncpu} CPU cores{threads}, {gpu}; Python {platform.python_version()}, "
-            f"{platform.system()} {platform.release()}")
+    return (
+        f"{cpu}, {ncpu} CPU cores{threads}, {gpu}; Python {platform.python_version()}, "
+        f"{platform.system()} {platform.release()}"
+    )

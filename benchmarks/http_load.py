@@ -101,12 +101,16 @@ def http_call(port: int, key: str, k: int, expect_cache: str | None = None):
         conn = state.get("conn")
         if conn is None:
             conn = state["conn"] = http.client.HTTPConnection(HOST, port, timeout=60)
-        conn.request("GET", f"/v1/search?{urllib.parse.urlencode({'q': query, 'k': k})}",
-                     headers=headers)
+        conn.request(
+            "GET", f"/v1/search?{urllib.parse.urlencode({'q': query, 'k': k})}", headers=headers
+        )
         resp = conn.getresponse()
         body = resp.read()
-        if (resp.status != 200 or not body.startswith(b"{")
-                or (expect_cache and resp.getheader("X-Cache") != expect_cache)):
+        if (
+            resp.status != 200
+            or not body.startswith(b"{")
+            or (expect_cache and resp.getheader("X-Cache") != expect_cache)
+        ):
             if resp.will_close:
                 conn.close()
                 state.clear()
@@ -116,20 +120,42 @@ def http_call(port: int, key: str, k: int, expect_cache: str | None = None):
     return call
 
 
-def start_server(index, key_db: str, log_path: Path,
-                 extra_env: dict[str, str] | None = None) -> tuple[subprocess.Popen, int]:
+def start_server(
+    index, key_db: str, log_path: Path, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, int]:
     from serving.server import free_port
 
     port = free_port(HOST)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
-    env.update(RAG_DATA_DIR=str(index.settings.data_dir), RAG_SERVING_DB_URL=key_db,
-               PYTHONPATH=str(common.REPO), TOKENIZERS_PARALLELISM="false",
-               LANCEDB_LOG="error", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               **(extra_env or {}))
+    env.update(
+        RAG_DATA_DIR=str(index.settings.data_dir),
+        RAG_SERVING_DB_URL=key_db,
+        PYTHONPATH=str(common.REPO),
+        TOKENIZERS_PARALLELISM="false",
+        LANCEDB_LOG="error",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        **(extra_env or {}),
+    )
     log = open(log_path, "wb")  # noqa: SIM115 - the server's lifetime
-    proc = subprocess.Popen([sys.executable, "-m", "rag_pipeline.cli", "serve", "--host", HOST,
-                             "--port", str(port), "--log-level", "warning"],
-                            cwd=common.REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rag_pipeline.cli",
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        cwd=common.REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -152,26 +178,45 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_dataset_args(parser)
     common.add_index_args(parser)
-    parser.add_argument("--seconds", type=float, default=20.0,
-                        help="measured seconds per mode and concurrency (default 20)")
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="alternations of the two modes per concurrency (default 2)")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        help="measured seconds per mode and concurrency (default 20)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="alternations of the two modes per concurrency (default 2)",
+    )
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=20, help="warm-up queries per mode")
-    parser.add_argument("--cache", action="store_true",
-                        help="cached vs uncached answers, in-process cache and Redis")
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="cached vs uncached answers, in-process cache and Redis",
+    )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--hot", type=int, default=200,
-                        help="--cache: distinct queries the cached runs cycle through")
+    parser.add_argument(
+        "--hot",
+        type=int,
+        default=200,
+        help="--cache: distinct queries the cached runs cycle through",
+    )
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     if not levels or min(levels) < 1 or max(levels) > 256 or args.seconds <= 0:
         raise SystemExit("--concurrency: 1..256 each; --seconds > 0")
 
     ds = common.load_dataset(args.dataset, args.split, args.limit)
-    index = common.ensure_index(ds, common.bench_name(args.dataset, args.limit),
-                                rebuild=args.rebuild, update=not args.no_update)
+    index = common.ensure_index(
+        ds,
+        common.bench_name(args.dataset, args.limit),
+        rebuild=args.rebuild,
+        update=not args.no_update,
+    )
     queries = list(ds.queries.values())
     from serving.cache import no_vector_cache
     from serving.keys import KeyStore
@@ -189,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         return cache_benchmark(args, index, queries, levels, key_db, key, tmp)
     eprint("starting rag-pipeline serve ...")
     # this comparison times searches: the caches (issue #11) are off on both sides
-    proc, port = start_server(index, key_db, tmp / "server.log",
-                              {"RAG_CACHE_TTL_S": "0", "RAG_EMBED_CACHE_TTL_S": "0"})
+    proc, port = start_server(
+        index, key_db, tmp / "server.log", {"RAG_CACHE_TTL_S": "0", "RAG_EMBED_CACHE_TTL_S": "0"}
+    )
     searcher = Searcher.from_settings(index.settings, query_cache=no_vector_cache())
     k = args.k
 
@@ -225,12 +271,16 @@ def main(argv: list[str] | None = None) -> int:
             proc.kill()
         searcher.close()
 
-    print(f"## HTTP API under load: {args.dataset} {args.split} queries ({len(queries)} "
-          f"queries, k={k}, snapshot {searcher.manifest.snapshot_id}, "
-          f"{searcher.manifest.n_units} units)\n")
-    print(f"Machine: {common.machine_info()}. {args.seconds:g} s per mode and concurrency in "
-          f"{args.rounds} alternating rounds; server: one uvicorn worker, default limits; "
-          f"1-minute load average {load_before:.2f} before, {load_after:.2f} after.\n")
+    print(
+        f"## HTTP API under load: {args.dataset} {args.split} queries ({len(queries)} "
+        f"queries, k={k}, snapshot {searcher.manifest.snapshot_id}, "
+        f"{searcher.manifest.n_units} units)\n"
+    )
+    print(
+        f"Machine: {common.machine_info()}. {args.seconds:g} s per mode and concurrency in "
+        f"{args.rounds} alternating rounds; server: one uvicorn worker, default limits; "
+        f"1-minute load average {load_before:.2f} before, {load_after:.2f} after.\n"
+    )
     rows = []
     stats = {}
     for c in levels:
@@ -238,20 +288,39 @@ def main(argv: list[str] | None = None) -> int:
             lat, err, secs = results[(name, c)]
             s = latency_stats(lat)
             stats[(name, c)] = (s, len(lat) / secs, err)
-            rows.append([c, name, len(lat), f"{len(lat) / secs:.1f}", f"{s['p50']:.1f}",
-                         f"{s['p95']:.1f}", f"{s['p99']:.1f}", err])
-    print(md_table(["clients", "mode", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms",
-                    "errors"], rows, align="llrrrrrr"))
+            rows.append(
+                [
+                    c,
+                    name,
+                    len(lat),
+                    f"{len(lat) / secs:.1f}",
+                    f"{s['p50']:.1f}",
+                    f"{s['p95']:.1f}",
+                    f"{s['p99']:.1f}",
+                    err,
+                ]
+            )
+    print(
+        md_table(
+            ["clients", "mode", "requests", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"],
+            rows,
+            align="llrrrrrr",
+        )
+    )
     print()
     errors = sum(v[2] for v in stats.values())
     if 1 in levels:
         over = stats[("HTTP", 1)][0]["p50"] - stats[("in-process", 1)][0]["p50"]
-        print(f"- HTTP overhead at p50, 1 client: {over:+.2f} ms "
-              f"({'meets' if over <= 2.0 else 'misses'} the <= 2 ms target)")
+        print(
+            f"- HTTP overhead at p50, 1 client: {over:+.2f} ms "
+            f"({'meets' if over <= 2.0 else 'misses'} the <= 2 ms target)"
+        )
     if 8 in levels:
         ratio = stats[("HTTP", 8)][1] / max(stats[("in-process", 8)][1], 1e-9)
-        print(f"- throughput at 8 clients, HTTP / in-process: {ratio:.2f} "
-              f"({'meets' if ratio >= 0.8 else 'misses'} the >= 0.8 target)")
+        print(
+            f"- throughput at 8 clients, HTTP / in-process: {ratio:.2f} "
+            f"({'meets' if ratio >= 0.8 else 'misses'} the >= 0.8 target)"
+        )
     print(f"- errors: {errors} ({'meets' if errors == 0 else 'misses'} the 0 target)")
     return 0
 
@@ -264,8 +333,9 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-def cache_benchmark(args, index, queries: list[str], levels: list[int], key_db: str, key: str,
-                    tmp: Path) -> int:
+def cache_benchmark(
+    args, index, queries: list[str], levels: list[int], key_db: str, key: str, tmp: Path
+) -> int:
     hot = queries[: args.hot]
     backends = {"in-process": {}, "Redis": {"RAG_REDIS_URL": args.redis_url}}
     results: dict[tuple[str, str, int], tuple[list[float], int, float]] = {}
@@ -276,46 +346,79 @@ def cache_benchmark(args, index, queries: list[str], levels: list[int], key_db: 
             if mode == "uncached":
                 extra.update(RAG_CACHE_TTL_S="0", RAG_EMBED_CACHE_TTL_S="0")
             eprint(f"starting rag-pipeline serve ({backend}, {mode}) ...")
-            proc, port = start_server(index, key_db, tmp / f"server-{backend}-{mode}.log",
-                                      extra)
+            proc, port = start_server(index, key_db, tmp / f"server-{backend}-{mode}.log", extra)
             try:
                 fill = http_call(port, key, args.k)
-                for q in (hot if mode == "cached" else queries[: args.warmup]):
+                for q in hot if mode == "cached" else queries[: args.warmup]:
                     fill({}, q)
-                call = http_call(port, key, args.k,
-                                 expect_cache="hit" if mode == "cached" else None)
+                call = http_call(
+                    port, key, args.k, expect_cache="hit" if mode == "cached" else None
+                )
                 for c in levels:
                     eprint(f"  {backend}, {mode}, {c} clients: {args.seconds:g} s")
-                    lat, err = run_clients(c, args.seconds, call,
-                                           hot if mode == "cached" else queries)
+                    lat, err = run_clients(
+                        c, args.seconds, call, hot if mode == "cached" else queries
+                    )
                     results[(backend, mode, c)] = (lat, err, args.seconds)
             finally:
                 stop_server(proc)
     load_after = os.getloadavg()[0]
     print(f"## HTTP API caches: {args.dataset} {args.split} queries (k={args.k})\n")
-    print(f"Machine: {common.machine_info()}. {args.seconds:g} s per backend, mode and "
-          f"concurrency; one uvicorn worker, default limits; cached runs cycle through "
-          f"{len(hot)} queries asked once before; uncached runs through all {len(queries)} "
-          f"with both caches off; 1-minute load average {load_before:.2f} before, "
-          f"{load_after:.2f} after.\n")
+    print(
+        f"Machine: {common.machine_info()}. {args.seconds:g} s per backend, mode and "
+        f"concurrency; one uvicorn worker, default limits; cached runs cycle through "
+        f"{len(hot)} queries asked once before; uncached runs through all {len(queries)} "
+        f"with both caches off; 1-minute load average {load_before:.2f} before, "
+        f"{load_after:.2f} after.\n"
+    )
     rows = []
     for (backend, mode, c), (lat, err, secs) in results.items():
         st = latency_stats(lat)
-        rows.append([backend, mode, c, len(lat), f"{len(lat) / secs:.1f}", f"{st['p50']:.2f}",
-                     f"{st['p95']:.2f}", f"{st['p99']:.2f}", err])
-    print(md_table(["cache", "mode", "clients", "requests", "req/s", "p50 ms", "p95 ms",
-                    "p99 ms", "errors"], rows, align="lllrrrrrr"))
+        rows.append(
+            [
+                backend,
+                mode,
+                c,
+                len(lat),
+                f"{len(lat) / secs:.1f}",
+                f"{st['p50']:.2f}",
+                f"{st['p95']:.2f}",
+                f"{st['p99']:.2f}",
+                err,
+            ]
+        )
+    print(
+        md_table(
+            [
+                "cache",
+                "mode",
+                "clients",
+                "requests",
+                "req/s",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "errors",
+            ],
+            rows,
+            align="lllrrrrrr",
+        )
+    )
     print()
     for backend in backends:
         cached = [(c, results[(backend, "cached", c)]) for c in levels]
         best = max(len(lat) / secs for _, (lat, _, secs) in cached)
-        print(f"- {backend}: best cached throughput {best:.0f} req/s "
-              f"({'meets' if best >= 1000 else 'misses'} the >= 1,000 target)")
+        print(
+            f"- {backend}: best cached throughput {best:.0f} req/s "
+            f"({'meets' if best >= 1000 else 'misses'} the >= 1,000 target)"
+        )
         lat1 = results.get((backend, "cached", min(levels)))
         if lat1:
             p99 = latency_stats(lat1[0])["p99"]
-            print(f"- {backend}: cache-hit p99 at {min(levels)} client(s) {p99:.2f} ms "
-                  f"({'meets' if p99 < 5 else 'misses'} the < 5 ms target)")
+            print(
+                f"- {backend}: cache-hit p99 at {min(levels)} client(s) {p99:.2f} ms "
+                f"({'meets' if p99 < 5 else 'misses'} the < 5 ms target)"
+            )
     errors = sum(v[1] for v in results.values())
     print(f"- errors (any non-200, or a cached-run answer without X-Cache: hit): {errors}")
     return 0

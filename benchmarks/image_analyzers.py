@@ -88,8 +88,7 @@ def plain_decode(data: bytes, side: int | None) -> DecodedImage:
         fmt = im.format or "unknown"
     if orientation in (5, 6, 7, 8):
         width, height = height, width
-    return DecodedImage(image=rgb, width=width, height=height, format=fmt,
-                        orientation=orientation)
+    return DecodedImage(image=rgb, width=width, height=height, format=fmt, orientation=orientation)
 
 
 def draft_decode(data: bytes, side: int | None) -> DecodedImage:
@@ -97,7 +96,9 @@ def draft_decode(data: bytes, side: int | None) -> DecodedImage:
 
 
 DECODERS: dict[str, Callable[[bytes, int | None], DecodedImage]] = {
-    "plain": plain_decode, "draft": draft_decode}
+    "plain": plain_decode,
+    "draft": draft_decode,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -107,10 +108,10 @@ DECODERS: dict[str, Callable[[bytes, int | None], DecodedImage]] = {
 @dataclass(frozen=True)
 class Stage:
     name: str
-    key: str                 # what --stages selects it by
-    images: str              # which image set: "coco" or "camera"
-    decoder: str             # a DECODERS key
-    side: int | None         # decode target (long side)
+    key: str  # what --stages selects it by
+    images: str  # which image set: "coco" or "camera"
+    decoder: str  # a DECODERS key
+    side: int | None  # decode target (long side)
     run: Callable[[list[DecodedImage]], int]  # returns how many outputs it made
     batch_size: int = 1
     output: str = "outputs"  # what run's count means, for the table
@@ -130,17 +131,52 @@ def build_stages(args: argparse.Namespace) -> list[Stage]:
 
     cam = f"camera-size x{args.camera_scale}"
     return [
-        Stage(f"plain decode -> {DECODE_SIDE} + thumbnail {THUMB_SIDE}", "plain", "coco",
-              "plain", DECODE_SIDE, thumbnails, output="thumbnails"),
-        Stage(f"draft decode -> {DECODE_SIDE} + thumbnail {THUMB_SIDE}", "draft", "coco",
-              "draft", DECODE_SIDE, thumbnails, output="thumbnails"),
-        Stage(f"plain decode -> {DECODE_SIDE} + thumbnail {THUMB_SIDE} ({cam})",
-              "plain_camera", "camera", "plain", DECODE_SIDE, thumbnails, output="thumbnails"),
-        Stage(f"draft decode -> {DECODE_SIDE} + thumbnail {THUMB_SIDE} ({cam})",
-              "draft_camera", "camera", "draft", DECODE_SIDE, thumbnails, output="thumbnails"),
-        Stage(f"OCR: draft decode -> {ocr_cfg.max_side} + tesseract (psm {ocr_cfg.psm}, "
-              f"upscale to {ocr_cfg.upscale_to})", "ocr", "coco", "draft", ocr_cfg.max_side,
-              ocr, output="images with text"),
+        Stage(
+            f"plain decode -> {DECODE_SIDE} + thumbnail {THUMB_SIDE}",
+            "plain",
+            "coco",
+            "plain",
+            DECODE_SIDE,
+            thumbnails,
+            output="thumbnails",
+        ),
+        Stage(
+            f"draft decode -> {DECODE_SIDE} + thumbnail {THUMB_SIDE}",
+            "draft",
+            "coco",
+            "draft",
+            DECODE_SIDE,
+            thumbnails,
+            output="thumbnails",
+        ),
+        Stage(
+            f"plain decode -> {DECODE_SIDE} + thumbnail {THUMB_SIDE} ({cam})",
+            "plain_camera",
+            "camera",
+            "plain",
+            DECODE_SIDE,
+            thumbnails,
+            output="thumbnails",
+        ),
+        Stage(
+            f"draft decode -> {DECODE_SIDE} + thumbnail {THUMB_SIDE} ({cam})",
+            "draft_camera",
+            "camera",
+            "draft",
+            DECODE_SIDE,
+            thumbnails,
+            output="thumbnails",
+        ),
+        Stage(
+            f"OCR: draft decode -> {ocr_cfg.max_side} + tesseract (psm {ocr_cfg.psm}, "
+            f"upscale to {ocr_cfg.upscale_to})",
+            "ocr",
+            "coco",
+            "draft",
+            ocr_cfg.max_side,
+            ocr,
+            output="images with text",
+        ),
         # VV embedding, e.g.:
         # Stage("vv_embed siglip", "vv", "coco", "draft", 448, encode, batch_size=32),
     ]
@@ -202,8 +238,15 @@ def _measure(stage: Stage, images: list[bytes], conn) -> None:
         peak_kib = (_status_kib("VmHWM") or 0) - (base or 0)
     else:
         peak_kib = tracemalloc.get_traced_memory()[1] // 1024
-    conn.send({"decode_s": t_decode, "stage_s": t_stage, "outputs": outputs,
-               "peak_mib": peak_kib / 1024, "memory": "rss" if rss_mode else "tracemalloc"})
+    conn.send(
+        {
+            "decode_s": t_decode,
+            "stage_s": t_stage,
+            "outputs": outputs,
+            "peak_mib": peak_kib / 1024,
+            "memory": "rss" if rss_mode else "tracemalloc",
+        }
+    )
     conn.close()
 
 
@@ -219,8 +262,9 @@ def measure(stage: Stage, images: list[bytes]) -> dict:
         result = None
     proc.join()
     if result is None or proc.exitcode != 0:
-        raise SystemExit(f"stage {stage.name!r} failed in its child process "
-                         f"(exit code {proc.exitcode})")
+        raise SystemExit(
+            f"stage {stage.name!r} failed in its child process (exit code {proc.exitcode})"
+        )
     return result
 
 
@@ -231,8 +275,9 @@ def camera_size(images: list[bytes], scale: int) -> list[bytes]:
     out = []
     for data in images:
         with Image.open(io.BytesIO(data)) as im:
-            big = im.convert("RGB").resize((im.width * scale, im.height * scale),
-                                           Image.Resampling.BICUBIC)
+            big = im.convert("RGB").resize(
+                (im.width * scale, im.height * scale), Image.Resampling.BICUBIC
+            )
         buf = io.BytesIO()
         big.save(buf, "JPEG", quality=90)
         out.append(buf.getvalue())
@@ -244,8 +289,7 @@ def load_images(limit: int | None) -> list[bytes]:
     captions = root / "captions.jsonl"
     if not captions.is_file():
         raise SystemExit(f"{root} not found (set RAG_SHARED_DATA)")
-    rels = [json.loads(line)["image"] for line in captions.read_text().splitlines()
-            if line.strip()]
+    rels = [json.loads(line)["image"] for line in captions.read_text().splitlines() if line.strip()]
     rels = rels[:limit] if limit else rels
     return [(root / rel).read_bytes() for rel in rels]
 
@@ -253,12 +297,19 @@ def load_images(limit: int | None) -> list[bytes]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--limit", type=int, default=None, help="only the first N images")
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="runs per decode row; the best is shown (OCR rows run once)")
-    ap.add_argument("--camera-scale", type=int, default=4,
-                    help="upscale factor of the camera-size copies (default 4)")
-    ap.add_argument("--stages", default=None,
-                    help="comma-separated stage keys (default: all)")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs per decode row; the best is shown (OCR rows run once)",
+    )
+    ap.add_argument(
+        "--camera-scale",
+        type=int,
+        default=4,
+        help="upscale factor of the camera-size copies (default 4)",
+    )
+    ap.add_argument("--stages", default=None, help="comma-separated stage keys (default: all)")
     args = ap.parse_args(argv)
 
     stages = build_stages(args)
@@ -266,18 +317,21 @@ def main(argv: list[str] | None = None) -> int:
         wanted = set(args.stages.split(","))
         unknown = wanted - {s.key for s in stages}
         if unknown:
-            raise SystemExit(f"unknown stages {sorted(unknown)}; known: "
-                             f"{[s.key for s in stages]}")
+            raise SystemExit(f"unknown stages {sorted(unknown)}; known: {[s.key for s in stages]}")
         stages = [s for s in stages if s.key in wanted]
     coco = load_images(args.limit)
     sets = {"coco": coco}
-    eprint(f"{len(coco)} images ({sum(map(len, coco)) / 2**20:.1f} MiB of JPEG) from "
-           f"{shared_data_dir() / 'coco_mini'}")
+    eprint(
+        f"{len(coco)} images ({sum(map(len, coco)) / 2**20:.1f} MiB of JPEG) from "
+        f"{shared_data_dir() / 'coco_mini'}"
+    )
     if any(s.images == "camera" for s in stages):
         sets["camera"] = camera_size(coco, args.camera_scale)
         with Image.open(io.BytesIO(sets["camera"][0])) as im:
-            eprint(f"camera-size copies: x{args.camera_scale} (first: {im.width}x{im.height}),"
-                   f" {sum(map(len, sets['camera'])) / 2**20:.1f} MiB of JPEG")
+            eprint(
+                f"camera-size copies: x{args.camera_scale} (first: {im.width}x{im.height}),"
+                f" {sum(map(len, sets['camera'])) / 2**20:.1f} MiB of JPEG"
+            )
 
     # Rows repeated round-robin, so a burst of load on the shared machine hits all of them.
     best: dict[str, dict] = {}
@@ -287,8 +341,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue  # a minute or more per pass, and tesseract dominates it
             r = measure(stage, sets[stage.images])
             total = r["decode_s"] + r["stage_s"]
-            eprint(f"  [{rep + 1}] {stage.name}: {len(coco) / total:.1f} images/s, "
-                   f"peak +{r['peak_mib']:.0f} MiB")
+            eprint(
+                f"  [{rep + 1}] {stage.name}: {len(coco) / total:.1f} images/s, "
+                f"peak +{r['peak_mib']:.0f} MiB"
+            )
             prev = best.get(stage.key)
             if prev is None or total < prev["decode_s"] + prev["stage_s"]:
                 # Memory: the largest peak seen over the runs (it does not depend on load).
@@ -302,31 +358,55 @@ def main(argv: list[str] | None = None) -> int:
     for stage in stages:
         r = best[stage.key]
         total = r["decode_s"] + r["stage_s"]
-        rows.append([stage.name, n, f"{n / total:.1f}", f"{1000 * r['decode_s'] / n:.1f}",
-                     f"{1000 * r['stage_s'] / n:.1f}", f"{r['peak_mib']:.0f}",
-                     f"{r['outputs']} {stage.output}"])
-    memory = ("peak RSS over the row's start, MiB (VmHWM; excludes tesseract's own process)"
-              if all(best[s.key]["memory"] == "rss" for s in stages)
-              else "tracemalloc peak, MiB (Python allocations only)")
-    print(f"# Image analyzers on coco_mini ({n} COCO JPEGs, in memory; camera-size: "
-          f"x{args.camera_scale})\n")
-    print(f"Machine: {machine_info()}; load average at the end "
-          f"{os.getloadavg()[0]:.1f} (shared machine)\n")
-    print(md_table(["stage", "images", "images/s", "decode ms/img", "stage ms/img",
-                    "peak mem", "outputs"], rows, align="lrrrrrl"))
-    print(f"\npeak mem: {memory}. images/s: best of {max(1, args.repeat)} runs "
-          f"(OCR: 1 run), decode + stage together.")
+        rows.append(
+            [
+                stage.name,
+                n,
+                f"{n / total:.1f}",
+                f"{1000 * r['decode_s'] / n:.1f}",
+                f"{1000 * r['stage_s'] / n:.1f}",
+                f"{r['peak_mib']:.0f}",
+                f"{r['outputs']} {stage.output}",
+            ]
+        )
+    memory = (
+        "peak RSS over the row's start, MiB (VmHWM; excludes tesseract's own process)"
+        if all(best[s.key]["memory"] == "rss" for s in stages)
+        else "tracemalloc peak, MiB (Python allocations only)"
+    )
+    print(
+        f"# Image analyzers on coco_mini ({n} COCO JPEGs, in memory; camera-size: "
+        f"x{args.camera_scale})\n"
+    )
+    print(
+        f"Machine: {machine_info()}; load average at the end "
+        f"{os.getloadavg()[0]:.1f} (shared machine)\n"
+    )
+    print(
+        md_table(
+            ["stage", "images", "images/s", "decode ms/img", "stage ms/img", "peak mem", "outputs"],
+            rows,
+            align="lrrrrrl",
+        )
+    )
+    print(
+        f"\npeak mem: {memory}. images/s: best of {max(1, args.repeat)} runs "
+        f"(OCR: 1 run), decode + stage together."
+    )
     print()
-    for plain, draft, label in (("plain", "draft", "COCO as is"),
-                                ("plain_camera", "draft_camera",
-                                 f"camera-size x{args.camera_scale}")):
+    for plain, draft, label in (
+        ("plain", "draft", "COCO as is"),
+        ("plain_camera", "draft_camera", f"camera-size x{args.camera_scale}"),
+    ):
         if plain in best and draft in best:
             p, d = best[plain], best[draft]
             speed = (p["decode_s"] + p["stage_s"]) / (d["decode_s"] + d["stage_s"])
             decode_only = p["decode_s"] / d["decode_s"]
             mem = d["peak_mib"] / p["peak_mib"] if p["peak_mib"] else float("nan")
-            print(f"draft/plain, {label}: {speed:.2f}x images/s (decode alone "
-                  f"{decode_only:.2f}x), {mem:.2f}x peak memory")
+            print(
+                f"draft/plain, {label}: {speed:.2f}x images/s (decode alone "
+                f"{decode_only:.2f}x), {mem:.2f}x peak memory"
+            )
     return 0
 
 

@@ -44,9 +44,13 @@ def pipeline_texts(index: common.BenchIndex) -> list[str]:
     texts: list[str] = []
     for stem in sorted(index.mapping):
         path = index.corpus_dir / f"{stem}.md"
-        ev = analyze_document(path.read_bytes(), MARKDOWN, path.name,
-                              chunk_tokens=int(cfg["chunk_tokens"]),
-                              chunk_overlap=int(cfg["chunk_overlap"]))
+        ev = analyze_document(
+            path.read_bytes(),
+            MARKDOWN,
+            path.name,
+            chunk_tokens=int(cfg["chunk_tokens"]),
+            chunk_overlap=int(cfg["chunk_overlap"]),
+        )
         texts += [t for _, t in embed_text_for("doc_text", ev)]
     return texts
 
@@ -64,7 +68,7 @@ def model_tokens(encoder, texts: list[str]) -> int:
     tok = encoder._model.tokenizer  # benchmark-only peek at the sentence-transformers model
     total = 0
     for i in range(0, len(texts), 1024):
-        enc = tok(texts[i:i + 1024], truncation=True, max_length=encoder.max_seq_length)
+        enc = tok(texts[i : i + 1024], truncation=True, max_length=encoder.max_seq_length)
         total += sum(len(ids) for ids in enc["input_ids"])
     return total
 
@@ -72,8 +76,11 @@ def model_tokens(encoder, texts: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_dataset_args(parser)
-    parser.add_argument("--exact-texts", action="store_true",
-                        help="also time the raw encoder on the pipeline's exact texts")
+    parser.add_argument(
+        "--exact-texts",
+        action="store_true",
+        help="also time the raw encoder on the pipeline's exact texts",
+    )
     args = parser.parse_args(argv)
 
     ds = common.load_dataset(args.dataset, args.split, args.limit)
@@ -94,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     import dagster  # noqa: F401  (import costs stay out of both timings)
 
     import rag_pipeline.definitions  # noqa: F401
-    eprint(f"model loaded in {load_s:.1f}s; batch size {settings.mv_batch_size}; "
-           f"max_seq_length {encoder.max_seq_length}")
+
+    eprint(
+        f"model loaded in {load_s:.1f}s; batch size {settings.mv_batch_size}; "
+        f"max_seq_length {encoder.max_seq_length}"
+    )
 
     # Raw encoding first.
     eprint(f"raw encode: {len(raw_texts)} texts ...")
@@ -132,54 +142,103 @@ def main(argv: list[str] | None = None) -> int:
     load_after = os.getloadavg()[0]
 
     pipe_rate, raw_rate = n_docs / pipe_s, n_docs / raw_s
-    print(f"## Ingest throughput: {args.dataset} ({n_docs} docs"
-          f"{f', first {args.limit}' if args.limit else ''})\n")
-    print(f"Machine: {common.machine_info()}. Shards: {settings.shard_count}; MV batch size "
-          f"{settings.mv_batch_size}; chunk_tokens {settings.chunk_tokens}.\n")
-    print(md_table(
-        ["docs", "texts embedded (pipeline / raw)", "model tokens (pipeline / raw)",
-         "pipeline s", "pipeline docs/s", "raw encode s", "raw docs/s", "pipeline/raw",
-         "CPU s (pipeline / raw)"],
-        [[n_docs, f"{n_vectors} / {len(raw_texts)}", f"{pipe_tokens:,} / {raw_tokens:,}",
-          f"{pipe_s:.1f}", f"{pipe_rate:.1f}", f"{raw_s:.1f}", f"{raw_rate:.1f}",
-          f"{pipe_rate / raw_rate:.2f}", f"{pipe_cpu:.1f} / {raw_cpu:.1f}"]]))
-    print(f"\nCPU-time ratio raw/pipeline = {raw_cpu / pipe_cpu:.2f} (process CPU seconds: less "
-          f"sensitive to other load than wall time). 1-minute load average: "
-          f"{load_before:.2f} before the raw encode, {load_after:.2f} at the end.")
+    print(
+        f"## Ingest throughput: {args.dataset} ({n_docs} docs"
+        f"{f', first {args.limit}' if args.limit else ''})\n"
+    )
+    print(
+        f"Machine: {common.machine_info()}. Shards: {settings.shard_count}; MV batch size "
+        f"{settings.mv_batch_size}; chunk_tokens {settings.chunk_tokens}.\n"
+    )
+    print(
+        md_table(
+            [
+                "docs",
+                "texts embedded (pipeline / raw)",
+                "model tokens (pipeline / raw)",
+                "pipeline s",
+                "pipeline docs/s",
+                "raw encode s",
+                "raw docs/s",
+                "pipeline/raw",
+                "CPU s (pipeline / raw)",
+            ],
+            [
+                [
+                    n_docs,
+                    f"{n_vectors} / {len(raw_texts)}",
+                    f"{pipe_tokens:,} / {raw_tokens:,}",
+                    f"{pipe_s:.1f}",
+                    f"{pipe_rate:.1f}",
+                    f"{raw_s:.1f}",
+                    f"{raw_rate:.1f}",
+                    f"{pipe_rate / raw_rate:.2f}",
+                    f"{pipe_cpu:.1f} / {raw_cpu:.1f}",
+                ]
+            ],
+        )
+    )
+    print(
+        f"\nCPU-time ratio raw/pipeline = {raw_cpu / pipe_cpu:.2f} (process CPU seconds: less "
+        f"sensitive to other load than wall time). 1-minute load average: "
+        f"{load_before:.2f} before the raw encode, {load_after:.2f} at the end."
+    )
     if exact_s is not None:
         exact_rate = n_docs / exact_s
-        print(f"\nRaw encode of the pipeline's exact {len(texts)} texts (after the pipeline): "
-              f"{exact_s:.1f}s, {exact_cpu:.1f} CPU s ({exact_rate:.1f} docs/s); "
-              f"pipeline/raw-exact = {pipe_rate / exact_rate:.2f}")
+        print(
+            f"\nRaw encode of the pipeline's exact {len(texts)} texts (after the pipeline): "
+            f"{exact_s:.1f}s, {exact_cpu:.1f} CPU s ({exact_rate:.1f} docs/s); "
+            f"pipeline/raw-exact = {pipe_rate / exact_rate:.2f}"
+        )
 
     st = index.stage_seconds
     ct = index.counts
     n_text, n_mv = ct.get("analysis_runs.runs", 0), ct.get("inference_runs.runs", 0)
     stage_rows = [
         ["discover (assets, asset_versions)", st.get("discover", 0.0)],
-        [f"analysis_runs ({n_text} runs): text analyzers",
-         st.get("analysis_runs.text_analyzers", 0.0)],
-        ["analysis_runs: stage + persist",
-         st.get("analysis_runs.stage", 0.0) + st.get("analysis_runs.persist", 0.0)],
-        [f"inference_runs ({n_mv} runs): text for MV (re-analysis)",
-         st.get("inference_runs.text_analyzers", 0.0)],
+        [
+            f"analysis_runs ({n_text} runs): text analyzers",
+            st.get("analysis_runs.text_analyzers", 0.0),
+        ],
+        [
+            "analysis_runs: stage + persist",
+            st.get("analysis_runs.stage", 0.0) + st.get("analysis_runs.persist", 0.0),
+        ],
+        [
+            f"inference_runs ({n_mv} runs): text for MV (re-analysis)",
+            st.get("inference_runs.text_analyzers", 0.0),
+        ],
         ["inference_runs: MV embed", st.get("inference_runs.mv_embed", 0.0)],
-        ["inference_runs: stage + persist",
-         st.get("inference_runs.stage", 0.0) + st.get("inference_runs.persist", 0.0)],
+        [
+            "inference_runs: stage + persist",
+            st.get("inference_runs.stage", 0.0) + st.get("inference_runs.persist", 0.0),
+        ],
         ["evidence (leftovers, task states)", st.get("evidence", 0.0)],
         ["search_snapshot", st.get("search_snapshot", 0.0)],
     ]
-    accounted = (st.get("discover", 0.0) + st.get("evidence", 0.0)
-                 + st.get("search_snapshot", 0.0)
-                 + sum(st.get(f"{a}.{k}", 0.0) for a in ("analysis_runs", "inference_runs")
-                       for k in ("total", "persist")))
+    accounted = (
+        st.get("discover", 0.0)
+        + st.get("evidence", 0.0)
+        + st.get("search_snapshot", 0.0)
+        + sum(
+            st.get(f"{a}.{k}", 0.0)
+            for a in ("analysis_runs", "inference_runs")
+            for k in ("total", "persist")
+        )
+    )
     stage_rows.append(["Dagster runs and everything else", pipe_s - accounted])
     stage_rows.append(["total (materialize_all)", pipe_s])
     runs = len(index.summary["runs"]) if index.summary else 0
-    print(f"\nPipeline stages ({runs} Dagster runs: discover, {n_text} text + {n_mv} MV "
-          f"partition runs, publish; seconds from materialization metadata):\n")
-    print(md_table(["stage", "seconds", "share"],
-                   [[r[0], f"{r[1]:.1f}", f"{100 * r[1] / pipe_s:.0f}%"] for r in stage_rows]))
+    print(
+        f"\nPipeline stages ({runs} Dagster runs: discover, {n_text} text + {n_mv} MV "
+        f"partition runs, publish; seconds from materialization metadata):\n"
+    )
+    print(
+        md_table(
+            ["stage", "seconds", "share"],
+            [[r[0], f"{r[1]:.1f}", f"{100 * r[1] / pipe_s:.0f}%"] for r in stage_rows],
+        )
+    )
     target = "meets" if pipe_rate / raw_rate >= 0.9 else "misses"
     print(f"\npipeline/raw = {pipe_rate / raw_rate:.2f} ({target} the >= 0.9 target)")
     return 0

@@ -61,13 +61,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     common.add_dataset_args(parser)
     common.add_index_args(parser)
-    parser.add_argument("--explore", action="store_true",
-                        help="also sweep fusion weights and RRF k offline")
+    parser.add_argument(
+        "--explore", action="store_true", help="also sweep fusion weights and RRF k offline"
+    )
     args = parser.parse_args(argv)
 
     ds = common.load_dataset(args.dataset, args.split, args.limit)
-    index = common.ensure_index(ds, common.bench_name(args.dataset, args.limit),
-                                rebuild=args.rebuild, update=not args.no_update)
+    index = common.ensure_index(
+        ds,
+        common.bench_name(args.dataset, args.limit),
+        rebuild=args.rebuild,
+        update=not args.no_update,
+    )
     searchers = {c: common.open_searcher(index, fts_combine=c) for c in ("max", "sum")}
     encoder = searchers["max"].encoder
     if encoder is None:
@@ -92,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         ("hybrid, query_type=keyword", "max", "search", {"query_type": "keyword"}),
         ("hybrid, query_type=semantic", "max", "search", {"query_type": "semantic"}),
         ("hybrid, query_type=balanced", "max", "search", {"query_type": "balanced"}),
-        ("hybrid, auto, collapse=False (chunk-level fusion)", "max", "search",
-         {"collapse": False}),
+        ("hybrid, auto, collapse=False (chunk-level fusion)", "max", "search", {"collapse": False}),
         ("hybrid, auto query type (default)", "sum", "search", {}),
         ("hybrid, query_type=keyword", "sum", "search", {"query_type": "keyword"}),
         ("hybrid, query_type=semantic", "sum", "search", {"query_type": "semantic"}),
@@ -125,17 +129,26 @@ def main(argv: list[str] | None = None) -> int:
         eprint(f"{label} [{combine}]: {results[key]} ({time.perf_counter() - t0:.0f}s)")
     eprint(f"all configurations: {time.perf_counter() - t_all:.0f}s")
 
-    print(f"## Retrieval quality: {args.dataset} {args.split} ({len(queries)} queries, "
-          f"{len(ds.corpus)} docs{f', first {args.limit}' if args.limit else ''})\n")
-    print(f"Units: {searchers['max'].manifest.n_units} (document chunks); k = {K_UNITS} hits "
-          f"(files, or chunks where noted) mapped to documents; per-axis candidates 100 "
-          f"(chunks). Query types from "
-          f"classify_query: {', '.join(f'{t} {n}' for t, n in types.most_common())}.\n")
+    print(
+        f"## Retrieval quality: {args.dataset} {args.split} ({len(queries)} queries, "
+        f"{len(ds.corpus)} docs{f', first {args.limit}' if args.limit else ''})\n"
+    )
+    print(
+        f"Units: {searchers['max'].manifest.n_units} (document chunks); k = {K_UNITS} hits "
+        f"(files, or chunks where noted) mapped to documents; per-axis candidates 100 "
+        f"(chunks). Query types from "
+        f"classify_query: {', '.join(f'{t} {n}' for t, n in types.most_common())}.\n"
+    )
     best = {m: max(r[m] for r in results.values()) for m in METRICS}
     rows = []
     for (label, combine), r in results.items():
-        rows.append([label, combine, *(f"**{r[m]:.4f}**" if r[m] == best[m] else f"{r[m]:.4f}"
-                                       for m in METRICS)])
+        rows.append(
+            [
+                label,
+                combine,
+                *(f"**{r[m]:.4f}**" if r[m] == best[m] else f"{r[m]:.4f}" for m in METRICS),
+            ]
+        )
     print(md_table(["configuration", "fts_combine", "nDCG@10", "Recall@100", "MRR@10"], rows))
 
     for m in METRICS:
@@ -146,8 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     for combine in ("max", "sum"):
         hyb = results[("hybrid, auto query type (default)", combine)]
         bm25 = results[("BM25 (axes=[fts])", combine)]
-        verdict = ", ".join(f"{m} {'yes' if hyb[m] > max(bm25[m], mv[m]) else 'NO'}"
-                            for m in METRICS)
+        verdict = ", ".join(
+            f"{m} {'yes' if hyb[m] > max(bm25[m], mv[m]) else 'NO'}" for m in METRICS
+        )
         print(f"\nhybrid (default, fts_combine={combine}) beats both BM25 and MV: {verdict}")
 
     if args.explore:
@@ -171,10 +185,12 @@ def explore(queries, qrels, key_runs, asset_docs, doc_runs, searcher) -> None:
     mv_keys = key_runs[("MV (axes=[mv])", "-")]
     fts_by_combine = {c: key_runs[("BM25 (axes=[fts])", c)] for c in ("max", "sum")}
 
-    def fuse(qid: str, weights: dict[str, float], k: int = RRF_K,
-             combine: str = "max") -> list[str]:
-        fused = weighted_rrf({"fts": fts_by_combine[combine][qid], "mv": mv_keys[qid]},
-                             weights, k=k)
+    def fuse(
+        qid: str, weights: dict[str, float], k: int = RRF_K, combine: str = "max"
+    ) -> list[str]:
+        fused = weighted_rrf(
+            {"fts": fts_by_combine[combine][qid], "mv": mv_keys[qid]}, weights, k=k
+        )
         return _dedupe([u for u, _ in fused[:K_UNITS]], asset_docs)
 
     def row(run: dict[str, list[str]]) -> list[str]:
@@ -183,20 +199,33 @@ def explore(queries, qrels, key_runs, asset_docs, doc_runs, searcher) -> None:
 
     # 1. Fusion weights and RRF k.
     for combine in ("max", "sum"):
-        same = sum(fuse(qid, weights_for(classify_query(text), ["fts", "mv"]), RRF_K, combine)
-                   == doc_runs[("hybrid, auto query type (default)", combine)][qid]
-                   for qid, text in queries.items())
-        print(f"\n### Fusion weight sweep (offline weighted_rrf), fts_combine={combine}\n\n"
-              f"The offline fusion reproduces Searcher.search (default hybrid) on "
-              f"{same}/{len(queries)} queries.\n")
+        same = sum(
+            fuse(qid, weights_for(classify_query(text), ["fts", "mv"]), RRF_K, combine)
+            == doc_runs[("hybrid, auto query type (default)", combine)][qid]
+            for qid, text in queries.items()
+        )
+        print(
+            f"\n### Fusion weight sweep (offline weighted_rrf), fts_combine={combine}\n\n"
+            f"The offline fusion reproduces Searcher.search (default hybrid) on "
+            f"{same}/{len(queries)} queries.\n"
+        )
         rows = []
         for k in (10, 30, 60):
             for w_fts in (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
                 w = {"fts": w_fts, "mv": round(1.0 - w_fts, 3)}
-                rows.append([k, f"{w_fts:.1f}", f"{1 - w_fts:.1f}",
-                             *row({qid: fuse(qid, w, k, combine) for qid in queries})])
-        print(md_table(["RRF k", "w_fts", "w_mv", "nDCG@10", "Recall@100", "MRR@10"], rows,
-                       align="rrrrrr"))
+                rows.append(
+                    [
+                        k,
+                        f"{w_fts:.1f}",
+                        f"{1 - w_fts:.1f}",
+                        *row({qid: fuse(qid, w, k, combine) for qid in queries}),
+                    ]
+                )
+        print(
+            md_table(
+                ["RRF k", "w_fts", "w_mv", "nDCG@10", "Recall@100", "MRR@10"], rows, align="rrrrrr"
+            )
+        )
 
     # 2. Per-axis candidate depth (real searches, default hybrid, fts_combine=max).
     # (Searcher.search asks each axis for max(candidates, k) chunks: with k = 100, fewer than
@@ -205,14 +234,21 @@ def explore(queries, qrels, key_runs, asset_docs, doc_runs, searcher) -> None:
     rows = []
     who = eval_principal(searcher)
     for cand in (100, 200, 400, 1000):
-        run = {qid: [d for h in searcher.search(text, who, k=K_UNITS, candidates=cand).hits
-                     for d in asset_docs.get(h.asset_id, ())] for qid, text in queries.items()}
+        run = {
+            qid: [
+                d
+                for h in searcher.search(text, who, k=K_UNITS, candidates=cand).hits
+                for d in asset_docs.get(h.asset_id, ())
+            ]
+            for qid, text in queries.items()
+        }
         rows.append([cand, *row(run)])
     print(md_table(["candidates", "nDCG@10", "Recall@100", "MRR@10"], rows))
 
     # 3. Query typing: the weights each query gets.
-    per = {key: evaluate_per_query(run, qrels, ["ndcg@10"])["ndcg@10"]
-           for key, run in doc_runs.items()}
+    per = {
+        key: evaluate_per_query(run, qrels, ["ndcg@10"])["ndcg@10"] for key, run in doc_runs.items()
+    }
     hyb = per[("hybrid, auto query type (default)", "max")]
     bm25, mv = per[("BM25 (axes=[fts])", "max")], per[("MV (axes=[mv])", "-")]
     by_type: dict[str, list[tuple[float, float, float]]] = {}
@@ -220,9 +256,15 @@ def explore(queries, qrels, key_runs, asset_docs, doc_runs, searcher) -> None:
         if qid in hyb:
             by_type.setdefault(classify_query(text), []).append((hyb[qid], bm25[qid], mv[qid]))
     print("\n### nDCG@10 by classified query type (fts_combine=max)\n")
-    print(md_table(["query type", "queries", "hybrid (default)", "BM25", "MV"],
-                   [[t, len(v), *(f"{sum(x[i] for x in v) / len(v):.4f}" for i in range(3))]
-                    for t, v in sorted(by_type.items())]))
+    print(
+        md_table(
+            ["query type", "queries", "hybrid (default)", "BM25", "MV"],
+            [
+                [t, len(v), *(f"{sum(x[i] for x in v) / len(v):.4f}" for i in range(3))]
+                for t, v in sorted(by_type.items())
+            ],
+        )
+    )
 
     def long_is_semantic(text: str) -> str:
         # Alternative rule: a sentence-long query (6+ words) is semantic even when it contains
@@ -233,12 +275,15 @@ def explore(queries, qrels, key_runs, asset_docs, doc_runs, searcher) -> None:
         return t
 
     rows = []
-    for label, typer in (("classify_query (current)", classify_query),
-                         ("6+ word queries -> semantic", long_is_semantic),
-                         ("all balanced", lambda _t: "balanced"),
-                         ("all semantic", lambda _t: "semantic")):
-        run = {qid: fuse(qid, weights_for(typer(text), ["fts", "mv"]))
-               for qid, text in queries.items()}
+    for label, typer in (
+        ("classify_query (current)", classify_query),
+        ("6+ word queries -> semantic", long_is_semantic),
+        ("all balanced", lambda _t: "balanced"),
+        ("all semantic", lambda _t: "semantic"),
+    ):
+        run = {
+            qid: fuse(qid, weights_for(typer(text), ["fts", "mv"])) for qid, text in queries.items()
+        }
         rows.append([label, *row(run)])
     print("\n### Query typing (offline, RRF k=60, fts_combine=max)\n")
     print(md_table(["query typing", "nDCG@10", "Recall@100", "MRR@10"], rows))
@@ -254,23 +299,46 @@ def explore(queries, qrels, key_runs, asset_docs, doc_runs, searcher) -> None:
     rows = []
     try:
         for title_boost in (0.5, 1.0, 1.5, 2.0, 3.0):
-            searcher._fts_boosts = [title_boost if f == "title" else b
-                                    for f, b in zip(fields, base, strict=True)]
+            searcher._fts_boosts = [
+                title_boost if f == "title" else b for f, b in zip(fields, base, strict=True)
+            ]
             cells = []
             for axes in (["fts"], None):
                 who = eval_principal(searcher)
-                run = {qid: [d for h in searcher.search(text, who, k=K_UNITS, axes=axes).hits
-                             for d in asset_docs.get(h.asset_id, ())]
-                       for qid, text in queries.items()}
+                run = {
+                    qid: [
+                        d
+                        for h in searcher.search(text, who, k=K_UNITS, axes=axes).hits
+                        for d in asset_docs.get(h.asset_id, ())
+                    ]
+                    for qid, text in queries.items()
+                }
                 cells += row(run)
-            rows.append([f"{title_boost:g}" + (" (current)" if title_boost == base[
-                fields.index("title")] else ""), *cells])
+            rows.append(
+                [
+                    f"{title_boost:g}"
+                    + (" (current)" if title_boost == base[fields.index("title")] else ""),
+                    *cells,
+                ]
+            )
     finally:
         searcher._fts_boosts = base
     others = ", ".join(f"{f} {b:g}" for f, b in zip(fields, base, strict=True) if f != "title")
     print(f"\n### BM25 title boost (fts_combine=max; other boosts: {others})\n")
-    print(md_table(["title boost", "BM25 nDCG@10", "BM25 R@100", "BM25 MRR@10",
-                    "hybrid nDCG@10", "hybrid R@100", "hybrid MRR@10"], rows))
+    print(
+        md_table(
+            [
+                "title boost",
+                "BM25 nDCG@10",
+                "BM25 R@100",
+                "BM25 MRR@10",
+                "hybrid nDCG@10",
+                "hybrid R@100",
+                "hybrid MRR@10",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

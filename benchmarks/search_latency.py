@@ -42,8 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     from evals.runner import eval_principal
 
     ds = common.load_dataset(args.dataset, args.split, args.limit)
-    index = common.ensure_index(ds, common.bench_name(args.dataset, args.limit),
-                                rebuild=args.rebuild, update=not args.no_update)
+    index = common.ensure_index(
+        ds,
+        common.bench_name(args.dataset, args.limit),
+        rebuild=args.rebuild,
+        update=not args.no_update,
+    )
     searcher = common.open_searcher(index, fts_combine=args.fts_combine)
     queries = list(ds.queries.values())
     k = args.k
@@ -78,38 +82,78 @@ def main(argv: list[str] | None = None) -> int:
 
     stats = {n: latency_stats(v) for n, v in ms.items()}
     builtin = stats["LanceDB built-in hybrid"]
-    print(f"## Search latency: {args.dataset} {args.split} queries ({len(queries)} queries, "
-          f"k={k}, {index.settings.shard_count} shards, "
-          f"{index.counts.get('snapshot_units') or searcher.manifest.n_units} units, "
-          f"fts_combine={args.fts_combine})\n")
-    print(f"Machine: {common.machine_info()}. Warm-up {args.warmup} queries per method; "
-          f"1-minute load average {load_before:.2f} before, {load_after:.2f} after.\n")
+    print(
+        f"## Search latency: {args.dataset} {args.split} queries ({len(queries)} queries, "
+        f"k={k}, {index.settings.shard_count} shards, "
+        f"{index.counts.get('snapshot_units') or searcher.manifest.n_units} units, "
+        f"fts_combine={args.fts_combine})\n"
+    )
+    print(
+        f"Machine: {common.machine_info()}. Warm-up {args.warmup} queries per method; "
+        f"1-minute load average {load_before:.2f} before, {load_after:.2f} after.\n"
+    )
     rows = []
     for n in names:
         s = stats[n]
-        rows.append([n, len(ms[n]), f"{s['p50']:.1f}", f"{s['p95']:.1f}", f"{s['p99']:.1f}",
-                     f"{s['mean']:.1f}", f"{s['p50'] / builtin['p50']:.2f}",
-                     f"{s['p95'] / builtin['p95']:.2f}"])
-    print(md_table(["method", "queries", "p50 ms", "p95 ms", "p99 ms", "mean ms",
-                    "p50 / built-in", "p95 / built-in"], rows))
+        rows.append(
+            [
+                n,
+                len(ms[n]),
+                f"{s['p50']:.1f}",
+                f"{s['p95']:.1f}",
+                f"{s['p99']:.1f}",
+                f"{s['mean']:.1f}",
+                f"{s['p50'] / builtin['p50']:.2f}",
+                f"{s['p95'] / builtin['p95']:.2f}",
+            ]
+        )
+    print(
+        md_table(
+            [
+                "method",
+                "queries",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "mean ms",
+                "p50 / built-in",
+                "p95 / built-in",
+            ],
+            rows,
+        )
+    )
 
-    print("\nWhere the hybrid's time goes (Searcher.search timings_ms, mean / p95 ms): query "
-          "encoding first, then the fts and mv index searches side by side (axes_wall ends "
-          "there), fusion, reading the hits' columns (fetch), building hits with "
-          "explanations:\n")
+    print(
+        "\nWhere the hybrid's time goes (Searcher.search timings_ms, mean / p95 ms): query "
+        "encoding first, then the fts and mv index searches side by side (axes_wall ends "
+        "there), fusion, reading the hits' columns (fetch), building hits with "
+        "explanations:\n"
+    )
     order = ["mv_encode", "mv", "fts", "axes_wall", "fuse", "fetch", "build", "total"]
-    print(md_table(["stage", "mean ms", "p95 ms"],
-                   [[key, f"{statistics.fmean(inner[key]):.1f}",
-                     f"{common.percentile(inner[key], 95):.1f}"]
-                    for key in order if key in inner]))
+    print(
+        md_table(
+            ["stage", "mean ms", "p95 ms"],
+            [
+                [
+                    key,
+                    f"{statistics.fmean(inner[key]):.1f}",
+                    f"{common.percentile(inner[key], 95):.1f}",
+                ]
+                for key in order
+                if key in inner
+            ],
+        )
+    )
 
     hybrid = stats[names[0]]
     ok_p95 = hybrid["p95"] <= 50.0
     faster = hybrid["p50"] < builtin["p50"] and hybrid["p95"] < builtin["p95"]
-    print(f"\nhybrid p95 = {hybrid['p95']:.1f} ms ({'meets' if ok_p95 else 'misses'} the "
-          f"<= 50 ms target); hybrid vs built-in: p50 {hybrid['p50']:.1f} vs "
-          f"{builtin['p50']:.1f} ms, p95 {hybrid['p95']:.1f} vs {builtin['p95']:.1f} ms "
-          f"({'faster' if faster else 'NOT faster'} on both)")
+    print(
+        f"\nhybrid p95 = {hybrid['p95']:.1f} ms ({'meets' if ok_p95 else 'misses'} the "
+        f"<= 50 ms target); hybrid vs built-in: p50 {hybrid['p50']:.1f} vs "
+        f"{builtin['p50']:.1f} ms, p95 {hybrid['p95']:.1f} vs {builtin['p95']:.1f} ms "
+        f"({'faster' if faster else 'NOT faster'} on both)"
+    )
     searcher.close()
     return 0
 

@@ -132,11 +132,21 @@ def measure(arch: str, batch_size: int, limit: int | None, n_queries: int) -> di
             enc.encode_query(q)
             text_ms.append((time.perf_counter() - t) * 1000)
     params = sum(p.numel() for p in enc._model.parameters())
-    return {"arch": arch, "batch_size": batch_size, "n": len(images), "decode_s": decode_s,
-            "load_s": load_s, "encode_s": encode_s, "peak_rss_mib": peak_rss_mib(),
-            "rss_after_decode_mib": rss_images, "params_m": params / 1e6, "dim": enc.dim,
-            "torch_threads": torch.get_num_threads(), "text_ms": text_ms,
-            "decode_side": side}
+    return {
+        "arch": arch,
+        "batch_size": batch_size,
+        "n": len(images),
+        "decode_s": decode_s,
+        "load_s": load_s,
+        "encode_s": encode_s,
+        "peak_rss_mib": peak_rss_mib(),
+        "rss_after_decode_mib": rss_images,
+        "params_m": params / 1e6,
+        "dim": enc.dim,
+        "torch_threads": torch.get_num_threads(),
+        "text_ms": text_ms,
+        "decode_side": side,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -144,13 +154,22 @@ def measure(arch: str, batch_size: int, limit: int | None, n_queries: int) -> di
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--archs", default=DEFAULT_ARCHS,
-                        help=f"comma-separated architectures (default {DEFAULT_ARCHS})")
+    parser.add_argument(
+        "--archs",
+        default=DEFAULT_ARCHS,
+        help=f"comma-separated architectures (default {DEFAULT_ARCHS})",
+    )
     parser.add_argument("--batch-sizes", default="8,32", help="comma-separated (default 8,32)")
-    parser.add_argument("--limit", type=int, default=None, metavar="N",
-                        help="only the first N images (default: all 239)")
-    parser.add_argument("--queries", type=int, default=50,
-                        help="text queries timed per architecture (default 50)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="only the first N images (default: all 239)",
+    )
+    parser.add_argument(
+        "--queries", type=int, default=50, help="text queries timed per architecture (default 50)"
+    )
     parser.add_argument("--child", nargs=2, metavar=("ARCH", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -173,8 +192,15 @@ def main(argv: list[str] | None = None) -> int:
     for arch in archs:
         for i, bs in enumerate(batch_sizes):
             eprint(f"[{arch}] batch {bs} ...")
-            cmd = [sys.executable, __file__, "--child", arch, str(bs),
-                   "--queries", str(args.queries if i == 0 else 0)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                arch,
+                str(bs),
+                "--queries",
+                str(args.queries if i == 0 else 0),
+            ]
             if args.limit:
                 cmd += ["--limit", str(args.limit)]
             proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -182,36 +208,67 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"[{arch}] batch {bs} failed:\n{proc.stderr[-4000:]}")
             r = json.loads(proc.stdout.strip().splitlines()[-1])
             results.append(r)
-            eprint(f"  {r['n']} images: decode {r['decode_s']:.1f}s, "
-                   f"encode {r['encode_s']:.1f}s, load {r['load_s']:.1f}s")
+            eprint(
+                f"  {r['n']} images: decode {r['decode_s']:.1f}s, "
+                f"encode {r['encode_s']:.1f}s, load {r['load_s']:.1f}s"
+            )
 
     rows = []
     for r in results:
         total = r["decode_s"] + r["encode_s"]
         per_min = 60 * r["n"] / total
         text = latency_stats(r["text_ms"]) if r["text_ms"] else None
-        rows.append([
-            r["arch"], f"{r['params_m']:.0f}M", r["dim"], r["batch_size"], r["n"],
-            f"{r['n'] / r['decode_s']:.0f}", f"{r['n'] / r['encode_s']:.2f}",
-            f"{r['n'] / total:.2f}", f"{per_min:.0f}", f"{per_min / SEED_IMAGES_PER_MIN:.2f}x",
-            f"{r['peak_rss_mib']:.0f}",
-            f"{text['p50']:.0f} / {text['p95']:.0f} / {min(r['text_ms']):.0f}" if text else "-",
-        ])
-    print(f"VV embedding on CPU, random weights, float32 "
-          f"(torch threads {results[0]['torch_threads']}; decode: long side <= 2x input)")
-    print(f"Machine: {common.machine_info()}; load average at end "
-          f"{os.getloadavg()[0]:.2f}")
+        rows.append(
+            [
+                r["arch"],
+                f"{r['params_m']:.0f}M",
+                r["dim"],
+                r["batch_size"],
+                r["n"],
+                f"{r['n'] / r['decode_s']:.0f}",
+                f"{r['n'] / r['encode_s']:.2f}",
+                f"{r['n'] / total:.2f}",
+                f"{per_min:.0f}",
+                f"{per_min / SEED_IMAGES_PER_MIN:.2f}x",
+                f"{r['peak_rss_mib']:.0f}",
+                f"{text['p50']:.0f} / {text['p95']:.0f} / {min(r['text_ms']):.0f}" if text else "-",
+            ]
+        )
+    print(
+        f"VV embedding on CPU, random weights, float32 "
+        f"(torch threads {results[0]['torch_threads']}; decode: long side <= 2x input)"
+    )
+    print(f"Machine: {common.machine_info()}; load average at end {os.getloadavg()[0]:.2f}")
     print()
-    print(md_table(
-        ["architecture", "params", "dim", "batch", "images", "decode img/s", "encode img/s",
-         "img/s", "img/min", f"vs seed {SEED_IMAGES_PER_MIN:.0f}/min (M5 Mac)",
-         "peak RSS MiB", "text query ms p50 / p95 / min"], rows))
+    print(
+        md_table(
+            [
+                "architecture",
+                "params",
+                "dim",
+                "batch",
+                "images",
+                "decode img/s",
+                "encode img/s",
+                "img/s",
+                "img/min",
+                f"vs seed {SEED_IMAGES_PER_MIN:.0f}/min (M5 Mac)",
+                "peak RSS MiB",
+                "text query ms p50 / p95 / min",
+            ],
+            rows,
+        )
+    )
     print()
-    print("img/s and img/min: decode + preprocess + forward, end to end over the images; "
-          "encode img/s: preprocess + forward only. Seed figure: 113 images/min on an M5 Mac.")
-    print("Text queries: encode_query, one at a time (SigLIP pads to its 64 positions; CLIP to "
-          "the query, here byte-level tokens, longer than real BPE). On a shared machine the "
-          "min is the least disturbed figure.")
+    print(
+        "img/s and img/min: decode + preprocess + forward, end to end over the images; "
+        "encode img/s: preprocess + forward only. Seed figure: 113 images/min on an M5 Mac."
+    )
+    print(
+        "Text queries: encode_query, one at a time (SigLIP pads to its 64 positions; CLIP to "
+        "the query, here byte-level tokens, longer than real BPE). On a shared machine the "
+        "min is the least disturbed figure."
+    )
     return 0
 
 

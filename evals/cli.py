@@ -47,8 +47,10 @@ def load_goldset(dataset: str, gold: str | None, split: str):
         gs.split = Path(gold).name
         return gs
     if not is_beir_dir(ds):
-        raise ValueError(f"{ds} is not a BEIR folder (corpus.jsonl, queries.jsonl, qrels/); "
-                         "for a folder of files give its gold set with --gold FILE")
+        raise ValueError(
+            f"{ds} is not a BEIR folder (corpus.jsonl, queries.jsonl, qrels/); "
+            "for a folder of files give its gold set with --gold FILE"
+        )
     return load_beir_gold(ds, split)
 
 
@@ -62,27 +64,48 @@ def cmd_eval_run(args) -> int:
     runner.configure_environment(workdir, sources)  # before the Dagster defs are imported
     summary = None
     if not args.no_index:
-        print(f"indexing {gs.name} ({', '.join(map(str, sources))}) into {workdir / 'data'} "
-              "through Dagster ...", file=sys.stderr)
+        print(
+            f"indexing {gs.name} ({', '.join(map(str, sources))}) into {workdir / 'data'} "
+            "through Dagster ...",
+            file=sys.stderr,
+        )
         if args.materialize is None:
-            raise ValueError("indexing needs the pipeline: run `rag-pipeline eval run`, "
-                             "or evaluate what is indexed with --no-index")
+            raise ValueError(
+                "indexing needs the pipeline: run `rag-pipeline eval run`, "
+                "or evaluate what is indexed with --no-index"
+            )
         summary = args.materialize(log=lambda *a: print(*a, file=sys.stderr))
-    searcher = runner.open_searcher(workdir / "data", pointer=args.pointer,
-                                    fts_combine=args.fts_combine)
+    searcher = runner.open_searcher(
+        workdir / "data", pointer=args.pointer, fts_combine=args.fts_combine
+    )
     try:
         res = runner.evaluate_searcher(
-            searcher, gs, mapper, engine=args.engine, use_gold_types=args.use_gold_types,
-            extra_provenance={"workdir": str(workdir), "label": args.label,
-                              "index_runs": (summary or {}).get("runs")})
+            searcher,
+            gs,
+            mapper,
+            engine=args.engine,
+            use_gold_types=args.use_gold_types,
+            extra_provenance={
+                "workdir": str(workdir),
+                "label": args.label,
+                "index_runs": (summary or {}).get("runs"),
+            },
+        )
     finally:
         searcher.close()
-    out = Path(args.out) if args.out else \
-        workdir / "results" / f"{gs.split}-{args.engine}-{res['provenance']['snapshot_id']}.json"
+    out = (
+        Path(args.out)
+        if args.out
+        else workdir
+        / "results"
+        / f"{gs.split}-{args.engine}-{res['provenance']['snapshot_id']}.json"
+    )
     _write_json(out, res)
     m = res["metrics"]
-    print(f"{gs.name} [{gs.split}] engine={args.engine} snapshot="
-          f"{res['provenance']['snapshot_id']} queries={res['n_queries']}")
+    print(
+        f"{gs.name} [{gs.split}] engine={args.engine} snapshot="
+        f"{res['provenance']['snapshot_id']} queries={res['n_queries']}"
+    )
     print("  " + "  ".join(f"{k}={v:.4f}" for k, v in m.items()))
     print(f"results: {out}")
     return 0
@@ -101,8 +124,10 @@ def cmd_eval_compare(args) -> int:
     verdict = apply_gates(a["metrics"], b["metrics"], config, comparison=cmp)
     cmp["gates"] = verdict.model_dump()
     cmp["a"], cmp["b"] = str(args.a), str(args.b)
-    print(f"A = {args.a}\nB = {args.b}\n{cmp['n_common_queries']} paired queries, "
-          f"{cmp['n_resamples']} bootstrap resamples (seed {cmp['seed']})\n")
+    print(
+        f"A = {args.a}\nB = {args.b}\n{cmp['n_common_queries']} paired queries, "
+        f"{cmp['n_resamples']} bootstrap resamples (seed {cmp['seed']})\n"
+    )
     print(comparison_table(cmp))
     print(f"\nverdict: {verdict.verdict}")
     for c in verdict.checks:
@@ -126,9 +151,14 @@ def cmd_eval_build_gold(args) -> int:
     from rag_pipeline.settings import Settings
 
     data_dir = Path(args.data_dir) if args.data_dir else Settings.from_env().data_dir
-    sid, queries = build_from_snapshot(data_dir, Path(args.out), n=args.n, seed=args.seed,
-                                       strategies=tuple(args.strategy.split(",")),
-                                       pointer=args.pointer)
+    sid, queries = build_from_snapshot(
+        data_dir,
+        Path(args.out),
+        n=args.n,
+        seed=args.seed,
+        strategies=tuple(args.strategy.split(",")),
+        pointer=args.pointer,
+    )
     print(f"{len(queries)} weak gold queries from snapshot {sid} -> {args.out}")
     return 0
 
@@ -167,21 +197,33 @@ def add_eval_parser(subparsers, materialize: Materialize | None = None) -> argpa
     sub = ev.add_subparsers(dest="eval_cmd", required=True)
 
     r = sub.add_parser("run", help="index a dataset through the pipeline and evaluate it")
-    r.add_argument("--dataset", required=True,
-                   help="BEIR folder, or (with --gold) the folder of files to index")
+    r.add_argument(
+        "--dataset",
+        required=True,
+        help="BEIR folder, or (with --gold) the folder of files to index",
+    )
     r.add_argument("--gold", help="extended JSONL gold set (paths relative to --dataset)")
     r.add_argument("--split", default="test", help="BEIR qrels split (default: test)")
     r.add_argument("--engine", choices=ENGINES, default="hybrid")
     r.add_argument("--out", help="result JSON (default: <workdir>/results/...)")
     r.add_argument("--limit-queries", type=int, default=None, metavar="N")
-    r.add_argument("--workdir", help="data dir root (default: var/evals/<dataset name>); "
-                                     "e.g. var/bench/scifact to reuse the benchmark's index")
-    r.add_argument("--no-index", action="store_true",
-                   help="evaluate what is already indexed, do not materialize")
+    r.add_argument(
+        "--workdir",
+        help="data dir root (default: var/evals/<dataset name>); "
+        "e.g. var/bench/scifact to reuse the benchmark's index",
+    )
+    r.add_argument(
+        "--no-index",
+        action="store_true",
+        help="evaluate what is already indexed, do not materialize",
+    )
     r.add_argument("--pointer", default="CURRENT", help="snapshot pointer (CURRENT, PROMOTED)")
     r.add_argument("--fts-combine", choices=["max", "sum"], default="max")
-    r.add_argument("--use-gold-types", action="store_true",
-                   help="give serving the gold query types instead of its own classification")
+    r.add_argument(
+        "--use-gold-types",
+        action="store_true",
+        help="give serving the gold query types instead of its own classification",
+    )
     r.add_argument("--label", help="a name for this run in reports")
     r.set_defaults(func=cmd_eval_run, materialize=materialize)
 
@@ -189,8 +231,11 @@ def add_eval_parser(subparsers, materialize: Materialize | None = None) -> argpa
     c.add_argument("a")
     c.add_argument("b")
     c.add_argument("--gates", help="gate config (YAML or JSON); default: the built-in gates")
-    c.add_argument("--use-ci", action="store_true",
-                   help="block quality drops only when the 95%% CI excludes zero")
+    c.add_argument(
+        "--use-ci",
+        action="store_true",
+        help="block quality drops only when the 95%% CI excludes zero",
+    )
     c.add_argument("--resamples", type=int, default=10_000)
     c.add_argument("--seed", type=int, default=20240611)
     c.add_argument("--out", help="write the comparison as JSON")
@@ -206,17 +251,21 @@ def add_eval_parser(subparsers, materialize: Materialize | None = None) -> argpa
     b.add_argument("--data-dir", help="default: RAG_DATA_DIR / var/data")
     b.add_argument("-n", type=int, default=50)
     b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--strategy", default="title,caption",
-                   help="comma-separated: title, caption, tags, ocr")
+    b.add_argument(
+        "--strategy", default="title,caption", help="comma-separated: title, caption, tags, ocr"
+    )
     b.add_argument("--pointer", default="CURRENT")
     b.set_defaults(func=cmd_eval_build_gold)
 
     lab = sub.add_parser("labels", help="graded qrels from judgements and click logs")
     lab.add_argument("--judgements", action="append", help="CSV/JSONL: query_id, doc, grade|thumbs")
     lab.add_argument("--clicks", action="append", help="JSONL click log: query, doc, position")
-    lab.add_argument("--from-feedback", action="store_true",
-                     help="judgements of POST /v1/feedback, from the serving database "
-                          "(RAG_SERVING_DB_URL; default: serving.db in the data dir)")
+    lab.add_argument(
+        "--from-feedback",
+        action="store_true",
+        help="judgements of POST /v1/feedback, from the serving database "
+        "(RAG_SERVING_DB_URL; default: serving.db in the data dir)",
+    )
     lab.add_argument("--tenant", help="--from-feedback: only this tenant's feedback")
     lab.add_argument("--min-clicks", type=int, default=2)
     lab.add_argument("--out", required=True, help="extended JSONL gold set")

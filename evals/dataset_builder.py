@@ -42,14 +42,18 @@ def _rel(uri: str, source: str | None, path: str | None = None) -> str:
     return PurePath(uri).as_posix()
 
 
-def _snapshot_rows(snapshots_dir: Path, lance_dir: Path, pointer: str = "CURRENT",
-                   snapshot_id: str | None = None) -> tuple[str, list[dict]]:
+def _snapshot_rows(
+    snapshots_dir: Path, lance_dir: Path, pointer: str = "CURRENT", snapshot_id: str | None = None
+) -> tuple[str, list[dict]]:
     import lancedb
 
     from rag_pipeline.snapshot.schema import read_current_manifest, read_manifest
 
-    m = read_manifest(snapshots_dir, snapshot_id) if snapshot_id else \
-        read_current_manifest(snapshots_dir, pointer)
+    m = (
+        read_manifest(snapshots_dir, snapshot_id)
+        if snapshot_id
+        else read_current_manifest(snapshots_dir, pointer)
+    )
     table = lancedb.connect(str(lance_dir)).open_table(m.table_name)
     n = int(table.count_rows())
     cols = ["asset_id", "uri", "source", "kind", "chunk_index", "title", "caption", "tags", "ocr"]
@@ -67,9 +71,15 @@ def _text_for(strategy: str, row: dict) -> str:
     return " ".join(raw.split())
 
 
-def build_weak_goldset(rows: list[dict], *, n: int = 50, seed: int = 0,
-                       strategies: tuple[str, ...] = ("title", "caption"),
-                       min_words: int = 2, max_words: int = 30) -> list[GoldQuery]:
+def build_weak_goldset(
+    rows: list[dict],
+    *,
+    n: int = 50,
+    seed: int = 0,
+    strategies: tuple[str, ...] = ("title", "caption"),
+    min_words: int = 2,
+    max_words: int = 30,
+) -> list[GoldQuery]:
     """Weak gold queries from snapshot rows (one row per unit; assets appear once or more)."""
     for s in strategies:
         if s not in STRATEGIES:
@@ -88,8 +98,7 @@ def build_weak_goldset(rows: list[dict], *, n: int = 50, seed: int = 0,
             if min_words <= len(text.split()) <= max_words:
                 described[text.casefold()].add(_rel(a["uri"], a.get("source"), a.get("path")))
                 candidates.setdefault(aid, (s, text))
-    order = sorted(candidates, key=lambda aid: hashlib.sha256(f"{seed}:{aid}".encode())
-                   .hexdigest())
+    order = sorted(candidates, key=lambda aid: hashlib.sha256(f"{seed}:{aid}".encode()).hexdigest())
     out: list[GoldQuery] = []
     seen_texts: set[str] = set()
     for aid in order:
@@ -98,19 +107,33 @@ def build_weak_goldset(rows: list[dict], *, n: int = 50, seed: int = 0,
             continue
         seen_texts.add(text.casefold())
         kind = assets[aid].get("kind")
-        qtype = "keyword" if s in ("title", "tags", "ocr") else (
-            "visual" if kind == "image" else "semantic")
-        out.append(GoldQuery(
-            query_id=f"weak-{s}-{aid[:12]}", query=text, query_type=qtype,
-            relevant={p: 2 for p in sorted(described[text.casefold()])}))
+        qtype = (
+            "keyword"
+            if s in ("title", "tags", "ocr")
+            else ("visual" if kind == "image" else "semantic")
+        )
+        out.append(
+            GoldQuery(
+                query_id=f"weak-{s}-{aid[:12]}",
+                query=text,
+                query_type=qtype,
+                relevant={p: 2 for p in sorted(described[text.casefold()])},
+            )
+        )
         if len(out) >= n:
             break
     return out
 
 
-def build_from_snapshot(data_dir: Path, out: Path, *, n: int = 50, seed: int = 0,
-                        strategies: tuple[str, ...] = ("title", "caption"),
-                        pointer: str = "CURRENT") -> tuple[str, list[GoldQuery]]:
+def build_from_snapshot(
+    data_dir: Path,
+    out: Path,
+    *,
+    n: int = 50,
+    seed: int = 0,
+    strategies: tuple[str, ...] = ("title", "caption"),
+    pointer: str = "CURRENT",
+) -> tuple[str, list[GoldQuery]]:
     snapshot_id, rows = _snapshot_rows(data_dir / "snapshots", data_dir / "lance", pointer)
     queries = build_weak_goldset(rows, n=n, seed=seed, strategies=strategies)
     write_gold_jsonl(out, queries)

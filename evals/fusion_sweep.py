@@ -23,16 +23,23 @@ W_FTS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 RRF_KS = (10, 20, 40, 60)
 
 
-def fused_run(bm25: dict, mv: dict, w_fts: float, k: int,
-              qids: list[str] | None = None) -> dict[str, list[str]]:
+def fused_run(
+    bm25: dict, mv: dict, w_fts: float, k: int, qids: list[str] | None = None
+) -> dict[str, list[str]]:
     from rag_pipeline.retrieval.fusion import weighted_rrf
 
     a = {q["query_id"]: q["ranked"] for q in bm25["per_query"]}
     b = {q["query_id"]: q["ranked"] for q in mv["per_query"]}
     qids = qids if qids is not None else list(a)
-    return {q: [d for d, _ in weighted_rrf({"fts": a[q], "mv": b.get(q, [])},
-                                           {"fts": w_fts, "mv": 1.0 - w_fts}, k=k)][:100]
-            for q in qids}
+    return {
+        q: [
+            d
+            for d, _ in weighted_rrf(
+                {"fts": a[q], "mv": b.get(q, [])}, {"fts": w_fts, "mv": 1.0 - w_fts}, k=k
+            )
+        ][:100]
+        for q in qids
+    }
 
 
 def sweep(bm25: dict, mv: dict, qrels: dict, metric: str = "ndcg@10") -> dict:
@@ -62,8 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     from evals.goldsets import load_gold_jsonl
 
     prov = bm25["provenance"]
-    gs = (load_gold_jsonl(prov["dataset"]) if prov.get("gold_kind") == "jsonl"
-          else load_goldset(prov["dataset"], None, prov["split"]))
+    gs = (
+        load_gold_jsonl(prov["dataset"])
+        if prov.get("gold_kind") == "jsonl"
+        else load_goldset(prov["dataset"], None, prov["split"])
+    )
     res = sweep(bm25, mv, gs.qrels, args.metric)
     from evals.report import md_table
 

@@ -34,10 +34,12 @@ class GateRule(BaseModel):
 
 
 def _default_rules() -> list[GateRule]:
-    return [GateRule(metric="ndcg@10", kind="drop_pp", threshold=1.0),
-            GateRule(metric="recall@50", kind="drop_pp", threshold=2.0),
-            GateRule(metric="latency_p95_ms", kind="rise_pct", threshold=20.0, min_abs=5.0),
-            GateRule(metric="error_rate", kind="rise_pp", threshold=0.5)]
+    return [
+        GateRule(metric="ndcg@10", kind="drop_pp", threshold=1.0),
+        GateRule(metric="recall@50", kind="drop_pp", threshold=2.0),
+        GateRule(metric="latency_p95_ms", kind="rise_pct", threshold=20.0, min_abs=5.0),
+        GateRule(metric="error_rate", kind="rise_pp", threshold=0.5),
+    ]
 
 
 class GateConfig(BaseModel):
@@ -84,8 +86,12 @@ def _num(v) -> float | None:
     return None if math.isnan(f) else f
 
 
-def apply_gates(baseline: dict, candidate: dict, config: GateConfig | None = None,
-                comparison: dict | None = None) -> GateVerdict:
+def apply_gates(
+    baseline: dict,
+    candidate: dict,
+    config: GateConfig | None = None,
+    comparison: dict | None = None,
+) -> GateVerdict:
     """Verdict of ``candidate`` (metrics dict) against ``baseline`` (metrics dict)."""
     config = config or GateConfig()
     checks: list[GateCheck] = []
@@ -93,9 +99,18 @@ def apply_gates(baseline: dict, candidate: dict, config: GateConfig | None = Non
     for r in config.rules:
         a, b = _num(baseline.get(r.metric)), _num(candidate.get(r.metric))
         if a is None or b is None:
-            checks.append(GateCheck(metric=r.metric, kind=r.kind, threshold=r.threshold,
-                                    baseline=a, candidate=b, delta=None, passed=True,
-                                    reason=f"{r.metric}: not measured in both runs, skipped"))
+            checks.append(
+                GateCheck(
+                    metric=r.metric,
+                    kind=r.kind,
+                    threshold=r.threshold,
+                    baseline=a,
+                    candidate=b,
+                    delta=None,
+                    passed=True,
+                    reason=f"{r.metric}: not measured in both runs, skipped",
+                )
+            )
             continue
         if r.kind == "drop_pp":
             delta = (b - a) * 100.0
@@ -110,11 +125,23 @@ def apply_gates(baseline: dict, candidate: dict, config: GateConfig | None = Non
         else:
             delta = ((b - a) / a * 100.0) if a > 0 else (0.0 if b <= a else math.inf)
             bad = delta > r.threshold and (b - a) > r.min_abs
-            msg = (f"{r.metric} {a:.2f} -> {b:.2f} ({delta:+.1f}%; max rise {r.threshold}%"
-                   + (f" and {r.min_abs}" if r.min_abs else "") + ")")
-        checks.append(GateCheck(metric=r.metric, kind=r.kind, threshold=r.threshold, baseline=a,
-                                candidate=b, delta=delta, passed=not bad, reason=msg))
+            msg = (
+                f"{r.metric} {a:.2f} -> {b:.2f} ({delta:+.1f}%; max rise {r.threshold}%"
+                + (f" and {r.min_abs}" if r.min_abs else "")
+                + ")"
+            )
+        checks.append(
+            GateCheck(
+                metric=r.metric,
+                kind=r.kind,
+                threshold=r.threshold,
+                baseline=a,
+                candidate=b,
+                delta=delta,
+                passed=not bad,
+                reason=msg,
+            )
+        )
     reasons = [c.reason for c in checks if not c.passed]
     ok = not reasons
-    return GateVerdict(passed=ok, verdict="PASS" if ok else "BLOCK", reasons=reasons,
-                       checks=checks)
+    return GateVerdict(passed=ok, verdict="PASS" if ok else "BLOCK", reasons=reasons, checks=checks)

@@ -62,8 +62,15 @@ class GoldSet:
     def limit(self, n: int | None) -> GoldSet:
         if not n:
             return self
-        return GoldSet(self.name, self.kind, self.queries[:n], self.path, self.split,
-                       self.corpus, dict(self.extra))
+        return GoldSet(
+            self.name,
+            self.kind,
+            self.queries[:n],
+            self.path,
+            self.split,
+            self.corpus,
+            dict(self.extra),
+        )
 
 
 def load_gold_jsonl(path: str | Path, name: str | None = None) -> GoldSet:
@@ -88,16 +95,32 @@ def load_beir_gold(dataset_dir: str | Path, split: str = "test") -> GoldSet:
         if not any(g > 0 for g in judged.values()):
             continue
         # BEIR grades may exceed 2 (TREC-style 0..3): clamp into the extended scale.
-        queries.append(GoldQuery.model_construct(
-            query_id=qid, query=text, query_type=None,
-            relevant={d: max(0, min(2, g)) if g <= 2 else 2 for d, g in judged.items()},
-            scope=None, must=[], exclude=[]))
-    return GoldSet(name=Path(dataset_dir).resolve().name, kind="beir", queries=queries,
-                   path=Path(dataset_dir), split=split, corpus=ds.corpus,
-                   extra={"missing_docs": sorted(ds.missing_docs)})
+        queries.append(
+            GoldQuery.model_construct(
+                query_id=qid,
+                query=text,
+                query_type=None,
+                relevant={d: max(0, min(2, g)) if g <= 2 else 2 for d, g in judged.items()},
+                scope=None,
+                must=[],
+                exclude=[],
+            )
+        )
+    return GoldSet(
+        name=Path(dataset_dir).resolve().name,
+        kind="beir",
+        queries=queries,
+        path=Path(dataset_dir),
+        split=split,
+        corpus=ds.corpus,
+        extra={"missing_docs": sorted(ds.missing_docs)},
+    )
 
 
 def is_beir_dir(path: str | Path) -> bool:
     p = Path(path)
-    return (p / "corpus.jsonl").is_file() and (p / "queries.jsonl").is_file() \
+    return (
+        (p / "corpus.jsonl").is_file()
+        and (p / "queries.jsonl").is_file()
         and (p / "qrels").is_dir()
+    )

@@ -46,8 +46,14 @@ def _records(path: Path) -> Iterable[tuple[int, dict]]:
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8") as f:
             for i, row in enumerate(csv.DictReader(f), start=2):
-                yield i, {k.strip(): (v.strip() if isinstance(v, str) else v)
-                          for k, v in row.items() if k}
+                yield (
+                    i,
+                    {
+                        k.strip(): (v.strip() if isinstance(v, str) else v)
+                        for k, v in row.items()
+                        if k
+                    },
+                )
         return
     with path.open(encoding="utf-8") as f:
         for i, line in enumerate(f, start=1):
@@ -66,8 +72,8 @@ class LabelBuilder:
     def __init__(self, *, min_clicks: int = 2, strong_thumbs: int = 3):
         self.min_clicks = min_clicks
         self.strong_thumbs = strong_thumbs
-        self.texts: dict[str, str] = {}            # query id -> text
-        self.ids_by_text: dict[str, str] = {}      # normalized text -> query id
+        self.texts: dict[str, str] = {}  # query id -> text
+        self.ids_by_text: dict[str, str] = {}  # normalized text -> query id
         self.grades: dict[tuple[str, str], int] = {}
         self.thumbs: dict[tuple[str, str], list[int]] = defaultdict(list)
         self.clicks: dict[tuple[str, str], list[int]] = defaultdict(list)
@@ -89,8 +95,9 @@ class LabelBuilder:
             self.texts.setdefault(new, text)
         return self.ids_by_text[key]
 
-    def _key(self, path: Path, line: int, r: dict, doc_fields: tuple[str, ...],
-             what: str) -> tuple[str, str]:
+    def _key(
+        self, path: Path, line: int, r: dict, doc_fields: tuple[str, ...], what: str
+    ) -> tuple[str, str]:
         """(query id, doc) of one record; ValueError naming the file and line."""
         doc = str(next((r[f] for f in doc_fields if r.get(f)), "")).strip()
         if not doc:
@@ -180,8 +187,11 @@ class LabelBuilder:
         for qid, judged in self.qrels().items():
             if any(g > 0 for g in judged.values()) and qid in self.texts:
                 qtype = self.types[qid].most_common(1)[0][0] if self.types.get(qid) else None
-                out.append(GoldQuery(query_id=qid, query=self.texts[qid], query_type=qtype,
-                                     relevant=judged))
+                out.append(
+                    GoldQuery(
+                        query_id=qid, query=self.texts[qid], query_type=qtype, relevant=judged
+                    )
+                )
         return out
 
     def write(self, jsonl: str | Path | None = None, qrels_tsv: str | Path | None = None) -> None:
@@ -191,5 +201,6 @@ class LabelBuilder:
             p = Path(qrels_tsv)
             p.parent.mkdir(parents=True, exist_ok=True)
             lines = ["query-id\tcorpus-id\tscore"] + [
-                f"{q}\t{d}\t{g}" for q, judged in self.qrels().items() for d, g in judged.items()]
+                f"{q}\t{d}\t{g}" for q, judged in self.qrels().items() for d, g in judged.items()
+            ]
             p.write_text("\n".join(lines) + "\n", encoding="utf-8")

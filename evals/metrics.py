@@ -68,14 +68,14 @@ def ndcg_at_k(ranked_ids: Iterable[str], qrels_for_query: Mapping[str, int], k: 
     """nDCG@k with gains 2**rel - 1; 0.0 when the query has no relevant document."""
     _check_k(k)
     ideal_grades = sorted((g for g in qrels_for_query.values() if g > 0), reverse=True)[:k]
-    idcg = sum((2.0 ** g - 1.0) / math.log2(i + 2) for i, g in enumerate(ideal_grades))
+    idcg = sum((2.0**g - 1.0) / math.log2(i + 2) for i, g in enumerate(ideal_grades))
     if idcg <= 0.0:
         return 0.0
     dcg = 0.0
     for i, doc in enumerate(_top_k(ranked_ids, k)):
         g = qrels_for_query.get(doc, 0)
         if g > 0:
-            dcg += (2.0 ** g - 1.0) / math.log2(i + 2)
+            dcg += (2.0**g - 1.0) / math.log2(i + 2)
     return dcg / idcg
 
 
@@ -88,8 +88,7 @@ def recall_at_k(ranked_ids: Iterable[str], qrels_for_query: Mapping[str, int], k
     return sum(1 for d in _top_k(ranked_ids, k) if d in relevant) / len(relevant)
 
 
-def precision_at_k(ranked_ids: Iterable[str], qrels_for_query: Mapping[str, int],
-                   k: int) -> float:
+def precision_at_k(ranked_ids: Iterable[str], qrels_for_query: Mapping[str, int], k: int) -> float:
     """Relevant documents in the top k, divided by k."""
     _check_k(k)
     relevant = _relevant(qrels_for_query)
@@ -118,25 +117,32 @@ _METRIC = re.compile(r"^(ndcg|recall|precision|mrr)@([1-9][0-9]*)$")
 def _parse_metric(name: str) -> tuple[Callable[..., float], int]:
     m = _METRIC.match(name.strip().lower())
     if not m:
-        raise ValueError(f"unknown metric {name!r}: expected one of "
-                         f"{sorted(METRICS)} followed by @k, e.g. 'ndcg@10'")
+        raise ValueError(
+            f"unknown metric {name!r}: expected one of "
+            f"{sorted(METRICS)} followed by @k, e.g. 'ndcg@10'"
+        )
     return METRICS[m.group(1)], int(m.group(2))
 
 
-def evaluate_per_query(run: Run, qrels: Qrels,
-                       metrics: Iterable[str] = DEFAULT_METRICS) -> dict[str, dict[str, float]]:
+def evaluate_per_query(
+    run: Run, qrels: Qrels, metrics: Iterable[str] = DEFAULT_METRICS
+) -> dict[str, dict[str, float]]:
     """metric -> {query id: score} over the qrels' queries with a relevant document."""
     parsed = {name: _parse_metric(name) for name in metrics}
     queries = [q for q, judged in qrels.items() if _relevant(judged)]
-    return {name: {q: fn(run.get(q, ()), qrels[q], k) for q in queries}
-            for name, (fn, k) in parsed.items()}
+    return {
+        name: {q: fn(run.get(q, ()), qrels[q], k) for q in queries}
+        for name, (fn, k) in parsed.items()
+    }
 
 
 def evaluate(run: Run, qrels: Qrels, metrics: Iterable[str] = DEFAULT_METRICS) -> dict[str, float]:
     """metric -> mean over the qrels' queries that have at least one relevant document."""
     per_query = evaluate_per_query(run, qrels, metrics)
-    return {name: (sum(scores.values()) / len(scores) if scores else 0.0)
-            for name, scores in per_query.items()}
+    return {
+        name: (sum(scores.values()) / len(scores) if scores else 0.0)
+        for name, scores in per_query.items()
+    }
 
 
 def percentile(values: Sequence[float], p: float) -> float:
@@ -154,6 +160,9 @@ def percentile(values: Sequence[float], p: float) -> float:
 
 def latency_summary(ms: Sequence[float]) -> dict[str, float]:
     """p50 / p95 / p99 / mean of per-query latencies (milliseconds)."""
-    return {"latency_p50_ms": percentile(ms, 50), "latency_p95_ms": percentile(ms, 95),
-            "latency_p99_ms": percentile(ms, 99),
-            "latency_mean_ms": (sum(ms) / len(ms)) if ms else float("nan")}
+    return {
+        "latency_p50_ms": percentile(ms, 50),
+        "latency_p95_ms": percentile(ms, 95),
+        "latency_p99_ms": percentile(ms, 99),
+        "latency_mean_ms": (sum(ms) / len(ms)) if ms else float("nan"),
+    }

@@ -23,8 +23,10 @@ def label(res: dict) -> str:
 
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
-    out = ["| " + " | ".join(str(h) for h in headers) + " |",
-           "|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|"]
+    out = [
+        "| " + " | ".join(str(h) for h in headers) + " |",
+        "|" + "|".join([":---"] + ["---:"] * (len(headers) - 1)) + "|",
+    ]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
 
@@ -41,25 +43,57 @@ def engine_table(results: Sequence[dict], metrics: Sequence[str] = QUALITY) -> s
     rows = []
     for r in results:
         m = r["metrics"]
-        rows.append([label(r), r["provenance"].get("engine"), r["n_queries"],
-                     *(_f(m.get(k)) for k in metrics), _f(m.get("latency_p50_ms"), 1),
-                     _f(m.get("latency_p95_ms"), 1), _f(m.get("latency_p99_ms"), 1),
-                     _f(m.get("error_rate"), 3), _f(m.get("cpu_s_per_1k_queries"), 1)])
-    return md_table(["run", "engine", "queries", *metrics, "p50 ms", "p95 ms", "p99 ms",
-                     "error rate", "CPU s / 1k q"], rows)
+        rows.append(
+            [
+                label(r),
+                r["provenance"].get("engine"),
+                r["n_queries"],
+                *(_f(m.get(k)) for k in metrics),
+                _f(m.get("latency_p50_ms"), 1),
+                _f(m.get("latency_p95_ms"), 1),
+                _f(m.get("latency_p99_ms"), 1),
+                _f(m.get("error_rate"), 3),
+                _f(m.get("cpu_s_per_1k_queries"), 1),
+            ]
+        )
+    return md_table(
+        [
+            "run",
+            "engine",
+            "queries",
+            *metrics,
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "error rate",
+            "CPU s / 1k q",
+        ],
+        rows,
+    )
 
 
 def per_query_frame(res: dict, metrics: Sequence[str]) -> pl.DataFrame:
     """One row per query: its type and metric values (the unit every eval table is cut from)."""
     schema = {"query_type": pl.String, **{m: pl.Float64 for m in metrics}}
-    return pl.DataFrame([{"query_type": q.get("query_type") or "unknown",
-                          **{m: float(q["metrics"].get(m, 0.0)) for m in metrics}}
-                         for q in res["per_query"]], schema=schema)
+    return pl.DataFrame(
+        [
+            {
+                "query_type": q.get("query_type") or "unknown",
+                **{m: float(q["metrics"].get(m, 0.0)) for m in metrics},
+            }
+            for q in res["per_query"]
+        ],
+        schema=schema,
+    )
 
 
 def by_query_type(res: dict, metrics: Sequence[str] = ("ndcg@10", "recall@50", "mrr@10")) -> dict:
-    frame = (per_query_frame(res, metrics).group_by("query_type")
-             .agg(pl.len().alias("n"), *(pl.col(m).mean() for m in metrics)).sort("query_type"))
+    frame = (
+        per_query_frame(res, metrics)
+        .group_by("query_type")
+        .agg(pl.len().alias("n"), *(pl.col(m).mean() for m in metrics))
+        .sort("query_type")
+    )
     return {row.pop("query_type"): row for row in frame.iter_rows(named=True)}
 
 
@@ -77,11 +111,28 @@ def comparison_table(cmp: dict) -> str:
     rows = []
     for m, d in cmp["diffs"].items():
         nd = 2 if "latency" in m else 4
-        rows.append([m, _f(d.get("a"), nd), _f(d.get("b"), nd), _f(d["diff"], nd),
-                     f"[{_f(d['lo'], nd)}, {_f(d['hi'], nd)}]", _f(d.get("p_b_better"), 3)])
+        rows.append(
+            [
+                m,
+                _f(d.get("a"), nd),
+                _f(d.get("b"), nd),
+                _f(d["diff"], nd),
+                f"[{_f(d['lo'], nd)}, {_f(d['hi'], nd)}]",
+                _f(d.get("p_b_better"), 3),
+            ]
+        )
     # A typographic minus sign in the column header, on purpose.
-    return md_table(["metric", "A", "B", "B − A", "95% CI (paired bootstrap)",  # noqa: RUF001
-                     "P(B > A)"], rows)
+    return md_table(
+        [
+            "metric",
+            "A",
+            "B",
+            "B − A",
+            "95% CI (paired bootstrap)",  # noqa: RUF001
+            "P(B > A)",
+        ],
+        rows,
+    )
 
 
 def plot_metrics(results: Sequence[dict], metrics: Sequence[str] = QUALITY) -> bytes:
@@ -137,23 +188,34 @@ def png_data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def markdown_report(results: Sequence[dict], comparisons: Sequence[tuple[str, dict]] = (),
-                    images: dict[str, str] | None = None, title: str = "Retrieval evaluation"
-                    ) -> str:
+def markdown_report(
+    results: Sequence[dict],
+    comparisons: Sequence[tuple[str, dict]] = (),
+    images: dict[str, str] | None = None,
+    title: str = "Retrieval evaluation",
+) -> str:
     parts = [f"# {title}\n"]
     for r in results:
         p = r["provenance"]
-        parts.append(f"- **{label(r)}**: dataset `{p.get('dataset')}` split `{p.get('split')}`, "
-                     f"snapshot `{p.get('snapshot_id')}`, engine `{p.get('engine')}`, "
-                     f"git `{str(p.get('git_commit'))[:10]}`")
-    parts += ["\n## By engine / axis\n", engine_table(results),
-              "\n## nDCG@10 by query type\n", query_type_table(results)]
+        parts.append(
+            f"- **{label(r)}**: dataset `{p.get('dataset')}` split `{p.get('split')}`, "
+            f"snapshot `{p.get('snapshot_id')}`, engine `{p.get('engine')}`, "
+            f"git `{str(p.get('git_commit'))[:10]}`"
+        )
+    parts += [
+        "\n## By engine / axis\n",
+        engine_table(results),
+        "\n## nDCG@10 by query type\n",
+        query_type_table(results),
+    ]
     for name, cmp in comparisons:
         parts += [f"\n## {name}\n", comparison_table(cmp)]
         if "gates" in cmp:
             g = cmp["gates"]
-            parts.append(f"\nGate verdict: **{g['verdict']}**"
-                         + ("".join(f"\n- {x}" for x in g["reasons"]) if g["reasons"] else ""))
+            parts.append(
+                f"\nGate verdict: **{g['verdict']}**"
+                + ("".join(f"\n- {x}" for x in g["reasons"]) if g["reasons"] else "")
+            )
     for caption, src in (images or {}).items():
         parts.append(f"\n![{caption}]({src})")
     return "\n".join(parts) + "\n"
@@ -174,8 +236,9 @@ def write_report(results: Sequence[dict], out_dir: str | Path) -> Path:
         cmp = compare_runs(results[0], r)
         cmp["gates"] = apply_gates(results[0]["metrics"], r["metrics"]).model_dump()
         comparisons.append((f"{label(r)} vs {label(results[0])}", cmp))
-    md = markdown_report(results, comparisons,
-                         {"metrics per run": "metrics.png", "latency CDF": "latency.png"})
+    md = markdown_report(
+        results, comparisons, {"metrics per run": "metrics.png", "latency CDF": "latency.png"}
+    )
     path = out / "report.md"
     path.write_text(md, encoding="utf-8")
     return path

@@ -28,16 +28,21 @@ from evals.metrics import EVAL_METRICS, evaluate_per_query, latency_summary
 from rag_pipeline.settings import Settings, packaged_file
 
 ENGINES = ("hybrid", "bm25", "mv", "vv", "lancedb-hybrid")
-ENGINE_AXES: dict[str, list[str] | None] = {"hybrid": None, "bm25": ["fts"], "mv": ["mv"],
-                                            "vv": ["vv"]}
+ENGINE_AXES: dict[str, list[str] | None] = {
+    "hybrid": None,
+    "bm25": ["fts"],
+    "mv": ["mv"],
+    "vv": ["vv"],
+}
 K_HITS = 100
 REPO = Path(__file__).resolve().parents[1]
 
 
 def git_commit(repo: Path = REPO) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
-                             text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or None if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -64,8 +69,9 @@ class DocMapper:
         rels: list[str] = []
         for h in hits:
             rels.append(h.path)
-            rels += [loc.split("/", 1)[1] for loc in h.explanation.file_version.locations
-                     if "/" in loc]
+            rels += [
+                loc.split("/", 1)[1] for loc in h.explanation.file_version.locations if "/" in loc
+            ]
         out: dict[str, None] = {}
         for rel in rels:
             if not rel:
@@ -119,27 +125,46 @@ def unit_uris(searcher: Any) -> dict[str, list[str]]:
     table = searcher.table
     n = int(table.count_rows())
     rows = table.search().select(["unit_id", "uri", "uris"]).limit(max(n, 1)).to_arrow()
-    return {u: [uri, *(uris or [])] for u, uri, uris in zip(
-        rows.column("unit_id").to_pylist(), rows.column("uri").to_pylist(),
-        rows.column("uris").to_pylist(), strict=True)}
+    return {
+        u: [uri, *(uris or [])]
+        for u, uri, uris in zip(
+            rows.column("unit_id").to_pylist(),
+            rows.column("uri").to_pylist(),
+            rows.column("uris").to_pylist(),
+            strict=True,
+        )
+    }
 
 
 def provenance(searcher: Any, engine: str, gold: GoldSet, **extra: Any) -> dict:
     from rag_pipeline.retrieval.fusion import FUSION_WEIGHTS, RRF_K
 
     m = searcher.manifest
-    models = {axis: (info.model.model_dump(mode="json") if info.model else None)
-              for axis, info in m.axes.items()}
+    models = {
+        axis: (info.model.model_dump(mode="json") if info.model else None)
+        for axis, info in m.axes.items()
+    }
     return {
-        "snapshot_id": m.snapshot_id, "snapshot_created_at": m.created_at.isoformat(),
-        "snapshot_table": m.table_name, "n_units": m.n_units,
+        "snapshot_id": m.snapshot_id,
+        "snapshot_created_at": m.created_at.isoformat(),
+        "snapshot_table": m.table_name,
+        "n_units": m.n_units,
         "axes_available": {a: i.available for a, i in m.axes.items()},
-        "models": models, "field_weights": m.field_weights, "policy": m.stats.get("policy"),
-        "fusion_weights": FUSION_WEIGHTS, "rrf_k": RRF_K, "fts_combine": searcher.fts_combine,
-        "engine": engine, "dataset": str(gold.path) if gold.path else gold.name,
-        "dataset_name": gold.name, "gold_kind": gold.kind, "split": gold.split,
-        "git_commit": git_commit(), "evaluated_at": datetime.now(UTC).isoformat(),
-        "python": sys.version.split()[0], **extra,
+        "models": models,
+        "field_weights": m.field_weights,
+        "policy": m.stats.get("policy"),
+        "fusion_weights": FUSION_WEIGHTS,
+        "rrf_k": RRF_K,
+        "fts_combine": searcher.fts_combine,
+        "engine": engine,
+        "dataset": str(gold.path) if gold.path else gold.name,
+        "dataset_name": gold.name,
+        "gold_kind": gold.kind,
+        "split": gold.split,
+        "git_commit": git_commit(),
+        "evaluated_at": datetime.now(UTC).isoformat(),
+        "python": sys.version.split()[0],
+        **extra,
     }
 
 
@@ -152,9 +177,14 @@ def eval_principal(searcher: Any, tenant: str | None = None) -> Any:
     return searcher.operator_principal(tenant)
 
 
-def query_runner(searcher: Any, mapper: DocMapper, *, engine: str = "hybrid", k: int = K_HITS,
-                 use_gold_types: bool = False) -> Callable[[GoldQuery], tuple[list[str],
-                                                                        str | None]]:
+def query_runner(
+    searcher: Any,
+    mapper: DocMapper,
+    *,
+    engine: str = "hybrid",
+    k: int = K_HITS,
+    use_gold_types: bool = False,
+) -> Callable[[GoldQuery], tuple[list[str], str | None]]:
     """A function: gold query -> (ranked doc keys, served query type) for one engine."""
     if engine not in ENGINES:
         raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
@@ -172,11 +202,11 @@ def query_runner(searcher: Any, mapper: DocMapper, *, engine: str = "hybrid", k:
             ids = lancedb_hybrid(searcher, q.query, principal, k=k, filters=filters)
             return mapper.keys([u for uid in ids for u in uris_of.get(uid, [])]), None
         qt = q.query_type if use_gold_types else None  # gold types are serving's types
-        resp = searcher.search(q.query, principal, k=k, axes=ENGINE_AXES[engine],
-                               filters=filters, query_type=qt)
+        resp = searcher.search(
+            q.query, principal, k=k, axes=ENGINE_AXES[engine], filters=filters, query_type=qt
+        )
         hits = [h for h in resp.hits if not ((q.must or q.exclude) and _violates(q, _hit_text(h)))]
-        return mapper.hit_keys(hits), \
-            resp.query_type
+        return mapper.hit_keys(hits), resp.query_type
 
     return run_one
 
@@ -196,9 +226,16 @@ def _timed(run_one: Callable, q: GoldQuery, k: int) -> dict:
         qtype_group = classify_query(q.query)
     else:
         qtype_group = q.query_type or qtype
-    return {"query_id": q.query_id, "query": q.query, "query_type": qtype_group,
-            "served_query_type": qtype, "ranked": ranked[:k], "latency_ms": round(ms, 3),
-            "cpu_s": round(cpu, 6), "error": error}
+    return {
+        "query_id": q.query_id,
+        "query": q.query,
+        "query_type": qtype_group,
+        "served_query_type": qtype,
+        "ranked": ranked[:k],
+        "latency_ms": round(ms, 3),
+        "cpu_s": round(cpu, 6),
+        "error": error,
+    }
 
 
 def _finish(per_query: list[dict], gold: GoldSet, metrics: Sequence[str]) -> dict:
@@ -206,29 +243,58 @@ def _finish(per_query: list[dict], gold: GoldSet, metrics: Sequence[str]) -> dic
     scores = evaluate_per_query(run, gold.qrels, metrics)
     for row in per_query:
         row["metrics"] = {m: scores[m].get(row["query_id"], 0.0) for m in metrics}
-    return {"metrics": summarize(per_query, metrics), "n_queries": len(per_query),
-            "per_query": per_query}
+    return {
+        "metrics": summarize(per_query, metrics),
+        "n_queries": len(per_query),
+        "per_query": per_query,
+    }
 
 
-def evaluate_searcher(searcher: Any, gold: GoldSet, mapper: DocMapper, *, engine: str = "hybrid",
-                      metrics: Sequence[str] = EVAL_METRICS, k: int = K_HITS,
-                      use_gold_types: bool = False, warmup: bool = True,
-                      extra_provenance: dict | None = None) -> dict:
+def evaluate_searcher(
+    searcher: Any,
+    gold: GoldSet,
+    mapper: DocMapper,
+    *,
+    engine: str = "hybrid",
+    metrics: Sequence[str] = EVAL_METRICS,
+    k: int = K_HITS,
+    use_gold_types: bool = False,
+    warmup: bool = True,
+    extra_provenance: dict | None = None,
+) -> dict:
     """Run every gold query through ``engine``; score with ``metrics``; time each query
     (wall: ``perf_counter``; CPU: ``process_time``, the whole process incl. search threads)."""
-    return evaluate_interleaved([searcher], gold, mapper, engine=engine, metrics=metrics, k=k,
-                                use_gold_types=use_gold_types, warmup=warmup,
-                                extra_provenance=extra_provenance)[0]
+    return evaluate_interleaved(
+        [searcher],
+        gold,
+        mapper,
+        engine=engine,
+        metrics=metrics,
+        k=k,
+        use_gold_types=use_gold_types,
+        warmup=warmup,
+        extra_provenance=extra_provenance,
+    )[0]
 
 
-def evaluate_interleaved(searchers: Sequence[Any], gold: GoldSet, mapper: DocMapper, *,
-                         engine: str = "hybrid", metrics: Sequence[str] = EVAL_METRICS,
-                         k: int = K_HITS, use_gold_types: bool = False, warmup: bool = True,
-                         extra_provenance: dict | None = None) -> list[dict]:
+def evaluate_interleaved(
+    searchers: Sequence[Any],
+    gold: GoldSet,
+    mapper: DocMapper,
+    *,
+    engine: str = "hybrid",
+    metrics: Sequence[str] = EVAL_METRICS,
+    k: int = K_HITS,
+    use_gold_types: bool = False,
+    warmup: bool = True,
+    extra_provenance: dict | None = None,
+) -> list[dict]:
     """Evaluate several snapshots query by query, alternating which goes first, so that load
     on the machine (another job, a GC pause) hits every snapshot alike: latencies compare."""
-    runners = [query_runner(s, mapper, engine=engine, k=k, use_gold_types=use_gold_types)
-               for s in searchers]
+    runners = [
+        query_runner(s, mapper, engine=engine, k=k, use_gold_types=use_gold_types)
+        for s in searchers
+    ]
     if warmup and gold.queries:  # first-query costs (lazy loading, caches) are not latency
         for run_one in runners:
             _timed(run_one, gold.queries[0], k)
@@ -240,16 +306,18 @@ def evaluate_interleaved(searchers: Sequence[Any], gold: GoldSet, mapper: DocMap
     out = []
     for s, rows in zip(searchers, per_query, strict=True):
         res = _finish(rows, gold, metrics)
-        res["provenance"] = provenance(s, engine, gold, k=k, use_gold_types=use_gold_types,
-                                       **(extra_provenance or {}))
+        res["provenance"] = provenance(
+            s, engine, gold, k=k, use_gold_types=use_gold_types, **(extra_provenance or {})
+        )
         out.append(res)
     return out
 
 
 def summarize(per_query: Sequence[dict], metrics: Sequence[str] = EVAL_METRICS) -> dict:
     n = len(per_query)
-    out: dict[str, float] = {m: (sum(r["metrics"][m] for r in per_query) / n if n else 0.0)
-                             for m in metrics}
+    out: dict[str, float] = {
+        m: (sum(r["metrics"][m] for r in per_query) / n if n else 0.0) for m in metrics
+    }
     out |= latency_summary([r["latency_ms"] for r in per_query])
     out["error_rate"] = (sum(1 for r in per_query if r.get("error")) / n) if n else 0.0
     out["cpu_s_per_1k_queries"] = (1000.0 * sum(r["cpu_s"] for r in per_query) / n) if n else 0.0
@@ -272,16 +340,18 @@ def configure_environment(root: Path, sources: Sequence[Path]) -> None:
     os.environ["DAGSTER_HOME"] = str(home)
 
 
-def prepare_dataset(gold: GoldSet, workdir: Path, corpus_dir: Path | None = None
-                    ) -> tuple[list[Path], DocMapper]:
+def prepare_dataset(
+    gold: GoldSet, workdir: Path, corpus_dir: Path | None = None
+) -> tuple[list[Path], DocMapper]:
     """Sources to index and the hit -> doc key mapper. BEIR: the corpus exported as Markdown
     under ``workdir/corpus`` (unchanged files keep their mtime: nothing is re-analysed)."""
     if gold.kind == "beir":
         from rag_pipeline.datasets.beir import BeirDataset, export_corpus_as_files
 
         out = workdir / "corpus"
-        ds = BeirDataset(name=gold.name, split=gold.split or "", corpus=gold.corpus or {},
-                         queries={}, qrels={})
+        ds = BeirDataset(
+            name=gold.name, split=gold.split or "", corpus=gold.corpus or {}, queries={}, qrels={}
+        )
         mapping = export_corpus_as_files(ds, out)
         return [out], DocMapper(beir_map=mapping)
     if corpus_dir is None:
@@ -289,10 +359,20 @@ def prepare_dataset(gold: GoldSet, workdir: Path, corpus_dir: Path | None = None
     return [corpus_dir], DocMapper(roots=[corpus_dir])
 
 
-def open_searcher(data_dir: Path, *, pointer: str = "CURRENT", snapshot_id: str | None = None,
-                  fts_combine: str = "max") -> Any:
+def open_searcher(
+    data_dir: Path,
+    *,
+    pointer: str = "CURRENT",
+    snapshot_id: str | None = None,
+    fts_combine: str = "max",
+) -> Any:
     from serving.searcher import Searcher
 
-    return Searcher.open(data_dir / "snapshots", data_dir / "lance", pointer=pointer,
-                         snapshot_id=snapshot_id, fts_combine=fts_combine,
-                         mv_model_dir=Settings().query_model_dir)
+    return Searcher.open(
+        data_dir / "snapshots",
+        data_dir / "lance",
+        pointer=pointer,
+        snapshot_id=snapshot_id,
+        fts_combine=fts_combine,
+        mv_model_dir=Settings().query_model_dir,
+    )

@@ -1,20 +1,20 @@
 """`rag-pipeline`: one entry point, with subcommands.
 
-  demo           generate the demo corpus, materialize everything, run example queries
-  generate-demo  write the demo corpus and its gold queries
-  materialize    run discover -> shards -> snapshot through Dagster
-  search         query the current snapshot (hybrid by default) with explanations
-  similar        units like an asset (image -> image on the VV axis; documents on MV)
-  serve          HTTP API over the promoted snapshot (API keys, /docs)
-  keys           API keys: create, list, revoke
-  querylog       query log retention (purge) and the audit log
-  status         catalog counts and the current snapshot
-  policy         which profile serves each axis; promote / roll back (no recompute)
-  models         list, init, sync or add analyzer profiles (models.yaml)
-  config         the effective settings; --markdown: the README's table of variables
-  tasks          task states per profile x shard partition
-  eval           run / compare / report evaluations (gold sets, BEIR folders)
-  dead-letters   list (or re-drive) files that failed, with their error class
+demo           generate the demo corpus, materialize everything, run example queries
+generate-demo  write the demo corpus and its gold queries
+materialize    run discover -> shards -> snapshot through Dagster
+search         query the current snapshot (hybrid by default) with explanations
+similar        units like an asset (image -> image on the VV axis; documents on MV)
+serve          HTTP API over the promoted snapshot (API keys, /docs)
+keys           API keys: create, list, revoke
+querylog       query log retention (purge) and the audit log
+status         catalog counts and the current snapshot
+policy         which profile serves each axis; promote / roll back (no recompute)
+models         list, init, sync or add analyzer profiles (models.yaml)
+config         the effective settings; --markdown: the README's table of variables
+tasks          task states per profile x shard partition
+eval           run / compare / report evaluations (gold sets, BEIR folders)
+dead-letters   list (or re-drive) files that failed, with their error class
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ def cmd_generate_demo(args) -> int:
     from rag_pipeline.demo.corpus import generate_demo_corpus
 
     corpus = generate_demo_corpus(Path(args.out), Path(args.gold))
-    print(f"demo corpus: {corpus.n_documents} documents, {corpus.n_images} images in "
-          f"{corpus.corpus_dir}; gold queries in {corpus.gold_path}")
+    print(
+        f"demo corpus: {corpus.n_documents} documents, {corpus.n_images} images in "
+        f"{corpus.corpus_dir}; gold queries in {corpus.gold_path}"
+    )
     return 0
 
 
@@ -60,8 +62,10 @@ def _print_response(resp, as_json: bool) -> None:
         print(resp.model_dump_json(indent=2))
         return
     axes = ", ".join(resp.axes_used)
-    print(f'\n"{resp.query}"  [{resp.query_type}; axes: {axes}; '
-          f'{resp.timings_ms.get("total", 0):.1f} ms; snapshot {resp.snapshot_id}]')
+    print(
+        f'\n"{resp.query}"  [{resp.query_type}; axes: {axes}; '
+        f"{resp.timings_ms.get('total', 0):.1f} ms; snapshot {resp.snapshot_id}]"
+    )
     for axis, why in resp.axes_unavailable.items():
         if axis == "vv" or axis in resp.axes_used:
             print(f"  ({axis} unavailable: {why})")
@@ -72,10 +76,18 @@ def _print_response(resp, as_json: bool) -> None:
         print(f"  {i:2d}. {h.score:.4f}  {h.source}/{h.path}  ({h.kind}; {ranks})")
         for ev in h.explanation.matched_evidence[:2]:
             terms = ", ".join(ev.matched_terms) if ev.matched_terms else "meaning (vector)"
-            run = next((r for r in h.explanation.runs.values()
-                        if isinstance(r, dict) and r.get("run_id") == ev.run_id), {})
-            print(f"        matched {ev.field} [{terms}] from run {ev.run_id}"
-                  + (f" ({run.get('model_id')})" if run else ""))
+            run = next(
+                (
+                    r
+                    for r in h.explanation.runs.values()
+                    if isinstance(r, dict) and r.get("run_id") == ev.run_id
+                ),
+                {},
+            )
+            print(
+                f"        matched {ev.field} [{terms}] from run {ev.run_id}"
+                + (f" ({run.get('model_id')})" if run else "")
+            )
         if h.explanation.matched_tags:
             print(f"        tags: {', '.join(h.explanation.matched_tags)}")
         if h.snippet:
@@ -91,10 +103,12 @@ def _searcher(settings):
 def _principal(searcher, settings, args):
     """The operator's principal: ``--tenant`` (default RAG_TENANT) with ``--groups`` (default:
     every group of that tenant, i.e. the whole tenant)."""
-    groups = ({g.strip() for g in args.groups.split(",") if g.strip()}
-              if getattr(args, "groups", None) is not None else None)
-    return searcher.operator_principal(getattr(args, "tenant", None) or settings.tenant_id,
-                                       groups)
+    groups = (
+        {g.strip() for g in args.groups.split(",") if g.strip()}
+        if getattr(args, "groups", None) is not None
+        else None
+    )
+    return searcher.operator_principal(getattr(args, "tenant", None) or settings.tenant_id, groups)
 
 
 def cmd_search(args) -> int:
@@ -102,11 +116,19 @@ def cmd_search(args) -> int:
 
     settings = _settings()
     searcher = _searcher(settings)
-    filters = SearchFilters(kind=args.kind, folder_prefix=args.folder, tags=args.tag) \
-        if (args.kind or args.folder or args.tag) else None
-    req = SearchRequest(query=args.query, k=args.k, filters=filters,
-                        query_type=args.type, axes=args.axes.split(",") if args.axes else None,
-                        collapse=not args.chunks)
+    filters = (
+        SearchFilters(kind=args.kind, folder_prefix=args.folder, tags=args.tag)
+        if (args.kind or args.folder or args.tag)
+        else None
+    )
+    req = SearchRequest(
+        query=args.query,
+        k=args.k,
+        filters=filters,
+        query_type=args.type,
+        axes=args.axes.split(",") if args.axes else None,
+        collapse=not args.chunks,
+    )
     _print_response(searcher.search(req, _principal(searcher, settings, args)), args.json)
     return 0
 
@@ -128,9 +150,10 @@ def cmd_similar(args) -> int:
     filters = SearchFilters(kind=args.kind) if args.kind else None
     try:
         searcher = _searcher(settings)
-        resp = searcher.similar(SimilarRequest(asset_id=target, k=args.k, axis=args.axis,
-                                               filters=filters),
-                                _principal(searcher, settings, args))
+        resp = searcher.similar(
+            SimilarRequest(asset_id=target, k=args.k, axis=args.axis, filters=filters),
+            _principal(searcher, settings, args),
+        )
     except KeyError as exc:
         raise SystemExit(f"error: {exc.args[0]}") from None
     _print_response(resp, args.json)
@@ -141,8 +164,14 @@ def cmd_serve(args) -> int:
     from serving.server import ServeRefused, serve
 
     try:
-        serve(_settings(), host=args.host, port=args.port, workers=args.workers, dev=args.dev,
-              log_level=args.log_level)
+        serve(
+            _settings(),
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            dev=args.dev,
+            log_level=args.log_level,
+        )
     except ServeRefused as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -162,14 +191,21 @@ def cmd_keys(args) -> int:
     try:
         if args.keys_cmd == "create":
             key, info = store.create(
-                args.tenant, groups=args.groups.split(",") if args.groups else None,
-                scopes=args.scopes.split(","), name=args.name or "",
-                expires_at=parse_expiry(args.expires), rate_per_min=args.rate,
-                burst=args.burst)
-            print(f"created {info.key_id} (tenant {info.tenant}, groups "
-                  f"{','.join(info.groups)}, scopes {','.join(info.scopes)}"
-                  + (f", expires {info.expires_at:%Y-%m-%d %H:%M:%S}Z" if info.expires_at
-                     else "") + ")", file=sys.stderr)
+                args.tenant,
+                groups=args.groups.split(",") if args.groups else None,
+                scopes=args.scopes.split(","),
+                name=args.name or "",
+                expires_at=parse_expiry(args.expires),
+                rate_per_min=args.rate,
+                burst=args.burst,
+            )
+            print(
+                f"created {info.key_id} (tenant {info.tenant}, groups "
+                f"{','.join(info.groups)}, scopes {','.join(info.scopes)}"
+                + (f", expires {info.expires_at:%Y-%m-%d %H:%M:%S}Z" if info.expires_at else "")
+                + ")",
+                file=sys.stderr,
+            )
             print("the key is shown once; store it now:", file=sys.stderr)
             print(key)
             return 0
@@ -177,15 +213,23 @@ def cmd_keys(args) -> int:
             if not store.revoke(args.key_id):
                 print(f"error: no key {args.key_id!r}", file=sys.stderr)
                 return 2
-            print(f"revoked {args.key_id} (servers stop accepting it within "
-                  f"{store.cache_s:g} s)")
+            print(f"revoked {args.key_id} (servers stop accepting it within {store.cache_s:g} s)")
             return 0
         rows = [k.public() for k in store.list()]
         if args.json:
             print(json.dumps(rows, indent=2))
             return 0
-        cols = ("key_id", "name", "tenant", "groups", "scopes", "state", "created_at",
-                "expires_at", "last_used_at")
+        cols = (
+            "key_id",
+            "name",
+            "tenant",
+            "groups",
+            "scopes",
+            "state",
+            "created_at",
+            "expires_at",
+            "last_used_at",
+        )
         for r in rows:
             r["groups"], r["scopes"] = ",".join(r["groups"]), ",".join(r["scopes"])
         widths = {c: max([len(c), *(len(str(r[c] or "-")) for r in rows)]) for c in cols}
@@ -213,8 +257,10 @@ def cmd_status(args) -> int:
             print(f"{t['tenant_id']:<24}" + "".join(f"{t[c]:>18}" for c in cols))
     try:
         m = read_current_manifest(settings.snapshots_dir)
-        print(f"current snapshot: {m.snapshot_id} ({m.n_units} units, {m.n_documents} documents,"
-              f" {m.n_images} images)")
+        print(
+            f"current snapshot: {m.snapshot_id} ({m.n_units} units, {m.n_documents} documents,"
+            f" {m.n_images} images)"
+        )
     except FileNotFoundError as exc:
         print(str(exc))
     return 0
@@ -231,8 +277,10 @@ def cmd_dead_letters(args) -> int:
             return 0
         rows = cat.dead_letters(args.tenant)
     for r in rows:
-        print(f"{r['tenant_id']:<12} {r['error_class']:<22} {r['stage']:<10} {r['uri']}\n"
-              f"    {r['message'][:200]}")
+        print(
+            f"{r['tenant_id']:<12} {r['error_class']:<22} {r['stage']:<10} {r['uri']}\n"
+            f"    {r['message'][:200]}"
+        )
     print(f"{len(rows)} unresolved dead letters")
     return 0
 
@@ -251,8 +299,10 @@ def cmd_policy(args) -> int:
     with open_settings_catalog(settings) as cat:
         if args.policy_cmd == "set":
             set_policy(profiles, cat, args.axis, args.profile, args.note or "")
-            print(f"policy: {args.axis} -> {args.profile}; materialize search_snapshot "
-                  "(rag-pipeline materialize) to publish it")
+            print(
+                f"policy: {args.axis} -> {args.profile}; materialize search_snapshot "
+                "(rag-pipeline materialize) to publish it"
+            )
             return 0
         current = effective_policy(profiles, cat)
         history = policy_history(cat)
@@ -262,8 +312,9 @@ def cmd_policy(args) -> int:
     if history:
         print("history:")
         for h in history:
-            print(f"  {h['set_at']:%Y-%m-%d %H:%M:%S}  {h['axis']:<5} -> {h['profile']}"
-                  f"  {h['note']}")
+            print(
+                f"  {h['set_at']:%Y-%m-%d %H:%M:%S}  {h['axis']:<5} -> {h['profile']}  {h['note']}"
+            )
     return 0
 
 
@@ -307,9 +358,11 @@ def cmd_models(args) -> int:
     print(f"models file: {profiles.source}")
     for p in profiles.by_name.values():
         spec = next(iter(p.tasks.values())).model
-        print(f"  {p.name:<16} {p.analyzer:<9} pool={p.pool:<4} {spec.model_id}@{spec.revision}"
-              + (f" dim={p.dim}" if p.dim else "")
-              + (f"  UNAVAILABLE: {p.unavailable}" if p.unavailable else ""))
+        print(
+            f"  {p.name:<16} {p.analyzer:<9} pool={p.pool:<4} {spec.model_id}@{spec.revision}"
+            + (f" dim={p.dim}" if p.dim else "")
+            + (f"  UNAVAILABLE: {p.unavailable}" if p.unavailable else "")
+        )
     return 0
 
 
@@ -370,8 +423,7 @@ def cmd_demo(args) -> int:
 
     corpus_dir = _settings().sources[0]
     corpus = generate_demo_corpus(corpus_dir, DEMO_GOLD)
-    print(f"demo corpus: {corpus.n_documents} documents, {corpus.n_images} images "
-          f"in {corpus_dir}")
+    print(f"demo corpus: {corpus.n_documents} documents, {corpus.n_images} images in {corpus_dir}")
     os.environ.setdefault("RAG_SOURCES", str(corpus_dir))
     cmd_materialize(argparse.Namespace(shard=None, all_partitions=False))
     settings = _settings()
@@ -380,16 +432,25 @@ def cmd_demo(args) -> int:
 
     queries = [json.loads(line) for line in DEMO_GOLD.read_text().splitlines() if line.strip()]
     for q in queries[: args.queries]:
-        _print_response(searcher.search(SearchRequest(query=q["query"], k=3),
-                                        searcher.operator_principal(settings.tenant_id)), False)
-    print("\nNext: `make ui` starts the Dagster UI on http://127.0.0.1:3000 (asset graph, runs, "
-          "shard partitions); `.venv/bin/rag-pipeline search \"your query\"` queries the index.")
-    print(f"\nThe HTTP API (API keys; schema on /docs):\n"
-          f"  KEY=$(.venv/bin/rag-pipeline keys create --tenant {settings.tenant_id} "
-          f"--scopes read --name demo)\n"
-          f"  .venv/bin/rag-pipeline serve --port 8080 &\n"
-          f"  curl -s -H \"Authorization: Bearer $KEY\" "
-          f"'http://127.0.0.1:8080/v1/search?q=red+lighthouse&k=3'")
+        _print_response(
+            searcher.search(
+                SearchRequest(query=q["query"], k=3),
+                searcher.operator_principal(settings.tenant_id),
+            ),
+            False,
+        )
+    print(
+        "\nNext: `make ui` starts the Dagster UI on http://127.0.0.1:3000 (asset graph, runs, "
+        'shard partitions); `.venv/bin/rag-pipeline search "your query"` queries the index.'
+    )
+    print(
+        f"\nThe HTTP API (API keys; schema on /docs):\n"
+        f"  KEY=$(.venv/bin/rag-pipeline keys create --tenant {settings.tenant_id} "
+        f"--scopes read --name demo)\n"
+        f"  .venv/bin/rag-pipeline serve --port 8080 &\n"
+        f'  curl -s -H "Authorization: Bearer $KEY" '
+        f"'http://127.0.0.1:8080/v1/search?q=red+lighthouse&k=3'"
+    )
     return 0
 
 
@@ -403,15 +464,21 @@ def _materialize_configured(log=print) -> dict:
 
 def _principal_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tenant", help="the tenant to search as (default: RAG_TENANT)")
-    parser.add_argument("--groups", help="comma-separated ACL groups to search with (default: "
-                                         "every group of the tenant: the whole tenant)")
+    parser.add_argument(
+        "--groups",
+        help="comma-separated ACL groups to search with (default: "
+        "every group of the tenant: the whole tenant)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     from rag_pipeline.contracts import QUERY_TYPES  # the one query-type vocabulary
 
-    p = argparse.ArgumentParser(prog="rag-pipeline", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="rag-pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
 
     d = sub.add_parser("demo", help="generate the demo corpus, materialize, query")
@@ -423,11 +490,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gold", default=str(DEMO_GOLD))
     g.set_defaults(func=cmd_generate_demo)
 
-    m = sub.add_parser("materialize",
-                       help="discover -> profile x shard partitions -> publish, through Dagster")
+    m = sub.add_parser(
+        "materialize", help="discover -> profile x shard partitions -> publish, through Dagster"
+    )
     m.add_argument("--shard", action="append", help="only this shard (repeatable), e.g. 03")
-    m.add_argument("--all-partitions", action="store_true",
-                   help="every profile x shard partition, even without work")
+    m.add_argument(
+        "--all-partitions",
+        action="store_true",
+        help="every profile x shard partition, even without work",
+    )
     m.set_defaults(func=cmd_materialize)
 
     s = sub.add_parser("search", help="query the current snapshot")
@@ -435,14 +506,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=int, default=10)
     s.add_argument("--kind", choices=["document", "image"])
     s.add_argument("--folder", help="folder prefix inside a source, e.g. docs/kitchen")
-    s.add_argument("--type", choices=QUERY_TYPES,
-                   help="query type (default: classified from the text)")
-    s.add_argument("--axes",
-                   help="comma-separated axes to use: fts,mv,vv (default: all available)")
-    s.add_argument("--chunks", action="store_true",
-                   help="one hit per chunk instead of one per file")
-    s.add_argument("--tag", action="append",
-                   help="only units carrying this content tag (repeatable: all must match)")
+    s.add_argument(
+        "--type", choices=QUERY_TYPES, help="query type (default: classified from the text)"
+    )
+    s.add_argument("--axes", help="comma-separated axes to use: fts,mv,vv (default: all available)")
+    s.add_argument(
+        "--chunks", action="store_true", help="one hit per chunk instead of one per file"
+    )
+    s.add_argument(
+        "--tag",
+        action="append",
+        help="only units carrying this content tag (repeatable: all must match)",
+    )
     s.add_argument("--json", action="store_true", help="print the full response as JSON")
     _principal_args(s)
     s.set_defaults(func=cmd_search)
@@ -450,8 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
     si = sub.add_parser("similar", help="find units like an asset (image -> image on VV)")
     si.add_argument("asset", help="asset id (sha256) or the path of an indexed file")
     si.add_argument("-k", type=int, default=10)
-    si.add_argument("--axis", choices=["vv", "mv"],
-                    help="vector axis (default: vv when the asset has a VV vector, else mv)")
+    si.add_argument(
+        "--axis",
+        choices=["vv", "mv"],
+        help="vector axis (default: vv when the asset has a VV vector, else mv)",
+    )
     si.add_argument("--kind", choices=["document", "image"])
     si.add_argument("--json", action="store_true", help="print the full response as JSON")
     _principal_args(si)
@@ -460,27 +538,42 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="HTTP API (FastAPI + uvicorn): /v1/search, /docs, ...")
     sv.add_argument("--host", default="127.0.0.1")
     sv.add_argument("--port", type=int, default=8080)
-    sv.add_argument("--workers", type=int, default=1,
-                    help="worker processes (each opens the snapshot and its models)")
-    sv.add_argument("--dev", action="store_true",
-                    help="local trials: serve keyless requests as RAG_TENANT (loopback only)")
-    sv.add_argument("--log-level", default="info",
-                    choices=["critical", "error", "warning", "info", "debug"])
+    sv.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes (each opens the snapshot and its models)",
+    )
+    sv.add_argument(
+        "--dev",
+        action="store_true",
+        help="local trials: serve keyless requests as RAG_TENANT (loopback only)",
+    )
+    sv.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
     sv.set_defaults(func=cmd_serve)
 
     ke = sub.add_parser("keys", help="API keys of the HTTP API: create, list, revoke")
     ke_sub = ke.add_subparsers(dest="keys_cmd", required=True)
     kc = ke_sub.add_parser("create", help="make a key and print it (once)")
     kc.add_argument("--tenant", required=True)
-    kc.add_argument("--groups", help="ACL groups, comma-separated (default: all, the "
-                                     "tenant-wide group)")
+    kc.add_argument(
+        "--groups", help="ACL groups, comma-separated (default: all, the tenant-wide group)"
+    )
     kc.add_argument("--scopes", default="read", help="read[,write,admin] (default: read)")
     kc.add_argument("--name", help="what the key is for")
     kc.add_argument("--expires", help="30d, 12h, 90m or an ISO date/datetime (default: never)")
-    kc.add_argument("--rate", type=int, help="the key's own limit in requests/minute (0: none; "
-                                             "default: RAG_RATE_PER_MIN)")
-    kc.add_argument("--burst", type=int, help="the key's token bucket size (default: its rate "
-                                              "or RAG_RATE_BURST)")
+    kc.add_argument(
+        "--rate",
+        type=int,
+        help="the key's own limit in requests/minute (0: none; default: RAG_RATE_PER_MIN)",
+    )
+    kc.add_argument(
+        "--burst",
+        type=int,
+        help="the key's token bucket size (default: its rate or RAG_RATE_BURST)",
+    )
     kl = ke_sub.add_parser("list", help="keys and their state (never the keys or hashes)")
     kl.add_argument("--json", action="store_true")
     kr = ke_sub.add_parser("revoke", help="revoke a key by its id")
@@ -490,8 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     ql = sub.add_parser("querylog", help="the query log: purge old queries, show the audit log")
     ql_sub = ql.add_subparsers(dest="querylog_cmd", required=True)
     qp = ql_sub.add_parser("purge", help="delete queries and feedback older than --days")
-    qp.add_argument("--days", type=int, default=None,
-                    help="default: RAG_QUERY_LOG_DAYS")
+    qp.add_argument("--days", type=int, default=None, help="default: RAG_QUERY_LOG_DAYS")
     ql_sub.add_parser("audit", help="the audit log (append-only), one JSON object per line")
     ql.set_defaults(func=cmd_querylog)
 
@@ -505,8 +597,11 @@ def build_parser() -> argparse.ArgumentParser:
     po.set_defaults(func=cmd_policy)
 
     cf = sub.add_parser("config", help="the effective settings (every RAG_* variable)")
-    cf.add_argument("--markdown", action="store_true",
-                    help="the table of variables, defaults and meanings (as in the README)")
+    cf.add_argument(
+        "--markdown",
+        action="store_true",
+        help="the table of variables, defaults and meanings (as in the README)",
+    )
     cf.set_defaults(func=cmd_config)
 
     mo = sub.add_parser("models", help="analyzer profiles (models.yaml)")
@@ -517,13 +612,22 @@ def build_parser() -> argparse.ArgumentParser:
     ma = mo_sub.add_parser("add", help="add a model profile (MV, VV or captions) and register it")
     ma.add_argument("name")
     ma.add_argument("--analyzer", choices=["mv_embed", "vv_embed", "caption"], default="mv_embed")
-    ma.add_argument("--model-dir", required=True,
-                    help="local model directory (sentence-transformers, CLIP/SigLIP or a VLM)")
-    ma.add_argument("--backend", choices=["transformers", "vllm"],
-                    help="caption profiles: run the VLM with transformers (default) or vLLM")
+    ma.add_argument(
+        "--model-dir",
+        required=True,
+        help="local model directory (sentence-transformers, CLIP/SigLIP or a VLM)",
+    )
+    ma.add_argument(
+        "--backend",
+        choices=["transformers", "vllm"],
+        help="caption profiles: run the VLM with transformers (default) or vLLM",
+    )
     ma.add_argument("--text-profile", default="text-v1")
-    ma.add_argument("--pin", action="store_true",
-                    help="pin the revision and weights checksum found now (model parity)")
+    ma.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin the revision and weights checksum found now (model parity)",
+    )
     mo.set_defaults(func=cmd_models)
 
     ta = sub.add_parser("tasks", help="task states per profile x shard partition")
@@ -555,8 +659,10 @@ def cmd_querylog(args) -> int:
         if args.querylog_cmd == "purge":
             n = qlog.purge(args.days)
             days = settings.query_log_days if args.days is None else args.days
-            print(f"purged {n['query_log']} queries and {n['feedback']} feedback rows older "
-                  f"than {days} days")
+            print(
+                f"purged {n['query_log']} queries and {n['feedback']} feedback rows older "
+                f"than {days} days"
+            )
             return 0
         for row in qlog.audit_rows():
             print(json.dumps(row, default=str))

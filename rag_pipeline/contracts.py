@@ -69,8 +69,9 @@ class _Contract(BaseModel):
 class ModelSpec(_Contract):
     """Exactly which model (or rule-based analyzer) produced a piece of evidence."""
 
-    backend: Literal["builtin", "tesseract", "sentence-transformers", "transformers", "vllm",
-                     "openai"]
+    backend: Literal[
+        "builtin", "tesseract", "sentence-transformers", "transformers", "vllm", "openai"
+    ]
     model_id: str = Field(min_length=1)
     revision: str = Field(min_length=1)
     dtype: str = "none"
@@ -109,13 +110,17 @@ class TaskSpec(_Contract):
     @property
     def dedupe_key(self) -> str:
         return dedupe_key(
-            self.tenant_id, self.asset_id, self.model.key, self.task_type,
+            self.tenant_id,
+            self.asset_id,
+            self.model.key,
+            self.task_type,
             self.config_hash + self.inputs_hash,
         )
 
 
-def dedupe_key(tenant_id: str, content_hash: str, model_revision: str, task_type: str,
-               extra: str = "") -> str:
+def dedupe_key(
+    tenant_id: str, content_hash: str, model_revision: str, task_type: str, extra: str = ""
+) -> str:
     """tenant + content hash + model revision + task type (+ config/inputs): one result each."""
     return stable_hash([tenant_id, content_hash, model_revision, task_type, extra], length=32)
 
@@ -152,8 +157,14 @@ class EvidenceVector(_Contract):
     @classmethod
     def from_array(cls, axis: Axis, target: str, vec: np.ndarray) -> EvidenceVector:
         v = np.asarray(vec, dtype=np.float32)
-        return cls(axis=axis, target=target, dim=int(v.shape[0]), vector=v.tolist(),
-                   norm=float(np.linalg.norm(v)), checksum=vector_checksum(v))
+        return cls(
+            axis=axis,
+            target=target,
+            dim=int(v.shape[0]),
+            vector=v.tolist(),
+            norm=float(np.linalg.norm(v)),
+            checksum=vector_checksum(v),
+        )
 
 
 class ErrorInfo(_Contract):
@@ -182,8 +193,14 @@ class ResultEnvelope(_Contract):
         return self
 
     @staticmethod
-    def compute_checksum(task: TaskSpec, run_id: str, status: str, texts: list[EvidenceText],
-                         vectors: list[EvidenceVector], error: ErrorInfo | None) -> str:
+    def compute_checksum(
+        task: TaskSpec,
+        run_id: str,
+        status: str,
+        texts: list[EvidenceText],
+        vectors: list[EvidenceVector],
+        error: ErrorInfo | None,
+    ) -> str:
         payload = {
             "dedupe_key": task.dedupe_key,
             "run_id": run_id,
@@ -196,19 +213,35 @@ class ResultEnvelope(_Contract):
         return sha256_hex(canonical_json(payload).encode())
 
     @classmethod
-    def build(cls, task: TaskSpec, run_id: str, texts: list[EvidenceText] | None = None,
-              vectors: list[EvidenceVector] | None = None,
-              error: ErrorInfo | None = None) -> ResultEnvelope:
+    def build(
+        cls,
+        task: TaskSpec,
+        run_id: str,
+        texts: list[EvidenceText] | None = None,
+        vectors: list[EvidenceVector] | None = None,
+        error: ErrorInfo | None = None,
+    ) -> ResultEnvelope:
         texts, vectors = texts or [], vectors or []
         status = "failed" if error else "ok"
-        return cls(task=task, run_id=run_id, status=status, evidence_text=texts,
-                   evidence_vectors=vectors, error=error,
-                   result_checksum=cls.compute_checksum(task, run_id, status, texts, vectors,
-                                                        error))
+        return cls(
+            task=task,
+            run_id=run_id,
+            status=status,
+            evidence_text=texts,
+            evidence_vectors=vectors,
+            error=error,
+            result_checksum=cls.compute_checksum(task, run_id, status, texts, vectors, error),
+        )
 
     def verify(self) -> None:
-        expected = self.compute_checksum(self.task, self.run_id, self.status, self.evidence_text,
-                                         self.evidence_vectors, self.error)
+        expected = self.compute_checksum(
+            self.task,
+            self.run_id,
+            self.status,
+            self.evidence_text,
+            self.evidence_vectors,
+            self.error,
+        )
         if expected != self.result_checksum:
             raise ContractError(
                 f"result_checksum mismatch for task {self.task.dedupe_key}: "

@@ -115,18 +115,20 @@ def parse_gold_jsonl(text: str, source: str) -> list[GoldQuery]:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{source}:{lineno}: invalid JSON: {exc.msg} "
-                             f"(column {exc.colno})") from None
+            raise ValueError(
+                f"{source}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
+            ) from None
         if not isinstance(obj, dict):
-            raise ValueError(f"{source}:{lineno}: expected a JSON object, "
-                             f"got {type(obj).__name__}")
+            raise ValueError(f"{source}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         try:
             q = GoldQuery.model_validate(obj)
         except ValidationError as exc:
             raise ValueError(f"{source}:{lineno}: {_reason(exc)}") from None
         if q.query_id in first:
-            raise ValueError(f"{source}:{lineno}: duplicate query_id {q.query_id!r} "
-                             f"(first at line {first[q.query_id]})")
+            raise ValueError(
+                f"{source}:{lineno}: duplicate query_id {q.query_id!r} "
+                f"(first at line {first[q.query_id]})"
+            )
         first[q.query_id] = lineno
         queries.append(q)
     return queries

@@ -57,147 +57,239 @@ PathList = Annotated[list[Path], NoDecode]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RAG_", extra="ignore", populate_by_name=True,
-                                      validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_", extra="ignore", populate_by_name=True, validate_default=True
+    )
 
     # Where things are -------------------------------------------------------------------
     data_dir: Path = Field(
         Path("var/data"),
-        description="catalog (DuckDB), vector store and snapshots (LanceDB), plans, staging")
+        description="catalog (DuckDB), vector store and snapshots (LanceDB), plans, staging",
+    )
     sources: PathList = Field(
         default_factory=lambda: [Path("var/demo_corpus")],
-        description="source folders, `:`-separated")
+        description="source folders, `:`-separated",
+    )
     sources_file: Path | None = Field(
-        None, description="sources file (YAML): sources with their tenant, ACL groups and "
-                          "per-folder overrides (when set, RAG_SOURCES is unused)")
-    tenant_id: str = Field("default", validation_alias=_env("RAG_TENANT"),
-                           description="tenant of the RAG_SOURCES folders (the one-tenant "
-                                       "shorthand), and the operator CLI's default tenant")
-    shard_count: int = Field(16, ge=1, le=4096, validation_alias=_env("RAG_SHARDS"),
-                             description="content-hash shards (the partition count)")
+        None,
+        description="sources file (YAML): sources with their tenant, ACL groups and "
+        "per-folder overrides (when set, RAG_SOURCES is unused)",
+    )
+    tenant_id: str = Field(
+        "default",
+        validation_alias=_env("RAG_TENANT"),
+        description="tenant of the RAG_SOURCES folders (the one-tenant "
+        "shorthand), and the operator CLI's default tenant",
+    )
+    shard_count: int = Field(
+        16,
+        ge=1,
+        le=4096,
+        validation_alias=_env("RAG_SHARDS"),
+        description="content-hash shards (the partition count)",
+    )
     models_file: Path = Field(
         Path("models.yaml"),
         description="analyzer profiles and the default snapshot policy; when the file is "
-                    "missing, the packaged default")
+        "missing, the packaged default",
+    )
     # Models and batches -----------------------------------------------------------------
-    mv_model_dir: str = Field(default_factory=_default_mv_model_dir,
-                              description="a local sentence-transformers model directory")
+    mv_model_dir: str = Field(
+        default_factory=_default_mv_model_dir,
+        description="a local sentence-transformers model directory",
+    )
     mv_batch_size: int = Field(64, ge=1, description="MV encode batch")
-    vv_batch_size: int = Field(32, ge=1,
-                               description="VV batch (halves itself on CUDA out-of-memory)")
-    vv_device: str | None = Field(None, description="where the image model runs (default: cuda "
-                                                    "if present, else cpu)")
-    vv_dtype: str | None = Field(None, description="image model dtype (default: bfloat16 on "
-                                                   "cuda, float32 on cpu)")
-    chunk_tokens: int = Field(512, ge=16, description="document chunk length in tokens "
-                                                      "(unless the text profile sets it)")
+    vv_batch_size: int = Field(
+        32, ge=1, description="VV batch (halves itself on CUDA out-of-memory)"
+    )
+    vv_device: str | None = Field(
+        None, description="where the image model runs (default: cuda if present, else cpu)"
+    )
+    vv_dtype: str | None = Field(
+        None, description="image model dtype (default: bfloat16 on cuda, float32 on cpu)"
+    )
+    chunk_tokens: int = Field(
+        512, ge=16, description="document chunk length in tokens (unless the text profile sets it)"
+    )
     chunk_overlap: int = Field(64, ge=0, description="overlap between chunks in tokens")
-    thumbnail_side: int = Field(256, ge=16,
-                                description="long side of the thumbnails serving hands out")
+    thumbnail_side: int = Field(
+        256, ge=16, description="long side of the thumbnails serving hands out"
+    )
     write_batch_rows: int = Field(1000, ge=1, description="rows per catalog insert")
-    max_image_pixels: int = Field(64_000_000, description="larger images are treated as "
-                                                          "decompression bombs")
+    max_image_pixels: int = Field(
+        64_000_000, description="larger images are treated as decompression bombs"
+    )
     max_file_bytes: int = Field(512 * 1024 * 1024, description="larger files are dead-lettered")
-    snapshots_kept: int = Field(5, ge=1, description="snapshot tables kept besides those a "
-                                                     "pointer names or a live reader leases")
+    snapshots_kept: int = Field(
+        5,
+        ge=1,
+        description="snapshot tables kept besides those a pointer names or a live reader leases",
+    )
     field_weights: FieldWeights = Field(default_factory=FieldWeights, exclude=True)
     # Serving ----------------------------------------------------------------------------
     query_model_dir: str | None = Field(
-        None, description="another copy of the MV query model for serving (default: the "
-                          "snapshot's)")
+        None, description="another copy of the MV query model for serving (default: the snapshot's)"
+    )
     query_vv_model_dir: str | None = Field(
-        None, description="another copy of the VV query model for serving (default: the "
-                          "snapshot's)")
+        None, description="another copy of the VV query model for serving (default: the snapshot's)"
+    )
     snapshot_poll_s: float = Field(
-        2.0, gt=0, description="how often a running server checks the PROMOTED (else CURRENT) "
-                               "pointer and swaps to a newly promoted snapshot (seconds)")
+        2.0,
+        gt=0,
+        description="how often a running server checks the PROMOTED (else CURRENT) "
+        "pointer and swaps to a newly promoted snapshot (seconds)",
+    )
     lease_ttl_s: float = Field(
-        60.0, gt=0, description="a reader's snapshot lease expires this long after its last "
-                                "heartbeat, sooner on its own host once its process is gone "
-                                "(seconds); retention never drops a snapshot with a live lease")
+        60.0,
+        gt=0,
+        description="a reader's snapshot lease expires this long after its last "
+        "heartbeat, sooner on its own host once its process is gone "
+        "(seconds); retention never drops a snapshot with a live lease",
+    )
     # HTTP API ---------------------------------------------------------------------------
     serving_db_url: str | None = Field(
-        None, description="API key store (SQLAlchemy URL, e.g. `postgresql+psycopg2://...`); "
-                          "default: SQLite `serving.db` in the data dir")
-    key_cache_s: float = Field(5.0, ge=0, le=300,
-                               description="seconds an API key lookup is cached (a revocation "
-                                           "takes effect within this bound)")
+        None,
+        description="API key store (SQLAlchemy URL, e.g. `postgresql+psycopg2://...`); "
+        "default: SQLite `serving.db` in the data dir",
+    )
+    key_cache_s: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="seconds an API key lookup is cached (a revocation "
+        "takes effect within this bound)",
+    )
     max_concurrent_requests: int = Field(
-        8, ge=1, le=1024, description="searches executed at once per worker process")
+        8, ge=1, le=1024, description="searches executed at once per worker process"
+    )
     max_queued_requests: int = Field(
-        64, ge=0, le=100_000, description="requests waiting for a search slot; beyond that: "
-                                          "503 + Retry-After")
-    request_timeout_s: float = Field(10.0, gt=0, le=600,
-                                     description="a request's time limit (waiting + searching); "
-                                                 "beyond it: 504")
-    max_body_bytes: int = Field(65_536, ge=1024, le=64 * 1024 * 1024,
-                                description="largest request body; beyond it: 413")
+        64,
+        ge=0,
+        le=100_000,
+        description="requests waiting for a search slot; beyond that: 503 + Retry-After",
+    )
+    request_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="a request's time limit (waiting + searching); beyond it: 504",
+    )
+    max_body_bytes: int = Field(
+        65_536, ge=1024, le=64 * 1024 * 1024, description="largest request body; beyond it: 413"
+    )
     max_connections: int = Field(
-        2048, ge=16, le=1_000_000,
-        description="open connections per worker process (uvicorn `limit_concurrency`)")
-    keepalive_s: float = Field(5.0, gt=0, le=300,
-                               description="idle keep-alive timeout, also the time to send a "
-                                           "request's headers")
-    shutdown_grace_s: float = Field(15.0, ge=0, le=600,
-                                    description="graceful shutdown: how long in-flight requests "
-                                                "may finish")
+        2048,
+        ge=16,
+        le=1_000_000,
+        description="open connections per worker process (uvicorn `limit_concurrency`)",
+    )
+    keepalive_s: float = Field(
+        5.0,
+        gt=0,
+        le=300,
+        description="idle keep-alive timeout, also the time to send a request's headers",
+    )
+    shutdown_grace_s: float = Field(
+        15.0, ge=0, le=600, description="graceful shutdown: how long in-flight requests may finish"
+    )
     cors_origins: str = Field(
-        "", description="comma-separated origins allowed by CORS (default: CORS off)")
-    log_query_text: bool = Field(False, description="put query strings in the access log "
-                                                    "(default: path only)")
+        "", description="comma-separated origins allowed by CORS (default: CORS off)"
+    )
+    log_query_text: bool = Field(
+        False, description="put query strings in the access log (default: path only)"
+    )
     log_format: Literal["json", "text"] = Field(
-        "json", description="log lines of `serve` and the CLI: one JSON object per line, or text")
-    query_log: bool = Field(True, description="record every search and similar request (hits, "
-                                              "latencies, snapshot) in the serving database "
-                                              "under the `query_id` it returns")
-    query_log_days: int = Field(30, ge=1, le=3650,
-                                description="query log and feedback retention in days "
-                                            "(`rag-pipeline querylog purge`)")
+        "json", description="log lines of `serve` and the CLI: one JSON object per line, or text"
+    )
+    query_log: bool = Field(
+        True,
+        description="record every search and similar request (hits, "
+        "latencies, snapshot) in the serving database "
+        "under the `query_id` it returns",
+    )
+    query_log_days: int = Field(
+        30,
+        ge=1,
+        le=3650,
+        description="query log and feedback retention in days (`rag-pipeline querylog purge`)",
+    )
     otlp_endpoint: str | None = Field(
-        None, description="OpenTelemetry OTLP/HTTP endpoint for request and search-stage spans "
-                          "(needs the `otel` extra; default: no tracing)")
+        None,
+        description="OpenTelemetry OTLP/HTTP endpoint for request and search-stage spans "
+        "(needs the `otel` extra; default: no tracing)",
+    )
     # Caches and rate limits (serving/cache.py, serving/ratelimit.py) --------------------
     redis_url: str | None = Field(
-        None, description="Redis for the caches and rate limits shared by all replicas, e.g. "
-                          "`redis://127.0.0.1:6379/0`; default: in-process (per worker)")
-    redis_retry_s: float = Field(5.0, gt=0, le=3600,
-                                 description="after a Redis error, serve without it (no cache, "
-                                             "in-process limits) this long before trying again")
-    cache_ttl_s: float = Field(300.0, ge=0, le=7 * 86400,
-                               description="seconds a search result stays cached (0: no result "
-                                           "cache); a new snapshot never serves an old result")
-    cache_max_entries: int = Field(10_000, ge=1, le=10_000_000,
-                                   description="entries of each in-process cache (LRU)")
-    embed_cache_ttl_s: float = Field(86_400.0, ge=0, le=30 * 86400,
-                                     description="seconds a query embedding stays cached "
-                                                 "(0: none)")
-    rate_per_min: int = Field(0, ge=0, le=10_000_000,
-                              description="requests per minute per API key (token bucket; 0: no "
-                                          "limit); a key's own `keys create --rate` wins")
-    rate_burst: int = Field(0, ge=0, le=10_000_000,
-                            description="token bucket size per API key (0: one minute's rate); "
-                                        "a key's own `keys create --burst` wins")
-    tenant_daily_quota: int = Field(0, ge=0,
-                                    description="requests per tenant per UTC day (0: no quota)")
+        None,
+        description="Redis for the caches and rate limits shared by all replicas, e.g. "
+        "`redis://127.0.0.1:6379/0`; default: in-process (per worker)",
+    )
+    redis_retry_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="after a Redis error, serve without it (no cache, "
+        "in-process limits) this long before trying again",
+    )
+    cache_ttl_s: float = Field(
+        300.0,
+        ge=0,
+        le=7 * 86400,
+        description="seconds a search result stays cached (0: no result "
+        "cache); a new snapshot never serves an old result",
+    )
+    cache_max_entries: int = Field(
+        10_000, ge=1, le=10_000_000, description="entries of each in-process cache (LRU)"
+    )
+    embed_cache_ttl_s: float = Field(
+        86_400.0,
+        ge=0,
+        le=30 * 86400,
+        description="seconds a query embedding stays cached (0: none)",
+    )
+    rate_per_min: int = Field(
+        0,
+        ge=0,
+        le=10_000_000,
+        description="requests per minute per API key (token bucket; 0: no "
+        "limit); a key's own `keys create --rate` wins",
+    )
+    rate_burst: int = Field(
+        0,
+        ge=0,
+        le=10_000_000,
+        description="token bucket size per API key (0: one minute's rate); "
+        "a key's own `keys create --burst` wins",
+    )
+    tenant_daily_quota: int = Field(
+        0, ge=0, description="requests per tenant per UTC day (0: no quota)"
+    )
     tenant_quotas: dict[str, int] = Field(
-        default_factory=dict, description='per-tenant daily quotas over the default, JSON: '
-                                          '`{"acme": 100000}` (0: none for that tenant)')
+        default_factory=dict,
+        description="per-tenant daily quotas over the default, JSON: "
+        '`{"acme": 100000}` (0: none for that tenant)',
+    )
     # Evals and promotion ----------------------------------------------------------------
     smoke_gold: str = Field(
-        "", description="gold set of the blocking smoke eval (`off`: none; default: "
-                        "`var/demo_gold.jsonl`, written by `rag-pipeline demo`)")
-    eval_gates: Path | None = Field(None, description="gate file (YAML/JSON) for promotion; "
-                                                      "default: the built-in gates")
-    nightly_gold: str = Field("", description="gold set of the nightly eval (default: the smoke "
-                                              "gold set)")
-    nightly_engines: str = Field("hybrid,bm25,mv",
-                                 description="engines the nightly eval compares")
+        "",
+        description="gold set of the blocking smoke eval (`off`: none; default: "
+        "`var/demo_gold.jsonl`, written by `rag-pipeline demo`)",
+    )
+    eval_gates: Path | None = Field(
+        None, description="gate file (YAML/JSON) for promotion; default: the built-in gates"
+    )
+    nightly_gold: str = Field(
+        "", description="gold set of the nightly eval (default: the smoke gold set)"
+    )
+    nightly_engines: str = Field("hybrid,bm25,mv", description="engines the nightly eval compares")
     nightly_cron: str = Field("0 2 * * *", description="schedule of the nightly eval")
-    shared_data: Path = Field(Path("../shared/data"),
-                              description="SciFact and coco_mini for benchmarks and data tests")
+    shared_data: Path = Field(
+        Path("../shared/data"), description="SciFact and coco_mini for benchmarks and data tests"
+    )
     # Tests ------------------------------------------------------------------------------
-    fault: str | None = Field(None, description="crash tests only: SIGKILL this process at "
-                                                "the named fault point")
+    fault: str | None = Field(
+        None, description="crash tests only: SIGKILL this process at the named fault point"
+    )
 
     @field_validator("sources", mode="before")
     @classmethod
@@ -206,10 +298,19 @@ class Settings(BaseSettings):
             return [Path(p) for p in value.split(os.pathsep) if p]
         return value
 
-    @field_validator("vv_device", "vv_dtype", "query_model_dir", "query_vv_model_dir",
-                     "fault", "eval_gates", "serving_db_url", "sources_file", "otlp_endpoint",
-                     "redis_url",
-                     mode="before")
+    @field_validator(
+        "vv_device",
+        "vv_dtype",
+        "query_model_dir",
+        "query_vv_model_dir",
+        "fault",
+        "eval_gates",
+        "serving_db_url",
+        "sources_file",
+        "otlp_endpoint",
+        "redis_url",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
@@ -277,8 +378,9 @@ def settings_table() -> str:
         if field.exclude:
             continue
         if field.default_factory is not None:
-            default = {"sources": "`var/demo_corpus`",
-                       "mv_model_dir": "the packaged MiniLM"}.get(name, "")
+            default = {"sources": "`var/demo_corpus`", "mv_model_dir": "the packaged MiniLM"}.get(
+                name, ""
+            )
         else:
             default = "(unset)" if field.default in (None, "") else f"`{field.default}`"
         rows.append(f"| `{env_name(name)}` | {default} | {field.description} |")

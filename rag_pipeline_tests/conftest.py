@@ -21,6 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+
 def _shared_data() -> Path:
     from rag_pipeline.settings import Settings
 
@@ -88,8 +89,7 @@ def isolated_dirs(root: Path) -> dict[str, str]:
     home = root / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text(packaged_file("dagster.yaml").read_text())
-    return {"RAG_DATA_DIR": str(root / "data"), "RAG_SOURCES": str(src),
-            "DAGSTER_HOME": str(home)}
+    return {"RAG_DATA_DIR": str(root / "data"), "RAG_SOURCES": str(src), "DAGSTER_HOME": str(home)}
 
 
 @pytest.fixture
@@ -155,8 +155,11 @@ def run_all(**kw) -> dict:
     import dagster as dg
 
     if _running and _running[-1].get_closest_marker("slow") is None:
-        pytest.fail(f"{_running[-1].nodeid} materializes through Dagster: mark it slow "
-                    "(`make test-fast` runs -m 'not slow')", pytrace=False)
+        pytest.fail(
+            f"{_running[-1].nodeid} materializes through Dagster: mark it slow "
+            "(`make test-fast` runs -m 'not slow')",
+            pytrace=False,
+        )
 
     from rag_pipeline.definitions import defs
     from rag_pipeline.launcher import materialize_all
@@ -173,18 +176,27 @@ def persisted_rows(settings) -> dict:
     from rag_pipeline.storage.vector_store import VectorStore
 
     with open_settings_catalog(settings) as cat:
-        results = sorted((r["dedupe_key"], r["status"], r["n_text"], r["n_vectors"])
-                         for r in cat.rows("SELECT * FROM results"))
-        evidence = sorted((r["evidence_id"], r["text"]) for r in cat.rows(
-            "SELECT evidence_id, text FROM evidence_text"))
+        results = sorted(
+            (r["dedupe_key"], r["status"], r["n_text"], r["n_vectors"])
+            for r in cat.rows("SELECT * FROM results")
+        )
+        evidence = sorted(
+            (r["evidence_id"], r["text"])
+            for r in cat.rows("SELECT evidence_id, text FROM evidence_text")
+        )
         runs = cat.rows("SELECT run_id, partition_key, status FROM analysis_runs")
-        orphans = cat.scalar("SELECT count(*) FROM evidence_text e WHERE NOT EXISTS (SELECT 1 "
-                             "FROM analysis_runs r WHERE r.run_id = e.run_id)")
+        orphans = cat.scalar(
+            "SELECT count(*) FROM evidence_text e WHERE NOT EXISTS (SELECT 1 "
+            "FROM analysis_runs r WHERE r.run_id = e.run_id)"
+        )
         n_evidence = cat.scalar("SELECT count(*) FROM evidence_text")
     tbl = VectorStore(settings.lance_dir)._table("mv", 384, create=False)
     vt = tbl.to_arrow() if tbl is not None else None
     return {
-        "results": results, "evidence": evidence, "n_evidence": n_evidence, "orphans": orphans,
+        "results": results,
+        "evidence": evidence,
+        "n_evidence": n_evidence,
+        "orphans": orphans,
         "vectors": sorted(vt.column("evidence_id").to_pylist()) if vt is not None else [],
         "vector_runs": set(vt.column("run_id").to_pylist()) if vt is not None else set(),
         "persisted_runs": {r["run_id"] for r in runs if r["status"] == "persisted"},

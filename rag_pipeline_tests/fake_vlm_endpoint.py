@@ -52,8 +52,7 @@ def _handler(ep: Endpoint):
             send_json(self, status, body)
 
         def do_GET(self):
-            self._send(200, {"object": "list", "data": [{"id": SERVED_MODEL,
-                                                         "object": "model"}]})
+            self._send(200, {"object": "list", "data": [{"id": SERVED_MODEL, "object": "model"}]})
 
         def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -68,14 +67,31 @@ def _handler(ep: Endpoint):
             if "category" in schema.get("properties", {}):
                 content = json.dumps({"category": "photo", "confidence": 0.9})
             else:
-                content = json.dumps({
-                    "caption": f"A picture in mostly {colour} tones.", "confidence": 0.8,
-                    "tags": [{"type": "color", "value": colour, "confidence": 0.9},
-                             {"type": "style", "value": "fixture picture", "confidence": 0.6}]})
-            self._send(200, {"id": "chatcmpl-1", "object": "chat.completion",
-                             "model": SERVED_MODEL, "choices": [{
-                                 "index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": content}}]})
+                content = json.dumps(
+                    {
+                        "caption": f"A picture in mostly {colour} tones.",
+                        "confidence": 0.8,
+                        "tags": [
+                            {"type": "color", "value": colour, "confidence": 0.9},
+                            {"type": "style", "value": "fixture picture", "confidence": 0.6},
+                        ],
+                    }
+                )
+            self._send(
+                200,
+                {
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion",
+                    "model": SERVED_MODEL,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": content},
+                        }
+                    ],
+                },
+            )
 
     return Handler
 

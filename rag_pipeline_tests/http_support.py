@@ -44,12 +44,25 @@ def api_client(settings: Any, **app_kw: Any) -> Iterator[Any]:
         yield client
 
 
-def request(url: str, *, method: str = "GET", headers: dict[str, str] | None = None,
-            body: Any = None, timeout: float = 30) -> tuple[int, dict[str, str], Any]:
+def request(
+    url: str,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+    body: Any = None,
+    timeout: float = 30,
+) -> tuple[int, dict[str, str], Any]:
     """(status, headers, JSON body or bytes) over real HTTP."""
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={
-        **({"Content-Type": "application/json"} if data is not None else {}), **(headers or {})})
+    req = urllib.request.Request(
+        url,
+        data=data,
+        method=method,
+        headers={
+            **({"Content-Type": "application/json"} if data is not None else {}),
+            **(headers or {}),
+        },
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             status, hdrs, raw = r.status, dict(r.headers), r.read()
@@ -64,9 +77,16 @@ def request(url: str, *, method: str = "GET", headers: dict[str, str] | None = N
 def server_env(data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     shared = os.environ.get("RAG_SHARED_DATA")
-    env.update(RAG_DATA_DIR=str(data_dir), PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", LANCEDB_LOG="error",
-               **({"RAG_SHARED_DATA": shared} if shared else {}), **extra)
+    env.update(
+        RAG_DATA_DIR=str(data_dir),
+        PYTHONPATH=str(REPO),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        LANCEDB_LOG="error",
+        **({"RAG_SHARED_DATA": shared} if shared else {}),
+        **extra,
+    )
     return env
 
 
@@ -74,19 +94,39 @@ class Server:
     """``rag-pipeline serve`` (or any ``python -m`` module with the same flags) in a
     subprocess; its log goes to ``log_path``."""
 
-    def __init__(self, data_dir: Path, log_path: Path, *, args: list[str] | None = None,
-                 module: str = "rag_pipeline.cli", env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        *,
+        args: list[str] | None = None,
+        module: str = "rag_pipeline.cli",
+        env: dict[str, str] | None = None,
+    ):
         from serving.server import free_port
 
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        cmd = [sys.executable, "-m", module, *(["serve"] if module == "rag_pipeline.cli"
-                                               else []),
-               "--host", "127.0.0.1", "--port", str(self.port), *(args or [])]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=server_env(data_dir, **(env or {})),
-                                     stdout=self._log, stderr=subprocess.STDOUT)
+        cmd = [
+            sys.executable,
+            "-m",
+            module,
+            *(["serve"] if module == "rag_pipeline.cli" else []),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *(args or []),
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=server_env(data_dir, **(env or {})),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
 
     def wait_live(self, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout

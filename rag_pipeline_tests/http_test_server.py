@@ -25,7 +25,7 @@ def main() -> None:
     def hooked(self, request, principal, **kw):
         query = request if isinstance(request, str) else request.query
         if query.startswith("sleep:"):
-            time.sleep(float(query.split()[0][len("sleep:"):]))
+            time.sleep(float(query.split()[0][len("sleep:") :]))
         elif query == "boom":
             raise RuntimeError("boom in /srv/secret/path.db")
         return real(self, request, principal, **kw)

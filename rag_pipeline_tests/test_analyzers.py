@@ -52,8 +52,11 @@ def make_pdf(pages: list[list[str]], info: dict[str, str] | None = None) -> byte
     n = len(pages)
     objs: dict[int, bytes] = {
         1: b"<< /Type /Catalog /Pages 2 0 R >>",
-        2: ("<< /Type /Pages /Kids [" + " ".join(f"{3 + 2 * i} 0 R" for i in range(n))
-            + f"] /Count {n} >>").encode(),
+        2: (
+            "<< /Type /Pages /Kids ["
+            + " ".join(f"{3 + 2 * i} 0 R" for i in range(n))
+            + f"] /Count {n} >>"
+        ).encode(),
     }
     font_id = 3 + 2 * n
     for i, lines in enumerate(pages):
@@ -62,17 +65,19 @@ def make_pdf(pages: list[list[str]], info: dict[str, str] | None = None) -> byte
             ops += [f"({_pdf_escape(line)}) Tj", "T*"]
         ops.append("ET")
         stream = "\n".join(ops).encode() if lines else b""
-        objs[3 + 2 * i] = (f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-                           f"/Resources << /Font << /F1 {font_id} 0 R >> >> "
-                           f"/Contents {4 + 2 * i} 0 R >>").encode()
-        objs[4 + 2 * i] = (b"<< /Length %d >>\nstream\n" % len(stream) + stream
-                           + b"\nendstream")
+        objs[3 + 2 * i] = (
+            f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
+            f"/Resources << /Font << /F1 {font_id} 0 R >> >> "
+            f"/Contents {4 + 2 * i} 0 R >>"
+        ).encode()
+        objs[4 + 2 * i] = b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream"
     objs[font_id] = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"
     info_id = None
     if info:
         info_id = font_id + 1
-        objs[info_id] = ("<< " + " ".join(f"/{k} ({_pdf_escape(v)})" for k, v in info.items())
-                         + " >>").encode()
+        objs[info_id] = (
+            "<< " + " ".join(f"/{k} ({_pdf_escape(v)})" for k, v in info.items()) + " >>"
+        ).encode()
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets = {}
     for num in sorted(objs):
@@ -120,8 +125,9 @@ XMP_PACKET = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
 
 def add_iptc(jpeg: bytes, records: list[tuple[int, int, bytes]]) -> bytes:
     """Insert a Photoshop APP13 segment carrying IPTC-IIM records right after SOI."""
-    iptc = b"".join(b"\x1c" + bytes([rec, ds]) + struct.pack(">H", len(v)) + v
-                    for rec, ds, v in records)
+    iptc = b"".join(
+        b"\x1c" + bytes([rec, ds]) + struct.pack(">H", len(v)) + v for rec, ds, v in records
+    )
     size = len(iptc)
     if size % 2:
         iptc += b"\x00"
@@ -144,13 +150,16 @@ def rich_jpeg(description: str = "A red barn in a field") -> bytes:
     buf = io.BytesIO()
     xmp = XMP_PACKET.format(description=description).encode()
     noise_image().save(buf, "JPEG", exif=exif, xmp=xmp, quality=85)
-    return add_iptc(buf.getvalue(), [
-        (1, 90, b"\x1b%G"),
-        (2, 5, "Scheune am Fluß".encode()),
-        (2, 25, b"farm"),
-        (2, 25, b"Bauernhof"),
-        (2, 120, b"Caption: a barn, seen from the road"),
-    ])
+    return add_iptc(
+        buf.getvalue(),
+        [
+            (1, 90, b"\x1b%G"),
+            (2, 5, "Scheune am Fluß".encode()),
+            (2, 25, b"farm"),
+            (2, 25, b"Bauernhof"),
+            (2, 120, b"Caption: a barn, seen from the road"),
+        ],
+    )
 
 
 def png_bytes(width: int = 4, height: int = 4, **save_kwargs) -> bytes:
@@ -171,24 +180,27 @@ def patch_png_size(png: bytes, width: int, height: int) -> bytes:
 # --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "head", "expected"), [
-    ("notes.md", b"# hi", "text/markdown"),
-    ("notes.MARKDOWN", b"# hi", "text/markdown"),
-    ("a.txt", b"hello", "text/plain"),
-    ("a.text", b"hello", "text/plain"),
-    ("page.HTM", b"<html>", "text/html"),
-    ("paper.pdf", b"%PDF-1.7", "application/pdf"),
-    ("paper", b"%PDF-1.7\n", "application/pdf"),
-    ("photo.JPG", b"\xff\xd8\xff\xe0", "image/jpeg"),
-    ("photo.jpg", b"\x89PNG\r\n\x1a\n\x00", "image/png"),  # a PNG with the wrong name
-    ("photo.jpg", b"not an image at all", "image/jpeg"),  # decoder reports CorruptImage
-    ("blob", b"\x89PNG\r\n\x1a\n", "image/png"),
-    ("anim.bin", b"GIF89a....", "image/gif"),
-    ("x", b"RIFF\x10\x00\x00\x00WEBPVP8 ", "image/webp"),
-    ("scan.tif", b"II*\x00", "image/tiff"),
-    ("data.bin", b"\x00\x01\x02", "application/octet-stream"),
-    ("archive.zip", b"PK\x03\x04", "application/octet-stream"),
-])
+@pytest.mark.parametrize(
+    ("name", "head", "expected"),
+    [
+        ("notes.md", b"# hi", "text/markdown"),
+        ("notes.MARKDOWN", b"# hi", "text/markdown"),
+        ("a.txt", b"hello", "text/plain"),
+        ("a.text", b"hello", "text/plain"),
+        ("page.HTM", b"<html>", "text/html"),
+        ("paper.pdf", b"%PDF-1.7", "application/pdf"),
+        ("paper", b"%PDF-1.7\n", "application/pdf"),
+        ("photo.JPG", b"\xff\xd8\xff\xe0", "image/jpeg"),
+        ("photo.jpg", b"\x89PNG\r\n\x1a\n\x00", "image/png"),  # a PNG with the wrong name
+        ("photo.jpg", b"not an image at all", "image/jpeg"),  # decoder reports CorruptImage
+        ("blob", b"\x89PNG\r\n\x1a\n", "image/png"),
+        ("anim.bin", b"GIF89a....", "image/gif"),
+        ("x", b"RIFF\x10\x00\x00\x00WEBPVP8 ", "image/webp"),
+        ("scan.tif", b"II*\x00", "image/tiff"),
+        ("data.bin", b"\x00\x01\x02", "application/octet-stream"),
+        ("archive.zip", b"PK\x03\x04", "application/octet-stream"),
+    ],
+)
 def test_detect_media_type(name: str, head: bytes, expected: str) -> None:
     assert detect_media_type(Path(name), head) == expected
 
@@ -204,8 +216,10 @@ def test_sidecars(tmp_path: Path) -> None:
     photo = tmp_path / "photo.jpg"
     photo.write_bytes(b"\xff\xd8\xff")
     assert sidecar_candidates(photo) == [
-        tmp_path / "photo.jpg.txt", tmp_path / "photo.jpg.json",
-        tmp_path / "photo.jpg.xmp", tmp_path / "photo.xmp",
+        tmp_path / "photo.jpg.txt",
+        tmp_path / "photo.jpg.json",
+        tmp_path / "photo.jpg.xmp",
+        tmp_path / "photo.xmp",
     ]
     for name in ("photo.jpg.txt", "photo.jpg.json", "photo.jpg.xmp", "photo.xmp"):
         (tmp_path / name).write_text("x")
@@ -324,22 +338,24 @@ HTML = """<!doctype html><html><head><title> The  Page </title>
 def test_html_extraction() -> None:
     doc = extract_document(HTML.encode(), "text/html", "page.html")
     assert doc.title == "The Page" and doc.title_source == "metadata"
-    assert doc.metadata == {"description": "All about barns", "keywords": "barn, farm",
-                            "author": "J. Doe"}
+    assert doc.metadata == {
+        "description": "All about barns",
+        "keywords": "barn, farm",
+        "author": "J. Doe",
+    }
     assert [s.locator.get("section") for s in doc.sections] == [None, "First part", "Details"]
     assert doc.sections[0].text == "Hello world!"
     assert doc.sections[1].text == "First part\nBarns are red.\nSome are blue."
     assert doc.sections[2].text == "Details\none\ntwo"
     everything = " ".join(s.text for s in doc.sections)
-    for dropped in ("secret", "Menu", "color", "no\""):
+    for dropped in ("secret", "Menu", "color", 'no"'):
         assert dropped not in everything
 
 
 def test_html_title_from_h1_and_declared_charset() -> None:
     doc = extract_document(b"<h1>Big heading</h1><p>x</p>", "text/html", "a.html")
     assert doc.title == "Big heading" and doc.title_explicit
-    latin = ('<meta charset="iso-8859-1"><title>Caf\xe9</title><p>cr\xe8me</p>'
-             ).encode("latin-1")
+    latin = ('<meta charset="iso-8859-1"><title>Caf\xe9</title><p>cr\xe8me</p>').encode("latin-1")
     doc = extract_document(latin, "text/html", "b.html")
     assert doc.title == "Café" and doc.sections[0].text == "crème"
     with pytest.raises(errors.NoTextContent):
@@ -347,9 +363,10 @@ def test_html_title_from_h1_and_declared_charset() -> None:
 
 
 def test_pdf_pages_title_and_metadata() -> None:
-    pdf = make_pdf([["Quarterly report", "Revenue grew strongly."], ["Second page text here."]],
-                   info={"Title": "Q1 Report", "Author": "Finance Team",
-                         "Keywords": "revenue, growth"})
+    pdf = make_pdf(
+        [["Quarterly report", "Revenue grew strongly."], ["Second page text here."]],
+        info={"Title": "Q1 Report", "Author": "Finance Team", "Keywords": "revenue, growth"},
+    )
     doc = extract_document(pdf, "application/pdf", "q1.pdf")
     assert doc.title == "Q1 Report" and doc.title_source == "metadata"
     assert doc.metadata["author"] == "Finance Team"
@@ -375,15 +392,18 @@ def test_pdf_errors() -> None:
         extract_document(make_pdf([[], []]), "application/pdf", "scan.pdf")
 
 
-@pytest.mark.parametrize(("data", "media_type", "error"), [
-    (b"", "text/plain", errors.EmptyFile),
-    (b"", "application/pdf", errors.EmptyFile),
-    (b"  \n\t \n", "text/markdown", errors.NoTextContent),
-    (b"\xef\xbb\xbf   ", "text/plain", errors.NoTextContent),
-    (b"\x00\x01\x02\x03\xff\xfe", "text/plain", errors.UndecodableText),
-    (b"hello", "application/zip", errors.UnsupportedMediaType),
-    (b"hello", "image/png", errors.UnsupportedMediaType),
-])
+@pytest.mark.parametrize(
+    ("data", "media_type", "error"),
+    [
+        (b"", "text/plain", errors.EmptyFile),
+        (b"", "application/pdf", errors.EmptyFile),
+        (b"  \n\t \n", "text/markdown", errors.NoTextContent),
+        (b"\xef\xbb\xbf   ", "text/plain", errors.NoTextContent),
+        (b"\x00\x01\x02\x03\xff\xfe", "text/plain", errors.UndecodableText),
+        (b"hello", "application/zip", errors.UnsupportedMediaType),
+        (b"hello", "image/png", errors.UnsupportedMediaType),
+    ],
+)
 def test_document_errors(data: bytes, media_type: str, error: type[Exception]) -> None:
     with pytest.raises(error):
         extract_document(data, media_type, "f")
@@ -413,10 +433,10 @@ def _check_chunks(text: str, chunks: list[Chunk], max_tokens: int, overlap: int)
     for c in chunks:
         assert 0 < c.token_count <= max_tokens
         assert count_tokens(c.text) == c.token_count
-        assert text[c.locator["char_start"]:c.locator["char_end"]] == c.text
+        assert text[c.locator["char_start"] : c.locator["char_end"]] == c.text
     for prev, nxt in itertools.pairwise(chunks):
         assert nxt.locator["char_start"] < prev.locator["char_end"]  # overlap, no gap
-        shared = count_tokens(text[nxt.locator["char_start"]:prev.locator["char_end"]])
+        shared = count_tokens(text[nxt.locator["char_start"] : prev.locator["char_end"]])
         assert overlap // 2 <= shared <= overlap + overlap // 2
 
 
@@ -436,19 +456,25 @@ def test_chunks_hard_cut_without_boundaries() -> None:
     _check_chunks(text, chunks, 128, 16)
     assert all(c.token_count == 128 for c in chunks[:-1])
     for prev, nxt in itertools.pairwise(chunks):
-        assert count_tokens(text[nxt.locator["char_start"]:prev.locator["char_end"]]) == 16
+        assert count_tokens(text[nxt.locator["char_start"] : prev.locator["char_end"]]) == 16
 
 
 def test_chunks_never_cross_sections_and_keep_locators() -> None:
-    sections = [Section("Page one text. " * 50, {"page": 1}),
-                Section("Short second page.", {"page": 2}),
-                Section("Body of a section.", {"section": "Intro", "char_start": 120})]
+    sections = [
+        Section("Page one text. " * 50, {"page": 1}),
+        Section("Short second page.", {"page": 2}),
+        Section("Body of a section.", {"section": "Intro", "char_start": 120}),
+    ]
     chunks = chunk_sections(sections, max_tokens=40, overlap=8)
     assert [c.locator.get("page") for c in chunks if c.locator.get("page") == 2] == [2]
     assert all("second" not in c.text for c in chunks if c.locator.get("page") == 1)
     last = chunks[-1]
-    assert last.locator == {"section": "Intro", "section_char_start": 120, "char_start": 0,
-                            "char_end": len("Body of a section.")}
+    assert last.locator == {
+        "section": "Intro",
+        "section_char_start": 120,
+        "char_start": 0,
+        "char_end": len("Body of a section."),
+    }
     assert all(c.token_count <= 40 for c in chunks)
 
 
@@ -466,8 +492,9 @@ def test_chunk_argument_validation() -> None:
 
 
 def test_analyze_markdown_document() -> None:
-    ev = analyze_document(MARKDOWN.encode(), "text/markdown", "guide.md",
-                          chunk_tokens=512, chunk_overlap=64)
+    ev = analyze_document(
+        MARKDOWN.encode(), "text/markdown", "guide.md", chunk_tokens=512, chunk_overlap=64
+    )
     titles = [e for e in ev if e.kind == "title"]
     assert [(t.text, t.confidence) for t in titles] == [("Main Title", 1.0)]
     chunks = [e for e in ev if e.kind == "chunk"]
@@ -483,18 +510,23 @@ def test_analyze_plain_text_and_pdf() -> None:
     text = ("Meeting notes\n\n" + _sentences(120)).encode()
     ev = analyze_document(text, "text/plain", "notes.txt", chunk_tokens=64, chunk_overlap=8)
     title = next(e for e in ev if e.kind == "title")
-    assert (title.text, title.confidence, title.locator) == ("Meeting notes", 0.6,
-                                                            {"source": "first_line"})
+    assert (title.text, title.confidence, title.locator) == (
+        "Meeting notes",
+        0.6,
+        {"source": "first_line"},
+    )
     chunks = [e for e in ev if e.kind == "chunk"]
     assert len(chunks) > 10 and all(count_tokens(c.text) <= 64 for c in chunks)
     assert not [e for e in ev if e.kind == "metadata"]
 
-    pdf = make_pdf([["Intro page"], ["Details page"]],
-                   info={"Title": "Spec", "Author": "A. Writer", "Subject": "Barns"})
-    ev = analyze_document(pdf, "application/pdf", "spec.pdf", chunk_tokens=512,
-                          chunk_overlap=64)
+    pdf = make_pdf(
+        [["Intro page"], ["Details page"]],
+        info={"Title": "Spec", "Author": "A. Writer", "Subject": "Barns"},
+    )
+    ev = analyze_document(pdf, "application/pdf", "spec.pdf", chunk_tokens=512, chunk_overlap=64)
     assert [(e.kind, e.text, e.confidence) for e in ev if e.kind == "title"] == [
-        ("title", "Spec", 1.0)]
+        ("title", "Spec", 1.0)
+    ]
     assert [e.locator["page"] for e in ev if e.kind == "chunk"] == [1, 2]
     meta = next(e for e in ev if e.kind == "metadata")
     assert meta.text == "author: A. Writer\nsubject: Barns"
@@ -502,11 +534,17 @@ def test_analyze_plain_text_and_pdf() -> None:
 
 def test_analyze_document_propagates_errors() -> None:
     with pytest.raises(errors.NoTextContent):
-        analyze_document(make_pdf([[]]), "application/pdf", "x.pdf", chunk_tokens=64,
-                         chunk_overlap=8)
+        analyze_document(
+            make_pdf([[]]), "application/pdf", "x.pdf", chunk_tokens=64, chunk_overlap=8
+        )
     with pytest.raises(errors.UndecodableText):
-        analyze_document(b"\x89\x00\x01binary\xff\xfe\xfd", "text/plain", "x.txt",
-                         chunk_tokens=64, chunk_overlap=8)
+        analyze_document(
+            b"\x89\x00\x01binary\xff\xfe\xfd",
+            "text/plain",
+            "x.txt",
+            chunk_tokens=64,
+            chunk_overlap=8,
+        )
 
 
 def test_title_from_filename() -> None:
@@ -526,8 +564,13 @@ def _by_kind(result, kind):
 def test_rich_jpeg_metadata_and_sidecars() -> None:
     sidecars = {
         "barn.jpg.txt": b"Shot on the way home.\n",
-        "barn.jpg.json": json.dumps({"description": "A red barn in a field",
-                                     "title": "Barn", "tags": ["Sunset", "road trip"]}).encode(),
+        "barn.jpg.json": json.dumps(
+            {
+                "description": "A red barn in a field",
+                "title": "Barn",
+                "tags": ["Sunset", "road trip"],
+            }
+        ).encode(),
     }
     result = analyze_image(rich_jpeg(), sidecars, max_pixels=10_000_000)
     assert (result.width, result.height, result.format) == (320, 240, "JPEG")
@@ -544,19 +587,31 @@ def test_rich_jpeg_metadata_and_sidecars() -> None:
     assert [d.ordinal for d in descriptions] == [0, 1, 2]
 
     titles = [(t.text, t.locator["source"]) for t in _by_kind(result, "title")]
-    assert titles == [("Red barn", "exif"), ("Barn at dusk", "xmp"), ("Scheune am Fluß", "iptc"),
-                      ("Barn", "sidecar:barn.jpg.json")]
+    assert titles == [
+        ("Red barn", "exif"),
+        ("Barn at dusk", "xmp"),
+        ("Scheune am Fluß", "iptc"),
+        ("Barn", "sidecar:barn.jpg.json"),
+    ]
 
     # One per keyword, first spelling wins, case-insensitive de-duplication.
     assert result.keywords == ["barn", "farm", "Field", "sunset", "Bauernhof", "road trip"]
     kw = _by_kind(result, "keyword")
     assert [k.text for k in kw] == result.keywords
-    assert [k.locator["source"] for k in kw] == ["exif", "exif", "exif", "xmp", "iptc",
-                                                 "sidecar:barn.jpg.json"]
+    assert [k.locator["source"] for k in kw] == [
+        "exif",
+        "exif",
+        "exif",
+        "xmp",
+        "iptc",
+        "sidecar:barn.jpg.json",
+    ]
 
     (meta,) = _by_kind(result, "metadata")
-    assert meta.text == ("format: JPEG; size: 320x240; taken: 2024-05-01 08:30:00 UTC; "
-                         "camera: Canon EOS 5D; artist: Jane Photographer")
+    assert meta.text == (
+        "format: JPEG; size: 320x240; taken: 2024-05-01 08:30:00 UTC; "
+        "camera: Canon EOS 5D; artist: Jane Photographer"
+    )
     assert meta.confidence == 1.0
 
 
@@ -571,11 +626,14 @@ def test_png_with_exif_and_xmp_and_xmp_sidecar() -> None:
     result = analyze_image(data, {"barn.xmp": sidecar_xmp.encode()}, max_pixels=10_000)
     assert result.format == "PNG" and (result.width, result.height) == (64, 48)
     assert [(d.text, d.locator["source"]) for d in _by_kind(result, "description")] == [
-        ("Snowy barn", "xmp"), ("From the sidecar", "sidecar:barn.xmp")]
+        ("Snowy barn", "xmp"),
+        ("From the sidecar", "sidecar:barn.xmp"),
+    ]
     assert result.taken_at == datetime(2020, 12, 24, 18, 0, tzinfo=UTC)
     assert result.keywords == ["BARN", "sunset", "winter"]
-    assert _by_kind(result, "metadata")[0].text.startswith("format: PNG; size: 64x48; taken: "
-                                                           "2020-12-24")
+    assert _by_kind(result, "metadata")[0].text.startswith(
+        "format: PNG; size: 64x48; taken: 2020-12-24"
+    )
 
 
 def test_image_without_metadata_still_reports_summary() -> None:
@@ -586,10 +644,14 @@ def test_image_without_metadata_still_reports_summary() -> None:
 
 
 def test_broken_sidecars_are_skipped_not_fatal() -> None:
-    sidecars = {"a.png.json": b"{not json", "b.png.json": b"[" * 100_000,
-                "c.png.json": b'["a list, not an object"]', "a.png.txt": b"\x00\x01\x02\xff binary",
-                "a.png.xmp": b"<x:xmpmeta><rdf:RDF", "a.xmp": b'<?xml version="1.0"?>'
-                b'<!DOCTYPE x [<!ENTITY a "aaaa">]><x:xmpmeta/>'}
+    sidecars = {
+        "a.png.json": b"{not json",
+        "b.png.json": b"[" * 100_000,
+        "c.png.json": b'["a list, not an object"]',
+        "a.png.txt": b"\x00\x01\x02\xff binary",
+        "a.png.xmp": b"<x:xmpmeta><rdf:RDF",
+        "a.xmp": b'<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "aaaa">]><x:xmpmeta/>',
+    }
     result = analyze_image(png_bytes(), sidecars, max_pixels=100)
     assert [e.kind for e in result.evidence] == ["metadata"]
 

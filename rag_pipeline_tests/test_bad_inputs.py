@@ -98,8 +98,10 @@ def test_redrive_retries_a_fixed_file(pipeline_env):
     assert Path(hits[0].path).name == "notes.txt"
 
 
-@pytest.mark.skipif(shutil.which("setpriv") is None and os.geteuid() == 0,
-                    reason="root needs setpriv to drop CAP_DAC_OVERRIDE")
+@pytest.mark.skipif(
+    shutil.which("setpriv") is None and os.geteuid() == 0,
+    reason="root needs setpriv to drop CAP_DAC_OVERRIDE",
+)
 def test_unreadable_file_is_dead_lettered(pipeline_env):
     settings = pipeline_env
     src = settings.sources[0]
@@ -109,8 +111,7 @@ def test_unreadable_file_is_dead_lettered(pipeline_env):
     if os.geteuid() == 0:  # root reads anything unless it gives up the override capability
         caps = "-dac_override,-dac_read_search"
         cmd = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *cmd]
-    proc = subprocess.run(cmd, env=os.environ.copy(), capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(cmd, env=os.environ.copy(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     letters = _letters(settings)
     assert letters == {secret.name: UNREADABLE_ERROR}
@@ -126,9 +127,21 @@ def test_redrive_retries_and_counts_attempts(pipeline_env):
     run_all()
     assert _letters(settings) == {"broken.pdf": "CorruptDocument"}
     env = os.environ.copy()
-    out = subprocess.run([sys.executable, "-m", "rag_pipeline.cli", "dead-letters", "--redrive",
-                          "--error-class", "CorruptDocument"], env=env, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rag_pipeline.cli",
+            "dead-letters",
+            "--redrive",
+            "--error-class",
+            "CorruptDocument",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and "2 failed results cleared" in out.stdout, out.stdout
     assert _letters(settings) == {}
     summary = run_all()
@@ -136,17 +149,27 @@ def test_redrive_retries_and_counts_attempts(pipeline_env):
     with open_settings_catalog(settings) as cat:
         letters = cat.dead_letters(settings.tenant_id)
     assert [(Path(r["uri"]).name, r["error_class"], r["attempts"]) for r in letters] == [
-        ("broken.pdf", "CorruptDocument", 2)]
+        ("broken.pdf", "CorruptDocument", 2)
+    ]
 
 
 def test_dead_letter_count_filters(tmp_path):
     from rag_pipeline.storage.catalog.catalog import open_catalog
 
     with open_catalog(tmp_path / "catalog.duckdb", tmp_path / "catalog.lock") as cat:
-        for tenant, uri, cls in (("a", "x.md", "ContractError"), ("a", "y.md", "EmptyFile"),
-                                 ("b", "z.md", "ContractError")):
-            cat.record_dead_letter(tenant_id=tenant, uri=uri, content_hash="h", stage="persist",
-                                   error_class=cls, message="m")
+        for tenant, uri, cls in (
+            ("a", "x.md", "ContractError"),
+            ("a", "y.md", "EmptyFile"),
+            ("b", "z.md", "ContractError"),
+        ):
+            cat.record_dead_letter(
+                tenant_id=tenant,
+                uri=uri,
+                content_hash="h",
+                stage="persist",
+                error_class=cls,
+                message="m",
+            )
         assert cat.dead_letter_count() == 3
         assert cat.dead_letter_count(error_class="ContractError") == 2
         assert cat.dead_letter_count(error_class="ContractError", tenant_id="a") == 1

@@ -7,21 +7,31 @@ import subprocess
 import sys
 
 CORE = [
-    "rag_pipeline.contracts", "rag_pipeline.settings", "rag_pipeline.storage.catalog.catalog",
-    "rag_pipeline.discovery.scanner", "rag_pipeline.planning.planner",
-    "rag_pipeline.analysis.worker", "rag_pipeline.storage.persister",
-    "rag_pipeline.snapshot.build", "rag_pipeline.storage.vector_store",
-    "rag_pipeline.analysis.analyzers.doc_text", "rag_pipeline.analysis.analyzers.image_metadata",
-    "rag_pipeline.retrieval.fusion", "rag_pipeline.demo.corpus",
+    "rag_pipeline.contracts",
+    "rag_pipeline.settings",
+    "rag_pipeline.storage.catalog.catalog",
+    "rag_pipeline.discovery.scanner",
+    "rag_pipeline.planning.planner",
+    "rag_pipeline.analysis.worker",
+    "rag_pipeline.storage.persister",
+    "rag_pipeline.snapshot.build",
+    "rag_pipeline.storage.vector_store",
+    "rag_pipeline.analysis.analyzers.doc_text",
+    "rag_pipeline.analysis.analyzers.image_metadata",
+    "rag_pipeline.retrieval.fusion",
+    "rag_pipeline.demo.corpus",
 ]
 
 
 def _loaded_after_import(modules: list[str]) -> set[str]:
-    code = ("import importlib, json, sys\n"
-            f"for m in {modules!r}: importlib.import_module(m)\n"
-            "print(json.dumps(sorted(sys.modules)))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, check=True)
+    code = (
+        "import importlib, json, sys\n"
+        f"for m in {modules!r}: importlib.import_module(m)\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
     return set(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
@@ -35,15 +45,27 @@ def test_dagster_definitions_load_every_stage():
     from rag_pipeline.definitions import defs
 
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"assets", "asset_versions", "analysis_runs", "inference_runs", "evidence",
-                    "search_snapshot", "promoted_snapshot", "nightly_eval"}
+    assert keys == {
+        "assets",
+        "asset_versions",
+        "analysis_runs",
+        "inference_runs",
+        "evidence",
+        "search_snapshot",
+        "promoted_snapshot",
+        "nightly_eval",
+    }
     for job in ("discover_job", "cpu_job", "gpu_job", "publish_job", "nightly_eval_job"):
         assert defs.resolve_job_def(job) is not None
     graph = defs.resolve_asset_graph()
     checks = {(k.asset_key.to_user_string(), k.name) for k in graph.asset_check_keys}
     assert ("search_snapshot", "smoke_eval_gates") in checks
-    assert {s.name for s in defs.sensors} == {"profiles_sensor", "source_files_sensor",
-                                              "discover_done_sensor", "analysis_done_sensor"}
+    assert {s.name for s in defs.sensors} == {
+        "profiles_sensor",
+        "source_files_sensor",
+        "discover_done_sensor",
+        "analysis_done_sensor",
+    }
     assert {s.name for s in defs.schedules} == {"nightly_eval_schedule"}
     assert set(defs.resources) == {"pipeline"}
 
@@ -92,21 +114,33 @@ def test_defs_folders_mirror_asset_groups():
             for key in keys:
                 assert graph.get(key).group_name == folder, (module.__name__, key)
             seen.setdefault(folder, set()).update(k.to_user_string() for k in keys)
-    assert seen == {"catalog": {"assets", "asset_versions"},
-                    "analysis": {"analysis_runs", "inference_runs", "evidence"},
-                    "search": {"search_snapshot", "promoted_snapshot"},
-                    "evals": {"nightly_eval"}}
+    assert seen == {
+        "catalog": {"assets", "asset_versions"},
+        "analysis": {"analysis_runs", "inference_runs", "evidence"},
+        "search": {"search_snapshot", "promoted_snapshot"},
+        "evals": {"nightly_eval"},
+    }
 
 
 def test_wiring_imports_point_one_way():
     """The defs never import the CLI launcher; evals never import the Dagster wiring."""
     loaded = _loaded_after_import(["rag_pipeline.definitions"])
     assert "rag_pipeline.launcher" not in loaded
-    evals_loaded = _loaded_after_import(["evals.runner", "evals.gates", "evals.report",
-                                         "evals.goldsets", "evals.stats", "evals.cli"])
-    assert not {m for m in evals_loaded
-                if m.startswith(("rag_pipeline.defs", "rag_pipeline.definitions",
-                                 "rag_pipeline.launcher"))}
+    evals_loaded = _loaded_after_import(
+        [
+            "evals.runner",
+            "evals.gates",
+            "evals.report",
+            "evals.goldsets",
+            "evals.stats",
+            "evals.cli",
+        ]
+    )
+    assert not {
+        m
+        for m in evals_loaded
+        if m.startswith(("rag_pipeline.defs", "rag_pipeline.definitions", "rag_pipeline.launcher"))
+    }
 
 
 def test_import_contracts_hold():
@@ -114,9 +148,17 @@ def test_import_contracts_hold():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports_command;"
-                          "lint_imports_command()"], cwd=root, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from importlinter.cli import lint_imports_command;lint_imports_command()",
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     assert "0 broken" in out.stdout
 

@@ -64,32 +64,38 @@ def _images() -> list[Image.Image]:
 # -- parsing -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("raw", [
-    '{"category": "photo", "confidence": 0.8}',
-    '  \n {"category": "photo", "confidence": 0.8}\n\n',
-    '```json\n{"category": "photo", "confidence": 0.8}\n```',
-    '```\n{"category": " Photo ", "confidence": 0.8}\n```\n',
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '{"category": "photo", "confidence": 0.8}',
+        '  \n {"category": "photo", "confidence": 0.8}\n\n',
+        '```json\n{"category": "photo", "confidence": 0.8}\n```',
+        '```\n{"category": " Photo ", "confidence": 0.8}\n```\n',
+    ],
+)
 def test_classification_accepts_the_json_object_in_a_fence_or_whitespace(raw):
     cls = parse_classification(raw)
     assert (cls.category, cls.confidence, cls.confidence_source) == ("photo", 0.8, "model")
 
 
-@pytest.mark.parametrize("raw, problem", [
-    ("", "empty output"),
-    ("It is a photo.", "expected a JSON object"),
-    ('Sure! {"category": "photo"}', "expected a JSON object"),
-    ('{"category": "photo"} I hope that helps', "not valid JSON"),
-    ('{"category": "ph', "not valid JSON"),
-    ('[{"category": "photo"}]', "expected a JSON object"),
-    ('{"category": "photograph"}', "category"),
-    ('{"category": "photo", "confidence": 1.5}', "confidence"),
-    ('{"category": "photo", "confidence": "high"}', "confidence"),
-    ('{"category": "photo", "confidence": NaN}', "NaN"),
-    ('{"category": "photo", "category": "diagram"}', "duplicate keys"),
-    ('{"category": "photo", "mood": "happy"}', "mood"),
-    ('{"confidence": 0.4}', "category"),
-])
+@pytest.mark.parametrize(
+    "raw, problem",
+    [
+        ("", "empty output"),
+        ("It is a photo.", "expected a JSON object"),
+        ('Sure! {"category": "photo"}', "expected a JSON object"),
+        ('{"category": "photo"} I hope that helps', "not valid JSON"),
+        ('{"category": "ph', "not valid JSON"),
+        ('[{"category": "photo"}]', "expected a JSON object"),
+        ('{"category": "photograph"}', "category"),
+        ('{"category": "photo", "confidence": 1.5}', "confidence"),
+        ('{"category": "photo", "confidence": "high"}', "confidence"),
+        ('{"category": "photo", "confidence": NaN}', "NaN"),
+        ('{"category": "photo", "category": "diagram"}', "duplicate keys"),
+        ('{"category": "photo", "mood": "happy"}', "mood"),
+        ('{"confidence": 0.4}', "category"),
+    ],
+)
 def test_classification_rejects_anything_else(raw, problem):
     with pytest.raises(VlmOutputInvalid, match="classify output invalid") as info:
         parse_classification(raw)
@@ -105,31 +111,40 @@ def test_output_invalid_keeps_step_and_raw_across_processes():
         parse_classification("no json here")
     copy = pickle.loads(pickle.dumps(info.value))
     assert (type(copy), str(copy), copy.step, copy.raw) == (
-        VlmOutputInvalid, str(info.value), "classify", "no json here")
+        VlmOutputInvalid,
+        str(info.value),
+        "classify",
+        "no json here",
+    )
     assert copy.error_class == "VlmOutputInvalid"
 
 
 def test_caption_is_normalised_tags_deduped_and_lengths_clamped():
     long_caption = "A very " + "long " * 100 + "caption."
-    raw = json.dumps({
-        "caption": "  A dog\n runs   on a beach. ",
-        "confidence": 0.75,
-        "tags": [
-            {"type": "object", "value": "Dog", "confidence": 0.6},
-            {"type": "Object", "value": " dog. ", "confidence": 0.9},  # same tag, once
-            {"type": "other", "value": "dog", "confidence": 0.3},  # another type: kept
-            {"type": "scene", "value": "sandy   BEACH", "confidence": 0.8},
-            {"type": "text", "value": "...", "confidence": 0.8},  # nothing left: dropped
-            {"type": "style", "value": "word " * 20, "confidence": 0.5},
-        ],
-    })
+    raw = json.dumps(
+        {
+            "caption": "  A dog\n runs   on a beach. ",
+            "confidence": 0.75,
+            "tags": [
+                {"type": "object", "value": "Dog", "confidence": 0.6},
+                {"type": "Object", "value": " dog. ", "confidence": 0.9},  # same tag, once
+                {"type": "other", "value": "dog", "confidence": 0.3},  # another type: kept
+                {"type": "scene", "value": "sandy   BEACH", "confidence": 0.8},
+                {"type": "text", "value": "...", "confidence": 0.8},  # nothing left: dropped
+                {"type": "style", "value": "word " * 20, "confidence": 0.5},
+            ],
+        }
+    )
     res = parse_caption(raw, PHOTO)
     assert res.caption == "A dog runs on a beach."
     assert (res.caption_confidence, res.confidence_source) == (0.75, "model")
     assert (res.category, res.category_confidence) == ("photo", 0.9)
     assert res.prompt_version == PROMPT_VERSION
     assert [(t.type, t.value, t.confidence) for t in res.tags[:3]] == [
-        ("object", "dog", 0.9), ("other", "dog", 0.3), ("scene", "sandy beach", 0.8)]
+        ("object", "dog", 0.9),
+        ("other", "dog", 0.3),
+        ("scene", "sandy beach", 0.8),
+    ]
     style = res.tags[3]
     assert style.type == "style" and len(style.value) <= 40 and style.value.endswith("word")
     assert len(res.tags) == 4
@@ -138,18 +153,26 @@ def test_caption_is_normalised_tags_deduped_and_lengths_clamped():
     assert len(clamped.caption) <= 300 and clamped.caption.endswith("long")
 
 
-@pytest.mark.parametrize("obj, problem", [
-    ({"caption": "   ", "tags": []}, "empty caption"),
-    ({"caption": "", "tags": []}, "caption"),
-    ({"caption": "<sentence>", "tags": []}, "empty caption"),
-    ({"caption": "A cat.", "tags": [{"type": "object", "value": f"t{i}"} for i in range(16)]},
-     "tags"),
-    ({"caption": "A cat.", "tags": [{"type": "animal", "value": "cat"}]}, "tags.0.type"),
-    ({"caption": "A cat.", "tags": [{"type": "object"}]}, "tags.0.value"),
-    ({"caption": "A cat."}, "tags"),
-    ({"caption": ["A cat."], "tags": []}, "caption"),
-    ({"caption": "A cat.", "tags": [], "confidence": -0.1}, "confidence"),
-])
+@pytest.mark.parametrize(
+    "obj, problem",
+    [
+        ({"caption": "   ", "tags": []}, "empty caption"),
+        ({"caption": "", "tags": []}, "caption"),
+        ({"caption": "<sentence>", "tags": []}, "empty caption"),
+        (
+            {
+                "caption": "A cat.",
+                "tags": [{"type": "object", "value": f"t{i}"} for i in range(16)],
+            },
+            "tags",
+        ),
+        ({"caption": "A cat.", "tags": [{"type": "animal", "value": "cat"}]}, "tags.0.type"),
+        ({"caption": "A cat.", "tags": [{"type": "object"}]}, "tags.0.value"),
+        ({"caption": "A cat."}, "tags"),
+        ({"caption": ["A cat."], "tags": []}, "caption"),
+        ({"caption": "A cat.", "tags": [], "confidence": -0.1}, "confidence"),
+    ],
+)
 def test_caption_rejects_what_breaks_the_schema(obj, problem):
     with pytest.raises(VlmOutputInvalid, match="caption output invalid") as info:
         parse_caption(json.dumps(obj), PHOTO)
@@ -159,13 +182,14 @@ def test_caption_rejects_what_breaks_the_schema(obj, problem):
 
 def _tokens(raw: str, logprob_of) -> list[TokenLogprob]:
     """Split ``raw`` into 3-character tokens, each with ``logprob_of(start offset)``."""
-    return [TokenLogprob(raw[i:i + 3], logprob_of(i)) for i in range(0, len(raw), 3)]
+    return [TokenLogprob(raw[i : i + 3], logprob_of(i)) for i in range(0, len(raw), 3)]
 
 
 def test_confidence_from_token_logprobs_of_the_value_else_the_default():
     raw = '{"caption": "A red kite.", "tags": [{"type": "object", "value": "kite"}]}'
     cap_start, cap_end = raw.index('"A red'), raw.index('kite."') + len('kite."') + 1
     tag_at = raw.index('"kite"')
+
     # Caption tokens are likely (-0.1), the tag's tokens less so (-1.0), the rest unlikely.
     def lp(i):
         if cap_start - 2 <= i < cap_end:
@@ -174,8 +198,11 @@ def test_confidence_from_token_logprobs_of_the_value_else_the_default():
 
     tokens = _tokens(raw, lp)
     res = parse_caption(raw, PHOTO, tokens)
-    caption_tokens = [t for i, t in zip(range(0, len(raw), 3), tokens, strict=True)
-                      if i < cap_end and i + 3 > cap_start]
+    caption_tokens = [
+        t
+        for i, t in zip(range(0, len(raw), 3), tokens, strict=True)
+        if i < cap_end and i + 3 > cap_start
+    ]
     expected = sum(math.exp(t.logprob) for t in caption_tokens) / len(caption_tokens)
     assert res.confidence_source == "logprobs"
     assert res.caption_confidence == pytest.approx(expected)
@@ -200,27 +227,49 @@ def test_confidence_from_token_logprobs_of_the_value_else_the_default():
 
 
 def test_evidence_and_content_tags():
-    res = parse_caption(json.dumps({"caption": "Two people on a bridge.", "confidence": 0.7,
-                                    "tags": [{"type": "person", "value": "people"},
-                                             {"type": "place", "value": "bridge",
-                                              "confidence": 0.6}]}), PHOTO)
+    res = parse_caption(
+        json.dumps(
+            {
+                "caption": "Two people on a bridge.",
+                "confidence": 0.7,
+                "tags": [
+                    {"type": "person", "value": "people"},
+                    {"type": "place", "value": "bridge", "confidence": 0.6},
+                ],
+            }
+        ),
+        PHOTO,
+    )
     ev = to_evidence(res)
     assert all(isinstance(e, EvidenceText) for e in ev)
     assert [(e.kind, e.ordinal, e.text) for e in ev] == [
-        ("caption", 0, "Two people on a bridge."), ("tag", 0, "people"), ("tag", 1, "bridge")]
+        ("caption", 0, "Two people on a bridge."),
+        ("tag", 0, "people"),
+        ("tag", 1, "bridge"),
+    ]
     assert ev[0].confidence == 0.7
-    assert ev[0].locator == {"category": "photo", "category_confidence": 0.9,
-                             "prompt_version": PROMPT_VERSION, "confidence_source": "model"}
+    assert ev[0].locator == {
+        "category": "photo",
+        "category_confidence": 0.9,
+        "prompt_version": PROMPT_VERSION,
+        "confidence_source": "model",
+    }
     assert [e.locator for e in ev[1:]] == [{"tag_type": "person"}, {"tag_type": "place"}]
     assert [e.confidence for e in ev[1:]] == [DEFAULT_CONFIDENCE, 0.6]
-    assert content_tags(res) == [("person", "people", DEFAULT_CONFIDENCE),
-                                 ("place", "bridge", 0.6)]
+    assert content_tags(res) == [("person", "people", DEFAULT_CONFIDENCE), ("place", "bridge", 0.6)]
 
 
 def test_schemas_are_derived_from_the_answer_models():
     assert CLASSIFY_SCHEMA["required"] == ["category"]
     assert set(CLASSIFY_SCHEMA["properties"]["category"]["enum"]) == {
-        "photo", "artwork", "illustration", "document", "screenshot", "diagram", "other"}
+        "photo",
+        "artwork",
+        "illustration",
+        "document",
+        "screenshot",
+        "diagram",
+        "other",
+    }
     assert CAPTION_SCHEMA["additionalProperties"] is False
     assert set(CAPTION_SCHEMA["required"]) == {"caption", "tags"}
     tags = CAPTION_SCHEMA["properties"]["tags"]
@@ -256,8 +305,11 @@ def tiny_vlm_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_captioner(tiny_vlm_dir):
-    return load_captioner(CaptionerConfig(backend="transformers", model_dir=tiny_vlm_dir,
-                                          max_new_tokens=16, batch_size=8))
+    return load_captioner(
+        CaptionerConfig(
+            backend="transformers", model_dir=tiny_vlm_dir, max_new_tokens=16, batch_size=8
+        )
+    )
 
 
 def test_transformers_loads_the_model_dir_on_cpu_in_float32(tiny_captioner, tiny_vlm_dir):
@@ -316,8 +368,12 @@ def test_transformers_batched_generation_equals_one_by_one(tiny_captioner):
 def test_transformers_bfloat16_override(tiny_vlm_dir):
     import torch
 
-    cap = load_captioner(CaptionerConfig(backend="transformers", model_dir=tiny_vlm_dir,
-                                         dtype="bfloat16", max_new_tokens=16), cached=False)
+    cap = load_captioner(
+        CaptionerConfig(
+            backend="transformers", model_dir=tiny_vlm_dir, dtype="bfloat16", max_new_tokens=16
+        ),
+        cached=False,
+    )
     assert cap.model.dtype == torch.bfloat16 and cap.spec.dtype == "bfloat16"
     results = cap.caption_batch(_images()[:2])
     assert [r.step for r in results] == ["classify", "classify"]
@@ -326,8 +382,9 @@ def test_transformers_bfloat16_override(tiny_vlm_dir):
 
 def test_transformers_missing_model_dir_is_unavailable(tmp_path):
     with pytest.raises(VlmUnavailable, match="missing"):
-        load_captioner(CaptionerConfig(backend="transformers", model_dir=tmp_path / "nope"),
-                       cached=False)
+        load_captioner(
+            CaptionerConfig(backend="transformers", model_dir=tmp_path / "nope"), cached=False
+        )
 
 
 def test_profile_entry_points(tiny_vlm_dir, tiny_captioner):
@@ -344,11 +401,20 @@ def test_profile_entry_points(tiny_vlm_dir, tiny_captioner):
 
     def profile(model_spec):
         return Profile(
-            name="tiny-captions", analyzer="caption", pool="gpu", model_dir=tiny_vlm_dir,
+            name="tiny-captions",
+            analyzer="caption",
+            pool="gpu",
+            model_dir=tiny_vlm_dir,
             declared=ModelRef(backend="transformers", model_dir=str(tiny_vlm_dir)),
             runtime={"batch_size": 8, "device": "auto"},
-            tasks={"caption": TaskProfile("caption", model_spec, {
-                "prompt_version": PROMPT_VERSION, "max_pixels": 10**8, "max_new_tokens": 16})})
+            tasks={
+                "caption": TaskProfile(
+                    "caption",
+                    model_spec,
+                    {"prompt_version": PROMPT_VERSION, "max_pixels": 10**8, "max_new_tokens": 16},
+                )
+            },
+        )
 
     assert image_worker.captioner_for_profile(profile(spec)) is tiny_captioner
     other = spec.model_copy(update={"weights_checksum": "0" * 64})
@@ -378,12 +444,29 @@ def _answer(step: str, colour: str) -> tuple[str, bool]:
             "green": ("It looks like a photo of grass.", False),
         }[colour]
     return {
-        "red": (json.dumps({"caption": "A red  square on a plain background.", "tags": [
-            {"type": "color", "value": "Red", "confidence": 0.9},
-            {"type": "object", "value": "square", "confidence": 0.8},
-            {"type": "color", "value": "red.", "confidence": 0.7}]}), True),
-        "blue": (json.dumps({"caption": "A blue block diagram.", "confidence": 0.6,
-                             "tags": [{"type": "color", "value": "blue"}]}), False),
+        "red": (
+            json.dumps(
+                {
+                    "caption": "A red  square on a plain background.",
+                    "tags": [
+                        {"type": "color", "value": "Red", "confidence": 0.9},
+                        {"type": "object", "value": "square", "confidence": 0.8},
+                        {"type": "color", "value": "red.", "confidence": 0.7},
+                    ],
+                }
+            ),
+            True,
+        ),
+        "blue": (
+            json.dumps(
+                {
+                    "caption": "A blue block diagram.",
+                    "confidence": 0.6,
+                    "tags": [{"type": "color", "value": "blue"}],
+                }
+            ),
+            False,
+        ),
     }[colour]
 
 
@@ -443,8 +526,11 @@ def _handler(ep: _Endpoint):
             parts = msgs[1]["content"]
             urls = [p["image_url"]["url"] for p in parts if p.get("type") == "image_url"]
             texts = [p["text"] for p in parts if p.get("type") == "text"]
-            if len(urls) != 1 or len(texts) != 1 or not urls[0].startswith(
-                    "data:image/jpeg;base64,"):
+            if (
+                len(urls) != 1
+                or len(texts) != 1
+                or not urls[0].startswith("data:image/jpeg;base64,")
+            ):
                 return self._problem("user content must be one image_url data URL and a text")
             image = Image.open(io.BytesIO(base64.b64decode(urls[0].split(",", 1)[1])))
             if image.format != "JPEG":
@@ -456,14 +542,27 @@ def _handler(ep: _Endpoint):
             if colour == "yellow":
                 return self._send(400, {"error": {"message": "image rejected"}})
             content, with_logprobs = _answer(step, colour)
-            choice = {"index": 0, "finish_reason": "stop",
-                      "message": {"role": "assistant", "content": content}}
+            choice = {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": content},
+            }
             if with_logprobs:
-                choice["logprobs"] = {"content": [
-                    {"token": content[i:i + 4], "logprob": -0.2, "top_logprobs": []}
-                    for i in range(0, len(content), 4)]}
-            self._send(200, {"id": "chatcmpl-1", "object": "chat.completion",
-                             "model": SERVED_MODEL, "choices": [choice]})
+                choice["logprobs"] = {
+                    "content": [
+                        {"token": content[i : i + 4], "logprob": -0.2, "top_logprobs": []}
+                        for i in range(0, len(content), 4)
+                    ]
+                }
+            self._send(
+                200,
+                {
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion",
+                    "model": SERVED_MODEL,
+                    "choices": [choice],
+                },
+            )
 
     return Handler
 
@@ -481,17 +580,20 @@ def endpoint():
 
 
 def _openai(ep, **kw) -> CaptionerConfig:
-    return CaptionerConfig(backend="openai", base_url=ep.base_url, revision="2024-09",
-                           retry_backoff_s=0.0, **kw)
+    return CaptionerConfig(
+        backend="openai", base_url=ep.base_url, revision="2024-09", retry_backoff_s=0.0, **kw
+    )
 
 
 def test_openai_contract_results_evidence_and_tags(endpoint, monkeypatch):
     monkeypatch.setenv("TEST_VLM_KEY", "sekret")
     endpoint.api_key = "sekret"
-    cap = load_captioner(_openai(endpoint, api_key_env="TEST_VLM_KEY", concurrency=3),
-                         cached=False)
+    cap = load_captioner(_openai(endpoint, api_key_env="TEST_VLM_KEY", concurrency=3), cached=False)
     assert (cap.spec.backend, cap.spec.model_id, cap.spec.revision) == (
-        "openai", SERVED_MODEL, "2024-09")
+        "openai",
+        SERVED_MODEL,
+        "2024-09",
+    )
     images = [Image.new("RGB", (80, 60), c) for c in (RED, BLUE, GREEN)]
     red, blue, green = cap.caption_batch(images)
     assert endpoint.problems == []
@@ -504,7 +606,10 @@ def test_openai_contract_results_evidence_and_tags(endpoint, monkeypatch):
     assert content_tags(red) == [("color", "red", 0.9), ("object", "square", 0.8)]
     ev = to_evidence(red)
     assert [(e.kind, e.text) for e in ev] == [
-        ("caption", "A red square on a plain background."), ("tag", "red"), ("tag", "square")]
+        ("caption", "A red square on a plain background."),
+        ("tag", "red"),
+        ("tag", "square"),
+    ]
     assert ev[0].locator["confidence_source"] == "logprobs"
     assert ev[0].locator["prompt_version"] == PROMPT_VERSION
 
@@ -519,9 +624,11 @@ def test_openai_contract_results_evidence_and_tags(endpoint, monkeypatch):
     # its category.
     steps = [b["response_format"]["json_schema"]["name"] for b in endpoint.chat_bodies]
     assert sorted(steps) == ["image_caption"] * 2 + ["image_classify"] * 3
-    caption_prompts = {b["messages"][1]["content"][1]["text"].split(".")[0]
-                       for b in endpoint.chat_bodies
-                       if b["response_format"]["json_schema"]["name"] == "image_caption"}
+    caption_prompts = {
+        b["messages"][1]["content"][1]["text"].split(".")[0]
+        for b in endpoint.chat_bodies
+        if b["response_format"]["json_schema"]["name"] == "image_caption"
+    }
     assert caption_prompts == {"This image is a photo", "This image is a diagram"}
 
 
@@ -551,8 +658,9 @@ def test_openai_500s_until_retries_run_out_is_unavailable(endpoint):
 
 
 def test_openai_backoff_doubles_honours_retry_after_and_is_capped(endpoint):
-    cap = load_captioner(_openai(endpoint).model_copy(update={"retry_backoff_s": 1.5}),
-                         cached=False)
+    cap = load_captioner(
+        _openai(endpoint).model_copy(update={"retry_backoff_s": 1.5}), cached=False
+    )
     assert [cap._delay(n, None) for n in (1, 2, 3)] == [1.5, 3.0, 6.0]
     assert cap._delay(1, "7") == 7.0  # the server asks for longer
     assert cap._delay(3, "1") == 6.0  # never shorter than our own backoff
@@ -564,8 +672,14 @@ def test_openai_connection_refused_is_unavailable():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    cfg = CaptionerConfig(backend="openai", base_url=f"http://127.0.0.1:{port}/v1",
-                          revision="r1", max_retries=1, retry_backoff_s=0.0, timeout_s=5)
+    cfg = CaptionerConfig(
+        backend="openai",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        revision="r1",
+        max_retries=1,
+        retry_backoff_s=0.0,
+        timeout_s=5,
+    )
     with pytest.raises(VlmUnavailable, match="refused") as info:
         load_captioner(cfg, cached=False)
     assert info.value.retryable
@@ -620,8 +734,12 @@ def test_vllm_prompts_requests_and_sampling_params(tiny_vlm_dir):
         build_requests(prompts, images[:2])
 
     params = sampling_params_dict(CAPTION_SCHEMA, 160)
-    assert params == {"temperature": 0.0, "max_tokens": 160, "logprobs": 1,
-                      "structured_outputs": {"json": CAPTION_SCHEMA}}
+    assert params == {
+        "temperature": 0.0,
+        "max_tokens": 160,
+        "logprobs": 1,
+        "structured_outputs": {"json": CAPTION_SCHEMA},
+    }
     json.dumps(params)  # a plain, serialisable dict
 
     cfg = CaptionerConfig(backend="vllm", model_dir=tiny_vlm_dir, batch_size=16)
@@ -640,13 +758,17 @@ def test_vllm_output_to_generation():
         return SimpleNamespace(logprob=value, decoded_token=text)
 
     completion = SimpleNamespace(
-        text='{"category": "photo"}', token_ids=[7, 8], finish_reason="stop",
-        logprobs=[{7: lp(-0.1, '{"category": '), 3: lp(-3.0, "x")},
-                  {8: lp(-0.3, '"photo"}')}])
+        text='{"category": "photo"}',
+        token_ids=[7, 8],
+        finish_reason="stop",
+        logprobs=[{7: lp(-0.1, '{"category": '), 3: lp(-3.0, "x")}, {8: lp(-0.3, '"photo"}')}],
+    )
     gen = generation_from_output(SimpleNamespace(outputs=[completion]))
     assert gen.text == '{"category": "photo"}' and gen.finished and gen.n_tokens == 2
-    assert gen.token_logprobs == [TokenLogprob('{"category": ', -0.1),
-                                  TokenLogprob('"photo"}', -0.3)]
+    assert gen.token_logprobs == [
+        TokenLogprob('{"category": ', -0.1),
+        TokenLogprob('"photo"}', -0.3),
+    ]
     cls = parse_classification(gen.text, gen.token_logprobs)
     assert cls.confidence == pytest.approx(math.exp(-0.3))
     cut = SimpleNamespace(text='{"cat', token_ids=[1], finish_reason="length", logprobs=None)

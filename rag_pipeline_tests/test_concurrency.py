@@ -23,8 +23,7 @@ DAGSTER = str(Path(sys.executable).with_name("dagster"))
 # Four Dagster processes on a machine with fewer cores: ~5 min seen on a loaded 2-core box; the
 # processes themselves are given 900 s (communicate below).
 @pytest.mark.timeout(900)
-def test_four_shards_concurrently_match_a_sequential_run(tmp_path, pipeline_env,
-                                                        built_demo_index):
+def test_four_shards_concurrently_match_a_sequential_run(tmp_path, pipeline_env, built_demo_index):
     settings = pipeline_env
     generate_demo_corpus(settings.sources[0], tmp_path / "gold.jsonl")
     assert settings.shard_count == 4
@@ -38,23 +37,43 @@ def test_four_shards_concurrently_match_a_sequential_run(tmp_path, pipeline_env,
 
     # Four inference partitions at once, each analysing, embedding and persisting its shard.
     env = os.environ.copy()
-    procs = [subprocess.Popen(
-        [DAGSTER, "asset", "materialize", "-m", "rag_pipeline.definitions",
-         "--select", "inference_runs", "--partition", f"minilm-l6|{shard_key(i)}"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for i in range(4)]
+    procs = [
+        subprocess.Popen(
+            [
+                DAGSTER,
+                "asset",
+                "materialize",
+                "-m",
+                "rag_pipeline.definitions",
+                "--select",
+                "inference_runs",
+                "--partition",
+                f"minilm-l6|{shard_key(i)}",
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(4)
+    ]
     outputs = [p.communicate(timeout=900)[0] for p in procs]
     for p, out in zip(procs, outputs, strict=True):
         assert p.returncode == 0, out[-4000:]
         assert "RUN_SUCCESS" in out
-        for symptom in ("Could not set lock", "database is locked", "LockTimeout",
-                        "CommitConflict"):
+        for symptom in (
+            "Could not set lock",
+            "database is locked",
+            "LockTimeout",
+            "CommitConflict",
+        ):
             assert symptom not in out, symptom
     with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()
         assert sum(r.status == dg.DagsterRunStatus.SUCCESS for r in runs) >= 5
         assert {r.tags.get("dagster/partition") for r in runs} >= {
-            f"minilm-l6|{shard_key(i)}" for i in range(4)}
+            f"minilm-l6|{shard_key(i)}" for i in range(4)
+        }
 
     after_concurrent = persisted_rows(settings)
     assert after_concurrent["run_partitions"] == [f"minilm-l6|{shard_key(i)}" for i in range(4)]
@@ -65,7 +84,8 @@ def test_four_shards_concurrently_match_a_sequential_run(tmp_path, pipeline_env,
     first = run_all()
     # (and OCR for the shards that hold images)
     assert {pk for pk in first["partitions"] if not pk.startswith("ocr-tesseract|")} == {
-        f"text-v1|{shard_key(i)}" for i in range(4)}
+        f"text-v1|{shard_key(i)}" for i in range(4)
+    }
     assert any(pk.startswith("ocr-tesseract|") for pk in first["partitions"])
     assert run_all()["partitions"] == []
     concurrent = persisted_rows(settings)

@@ -18,14 +18,24 @@ from rag_pipeline.contracts import (
     dedupe_key,
 )
 
-SPEC = ModelSpec(backend="sentence-transformers", model_id="m", revision="r1",
-                 weights_checksum="ab" * 32, dim=4)
+SPEC = ModelSpec(
+    backend="sentence-transformers", model_id="m", revision="r1", weights_checksum="ab" * 32, dim=4
+)
 
 
 def _task(**kw) -> TaskSpec:
-    base = dict(task_type="mv_embed", tenant_id="t", asset_id="a" * 64, version_id="v1",
-                uri="/x/y.md", media_type="text/markdown", size=10, partition_key="00",
-                model=SPEC, config={"normalize": True})
+    base = dict(
+        task_type="mv_embed",
+        tenant_id="t",
+        asset_id="a" * 64,
+        version_id="v1",
+        uri="/x/y.md",
+        media_type="text/markdown",
+        size=10,
+        partition_key="00",
+        model=SPEC,
+        config={"normalize": True},
+    )
     return TaskSpec(**(base | kw))
 
 
@@ -56,16 +66,19 @@ def test_tampered_vector_fails_its_own_checksum():
         ResultEnvelope.parse_verified(json.dumps(raw))
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda r: r.update(schema_version=99), "unsupported schema_version"),
-    (lambda r: r["task"].update(asset_id="not-a-sha"), "asset_id"),
-    (lambda r: r.update(status="failed"), "failed result must carry an error"),
-    (lambda r: r["evidence_text"][0].update(confidence=1.5), "confidence"),
-    (lambda r: r["evidence_text"][0].update(kind="poem"), "kind"),
-    (lambda r: r["evidence_vectors"][0].update(dim=5), "dim says 5"),
-    (lambda r: r.update(unexpected_field=1), "unexpected_field"),
-    (lambda r: r.pop("result_checksum"), "result_checksum"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda r: r.update(schema_version=99), "unsupported schema_version"),
+        (lambda r: r["task"].update(asset_id="not-a-sha"), "asset_id"),
+        (lambda r: r.update(status="failed"), "failed result must carry an error"),
+        (lambda r: r["evidence_text"][0].update(confidence=1.5), "confidence"),
+        (lambda r: r["evidence_text"][0].update(kind="poem"), "kind"),
+        (lambda r: r["evidence_vectors"][0].update(dim=5), "dim says 5"),
+        (lambda r: r.update(unexpected_field=1), "unexpected_field"),
+        (lambda r: r.pop("result_checksum"), "result_checksum"),
+    ],
+)
 def test_malformed_envelopes_are_rejected(mutate, message):
     raw = json.loads(_envelope().model_dump_json())
     mutate(raw)
@@ -79,8 +92,9 @@ def test_not_json_is_a_contract_error():
 
 
 def test_failed_envelope_carries_error_and_verifies():
-    env = ResultEnvelope.build(_task(), "run-1", error=ErrorInfo(error_class="CorruptImage",
-                                                                  message="bad"))
+    env = ResultEnvelope.build(
+        _task(), "run-1", error=ErrorInfo(error_class="CorruptImage", message="bad")
+    )
     assert env.status == "failed"
     ResultEnvelope.parse_verified(env.model_dump_json())
 

@@ -25,8 +25,13 @@ def clean_rows(built_demo_index):
 def test_sigkill_then_rerun_gives_clean_rows(point, demo_env, clean_rows):
     settings, _ = demo_env
     env = os.environ.copy() | {"RAG_FAULT": point}
-    proc = subprocess.run([sys.executable, "-m", "rag_pipeline.cli", "materialize"], env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "rag_pipeline.cli", "materialize"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == -signal.SIGKILL, (proc.returncode, proc.stderr[-2000:])
 
     crashed = persisted_rows(settings)

@@ -35,7 +35,8 @@ def _gql(port: int, query: str, variables: dict | None = None) -> dict:
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/graphql",
         data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json"})
+        headers={"Content-Type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=30) as resp:
         body = json.loads(resp.read())
     assert "errors" not in body, body
@@ -62,10 +63,14 @@ def dagster_dev(pipeline_env, tmp_path):
     port = _free_port()
     log = open(tmp_path / "dagster_dev.log", "w")
     # A session of its own: the whole tree (webserver, daemon, code server) stops together.
-    proc = subprocess.Popen([DAGSTER, "dev", "-w", str(REPO / "workspace.yaml"),
-                             "-h", "127.0.0.1", "-p", str(port)],
-                            cwd=REPO, env=os.environ.copy(), stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [DAGSTER, "dev", "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+        cwd=REPO,
+        env=os.environ.copy(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         _wait_for(lambda: _gql(port, "{ version }"), 180, "dagster dev")
         yield port, pipeline_env
@@ -82,20 +87,31 @@ def dagster_dev(pipeline_env, tmp_path):
 
 def test_asset_graph_and_shard_rematerialization_from_the_ui(dagster_dev):
     port, settings = dagster_dev
-    nodes = _wait_for(lambda: _gql(port, """
+    nodes = _wait_for(
+        lambda: _gql(
+            port,
+            """
         { assetNodes { assetKey { path } dependencyKeys { path }
-                       partitionDefinition { description } } }""")["assetNodes"], 120,
-                      "asset nodes")
-    graph = {"/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]}
-             for n in nodes}
+                       partitionDefinition { description } } }""",
+        )["assetNodes"],
+        120,
+        "asset nodes",
+    )
+    graph = {
+        "/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]}
+        for n in nodes
+    }
     # assets -> asset_versions -> analysis_runs / inference_runs -> evidence -> search_snapshot
     assert graph["asset_versions"] == {"assets"}
     assert graph["analysis_runs"] == {"asset_versions"}
     assert graph["inference_runs"] == {"asset_versions"}
     assert graph["evidence"] == {"analysis_runs", "inference_runs"}
     assert graph["search_snapshot"] == {"evidence"}
-    partitioned = {"/".join(n["assetKey"]["path"]): n["partitionDefinition"]["description"]
-                   for n in nodes if n["partitionDefinition"]}
+    partitioned = {
+        "/".join(n["assetKey"]["path"]): n["partitionDefinition"]["description"]
+        for n in nodes
+        if n["partitionDefinition"]
+    }
     assert set(partitioned) == {"analysis_runs", "inference_runs"}
     assert "gpu_profiles" in partitioned["inference_runs"]
     assert "cpu_profiles" in partitioned["analysis_runs"]
@@ -104,35 +120,59 @@ def test_asset_graph_and_shard_rematerialization_from_the_ui(dagster_dev):
     with open_settings_catalog(settings) as cat:
         before = cat.counts(settings.tenant_id)
 
-    repos = _gql(port, "{ repositoriesOrError { ... on RepositoryConnection { nodes { name "
-                       "location { name } } } } }")["repositoriesOrError"]["nodes"]
+    repos = _gql(
+        port,
+        "{ repositoriesOrError { ... on RepositoryConnection { nodes { name "
+        "location { name } } } } }",
+    )["repositoriesOrError"]["nodes"]
     repo = repos[0]
-    launched = _gql(port, """
+    launched = _gql(
+        port,
+        """
         mutation($p: ExecutionParams!) { launchRun(executionParams: $p) {
             __typename
             ... on LaunchRunSuccess { run { runId } }
             ... on PythonError { message }
             ... on RunConfigValidationInvalid { errors { message } } } }""",
-                    {"p": {"selector": {"repositoryLocationName": repo["location"]["name"],
-                                        "repositoryName": repo["name"], "jobName": "gpu_job"},
-                           "executionMetadata": {"tags": [
-                               {"key": "dagster/partition", "value": "minilm-l6|01"},
-                               {"key": "dagster/partition/profile", "value": "minilm-l6"},
-                               {"key": "dagster/partition/shard", "value": "01"}]},
-                           "runConfigData": {}}})["launchRun"]
+        {
+            "p": {
+                "selector": {
+                    "repositoryLocationName": repo["location"]["name"],
+                    "repositoryName": repo["name"],
+                    "jobName": "gpu_job",
+                },
+                "executionMetadata": {
+                    "tags": [
+                        {"key": "dagster/partition", "value": "minilm-l6|01"},
+                        {"key": "dagster/partition/profile", "value": "minilm-l6"},
+                        {"key": "dagster/partition/shard", "value": "01"},
+                    ]
+                },
+                "runConfigData": {},
+            }
+        },
+    )["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
 
     def finished():
-        status = _gql(port, "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
-                      {"id": run_id})["runOrError"]["status"]
+        status = _gql(
+            port,
+            "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }",
+            {"id": run_id},
+        )["runOrError"]["status"]
         return status if status in ("SUCCESS", "FAILURE", "CANCELED") else None
 
     assert _wait_for(finished, 300, "shard run") == "SUCCESS"
-    events = _gql(port, """query($id: ID!) { runOrError(runId: $id) { ... on Run {
+    events = _gql(
+        port,
+        """query($id: ID!) { runOrError(runId: $id) { ... on Run {
         tags { key value } assetMaterializations { assetKey { path } partition } } } }""",
-                  {"id": run_id})["runOrError"]
-    mats = {("/".join(m["assetKey"]["path"]), m["partition"]) for m in events["assetMaterializations"]}
+        {"id": run_id},
+    )["runOrError"]
+    mats = {
+        ("/".join(m["assetKey"]["path"]), m["partition"]) for m in events["assetMaterializations"]
+    }
     assert mats == {("inference_runs", "minilm-l6|01")}
     with open_settings_catalog(settings) as cat:
         # Reprocessing an up-to-date shard changes nothing: same rows, no duplicates.

@@ -91,8 +91,9 @@ def _text(doc: DemoDocument) -> str:
     """A document's readable text: a PDF's title, headings and paragraphs; an HTML page's text
     without scripts and styles; Markdown and plain text as they are."""
     if doc.pdf is not None:
-        return " ".join([doc.pdf.title] + [s.heading or "" for s in doc.pdf.sections]
-                        + _paragraphs(doc))
+        return " ".join(
+            [doc.pdf.title] + [s.heading or "" for s in doc.pdf.sections] + _paragraphs(doc)
+        )
     text = doc.content.decode("utf-8")
     if doc.path.endswith(".html"):
         soup = BeautifulSoup(text, "html.parser")
@@ -110,9 +111,10 @@ def test_generation_is_deterministic(corpus, tmp_path):
     first, second = _digests(corpus.corpus_dir), _digests(other.corpus_dir)
     assert first == second
     assert len(first) == len(corpus.files)
-    assert hashlib.sha256(corpus.gold_path.read_bytes()).digest() == hashlib.sha256(
-        other.gold_path.read_bytes()
-    ).digest()
+    assert (
+        hashlib.sha256(corpus.gold_path.read_bytes()).digest()
+        == hashlib.sha256(other.gold_path.read_bytes()).digest()
+    )
     for rel in corpus.files:
         assert (corpus.corpus_dir / rel).stat().st_mtime == (other.corpus_dir / rel).stat().st_mtime
     assert other.model_dump(exclude={"corpus_dir", "gold_path"}) == corpus.model_dump(
@@ -127,8 +129,11 @@ def test_regenerating_in_place_keeps_bytes(corpus, tmp_path):
 
 
 def test_summary_matches_disk(corpus):
-    on_disk = sorted(p.relative_to(corpus.corpus_dir).as_posix()
-                     for p in corpus.corpus_dir.rglob("*") if p.is_file())
+    on_disk = sorted(
+        p.relative_to(corpus.corpus_dir).as_posix()
+        for p in corpus.corpus_dir.rglob("*")
+        if p.is_file()
+    )
     assert corpus.files == on_disk
     assert corpus.n_documents == len(DOCUMENTS) >= 24
     assert corpus.n_images == len(IMAGES) >= 12
@@ -136,11 +141,11 @@ def test_summary_matches_disk(corpus):
     suffixes = {Path(f).suffix for f in corpus.files if f.startswith("docs/")}
     assert {".md", ".txt", ".html", ".pdf"} <= suffixes
     assert sum(f.endswith(".pdf") for f in corpus.files) >= 4
-    folders = {f.split("/")[1] for f in corpus.files
-               if f.startswith("docs/") and f.count("/") == 2}
+    folders = {f.split("/")[1] for f in corpus.files if f.startswith("docs/") and f.count("/") == 2}
     assert folders >= {"kitchen", "outdoors", "science", "home", "history"}
-    image_files = [f for f in corpus.files
-                   if f.startswith("images/") and f.endswith((".jpg", ".png"))]
+    image_files = [
+        f for f in corpus.files if f.startswith("images/") and f.endswith((".jpg", ".png"))
+    ]
     assert len(image_files) == corpus.n_images
     assert not corpus.gold_path.is_relative_to(corpus.corpus_dir)
 
@@ -200,14 +205,24 @@ def test_generates_from_package_data_only(corpus, tmp_path):
                 zf.write(f, f.relative_to(package.parent).as_posix())
     run = tmp_path / "run"
     run.mkdir()
-    out = subprocess.run([sys.executable, "-c", _FROM_ZIP], cwd=run, capture_output=True,
-                         text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(archive)})
+    out = subprocess.run(
+        [sys.executable, "-c", _FROM_ZIP],
+        cwd=run,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(archive)},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert report["module"].startswith(str(archive) + os.sep)
     sources = [str(package), str(REPO)]
-    read_from_a_tree = [f for f in report["opened"] if not f.startswith(str(run) + os.sep)
-                        and ("/rag_pipeline/" in f or any(f.startswith(s) for s in sources))]
+    read_from_a_tree = [
+        f
+        for f in report["opened"]
+        if not f.startswith(str(run) + os.sep)
+        and ("/rag_pipeline/" in f or any(f.startswith(s) for s in sources))
+    ]
     assert read_from_a_tree == []
     assert report["files"] == corpus.files
     expected = _digests(corpus.corpus_dir)
@@ -219,21 +234,26 @@ def test_generates_from_package_data_only(corpus, tmp_path):
 def test_every_data_file_is_used():
     """Each file under data/ is a document source, the image list or the gold set."""
     data = resources.files("rag_pipeline.demo") / "data"
-    on_disk = sorted(p.relative_to(Path(str(data))).as_posix()
-                     for p in Path(str(data)).rglob("*") if p.is_file())
-    used = sorted([f"documents/{d.path}" + (".yaml" if d.pdf else "") for d in DOCUMENTS]
-                  + ["gold.jsonl", "images.yaml"])
+    on_disk = sorted(
+        p.relative_to(Path(str(data))).as_posix() for p in Path(str(data)).rglob("*") if p.is_file()
+    )
+    used = sorted(
+        [f"documents/{d.path}" + (".yaml" if d.pdf else "") for d in DOCUMENTS]
+        + ["gold.jsonl", "images.yaml"]
+    )
     assert on_disk == used
 
 
 def test_image_specs_are_checked():
     base = {"path": "images/x.png", "size": [10, 10], "drawing": "heron", "seed": 1}
     assert ImageSpec.model_validate(base).drawing == "heron"
-    for bad, reason in (({"drawing": "unicorn"}, "unknown drawing"),
-                        ({"drawing": "trail_sign", "text": ["ONE"]}, "paints 2 text lines"),
-                        ({"taken": "2024-01-01"}, "taken"),
-                        ({"sidecar": "xml"}, "sidecar"),
-                        ({"colour": "red"}, "colour")):
+    for bad, reason in (
+        ({"drawing": "unicorn"}, "unknown drawing"),
+        ({"drawing": "trail_sign", "text": ["ONE"]}, "paints 2 text lines"),
+        ({"taken": "2024-01-01"}, "taken"),
+        ({"sidecar": "xml"}, "sidecar"),
+        ({"colour": "red"}, "colour"),
+    ):
         with pytest.raises(ValueError, match=reason):
             ImageSpec.model_validate({**base, **bad})
 
@@ -241,8 +261,9 @@ def test_image_specs_are_checked():
 def test_gold_judging_a_missing_file_is_refused(tmp_path, monkeypatch):
     stray = GoldQuery(query_id="qx", query="nothing", relevant={"docs/missing.md": 2})
     monkeypatch.setattr(corpus_module, "load_gold", lambda: [*load_gold(), stray])
-    with pytest.raises(ValueError, match="qx judges files the corpus does not have: "
-                                         "docs/missing.md"):
+    with pytest.raises(
+        ValueError, match="qx judges files the corpus does not have: docs/missing.md"
+    ):
         generate_demo_corpus(tmp_path / "c", tmp_path / GOLD_FILENAME)
     assert not (tmp_path / GOLD_FILENAME).exists()
 
@@ -252,8 +273,9 @@ def test_gold_judging_a_missing_file_is_refused(tmp_path, monkeypatch):
 
 def test_gold_is_well_formed(corpus):
     raw = corpus.gold_path.read_text(encoding="utf-8").splitlines()
-    assert all(set(json.loads(line)) == {"query_id", "query", "query_type", "relevant"}
-               for line in raw)
+    assert all(
+        set(json.loads(line)) == {"query_id", "query", "query_type", "relevant"} for line in raw
+    )
     gold = read_gold(corpus.gold_path)
     assert len(gold) == corpus.n_queries >= 14
     assert len({q.query_id for q in gold}) == len(gold)
@@ -265,8 +287,9 @@ def test_gold_is_well_formed(corpus):
         for rel in q.relevant:
             assert rel in corpus.files, (q.query_id, rel)
             assert (corpus.corpus_dir / rel).is_file(), (q.query_id, rel)
-            assert not rel.endswith((".json", ".jpg.txt", ".png.txt")), \
+            assert not rel.endswith((".json", ".jpg.txt", ".png.txt")), (
                 "gold points at media, not sidecars"
+            )
     answers = [p for q in gold for p, g in q.relevant.items() if g == 2]
     assert any(p.startswith("images/") for p in answers)
     assert any(p.endswith(".pdf") for p in answers)
@@ -323,8 +346,9 @@ def test_pdf_second_page_answers_its_query(corpus):
 
 def test_html_documents(corpus):
     for doc in (d for d in DOCUMENTS if d.path.endswith(".html")):
-        soup = BeautifulSoup((corpus.corpus_dir / doc.path).read_text(encoding="utf-8"),
-                             "html.parser")
+        soup = BeautifulSoup(
+            (corpus.corpus_dir / doc.path).read_text(encoding="utf-8"), "html.parser"
+        )
         assert soup.title.string and soup.h1.get_text() == soup.title.string
         assert soup.find("meta", attrs={"name": "description"})["content"].strip()
         assert soup.find_all("h2")
@@ -411,7 +435,9 @@ def test_image_sidecars(corpus):
             assert txt.read_text(encoding="utf-8").strip() == spec.description
         elif spec.sidecar == "json":
             assert json.loads(js.read_text(encoding="utf-8")) == {
-                "description": spec.description, "tags": list(spec.keywords)}
+                "description": spec.description,
+                "tags": list(spec.keywords),
+            }
         kinds.add(spec.sidecar)
     assert {"txt", "json"} <= kinds
 
@@ -424,8 +450,9 @@ def test_text_images_and_bare_image(corpus):
             gray = im.convert("L")
             dark = sum(gray.histogram()[:60])
         assert dark > 0.01 * gray.width * gray.height, spec.path
-    (bare,) = [s for s in IMAGES
-               if not (s.description or s.taken or s.camera or s.xmp or s.sidecar)]
+    (bare,) = [
+        s for s in IMAGES if not (s.description or s.taken or s.camera or s.xmp or s.sidecar)
+    ]
     with Image.open(corpus.corpus_dir / bare.path) as im:
         assert not im.getexif() and "xmp" not in im.info and not im.text
 
@@ -451,8 +478,14 @@ def test_bad_inputs(tmp_path):
         assert issubclass(getattr(errors, name), errors.AnalysisError)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(expected)
 
-    for name in ("empty.txt", "garbage.txt", "corrupt.jpg", "corrupt.png", "corrupt.pdf",
-                 "bomb.png"):
+    for name in (
+        "empty.txt",
+        "garbage.txt",
+        "corrupt.jpg",
+        "corrupt.png",
+        "corrupt.pdf",
+        "bomb.png",
+    ):
         assert (tmp_path / name).is_file() and not (tmp_path / name).is_symlink()
     assert (tmp_path / "empty.txt").stat().st_size == 0
 

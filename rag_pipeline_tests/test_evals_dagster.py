@@ -27,8 +27,9 @@ def _materialize(defs, instance) -> dict:
 def _check_evals(instance, name: str = "smoke_eval_gates"):
     key = dg.AssetCheckKey(dg.AssetKey("search_snapshot"), name)
     recs = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
-    return [r.event.asset_check_evaluation for r in recs
-            if r.event and r.event.asset_check_evaluation]
+    return [
+        r.event.asset_check_evaluation for r in recs if r.event and r.event.asset_check_evaluation
+    ]
 
 
 def _pointer(settings: Settings, name: str) -> str | None:
@@ -38,15 +39,21 @@ def _pointer(settings: Settings, name: str) -> str | None:
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("smoke_gates_without_latency")
-def test_blocking_check_promotes_good_blocks_worse_and_nightly_records(demo_env, tmp_path,
-                                                                  monkeypatch):
+def test_blocking_check_promotes_good_blocks_worse_and_nightly_records(
+    demo_env, tmp_path, monkeypatch
+):
     settings, corpus = demo_env
     monkeypatch.setenv("RAG_SMOKE_GOLD", str(corpus.gold_path))
     tiny = build_tiny_sentence_model(tmp_path / "tiny-b")
     doc = yaml.safe_load(packaged_file("models.yaml").read_text())
-    doc["profiles"].append({"name": "tiny-b", "analyzer": "mv_embed",
-                            "model": {"model_dir": str(tiny)},
-                            "config": {"text_profile": "text-v1"}})
+    doc["profiles"].append(
+        {
+            "name": "tiny-b",
+            "analyzer": "mv_embed",
+            "model": {"model_dir": str(tiny)},
+            "config": {"text_profile": "text-v1"},
+        }
+    )
     models = tmp_path / "models.yaml"
     models.write_text(yaml.safe_dump(doc, sort_keys=False))
     monkeypatch.setenv("RAG_MODELS_FILE", str(models))
@@ -88,10 +95,16 @@ def test_blocking_check_promotes_good_blocks_worse_and_nightly_records(demo_env,
         assert run.job_name == "publish_job" and run.status == dg.DagsterRunStatus.FAILURE
         # The check's step failed; promoted_snapshot was planned but never started.
         steps = {s.step_key: s.status.value for s in instance.get_run_step_stats(run.run_id)}
-        assert steps == {"evidence": "SUCCESS", "search_snapshot": "SUCCESS",
-                         "search_snapshot_smoke_eval_gates": "FAILURE"}, steps
-        promo_events = {e.dagster_event.event_type_value for e in instance.all_logs(run.run_id)
-                        if e.dagster_event and e.step_key == "promoted_snapshot"}
+        assert steps == {
+            "evidence": "SUCCESS",
+            "search_snapshot": "SUCCESS",
+            "search_snapshot_smoke_eval_gates": "FAILURE",
+        }, steps
+        promo_events = {
+            e.dagster_event.event_type_value
+            for e in instance.all_logs(run.run_id)
+            if e.dagster_event and e.step_key == "promoted_snapshot"
+        }
         assert promo_events == {"ASSET_MATERIALIZATION_PLANNED"}, promo_events
 
         # 3. Roll back the policy: an identical-to-promoted candidate passes and is promoted.
@@ -115,8 +128,17 @@ def test_blocking_check_promotes_good_blocks_worse_and_nightly_records(demo_env,
         res = defs.resolve_job_def(sched.job_name).execute_in_process(instance=instance)
         assert res.success
         meta = res.asset_materializations_for_node("nightly_eval")[0].metadata
-        for key in ("ndcg@10", "recall@50", "recall@100", "mrr@10", "precision@5",
-                    "latency_p95_ms", "error_rate", "cpu_s_per_1k_queries", "bm25_ndcg@10"):
+        for key in (
+            "ndcg@10",
+            "recall@50",
+            "recall@100",
+            "mrr@10",
+            "precision@5",
+            "latency_p95_ms",
+            "error_rate",
+            "cpu_s_per_1k_queries",
+            "bm25_ndcg@10",
+        ):
             assert isinstance(meta[key], dg.FloatMetadataValue), key
         assert meta["ndcg@10"].value > 0.8 and meta["error_rate"].value == 0.0
         assert meta["snapshot_id"].value == third["snapshot_id"]

@@ -21,20 +21,27 @@ from evals.label_builder import LabelBuilder
 from evals.metrics import EVAL_METRICS, evaluate, latency_summary, percentile
 from evals.stats import compare_runs, paired_bootstrap
 
-GOOD = {"query_id": "q1", "query": "red lighthouse", "query_type": "visual",
-        "relevant": {"images/lighthouse.jpg": 2, "docs/a.md": 0},
-        "scope": {"kind": "image"}, "must": ["lighthouse"], "exclude": ["wasp"]}
+GOOD = {
+    "query_id": "q1",
+    "query": "red lighthouse",
+    "query_type": "visual",
+    "relevant": {"images/lighthouse.jpg": 2, "docs/a.md": 0},
+    "scope": {"kind": "image"},
+    "must": ["lighthouse"],
+    "exclude": ["wasp"],
+}
 
 
 def _write(path, lines):
-    path.write_text("\n".join(json.dumps(x) if not isinstance(x, str) else x
-                              for x in lines) + "\n")
+    path.write_text("\n".join(json.dumps(x) if not isinstance(x, str) else x for x in lines) + "\n")
     return path
 
 
 def test_extended_jsonl_roundtrip(tmp_path):
-    p = _write(tmp_path / "g.jsonl", ["# a comment", GOOD, "", {**GOOD, "query_id": "q2",
-                                                                "query_type": None}])
+    p = _write(
+        tmp_path / "g.jsonl",
+        ["# a comment", GOOD, "", {**GOOD, "query_id": "q2", "query_type": None}],
+    )
     gs = load_gold_jsonl(p)
     assert [q.query_id for q in gs.queries] == ["q1", "q2"]
     assert gs.queries[0].scope.kind == "image" and gs.queries[0].must == ["lighthouse"]
@@ -73,17 +80,20 @@ def test_one_query_type_vocabulary():
     assert GoldQuery.model_validate({**GOOD, "query_type": "mixed"}).query_type == "balanced"
 
 
-@pytest.mark.parametrize("bad, reason", [
-    ("{not json", "invalid JSON"),
-    ("[1, 2]", "expected a JSON object"),
-    ({**GOOD, "relevant": {"a": 3}}, "grade of 'a' must be 0, 1 or 2"),
-    ({**GOOD, "relevant": {"a": 0}}, "at least one document with grade 1 or 2"),
-    ({**GOOD, "query_type": "fuzzy"}, "query_type"),
-    ({**GOOD, "query": ""}, "query"),
-    ({**GOOD, "scope": {"kind": "video"}}, "scope.kind"),
-    ({**GOOD, "surprise": 1}, "surprise"),
-    (GOOD, "duplicate query_id 'q1' (first at line 1)"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        ("{not json", "invalid JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        ({**GOOD, "relevant": {"a": 3}}, "grade of 'a' must be 0, 1 or 2"),
+        ({**GOOD, "relevant": {"a": 0}}, "at least one document with grade 1 or 2"),
+        ({**GOOD, "query_type": "fuzzy"}, "query_type"),
+        ({**GOOD, "query": ""}, "query"),
+        ({**GOOD, "scope": {"kind": "video"}}, "scope.kind"),
+        ({**GOOD, "surprise": 1}, "surprise"),
+        (GOOD, "duplicate query_id 'q1' (first at line 1)"),
+    ],
+)
 def test_extended_jsonl_errors_name_file_and_line(tmp_path, bad, reason):
     p = _write(tmp_path / "g.jsonl", [GOOD, bad])
     with pytest.raises(ValueError) as exc:
@@ -95,11 +105,14 @@ def test_extended_jsonl_errors_name_file_and_line(tmp_path, bad, reason):
 def test_beir_gold_any_split(tmp_path):
     root = tmp_path / "mini"
     (root / "qrels").mkdir(parents=True)
-    _write(root / "corpus.jsonl", [{"_id": "d1", "title": "T", "text": "x"},
-                                   {"_id": "d2", "text": "y"}])
+    _write(
+        root / "corpus.jsonl",
+        [{"_id": "d1", "title": "T", "text": "x"}, {"_id": "d2", "text": "y"}],
+    )
     _write(root / "queries.jsonl", [{"_id": "1", "text": "a"}, {"_id": "2", "text": "b"}])
     (root / "qrels" / "never-seen.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n1\td1\t1\n2\td2\t0\n")
+        "query-id\tcorpus-id\tscore\n1\td1\t1\n2\td2\t0\n"
+    )
     gs = load_beir_gold(root, "never-seen")
     assert gs.kind == "beir" and gs.split == "never-seen"
     assert [q.query_id for q in gs.queries] == ["1"]  # q2 has nothing relevant
@@ -122,13 +135,24 @@ def test_extended_metrics():
 
 
 def _result(vals, lat, errors=()):
-    per = [{"query_id": f"q{i}", "metrics": {"ndcg@10": v, "recall@50": v},
-            "latency_ms": latency, "cpu_s": 0.01, "error": "x" if i in errors else None}
-           for i, (v, latency) in enumerate(zip(vals, lat, strict=True))]
+    per = [
+        {
+            "query_id": f"q{i}",
+            "metrics": {"ndcg@10": v, "recall@50": v},
+            "latency_ms": latency,
+            "cpu_s": 0.01,
+            "error": "x" if i in errors else None,
+        }
+        for i, (v, latency) in enumerate(zip(vals, lat, strict=True))
+    ]
     from evals.runner import summarize
 
-    return {"metrics": summarize(per, ["ndcg@10", "recall@50"]), "per_query": per,
-            "n_queries": len(per), "provenance": {"engine": "hybrid"}}
+    return {
+        "metrics": summarize(per, ["ndcg@10", "recall@50"]),
+        "per_query": per,
+        "n_queries": len(per),
+        "provenance": {"engine": "hybrid"},
+    }
 
 
 def test_paired_bootstrap_is_seeded_and_paired():
@@ -157,9 +181,10 @@ def test_compare_and_gates_defaults():
     assert any(r.startswith("ndcg@10") for r in v.reasons)
     assert any(r.startswith("recall@50") for r in v.reasons)
     edge = _result([0.78] * 40, [10.0] * 40)  # -2.0 pp: blocks nDCG (> 1) but not recall@50
-    assert [c.metric for c in apply_gates(base["metrics"], edge["metrics"]).checks
-            if not c.passed] == ["ndcg@10"]
-    slow = _result([0.8] * 40, [13.0] * 40)   # +30% p95, +3 ms: under the 5 ms slack
+    assert [
+        c.metric for c in apply_gates(base["metrics"], edge["metrics"]).checks if not c.passed
+    ] == ["ndcg@10"]
+    slow = _result([0.8] * 40, [13.0] * 40)  # +30% p95, +3 ms: under the 5 ms slack
     assert apply_gates(base["metrics"], slow["metrics"]).passed
     slower = _result([0.8] * 40, [20.0] * 40)  # +100%, +10 ms
     v = apply_gates(base["metrics"], slower["metrics"])
@@ -186,23 +211,29 @@ def test_gate_boundaries_and_config_file(tmp_path):
     assert apply_gates({}, {"ndcg@10": 0.1}).passed
     # use_ci: a drop whose CI includes 0 does not block
     cmp = {"diffs": {"ndcg@10": {"hi": 0.01}}}
-    assert apply_gates(base, {"ndcg@10": 0.45, "recall@50": 0.9}, GateConfig(use_ci=True),
-                       cmp).passed
+    assert apply_gates(
+        base, {"ndcg@10": 0.45, "recall@50": 0.9}, GateConfig(use_ci=True), cmp
+    ).passed
 
 
 def test_label_builder_rules(tmp_path):
     j = tmp_path / "judgements.csv"
-    j.write_text("query_id,query,doc,grade,thumbs\n"
-                 "q1,red lighthouse,a.jpg,2,\n"
-                 "q1,red lighthouse,b.jpg,,up\n"
-                 "q1,red lighthouse,c.jpg,,down\n"
-                 "q1,red lighthouse,d.jpg,0,\n")
+    j.write_text(
+        "query_id,query,doc,grade,thumbs\n"
+        "q1,red lighthouse,a.jpg,2,\n"
+        "q1,red lighthouse,b.jpg,,up\n"
+        "q1,red lighthouse,c.jpg,,down\n"
+        "q1,red lighthouse,d.jpg,0,\n"
+    )
     clicks = tmp_path / "clicks.jsonl"
-    _write(clicks, [{"query": "Red  Lighthouse", "doc": "c.jpg", "position": 1}] * 3
-           + [{"query": "red lighthouse", "doc": "d.jpg", "position": 2}] * 4
-           + [{"query": "red lighthouse", "doc": "e.jpg", "position": 2}] * 2
-           + [{"query": "red lighthouse", "doc": "f.jpg", "position": 9}]
-           + [{"query": "sourdough", "doc": "s.md", "position": 1}] * 2)
+    _write(
+        clicks,
+        [{"query": "Red  Lighthouse", "doc": "c.jpg", "position": 1}] * 3
+        + [{"query": "red lighthouse", "doc": "d.jpg", "position": 2}] * 4
+        + [{"query": "red lighthouse", "doc": "e.jpg", "position": 2}] * 2
+        + [{"query": "red lighthouse", "doc": "f.jpg", "position": 9}]
+        + [{"query": "sourdough", "doc": "s.md", "position": 1}] * 2,
+    )
     lb = LabelBuilder().add_judgements(j).add_clicks(clicks)
     q = lb.qrels()
     assert q["q1"] == {"a.jpg": 2, "b.jpg": 1, "c.jpg": 0, "d.jpg": 0, "e.jpg": 1}
@@ -222,15 +253,43 @@ def test_weak_goldset_is_deterministic():
     from evals.dataset_builder import build_weak_goldset
 
     rows = [
-        {"asset_id": f"a{i}", "uri": f"/src/docs/d{i}.md", "source": "/src", "kind": "document",
-         "chunk_index": 0, "title": f"Title number {i}", "caption": "", "tags": "", "ocr": ""}
-        for i in range(20)]
-    rows += [{"asset_id": "img", "uri": "/src/images/x.jpg", "source": "/src", "kind": "image",
-              "chunk_index": -1, "title": "", "caption": "a heron in the reeds\nsecond",
-              "tags": "", "ocr": ""},
-             {"asset_id": "dup", "uri": "/src/docs/copy.md", "source": "/src",
-              "kind": "document", "chunk_index": 0, "title": "Title number 3", "caption": "",
-              "tags": "", "ocr": ""}]
+        {
+            "asset_id": f"a{i}",
+            "uri": f"/src/docs/d{i}.md",
+            "source": "/src",
+            "kind": "document",
+            "chunk_index": 0,
+            "title": f"Title number {i}",
+            "caption": "",
+            "tags": "",
+            "ocr": "",
+        }
+        for i in range(20)
+    ]
+    rows += [
+        {
+            "asset_id": "img",
+            "uri": "/src/images/x.jpg",
+            "source": "/src",
+            "kind": "image",
+            "chunk_index": -1,
+            "title": "",
+            "caption": "a heron in the reeds\nsecond",
+            "tags": "",
+            "ocr": "",
+        },
+        {
+            "asset_id": "dup",
+            "uri": "/src/docs/copy.md",
+            "source": "/src",
+            "kind": "document",
+            "chunk_index": 0,
+            "title": "Title number 3",
+            "caption": "",
+            "tags": "",
+            "ocr": "",
+        },
+    ]
     a = build_weak_goldset(rows, n=10, seed=1)
     assert a == build_weak_goldset(rows, n=10, seed=1)
     assert a != build_weak_goldset(rows, n=10, seed=2)

@@ -38,10 +38,12 @@ def settings(tmp_path_factory, mv_model_dir) -> Settings:
 def keys(settings) -> dict[str, str]:
     store = KeyStore.from_settings(settings)
     past = datetime.now(UTC) - timedelta(minutes=1)
-    out = {"read": store.create("default", scopes=["read"], name="reader")[0],
-           "acme": store.create("acme", scopes=["read"])[0],
-           "write_only": store.create("default", scopes=["write"])[0],
-           "expired": store.create("default", scopes=["read"], expires_at=past)[0]}
+    out = {
+        "read": store.create("default", scopes=["read"], name="reader")[0],
+        "acme": store.create("acme", scopes=["read"])[0],
+        "write_only": store.create("default", scopes=["write"])[0],
+        "expired": store.create("default", scopes=["read"], expires_at=past)[0],
+    }
     revoked, info = store.create("default", scopes=["read"])
     store.revoke(info.key_id)
     out["revoked"] = revoked
@@ -76,12 +78,22 @@ def test_search_get_and_post(client, keys):
     assert get.status_code == 200 and _ids(get)[0] == "d-quokka"
     post = client.post("/v1/search", json={"query": "quokka", "k": 3}, headers=h)
     assert post.status_code == 200 and _ids(post) == _ids(get)
-    both = client.get("/v1/search", params={"q": "photo", "kind": "image", "folder": "photos",
-                                            "axes": "fts,mv", "k": 20}, headers=h)
+    both = client.get(
+        "/v1/search",
+        params={"q": "photo", "kind": "image", "folder": "photos", "axes": "fts,mv", "k": 20},
+        headers=h,
+    )
     assert set(_ids(both)) == {"i-beach", "i-alps", "i-cat"}
-    post = client.post("/v1/search", headers=h, json={
-        "query": "photo", "k": 20, "axes": ["fts", "mv"],
-        "filters": {"kind": "image", "folder_prefix": "photos"}})
+    post = client.post(
+        "/v1/search",
+        headers=h,
+        json={
+            "query": "photo",
+            "k": 20,
+            "axes": ["fts", "mv"],
+            "filters": {"kind": "image", "folder_prefix": "photos"},
+        },
+    )
     assert set(_ids(post)) == {"i-beach", "i-alps", "i-cat"}
     x = client.get("/v1/search?q=quokka", headers={"X-API-Key": keys["read"]})
     assert x.status_code == 200
@@ -93,10 +105,18 @@ def test_the_tenant_comes_from_the_key(client, keys):
     default = client.get("/v1/search?q=quokka&k=10", headers=auth(keys["read"]))
     assert "a-quokka" not in _ids(default)
     # a request cannot name another tenant
-    _error(client.get("/v1/search?q=quokka&tenant=acme", headers=auth(keys["read"])),
-           422, "invalid_request")
-    _error(client.post("/v1/search", json={"query": "quokka", "tenant": "acme"},
-                       headers=auth(keys["read"])), 422, "invalid_request")
+    _error(
+        client.get("/v1/search?q=quokka&tenant=acme", headers=auth(keys["read"])),
+        422,
+        "invalid_request",
+    )
+    _error(
+        client.post(
+            "/v1/search", json={"query": "quokka", "tenant": "acme"}, headers=auth(keys["read"])
+        ),
+        422,
+        "invalid_request",
+    )
     assert client.get("/v1/units/a-quokka", headers=auth(keys["read"])).status_code == 404
     assert client.get("/v1/units/a-quokka", headers=auth(keys["acme"])).status_code == 200
 
@@ -115,8 +135,9 @@ def test_units_similar_and_thumbnails(client, keys):
     post = client.post("/v1/similar", json={"asset_id": asset, "k": 3}, headers=h)
     assert _ids(post) == _ids(sim)
     _error(client.get(f"/v1/similar?asset_id={'0' * 64}", headers=h), 404, "not_found")
-    _error(client.get(f"/v1/similar?asset_id={asset}", headers=auth(keys["acme"])),
-           404, "not_found")
+    _error(
+        client.get(f"/v1/similar?asset_id={asset}", headers=auth(keys["acme"])), 404, "not_found"
+    )
     _error(client.get("/v1/similar?asset_id=xyz", headers=h), 422, "invalid_request")
     _error(client.get(f"/v1/thumbnails/{asset}", headers=h), 404, "not_found")
     _error(client.get("/v1/thumbnails/../../etc", headers=h), 404, "not_found")
@@ -143,8 +164,17 @@ def test_unavailable_axes(client, keys, monkeypatch):
 
 def test_unicode_queries(client, keys):
     h = auth(keys["read"])
-    for q in ["ü ñ 日本", "Quokka 🦘 sur l'île", "кенгуру", "مرحبا", "e\u0301te\u0301",
-              "\u200b", "a\tb\nc", "'; DROP TABLE x; --", '"quokka*" OR (']:
+    for q in [
+        "ü ñ 日本",
+        "Quokka 🦘 sur l'île",
+        "кенгуру",
+        "مرحبا",
+        "e\u0301te\u0301",
+        "\u200b",
+        "a\tb\nc",
+        "'; DROP TABLE x; --",
+        '"quokka*" OR (',
+    ]:
         resp = client.get("/v1/search", params={"q": q, "k": 3}, headers=h)
         assert resp.status_code in (200, 422), (q, resp.text)
         if q.strip("\u200b"):
@@ -153,8 +183,15 @@ def test_unicode_queries(client, keys):
         assert post.status_code == resp.status_code
     assert _ids(client.get("/v1/search", params={"q": "quokka 🦘"}, headers=h))[0] == "d-quokka"
     _error(client.get("/v1/search", params={"q": "dog\x00"}, headers=h), 422, "invalid_request")
-    _error(client.post("/v1/search", content=b'{"query": "dog \\ud800"}', headers={
-        **h, "Content-Type": "application/json"}), 422, "invalid_request")
+    _error(
+        client.post(
+            "/v1/search",
+            content=b'{"query": "dog \\ud800"}',
+            headers={**h, "Content-Type": "application/json"},
+        ),
+        422,
+        "invalid_request",
+    )
 
 
 # --- auth --------------------------------------------------------------------------------------
@@ -162,19 +199,27 @@ def test_unicode_queries(client, keys):
 
 def test_auth_failures(client, keys):
     url = "/v1/search?q=quokka"
-    for headers, message in [({}, "required"), (auth("rag_" + "x" * 43), "invalid"),
-                             (auth("not-a-key"), "invalid"), (auth(keys["revoked"]), "revoked"),
-                             (auth(keys["expired"]), "expired"),
-                             ({"Authorization": f"Basic {keys['read']}"}, "required"),
-                             ({**auth(keys["read"]), "X-API-Key": keys["acme"]}, "two")]:
+    for headers, message in [
+        ({}, "required"),
+        (auth("rag_" + "x" * 43), "invalid"),
+        (auth("not-a-key"), "invalid"),
+        (auth(keys["revoked"]), "revoked"),
+        (auth(keys["expired"]), "expired"),
+        ({"Authorization": f"Basic {keys['read']}"}, "required"),
+        ({**auth(keys["read"]), "X-API-Key": keys["acme"]}, "two"),
+    ]:
         resp = client.get(url, headers=headers)
         body = _error(resp, 401, "unauthorized")
         assert message in body["message"]
         assert resp.headers["www-authenticate"].startswith("Bearer")
     body = _error(client.get(url, headers=auth(keys["write_only"])), 403, "forbidden")
     assert "read" in body["message"]
-    for path in ("/v1/units/d-quokka", f"/v1/thumbnails/{'0' * 64}", "/health",
-                 f"/v1/similar?asset_id={'0' * 64}"):
+    for path in (
+        "/v1/units/d-quokka",
+        f"/v1/thumbnails/{'0' * 64}",
+        "/health",
+        f"/v1/similar?asset_id={'0' * 64}",
+    ):
         _error(client.get(path), 401, "unauthorized")
     assert client.get("/health/live").status_code == 200  # probes need no key
     assert client.get("/openapi.json").status_code == 200
@@ -200,8 +245,9 @@ def test_last_used_is_written_at_most_once_a_minute(client, settings):
     for _ in range(5):
         assert client.get("/v1/search?q=quokka", headers=auth(key)).status_code == 200
     deadline = time.monotonic() + 5
-    while (used := next(k for k in admin.list() if k.key_id == info.key_id).last_used_at) \
-            is None and time.monotonic() < deadline:
+    while (
+        used := next(k for k in admin.list() if k.key_id == info.key_id).last_used_at
+    ) is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert used is not None
     time.sleep(1.1)
@@ -233,9 +279,25 @@ def test_key_store_cli(settings, capsys):
     with pytest.MonkeyPatch.context() as mp:
         for k, v in env.items():
             mp.setenv(k, v)
-        assert cli.main(["keys", "create", "--tenant", "acme", "--groups", "staff,hr",
-                         "--scopes", "read,write", "--name", "cli test",
-                         "--expires", "30d"]) == 0
+        assert (
+            cli.main(
+                [
+                    "keys",
+                    "create",
+                    "--tenant",
+                    "acme",
+                    "--groups",
+                    "staff,hr",
+                    "--scopes",
+                    "read,write",
+                    "--name",
+                    "cli test",
+                    "--expires",
+                    "30d",
+                ]
+            )
+            == 0
+        )
         out = capsys.readouterr()
         key = out.out.strip()
         assert key.startswith("rag_") and len(key) >= 4 + 43 and "shown once" in out.err
@@ -262,15 +324,17 @@ def test_key_store_cli(settings, capsys):
 
 
 def test_an_internal_error_is_json_without_details_and_logged_with_its_id(
-        client, keys, monkeypatch, caplog):
+    client, keys, monkeypatch, caplog
+):
     def broken(self, request, principal, **kw):
         raise RuntimeError("secret detail in /srv/private/file.db")
 
     monkeypatch.setattr(Searcher, "search", broken)
     caplog.set_level(logging.ERROR)
     # a query never asked before (a cached answer would not search)
-    resp = client.get("/v1/search?q=probe500", headers={**auth(keys["read"]),
-                                                        "X-Request-ID": "trace-42"})
+    resp = client.get(
+        "/v1/search?q=probe500", headers={**auth(keys["read"]), "X-Request-ID": "trace-42"}
+    )
     body = _error(resp, 500, "internal")
     assert body["request_id"] == "trace-42"
     for leak in ("secret", "/srv", "RuntimeError", "Traceback", "file.db"):
@@ -286,28 +350,42 @@ def test_request_ids_and_security_headers(client, keys):
     assert resp.headers["x-request-id"] == "abc-123"
     resp = client.get("/v1/search?q=quokka", headers={**h, "X-Request-ID": "bad id\x7f"})
     assert resp.headers["x-request-id"] != "bad id\x7f" and len(resp.headers["x-request-id"]) == 32
-    for name, value in [("x-content-type-options", "nosniff"), ("x-frame-options", "DENY"),
-                        ("referrer-policy", "no-referrer"), ("cache-control", "no-store")]:
+    for name, value in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        ("cache-control", "no-store"),
+    ]:
         assert resp.headers[name] == value
     assert resp.headers["content-security-policy"].startswith("default-src 'none'")
-    assert "access-control-allow-origin" not in client.get(
-        "/v1/search?q=quokka", headers={**h, "Origin": "https://evil.example"}).headers
+    assert (
+        "access-control-allow-origin"
+        not in client.get(
+            "/v1/search?q=quokka", headers={**h, "Origin": "https://evil.example"}
+        ).headers
+    )
     docs = client.get("/docs")
-    assert docs.status_code == 200 and "cdn.jsdelivr.net" in docs.headers[
-        "content-security-policy"]
+    assert docs.status_code == 200 and "cdn.jsdelivr.net" in docs.headers["content-security-policy"]
 
 
 def test_cors_allowlist(settings, keys):
     with api_client(settings.model_copy(update={"cors_origins": "https://app.example"})) as c:
-        ok = c.get("/v1/search?q=quokka", headers={**auth(keys["read"]),
-                                                    "Origin": "https://app.example"})
+        ok = c.get(
+            "/v1/search?q=quokka", headers={**auth(keys["read"]), "Origin": "https://app.example"}
+        )
         assert ok.headers["access-control-allow-origin"] == "https://app.example"
-        other = c.get("/v1/search?q=quokka", headers={**auth(keys["read"]),
-                                                       "Origin": "https://evil.example"})
+        other = c.get(
+            "/v1/search?q=quokka", headers={**auth(keys["read"]), "Origin": "https://evil.example"}
+        )
         assert "access-control-allow-origin" not in other.headers
-        pre = c.options("/v1/search", headers={"Origin": "https://app.example",
-                                               "Access-Control-Request-Method": "POST",
-                                               "Access-Control-Request-Headers": "authorization"})
+        pre = c.options(
+            "/v1/search",
+            headers={
+                "Origin": "https://app.example",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization",
+            },
+        )
         assert pre.status_code == 200
 
 
@@ -320,16 +398,36 @@ def test_size_and_value_limits(client, keys):
         for _ in range(100):
             yield b"x" * 1024
 
-    _error(client.post("/v1/search", content=chunks(), headers={
-        **h, "Content-Type": "application/json"}), 413, "payload_too_large")
-    for params in ({"q": "x" * 2001}, {"q": "dog", "k": 101}, {"q": "dog", "candidates": 1001},
-                   {"q": "dog", "tags": ",".join(f"t{i}" for i in range(40))}):
+    _error(
+        client.post(
+            "/v1/search", content=chunks(), headers={**h, "Content-Type": "application/json"}
+        ),
+        413,
+        "payload_too_large",
+    )
+    for params in (
+        {"q": "x" * 2001},
+        {"q": "dog", "k": 101},
+        {"q": "dog", "candidates": 1001},
+        {"q": "dog", "tags": ",".join(f"t{i}" for i in range(40))},
+    ):
         _error(client.get("/v1/search", params=params, headers=h), 422, "invalid_request")
-    for body in ({"query": "x" * 2001}, {"query": "dog", "k": 0}, {"query": "dog", "k": 101},
-                 {"query": "dog", "candidates": 1001}, {"query": 5}, {}):
+    for body in (
+        {"query": "x" * 2001},
+        {"query": "dog", "k": 0},
+        {"query": "dog", "k": 101},
+        {"query": "dog", "candidates": 1001},
+        {"query": 5},
+        {},
+    ):
         _error(client.post("/v1/search", json=body, headers=h), 422, "invalid_request")
-    _error(client.post("/v1/search", content=b"{not json", headers={
-        **h, "Content-Type": "application/json"}), 422, "invalid_request")
+    _error(
+        client.post(
+            "/v1/search", content=b"{not json", headers={**h, "Content-Type": "application/json"}
+        ),
+        422,
+        "invalid_request",
+    )
 
 
 def test_request_timeout_is_504(settings, keys, monkeypatch):
@@ -354,12 +452,13 @@ def test_full_concurrency_limit_is_503_with_retry_after(settings, keys, monkeypa
         return real(self, request, principal, **kw)
 
     monkeypatch.setattr(Searcher, "search", slow)
-    limited = settings.model_copy(update={"max_concurrent_requests": 1,
-                                          "max_queued_requests": 1})
+    limited = settings.model_copy(update={"max_concurrent_requests": 1, "max_queued_requests": 1})
     with api_client(limited) as c, concurrent.futures.ThreadPoolExecutor(4) as pool:
         # four different queries: identical ones would share one search (single flight)
-        futures = [pool.submit(c.get, f"/v1/search?q=quokka{i}", headers=auth(keys["read"]))
-                   for i in range(4)]
+        futures = [
+            pool.submit(c.get, f"/v1/search?q=quokka{i}", headers=auth(keys["read"]))
+            for i in range(4)
+        ]
         results = [f.result() for f in futures]
     codes = sorted(r.status_code for r in results)
     assert codes == [200, 200, 503, 503], codes  # one running, one waiting, two refused
@@ -371,12 +470,21 @@ def test_full_concurrency_limit_is_503_with_retry_after(settings, keys, monkeypa
 
 def test_parallel_requests_match_sequential_ones(client, keys):
     h = auth(keys["read"])
-    queries = ["quokka", "budget review", "dog on the beach", "how can I make a loaf myself?",
-               "turbine", "ü ñ 日本", "secrets", "autoscaling"] * 4
+    queries = [
+        "quokka",
+        "budget review",
+        "dog on the beach",
+        "how can I make a loaf myself?",
+        "turbine",
+        "ü ñ 日本",
+        "secrets",
+        "autoscaling",
+    ] * 4
     expected = {q: _ids(client.get("/v1/search", params={"q": q}, headers=h)) for q in queries}
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        got = list(pool.map(lambda q: (q, client.get("/v1/search", params={"q": q},
-                                                     headers=h)), queries))
+        got = list(
+            pool.map(lambda q: (q, client.get("/v1/search", params={"q": q}, headers=h)), queries)
+        )
     for q, resp in got:
         assert resp.status_code == 200 and _ids(resp) == expected[q]
 
@@ -421,13 +529,21 @@ def test_ready_follows_the_snapshot_and_the_key_store(tmp_path, mv_model_dir):
 
 def test_openapi_describes_every_route(client):
     spec = client.get("/openapi.json").json()
-    assert {"/v1/search", "/v1/similar", "/v1/thumbnails/{asset_id}", "/v1/units/{unit_id}",
-            "/health/live", "/health/ready", "/health"} <= set(spec["paths"])
+    assert {
+        "/v1/search",
+        "/v1/similar",
+        "/v1/thumbnails/{asset_id}",
+        "/v1/units/{unit_id}",
+        "/health/live",
+        "/health/ready",
+        "/health",
+    } <= set(spec["paths"])
     assert set(spec["paths"]["/v1/search"]) == {"get", "post"}
     assert set(spec["paths"]["/v1/similar"]) == {"get", "post"}
     search = spec["paths"]["/v1/search"]["post"]
     assert search["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith(
-        "SearchResponse")
+        "SearchResponse"
+    )
     assert {"401", "403", "422", "503", "504"} <= set(search["responses"])
     assert {"bearer", "apiKey"} <= set(spec["components"]["securitySchemes"])
     assert client.get("/docs").status_code == 200

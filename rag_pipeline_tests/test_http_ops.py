@@ -56,9 +56,22 @@ class PrivateRedis:
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = subprocess.Popen(
-            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(tmp)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            [
+                exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(tmp),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         client = redis_client(self.url)
         deadline = time.monotonic() + 10
         while True:
@@ -156,8 +169,9 @@ def test_single_flight_runs_identical_calls_once():
         async def boom():
             raise ValueError("x")
 
-        res = await asyncio.gather(*(flights.do("e", boom) for _ in range(3)),
-                                   return_exceptions=True)
+        res = await asyncio.gather(
+            *(flights.do("e", boom) for _ in range(3)), return_exceptions=True
+        )
         assert all(isinstance(r, ValueError) for r in res)
 
     asyncio.run(main())
@@ -180,8 +194,7 @@ class FakeLive:
 
 def test_cached_search_never_serves_an_older_snapshot():
     live = FakeLive("s1")
-    cs = CachedSearch(Caches(InProcessTTLCache(), VectorCache(InProcessTTLCache(), 60), 60),
-                      live)
+    cs = CachedSearch(Caches(InProcessTTLCache(), VectorCache(InProcessTTLCache(), 60), 60), live)
     req = SearchRequest(query="q")
     calls = []
 
@@ -229,8 +242,7 @@ def test_redis_token_bucket_is_atomic_and_shared(shared_redis_url):
     key, tenant = f"key_{uuid.uuid4().hex}", f"t{uuid.uuid4().hex[:8]}"
     # two "replicas", 16 threads: exactly the burst gets through
     with concurrent.futures.ThreadPoolExecutor(16) as pool:
-        out = list(pool.map(lambda i: (a if i % 2 else b).check(key, tenant, 6, 10, 0),
-                            range(40)))
+        out = list(pool.map(lambda i: (a if i % 2 else b).check(key, tenant, 6, 10, 0), range(40)))
     assert sum(d.allowed for d in out) == 10
     refused = [d for d in out if not d.allowed]
     assert all(d.reason == "rate" and 0 < d.retry_after_s <= 10 for d in refused)
@@ -314,8 +326,10 @@ def test_result_cache_hit_miss_and_new_snapshot(backend, data_dir, monkeypatch, 
         # the same request as a JSON body: the same entry
         post = client.post("/v1/search", json={"query": "quokka", "k": 3}, headers=h)
         assert post.headers["x-cache"] == "hit"
-        assert client.get("/v1/search", params={"q": "quokka", "k": 4},
-                          headers=h).headers["x-cache"] == "miss"
+        assert (
+            client.get("/v1/search", params={"q": "quokka", "k": 4}, headers=h).headers["x-cache"]
+            == "miss"
+        )
         assert calls == ["quokka", "quokka"]
         health = client.get("/health", headers=h).json()
         assert health["cache"]["backend"] == backend and health["cache"]["healthy"]
@@ -331,8 +345,10 @@ def test_result_cache_hit_miss_and_new_snapshot(backend, data_dir, monkeypatch, 
         third = client.get("/v1/search", params={"q": "quokka", "k": 3}, headers=h)
         assert third.headers["x-cache"] == "miss"
         assert third.json()["snapshot_id"] == "snap-0002"
-        assert client.get("/v1/search", params={"q": "quokka", "k": 3},
-                          headers=h).headers["x-cache"] == "hit"
+        assert (
+            client.get("/v1/search", params={"q": "quokka", "k": 3}, headers=h).headers["x-cache"]
+            == "hit"
+        )
         assert calls == ["quokka", "quokka", "quokka"]
 
 
@@ -346,8 +362,7 @@ def test_single_flight_over_http(data_dir, monkeypatch):
 
         def one(_):
             barrier.wait()
-            r = client.get("/v1/search", params={"q": "koala habitat", "k": 5},
-                           headers=auth(key))
+            r = client.get("/v1/search", params={"q": "koala habitat", "k": 5}, headers=auth(key))
             return r.status_code, r.headers["x-cache"], r.json()["hits"]
 
         with concurrent.futures.ThreadPoolExecutor(n) as pool:
@@ -358,14 +373,16 @@ def test_single_flight_over_http(data_dir, monkeypatch):
 
 
 def test_redis_stopped_mid_run_queries_still_answer(data_dir, private_redis):
-    settings = Settings(data_dir=data_dir, redis_url=private_redis.url, redis_retry_s=0.5,
-                        rate_per_min=100_000)
+    settings = Settings(
+        data_dir=data_dir, redis_url=private_redis.url, redis_retry_s=0.5, rate_per_min=100_000
+    )
     key = make_key(settings)
     with api_client(settings) as client:
         h = auth(key)
         assert client.get("/v1/search", params={"q": "quokka"}, headers=h).status_code == 200
-        assert client.get("/v1/search", params={"q": "quokka"},
-                          headers=h).headers["x-cache"] == "hit"
+        assert (
+            client.get("/v1/search", params={"q": "quokka"}, headers=h).headers["x-cache"] == "hit"
+        )
         private_redis.stop()  # a real stop, mid-run
         for q in ("quokka", "koala", "photo", "quokka"):
             t0 = time.perf_counter()
@@ -376,8 +393,12 @@ def test_redis_stopped_mid_run_queries_still_answer(data_dir, private_redis):
         health = client.get("/health", headers=h)
         body = health.json()
         assert health.status_code == 503 and body["status"] == "degraded"
-        assert body["cache"] == {**body["cache"], "backend": "redis", "healthy": False,
-                                 "degraded_to": "no cache"}
+        assert body["cache"] == {
+            **body["cache"],
+            "backend": "redis",
+            "healthy": False,
+            "degraded_to": "no cache",
+        }
         assert client.get("/health/ready").status_code == 200  # still serving
 
 
@@ -398,8 +419,9 @@ def test_rate_limit_429_shared_by_two_servers(data_dir, tmp_path, private_redis)
                 time.sleep(0.2)
         statuses = []
         for i in range(rate + 2):
-            status, headers, body = request(f"{servers[i % 2].base}/v1/search?q=quokka",
-                                            headers=auth(key))
+            status, headers, body = request(
+                f"{servers[i % 2].base}/v1/search?q=quokka", headers=auth(key)
+            )
             headers = {k.lower(): v for k, v in headers.items()}
             statuses.append(status)
             assert headers["x-ratelimit-limit"] == str(rate), headers
@@ -425,8 +447,10 @@ def test_tenant_daily_quota_over_http(data_dir, monkeypatch):
     keys = [make_key(settings), make_key(settings)]
     acme = make_key(settings, "acme")
     with api_client(settings) as client:
-        got = [client.get("/v1/search", params={"q": "quokka"}, headers=auth(keys[i % 2]))
-               for i in range(4)]
+        got = [
+            client.get("/v1/search", params={"q": "quokka"}, headers=auth(keys[i % 2]))
+            for i in range(4)
+        ]
         assert [r.status_code for r in got] == [200, 200, 200, 429]  # both keys: one tenant
         assert got[0].headers["x-quota-limit"] == "3"
         assert got[2].headers["x-quota-remaining"] == "0"
@@ -442,9 +466,25 @@ def test_tenant_daily_quota_over_http(data_dir, monkeypatch):
 def test_keys_create_with_rate_and_burst(data_dir):
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAG_")}
     env.update(RAG_DATA_DIR=str(data_dir))
-    out = subprocess.run([sys.executable, "-m", "rag_pipeline.cli", "keys",
-                          "create", "--tenant", "acme", "--rate", "120", "--burst", "10"],
-                         env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rag_pipeline.cli",
+            "keys",
+            "create",
+            "--tenant",
+            "acme",
+            "--rate",
+            "120",
+            "--burst",
+            "10",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     from serving.keys import KeyStore
 
@@ -462,8 +502,9 @@ def test_similar_is_cached_and_not_found_is_not(data_dir):
     key = make_key(settings)
     with api_client(settings) as client:
         h = auth(key)
-        asset = client.get("/v1/search", params={"q": "quokka", "k": 1},
-                           headers=h).json()["hits"][0]["asset_id"]
+        asset = client.get("/v1/search", params={"q": "quokka", "k": 1}, headers=h).json()["hits"][
+            0
+        ]["asset_id"]
         first = client.get("/v1/similar", params={"asset_id": asset, "k": 3}, headers=h)
         assert first.status_code == 200 and first.headers["x-cache"] == "miss"
         again = client.post("/v1/similar", json={"asset_id": asset, "k": 3}, headers=h)

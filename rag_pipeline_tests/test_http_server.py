@@ -46,10 +46,16 @@ def key(data_dir) -> str:
 
 @pytest.fixture(scope="module")
 def served(data_dir, key, tmp_path_factory):
-    srv = Server(data_dir, tmp_path_factory.mktemp("log") / "server.log",
-                 module="rag_pipeline_tests.http_test_server",
-                 env={"RAG_KEEPALIVE_S": "1.5", "RAG_MAX_CONCURRENT_REQUESTS": "4",
-                      "RAG_SHUTDOWN_GRACE_S": "20"})
+    srv = Server(
+        data_dir,
+        tmp_path_factory.mktemp("log") / "server.log",
+        module="rag_pipeline_tests.http_test_server",
+        env={
+            "RAG_KEEPALIVE_S": "1.5",
+            "RAG_MAX_CONCURRENT_REQUESTS": "4",
+            "RAG_SHUTDOWN_GRACE_S": "20",
+        },
+    )
     srv.wait_live()
     deadline = time.monotonic() + 60
     while request(f"{srv.base}/health/ready")[0] != 200:
@@ -60,9 +66,14 @@ def served(data_dir, key, tmp_path_factory):
 
 
 def _serve(data_dir: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rag_pipeline.cli", "serve", *args], cwd=REPO,
-                          env=server_env(data_dir), capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "rag_pipeline.cli", "serve", *args],
+        cwd=REPO,
+        env=server_env(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_serve_refuses_anonymous_configurations(tmp_path):
@@ -134,15 +145,26 @@ def test_idle_connections_neither_block_requests_nor_add_threads(served, key):
     finally:
         for s in idle:
             s.close()
-    print(f"\nidle connections: 500; request beside them {elapsed * 1000:.0f} ms; server threads "
-          f"{threads_before} before, {threads_with_idle} with them")
+    print(
+        f"\nidle connections: 500; request beside them {elapsed * 1000:.0f} ms; server threads "
+        f"{threads_before} before, {threads_with_idle} with them"
+    )
 
 
 def test_parallel_requests(served, key):
-    queries = ["quokka", "budget+review", "dog+on+the+beach", "turbine", "secrets",
-               "autoscaling", "%C3%BC+%E6%97%A5%E6%9C%AC", "lisbon"] * 8
-    expected = {q: [h["unit_id"] for h in _get_search(served.base, key, q)[1]["hits"]]
-                for q in set(queries)}
+    queries = [
+        "quokka",
+        "budget+review",
+        "dog+on+the+beach",
+        "turbine",
+        "secrets",
+        "autoscaling",
+        "%C3%BC+%E6%97%A5%E6%9C%AC",
+        "lisbon",
+    ] * 8
+    expected = {
+        q: [h["unit_id"] for h in _get_search(served.base, key, q)[1]["hits"]] for q in set(queries)
+    }
     with concurrent.futures.ThreadPoolExecutor(32) as pool:
         results = list(pool.map(lambda q: (q, _get_search(served.base, key, q)), queries))
     for q, (status, body) in results:
@@ -150,10 +172,14 @@ def test_parallel_requests(served, key):
 
 
 def test_internal_error_over_http_is_logged_with_its_request_id(served, key):
-    status, _, body = request(f"{served.base}/v1/search?q=boom", headers={
-        **auth(key), "X-Request-ID": "req-boom-1"})
-    assert status == 500 and body == {"code": "internal", "request_id": "req-boom-1",
-                                      "message": body["message"]}
+    status, _, body = request(
+        f"{served.base}/v1/search?q=boom", headers={**auth(key), "X-Request-ID": "req-boom-1"}
+    )
+    assert status == 500 and body == {
+        "code": "internal",
+        "request_id": "req-boom-1",
+        "message": body["message"],
+    }
     text = json.dumps(body)
     assert "srv" not in text and "RuntimeError" not in text and "boom" not in body["message"]
     deadline = time.monotonic() + 5
@@ -162,7 +188,7 @@ def test_internal_error_over_http_is_logged_with_its_request_id(served, key):
     log = served.log()
     line = next(ln for ln in log.splitlines() if "req-boom-1" in ln and "failed" in ln)
     assert json.loads(line)["request_id"] == "req-boom-1"  # JSON log lines (RAG_LOG_FORMAT)
-    tail = log[log.index(line):]
+    tail = log[log.index(line) :]
     assert "Traceback" in tail and "boom in /srv/secret/path.db" in tail
 
 
@@ -180,14 +206,33 @@ def test_schemathesis_finds_no_server_error_and_no_schema_violation(served, key,
     """Every route of /openapi.json, with a valid key: no 5xx (503 with a documented body is an
     answer, not an error, but none is expected here), every response matches its schema."""
     report = tmp_path / "junit.xml"
-    cmd = [sys.executable, "-m", "schemathesis.cli", "run", f"{served.base}/openapi.json",
-           "--header", f"Authorization: Bearer {key}",
-           "--checks", "not_a_server_error,status_code_conformance,content_type_conformance,"
-           "response_schema_conformance,response_headers_conformance,"
-           "negative_data_rejection",
-           "--max-examples", "40", "--workers", "1", "--phases", "examples,coverage,fuzzing",
-           "--suppress-health-check", "all", "--report", "junit",
-           "--report-junit-path", str(report), "--seed", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "schemathesis.cli",
+        "run",
+        f"{served.base}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {key}",
+        "--checks",
+        "not_a_server_error,status_code_conformance,content_type_conformance,"
+        "response_schema_conformance,response_headers_conformance,"
+        "negative_data_rejection",
+        "--max-examples",
+        "40",
+        "--workers",
+        "1",
+        "--phases",
+        "examples,coverage,fuzzing",
+        "--suppress-health-check",
+        "all",
+        "--report",
+        "junit",
+        "--report-junit-path",
+        str(report),
+        "--seed",
+        "1",
+    ]
     out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     summary = out.stdout[-6000:]
     print(summary)
@@ -201,8 +246,9 @@ def test_graceful_shutdown_drains_in_flight_requests(served, key):
     result: dict = {}
 
     def slow() -> None:
-        result["resp"] = request(f"{served.base}/v1/search?q=sleep:2+quokka",
-                                 headers=auth(key), timeout=30)
+        result["resp"] = request(
+            f"{served.base}/v1/search?q=sleep:2+quokka", headers=auth(key), timeout=30
+        )
 
     t = threading.Thread(target=slow)
     t.start()

@@ -94,14 +94,21 @@ def test_jpeg_draft_decodes_at_reduced_scale_then_fits_target(loaded_sizes) -> N
     assert d.scale == pytest.approx(240 / 2000)
 
 
-@pytest.mark.parametrize(("size", "target"), [
-    ((1000, 750), 384), ((1999, 1000), 384), ((4000, 300), 384), ((300, 4000), 384),
-    ((640, 480), 384), ((800, 600), 100),
-])
+@pytest.mark.parametrize(
+    ("size", "target"),
+    [
+        ((1000, 750), 384),
+        ((1999, 1000), 384),
+        ((4000, 300), 384),
+        ((300, 4000), 384),
+        ((640, 480), 384),
+        ((800, 600), 100),
+    ],
+)
 def test_draft_never_decodes_below_target(loaded_sizes, size, target) -> None:
     data = encode(Image.new("RGB", size, (90, 120, 150)), "JPEG")
     d = decode_image(data, max_pixels=BIG, target_side=target)
-    (lw, lh), = loaded_sizes
+    ((lw, lh),) = loaded_sizes
     assert max(lw, lh) >= target  # quality is never lost to the draft
     assert lw <= size[0] and lh <= size[1]
     assert max(d.image.size) == target
@@ -129,8 +136,9 @@ def test_png_is_resized_to_target() -> None:
 @pytest.mark.parametrize("target", [None, 300])
 def test_exif_orientation_6_rotates_clockwise(target) -> None:
     # Stored 1200x800 landscape; orientation 6 = "rotate 90 CW to display": a portrait.
-    d = decode_image(jpeg_with_orientation(marked(1200, 800), 6), max_pixels=BIG,
-                     target_side=target)
+    d = decode_image(
+        jpeg_with_orientation(marked(1200, 800), 6), max_pixels=BIG, target_side=target
+    )
     assert d.orientation == 6
     assert (d.width, d.height) == (800, 1200)  # original size, upright
     w, h = d.image.size
@@ -142,8 +150,7 @@ def test_exif_orientation_6_rotates_clockwise(target) -> None:
 
 
 def test_exif_orientation_8_rotates_counter_clockwise() -> None:
-    d = decode_image(jpeg_with_orientation(marked(1200, 800), 8), max_pixels=BIG,
-                     target_side=300)
+    d = decode_image(jpeg_with_orientation(marked(1200, 800), 8), max_pixels=BIG, target_side=300)
     assert d.orientation == 8 and (d.width, d.height) == (800, 1200)
     w, h = d.image.size
     assert (w, h) == (200, 300)
@@ -173,8 +180,7 @@ def test_bomb_is_rejected_before_any_pixel_is_decoded(monkeypatch) -> None:
         decode_image(patch_png_size(small, 3000, 3000), max_pixels=1_000_000, target_side=256)
     # Over Pillow's own limit even when ours is huge: still refused, still not decoded.
     with pytest.raises(errors.DecompressionBomb):
-        decode_image(patch_png_size(small, 100_000, 100_000), max_pixels=10**12,
-                     target_side=256)
+        decode_image(patch_png_size(small, 100_000, 100_000), max_pixels=10**12, target_side=256)
     big_jpeg = encode(Image.new("RGB", (2000, 1000), RED), "JPEG")
     with pytest.raises(errors.DecompressionBomb, match="2000x1000"):
         decode_image(big_jpeg, max_pixels=1_999_999, target_side=256)
@@ -241,17 +247,26 @@ def _sixteen_bit_gray() -> Image.Image:
     return Image.fromarray(arr)
 
 
-@pytest.mark.parametrize(("name", "build", "fmt", "inside", "outside"), [
-    ("cmyk_jpeg", lambda: Image.new("RGB", (40, 20), RED).convert("CMYK"), "JPEG", RED, RED),
-    ("rgba_png", _rgba_text_like, "PNG", (0, 0, 0), WHITE),
-    ("palette_transparent_png", _palette_with_transparency, "PNG", RED, WHITE),
-    ("palette_gif", _palette_with_transparency, "GIF", RED, WHITE),
-    ("la_png", lambda: _rgba_text_like().convert("LA"), "PNG", (0, 0, 0), WHITE),
-    ("sixteen_bit_png", _sixteen_bit_gray, "PNG", WHITE, (128, 128, 128)),
-    ("sixteen_bit_tiff", _sixteen_bit_gray, "TIFF", WHITE, (128, 128, 128)),
-    ("bilevel_png", lambda: Image.new("RGB", (40, 20), WHITE).convert("1"), "PNG", WHITE, WHITE),
-    ("rgba_webp", _rgba_text_like, "WEBP", (0, 0, 0), WHITE),
-])
+@pytest.mark.parametrize(
+    ("name", "build", "fmt", "inside", "outside"),
+    [
+        ("cmyk_jpeg", lambda: Image.new("RGB", (40, 20), RED).convert("CMYK"), "JPEG", RED, RED),
+        ("rgba_png", _rgba_text_like, "PNG", (0, 0, 0), WHITE),
+        ("palette_transparent_png", _palette_with_transparency, "PNG", RED, WHITE),
+        ("palette_gif", _palette_with_transparency, "GIF", RED, WHITE),
+        ("la_png", lambda: _rgba_text_like().convert("LA"), "PNG", (0, 0, 0), WHITE),
+        ("sixteen_bit_png", _sixteen_bit_gray, "PNG", WHITE, (128, 128, 128)),
+        ("sixteen_bit_tiff", _sixteen_bit_gray, "TIFF", WHITE, (128, 128, 128)),
+        (
+            "bilevel_png",
+            lambda: Image.new("RGB", (40, 20), WHITE).convert("1"),
+            "PNG",
+            WHITE,
+            WHITE,
+        ),
+        ("rgba_webp", _rgba_text_like, "WEBP", (0, 0, 0), WHITE),
+    ],
+)
 def test_every_mode_becomes_rgb(name, build, fmt, inside, outside) -> None:
     src = build()
     kw = {"lossless": True} if fmt == "WEBP" else {}

@@ -33,12 +33,18 @@ REPO = Path(__file__).resolve().parents[1]
 def _models_file(path: Path, vv_dir: Path, base_url: str, vv_in_policy: bool = True) -> Path:
     doc = yaml.safe_load(packaged_file("models.yaml").read_text())
     doc["profiles"] += [
-        {"name": "vv-tiny", "analyzer": "vv_embed",
-         "model": {"backend": "transformers", "model_dir": str(vv_dir)},
-         "config": {"batch_size": 4}},
-        {"name": "captions-endpoint", "analyzer": "caption",
-         "model": {"backend": "openai", "model_id": SERVED_MODEL, "revision": "test-1"},
-         "config": {"base_url": base_url, "batch_size": 4, "retry_backoff_s": 0.0}},
+        {
+            "name": "vv-tiny",
+            "analyzer": "vv_embed",
+            "model": {"backend": "transformers", "model_dir": str(vv_dir)},
+            "config": {"batch_size": 4},
+        },
+        {
+            "name": "captions-endpoint",
+            "analyzer": "caption",
+            "model": {"backend": "openai", "model_id": SERVED_MODEL, "revision": "test-1"},
+            "config": {"base_url": base_url, "batch_size": 4, "retry_backoff_s": 0.0},
+        },
     ]
     doc["policy"] |= {"caption": "captions-endpoint"}
     if vv_in_policy:
@@ -73,7 +79,8 @@ def image_index(tmp_path_factory, tiny_clip):
     # image -> image query must find it first even with random weights.
     with Image.open(src / "images" / "harbor_market_sign.png") as im:
         im.convert("RGB").resize((im.width * 3 // 4, im.height * 3 // 4)).save(
-            src / "images" / "harbor_market_copy.jpg", quality=92)
+            src / "images" / "harbor_market_copy.jpg", quality=92
+        )
     with fake_vlm_endpoint() as ep:
         env["RAG_MODELS_FILE"] = str(_models_file(root / "models.yaml", tiny_clip, ep.base_url))
         # Module scoped: the environment is set for the build only, then restored.
@@ -105,16 +112,25 @@ def test_images_get_ocr_vv_captions_and_tags_in_the_snapshot(image_env):
     settings, ep, summary, _ = image_env
     assert summary["published"]
     with open_settings_catalog(settings, read_only=True) as cat:
-        by_type = {(r["task_type"], r["status"]): r["n"] for r in cat.rows(
-            "SELECT task_type, status, count(*) AS n FROM results GROUP BY ALL")}
-        n_images = cat.scalar("SELECT count(DISTINCT asset_id) FROM asset_versions WHERE "
-                              "is_current AND media_type LIKE 'image/%'")
-        ocr_text = " ".join(r["text"] for r in cat.rows(
-            "SELECT text FROM evidence_text WHERE kind = 'ocr'"))
+        by_type = {
+            (r["task_type"], r["status"]): r["n"]
+            for r in cat.rows("SELECT task_type, status, count(*) AS n FROM results GROUP BY ALL")
+        }
+        n_images = cat.scalar(
+            "SELECT count(DISTINCT asset_id) FROM asset_versions WHERE "
+            "is_current AND media_type LIKE 'image/%'"
+        )
+        ocr_text = " ".join(
+            r["text"] for r in cat.rows("SELECT text FROM evidence_text WHERE kind = 'ocr'")
+        )
         tags = cat.rows("SELECT tag_type, value FROM content_tags WHERE task_type = 'caption'")
-        runs = {r["analyzer"]: r for r in cat.rows(
-            "SELECT analyzer, backend, model_id, revision, weights_checksum, partition_key "
-            "FROM analysis_runs WHERE status = 'persisted'")}
+        runs = {
+            r["analyzer"]: r
+            for r in cat.rows(
+                "SELECT analyzer, backend, model_id, revision, weights_checksum, partition_key "
+                "FROM analysis_runs WHERE status = 'persisted'"
+            )
+        }
     assert by_type[("vv_embed", "ok")] == n_images == by_type[("caption", "ok")]
     assert by_type[("ocr", "ok")] == n_images
     assert ("vv_embed", "failed") not in by_type and ("caption", "failed") not in by_type
@@ -161,9 +177,16 @@ def test_text_to_image_similar_and_tag_queries(image_env):
     assert resp.axes_used == ["vv"]
 
     # Image -> image: the resized copy is the original's nearest neighbour.
-    original = next(h for h in searcher.search(SearchRequest(
-        query="harbor market signboard", k=20, filters=SearchFilters(kind="image")), WHO).hits
-        if h.path.endswith("harbor_market_sign.png"))
+    original = next(
+        h
+        for h in searcher.search(
+            SearchRequest(
+                query="harbor market signboard", k=20, filters=SearchFilters(kind="image")
+            ),
+            WHO,
+        ).hits
+        if h.path.endswith("harbor_market_sign.png")
+    )
     sim = searcher.similar(SimilarRequest(asset_id=original.asset_id, k=3), WHO)
     assert sim.hits[0].path.endswith("harbor_market_copy.jpg")
     assert original.asset_id not in {h.asset_id for h in sim.hits}
@@ -172,10 +195,14 @@ def test_text_to_image_similar_and_tag_queries(image_env):
 
     # Tags: a colour named in the query is matched against content_tags first.
     rows = searcher.table.search().where("kind = 'image'").limit(None).to_arrow().to_pylist()
-    colours = {r["asset_id"]: next(t for t in r["content_tags"]
-                                   if t in ("red", "green", "blue", "grey")) for r in rows}
-    colour, members = max(((c, [a for a, v in colours.items() if v == c])
-                           for c in set(colours.values())), key=lambda cm: len(cm[1]))
+    colours = {
+        r["asset_id"]: next(t for t in r["content_tags"] if t in ("red", "green", "blue", "grey"))
+        for r in rows
+    }
+    colour, members = max(
+        ((c, [a for a, v in colours.items() if v == c]) for c in set(colours.values())),
+        key=lambda cm: len(cm[1]),
+    )
     query = f"{colour} pictures"
     boosted = searcher.search(SearchRequest(query=query, k=50), WHO)
     assert "tags" in boosted.axes_used
@@ -192,8 +219,9 @@ def test_text_to_image_similar_and_tag_queries(image_env):
 
     best = (len(members) - 1) / 2
     assert mean_rank(boosted) < mean_rank(plain) or mean_rank(plain) == best
-    only = searcher.search(SearchRequest(query="picture", k=50,
-                                         filters=SearchFilters(tags=[colour])), WHO)
+    only = searcher.search(
+        SearchRequest(query="picture", k=50, filters=SearchFilters(tags=[colour])), WHO
+    )
     assert {h.asset_id for h in only.hits} == set(members)
 
     # The same over HTTP, plus the stored thumbnails.
@@ -203,8 +231,7 @@ def test_text_to_image_similar_and_tag_queries(image_env):
     with api_client(settings) as client:
         health = client.get("/health", headers=auth(key)).json()
         assert health["axes"]["vv"]["available"]
-        body = client.get(f"/v1/similar?asset_id={original.asset_id}&k=1",
-                          headers=auth(key)).json()
+        body = client.get(f"/v1/similar?asset_id={original.asset_id}&k=1", headers=auth(key)).json()
         assert body["hits"][0]["path"].endswith("harbor_market_copy.jpg")
         body = client.get(f"/v1/search?q=picture&k=50&tags={colour}", headers=auth(key)).json()
         assert {h["asset_id"] for h in body["hits"]} == set(members)
@@ -245,8 +272,9 @@ def test_vv_health_gate_and_model_parity(image_env, tmp_path, monkeypatch, tiny_
     with pytest.raises(AxisUnavailable, match="vv"):
         searcher.search(SearchRequest(query="lighthouse", axes=["vv"]), WHO)
     with pytest.raises(AxisUnavailable, match="vv"):
-        searcher.search(SearchRequest(query="lighthouse", query_type="visual",
-                                      axes=["vv", "fts"]), WHO)
+        searcher.search(
+            SearchRequest(query="lighthouse", query_type="visual", axes=["vv", "fts"]), WHO
+        )
 
 
 def test_missing_vv_model_plans_nothing_and_reports_the_axis(demo_env, tmp_path, monkeypatch):

@@ -40,8 +40,8 @@ def test_graded_gains_and_ideal_from_qrels():
     # a grade-0 judgement is not relevant, and the ideal ranking comes from the qrels (not
     # from what the run returned).
     ranked = ["c", "b", "x"]
-    dcg = (2 ** 1 - 1) / math.log2(3)
-    idcg = (2 ** 2 - 1) / 1 + (2 ** 1 - 1) / math.log2(3)
+    dcg = (2**1 - 1) / math.log2(3)
+    idcg = (2**2 - 1) / 1 + (2**1 - 1) / math.log2(3)
     assert ndcg_at_k(ranked, qrels, 10) == pytest.approx(dcg / idcg)
     assert ndcg_at_k(["a", "b"], qrels, 10) == pytest.approx(1.0)
     assert ndcg_at_k(["b", "a"], qrels, 10) < 1.0
@@ -108,11 +108,16 @@ def test_agrees_with_ranx():
 
     run, qrels = _random_case()
     # ranx ranks by score: strictly decreasing scores reproduce our order exactly.
-    ranx_run = ranx.Run({q: {d: float(len(ids) - i) for i, d in enumerate(ids)}
-                         for q, ids in run.items()})
+    ranx_run = ranx.Run(
+        {q: {d: float(len(ids) - i) for i, d in enumerate(ids)} for q, ids in run.items()}
+    )
     ranx_qrels = ranx.Qrels(qrels)
-    pairs = {"ndcg@10": "ndcg_burges@10", "recall@100": "recall@100", "mrr@10": "mrr@10",
-             "precision@5": "precision@5"}
+    pairs = {
+        "ndcg@10": "ndcg_burges@10",
+        "recall@100": "recall@100",
+        "mrr@10": "mrr@10",
+        "precision@5": "precision@5",
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # numba type-safety chatter
         theirs = ranx.evaluate(ranx_qrels, ranx_run, list(pairs.values()), return_mean=False)

@@ -67,8 +67,9 @@ def served(tmp_path, template) -> Settings:
 def _add_snapshot(settings: Settings, snapshot_id: str, promote: bool = True, **update) -> None:
     """Another snapshot of the same table (or of whatever ``update`` says)."""
     m = read_manifest(settings.snapshots_dir, "snap-0001")
-    write_manifest(settings.snapshots_dir, m.model_copy(update={"snapshot_id": snapshot_id,
-                                                                **update}))
+    write_manifest(
+        settings.snapshots_dir, m.model_copy(update={"snapshot_id": snapshot_id, **update})
+    )
     if promote:
         write_atomic(settings.snapshots_dir / "PROMOTED", snapshot_id)
 
@@ -101,8 +102,9 @@ def test_follows_promotion_and_drains_the_old_searcher(served):
             _wait(lambda: live.status()["snapshot_id"] == "snap-0002")
             st = live.status()
             assert st["pointer"] == "PROMOTED" and st["swaps"] == 1
-            assert st["draining"] == [{"snapshot_id": "snap-0001", "in_flight": 1,
-                                       "retired_at": st["opened_at"]}]
+            assert st["draining"] == [
+                {"snapshot_id": "snap-0001", "in_flight": 1, "retired_at": st["opened_at"]}
+            ]
             # the old searcher still answers, and its snapshot is still leased
             assert old.search("quokka", WHO, k=1).snapshot_id == "snap-0001"
             assert len(_lease_files(served, "snap-0001")) == 1
@@ -143,8 +145,9 @@ def test_broken_snapshot_keeps_the_old_one_serving(served, caplog):
 
         # a model mismatch: the snapshot's MV vectors came from other weights
         m = read_manifest(served.snapshots_dir, "snap-0001")
-        mv = m.axes["mv"].model_copy(update={"model": m.axes["mv"].model.model_copy(
-            update={"weights_checksum": "0" * 64})})
+        mv = m.axes["mv"].model_copy(
+            update={"model": m.axes["mv"].model.model_copy(update={"weights_checksum": "0" * 64})}
+        )
         _add_snapshot(served, "snap-0004", axes={**m.axes, "mv": mv})
         _wait(lambda: live.status()["failed_snapshot_id"] == "snap-0004")
         st = live.status()
@@ -225,17 +228,36 @@ def retained(tmp_path) -> Settings:
 
 def _tables(settings: Settings) -> set[str]:
     names = lancedb.connect(str(settings.lance_dir)).list_tables().tables
-    return {n.removeprefix("snapshot_").replace("_", "-") for n in names
-            if n.startswith("snapshot_")}
+    return {
+        n.removeprefix("snapshot_").replace("_", "-") for n in names if n.startswith("snapshot_")
+    }
 
 
-def _fake_lease(settings: Settings, snapshot_id: str, *, host: str = "other-host",
-                pid: int = 4242, pid_space: str = "elsewhere", age_s: float = 0.0) -> Path:
+def _fake_lease(
+    settings: Settings,
+    snapshot_id: str,
+    *,
+    host: str = "other-host",
+    pid: int = 4242,
+    pid_space: str = "elsewhere",
+    age_s: float = 0.0,
+) -> Path:
     path = leases_dir(settings.snapshots_dir, snapshot_id) / f"{host}-{pid}-x.lease"
     beat = time.time() - age_s
-    write_atomic(path, json.dumps({"snapshot_id": snapshot_id, "holder": path.stem, "host": host,
-                                   "pid": pid, "pid_space": pid_space, "started": beat,
-                                   "heartbeat": beat}))
+    write_atomic(
+        path,
+        json.dumps(
+            {
+                "snapshot_id": snapshot_id,
+                "holder": path.stem,
+                "host": host,
+                "pid": pid,
+                "pid_space": pid_space,
+                "started": beat,
+                "heartbeat": beat,
+            }
+        ),
+    )
     os.utime(path, (beat, beat))
     return path
 
@@ -281,8 +303,9 @@ def test_dead_and_expired_leases_expire(retained):
         path.write_text(json.dumps(json.loads(path.read_text()) | {"heartbeat": beat}))
         os.utime(path, (beat, beat))
     assert sorted(_retain(retained, db)) == [_sid(1), _sid(3)]
-    assert not leases_dir(retained.snapshots_dir).exists() or \
-        not any(leases_dir(retained.snapshots_dir).iterdir())
+    assert not leases_dir(retained.snapshots_dir).exists() or not any(
+        leases_dir(retained.snapshots_dir).iterdir()
+    )
 
 
 def test_live_searcher_heartbeats_its_lease(served):
@@ -315,10 +338,13 @@ def test_swap_under_load(pipeline_env):
 
     settings = pipeline_env
     src = settings.sources[0]
-    for i, (title, body) in enumerate([
+    for i, (title, body) in enumerate(
+        [
             ("Quokka notes", "The quokka is a small marsupial of Rottnest Island."),
             ("Sourdough", "Feed the starter with flour and water every day."),
-            ("Lighthouse", "The red lighthouse at dusk guides the boats home.")]):
+            ("Lighthouse", "The red lighthouse at dusk guides the boats home."),
+        ]
+    ):
         (src / f"note{i}.md").write_text(f"# {title}\n\n{body}\n")
     run_all()
     first = (settings.snapshots_dir / "PROMOTED").read_text().strip()
@@ -397,6 +423,8 @@ def test_swap_under_load(pipeline_env):
         s_last = settings.model_copy(update={"field_weights": FieldWeights(body=2.0)})
         publish(s_last, cat)
     assert first not in _tables(settings)
-    print(f"\nswap under load: {len(log)} requests, {len(failures)} failed, "
-          f"max staleness {max(staleness):.3f} s (poll {poll} s), "
-          f"open+warm max {max(p[2] for p in promoted):.3f} s")
+    print(
+        f"\nswap under load: {len(log)} requests, {len(failures)} failed, "
+        f"max staleness {max(staleness):.3f} s (poll {poll} s), "
+        f"open+warm max {max(p[2] for p in promoted):.3f} s"
+    )

@@ -45,9 +45,11 @@ def _settings(data_dir: Path, **kw) -> Settings:
 def _keys(settings: Settings) -> dict[str, str]:
     store = KeyStore.from_settings(settings)
     try:
-        return {"read": store.create("default", scopes=["read"])[0],
-                "admin": store.create("default", scopes=["read", "admin"])[0],
-                "acme": store.create("acme", scopes=["read"])[0]}
+        return {
+            "read": store.create("default", scopes=["read"])[0],
+            "admin": store.create("default", scopes=["read", "admin"])[0],
+            "acme": store.create("acme", scopes=["read"])[0],
+        }
     finally:
         store.close()
 
@@ -87,17 +89,24 @@ def test_metrics_parse_and_move(api):
     before = _metrics(client, keys["admin"])
     n0 = _value(before, "rag_http_requests_total", route="/v1/search", outcome="ok")
     for _ in range(3):
-        assert client.get("/v1/search", params={"q": "quokka"},
-                          headers=auth(keys["read"])).status_code == 200
+        assert (
+            client.get("/v1/search", params={"q": "quokka"}, headers=auth(keys["read"])).status_code
+            == 200
+        )
     assert client.get("/v1/units/nope", headers=auth(keys["read"])).status_code == 404
     after = _metrics(client, keys["admin"])
     assert _value(after, "rag_http_requests_total", route="/v1/search", outcome="ok") == n0 + 3
-    assert _value(after, "rag_http_requests_total", route="/v1/units/{unit_id}",
-                  outcome="client_error") >= 1
+    assert (
+        _value(
+            after, "rag_http_requests_total", route="/v1/units/{unit_id}", outcome="client_error"
+        )
+        >= 1
+    )
     assert _value(after, "rag_http_request_duration_seconds_count", route="/v1/search") >= 3
     # per-stage search latency: encode, each axis, fusion, fetch
-    stages = {s.labels["stage"] for s in after["rag_search_stage_seconds"]
-              if s.name.endswith("_count")}
+    stages = {
+        s.labels["stage"] for s in after["rag_search_stage_seconds"] if s.name.endswith("_count")
+    }
     assert {"fts", "mv", "mv_encode", "fuse", "fetch", "total"} <= stages
     info = [s for s in after["rag_snapshot_info"]]
     assert len(info) == 1 and info[0].labels["snapshot_id"] and info[0].value == 1
@@ -131,8 +140,11 @@ def test_one_json_log_line_per_request_without_the_key(api, caplog):
     client, keys, _ = api
     key = keys["read"]
     with caplog.at_level(logging.INFO, logger="serving.access"):
-        resp = client.get("/v1/search", params={"q": "secret quokka words"},
-                          headers={**auth(key), "X-Request-ID": "my-req-1"})
+        resp = client.get(
+            "/v1/search",
+            params={"q": "secret quokka words"},
+            headers={**auth(key), "X-Request-ID": "my-req-1"},
+        )
     assert resp.status_code == 200 and resp.headers["x-request-id"] == "my-req-1"
     records = [r for r in caplog.records if r.name == "serving.access"]
     assert len(records) == 1
@@ -153,12 +165,12 @@ def test_one_json_log_line_per_request_without_the_key(api, caplog):
 
 def test_query_log_and_feedback_bound_to_the_tenant(api):
     client, keys, _ = api
-    resp = client.post("/v1/search", json={"query": "quokka", "k": 3},
-                       headers=auth(keys["read"]))
+    resp = client.post("/v1/search", json={"query": "quokka", "k": 3}, headers=auth(keys["read"]))
     body = resp.json()
     qid, unit = body["query_id"], body["hits"][0]["unit_id"]
-    sim = client.get("/v1/similar", params={"asset_id": body["hits"][0]["asset_id"]},
-                     headers=auth(keys["read"]))
+    sim = client.get(
+        "/v1/similar", params={"asset_id": body["hits"][0]["asset_id"]}, headers=auth(keys["read"])
+    )
     assert sim.status_code in (200, 422) and (sim.status_code != 200 or sim.json()["query_id"])
     qlog = client.app.state.observer.querylog
     assert qlog.flush(5)
@@ -174,16 +186,22 @@ def test_query_log_and_feedback_bound_to_the_tenant(api):
     # another tenant's key cannot judge this query; unknown queries and units are 404 too
     assert client.post("/v1/feedback", json=fb, headers=auth(keys["acme"])).status_code == 404
     other = {**fb, "query_id": "q_" + "0" * 32}
-    assert client.post("/v1/feedback", json=other,
-                       headers=auth(keys["read"])).status_code == 404
-    assert client.post("/v1/feedback", json={**fb, "unit_id": "nope"},
-                       headers=auth(keys["read"])).status_code == 404
-    assert client.post("/v1/feedback", json={**fb, "judgement": "meh"},
-                       headers=auth(keys["read"])).status_code == 422
+    assert client.post("/v1/feedback", json=other, headers=auth(keys["read"])).status_code == 404
+    assert (
+        client.post(
+            "/v1/feedback", json={**fb, "unit_id": "nope"}, headers=auth(keys["read"])
+        ).status_code
+        == 404
+    )
+    assert (
+        client.post(
+            "/v1/feedback", json={**fb, "judgement": "meh"}, headers=auth(keys["read"])
+        ).status_code
+        == 422
+    )
     assert client.post("/v1/feedback", json=fb).status_code == 401
     rows = list(qlog.feedback_rows("default"))
-    assert any(r["query_id"] == qid and r["path"] and r["judgement"] == "relevant"
-               for r in rows)
+    assert any(r["query_id"] == qid and r["path"] and r["judgement"] == "relevant" for r in rows)
     assert not list(qlog.feedback_rows("acme"))
 
 
@@ -196,15 +214,22 @@ def test_query_log_write_is_cheap(tmp_path):
         times = []
         for i in range(200):
             t0 = time.perf_counter()
-            qlog.record({"query_id": f"q_{i:032x}", "tenant": "t", "op": "search",
-                         "query": "x", "hits": [], "timings_ms": {}})
+            qlog.record(
+                {
+                    "query_id": f"q_{i:032x}",
+                    "tenant": "t",
+                    "op": "search",
+                    "query": "x",
+                    "hits": [],
+                    "timings_ms": {},
+                }
+            )
             times.append((time.perf_counter() - t0) * 1000)
         # the median: a GIL hand-off to the writer thread (up to 5 ms) may land on a few
         per_record_ms = sorted(times)[len(times) // 2]
         assert qlog.flush(10)
         with store.engine.connect() as conn:
-            assert conn.execute(sa.select(sa.func.count()).select_from(query_log)).scalar() \
-                == 200
+            assert conn.execute(sa.select(sa.func.count()).select_from(query_log)).scalar() == 200
         assert per_record_ms < 1.0, per_record_ms
     finally:
         qlog.close()
@@ -217,22 +242,35 @@ def _query_log_roundtrip(settings: Settings) -> None:
         qlog = QueryLog(store.engine, retention_days=7)
         old = datetime.now(UTC) - timedelta(days=10)
         for qid, when in (("q_" + "1" * 32, old), ("q_" + "2" * 32, None)):
-            row = {"query_id": qid, "tenant": "t", "op": "search", "query": "bees",
-                   "query_type": "keyword", "hits": [{"unit_id": "u1", "path": "a.md",
-                                                      "source": "s", "rank": 1}],
-                   "timings_ms": {"total": 1.0}}
+            row = {
+                "query_id": qid,
+                "tenant": "t",
+                "op": "search",
+                "query": "bees",
+                "query_type": "keyword",
+                "hits": [{"unit_id": "u1", "path": "a.md", "source": "s", "rank": 1}],
+                "timings_ms": {"total": 1.0},
+            }
             if when is not None:
                 row["created_at"] = when
             qlog.record(row)
-        qlog.add_feedback(tenant="t", key_id=None, query_id="q_" + "1" * 32, unit_id="u1",
-                          judgement="relevant")
-        qlog.add_feedback(tenant="t", key_id=None, query_id="q_" + "2" * 32, unit_id="u1",
-                          judgement="not_relevant")
+        qlog.add_feedback(
+            tenant="t", key_id=None, query_id="q_" + "1" * 32, unit_id="u1", judgement="relevant"
+        )
+        qlog.add_feedback(
+            tenant="t",
+            key_id=None,
+            query_id="q_" + "2" * 32,
+            unit_id="u1",
+            judgement="not_relevant",
+        )
         assert len(list(qlog.feedback_rows())) == 2
         assert qlog.purge() == {"query_log": 1, "feedback": 1}
         assert [r["query_id"] for r in qlog.feedback_rows()] == ["q_" + "2" * 32]
-        assert qlog.purge(days=0, now=datetime.now(UTC) + timedelta(seconds=1)) == \
-            {"query_log": 1, "feedback": 1}
+        assert qlog.purge(days=0, now=datetime.now(UTC) + timedelta(seconds=1)) == {
+            "query_log": 1,
+            "feedback": 1,
+        }
         # audit: key create / revoke, append-only, untouched by the purge
         _, info = store.create("t", scopes=["read"], actor="key_admin1")
         store.revoke(info.key_id, actor="key_admin1")
@@ -268,13 +306,30 @@ def test_querylog_purge_cli(tmp_path, monkeypatch, capsys):
 def test_feedback_to_labels_unit():
     from evals.label_builder import LabelBuilder
 
-    rows = [{"op": "search", "query": "Bees  wax", "query_type": "keyword", "path": "a.md",
-             "judgement": "relevant"},
-            {"op": "search", "query": "bees wax", "query_type": "keyword", "path": "b.md",
-             "judgement": "not_relevant"},
-            {"op": "search", "query": "only no", "query_type": "semantic", "path": "c.md",
-             "judgement": "not_relevant"},
-            {"op": "similar", "query": "ab" * 32, "path": "d.md", "judgement": "relevant"}]
+    rows = [
+        {
+            "op": "search",
+            "query": "Bees  wax",
+            "query_type": "keyword",
+            "path": "a.md",
+            "judgement": "relevant",
+        },
+        {
+            "op": "search",
+            "query": "bees wax",
+            "query_type": "keyword",
+            "path": "b.md",
+            "judgement": "not_relevant",
+        },
+        {
+            "op": "search",
+            "query": "only no",
+            "query_type": "semantic",
+            "path": "c.md",
+            "judgement": "not_relevant",
+        },
+        {"op": "similar", "query": "ab" * 32, "path": "d.md", "judgement": "relevant"},
+    ]
     gold = LabelBuilder().add_feedback(rows).gold_queries()
     assert len(gold) == 1
     assert gold[0].relevant == {"a.md": 2, "b.md": 0} and gold[0].query_type == "keyword"
@@ -282,8 +337,7 @@ def test_feedback_to_labels_unit():
 
 
 @pytest.mark.slow
-def test_feedback_to_labels_to_eval_run_on_the_demo_corpus(demo_env, tmp_path, monkeypatch,
-                                                          capsys):
+def test_feedback_to_labels_to_eval_run_on_the_demo_corpus(demo_env, tmp_path, monkeypatch, capsys):
     """Users judge hits over HTTP; `eval labels --from-feedback` makes a gold set of them that
     `eval run` (and the smoke gate's loader) accepts: the loop from users to the promotion
     gate."""
@@ -297,8 +351,23 @@ def test_feedback_to_labels_to_eval_run_on_the_demo_corpus(demo_env, tmp_path, m
     corpus_dir = settings.sources[0]
     demo_gold = tmp_path / "gold.jsonl"
     work = tmp_path / "work"
-    assert main(["eval", "run", "--dataset", str(corpus_dir), "--gold", str(demo_gold),
-                 "--workdir", str(work), "--out", str(tmp_path / "base.json")]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "run",
+                "--dataset",
+                str(corpus_dir),
+                "--gold",
+                str(demo_gold),
+                "--workdir",
+                str(work),
+                "--out",
+                str(tmp_path / "base.json"),
+            ]
+        )
+        == 0
+    )
     gold = parse_gold_jsonl(demo_gold.read_text(), "demo")
 
     serve_settings = _settings(work / "data")
@@ -308,13 +377,20 @@ def test_feedback_to_labels_to_eval_run_on_the_demo_corpus(demo_env, tmp_path, m
     judged = 0
     with api_client(serve_settings) as client:
         for q in gold:
-            body = client.post("/v1/search", json={"query": q.query, "k": 5},
-                               headers=auth(key)).json()
+            body = client.post(
+                "/v1/search", json={"query": q.query, "k": 5}, headers=auth(key)
+            ).json()
             for hit in body["hits"][:3]:
                 good = q.relevant.get(hit["path"], 0) > 0
-                resp = client.post("/v1/feedback", headers=auth(key), json={
-                    "query_id": body["query_id"], "unit_id": hit["unit_id"],
-                    "judgement": "relevant" if good else "not_relevant"})
+                resp = client.post(
+                    "/v1/feedback",
+                    headers=auth(key),
+                    json={
+                        "query_id": body["query_id"],
+                        "unit_id": hit["unit_id"],
+                        "judgement": "relevant" if good else "not_relevant",
+                    },
+                )
                 assert resp.status_code == 201, resp.text
                 judged += good
     assert judged > 0
@@ -328,8 +404,24 @@ def test_feedback_to_labels_to_eval_run_on_the_demo_corpus(demo_env, tmp_path, m
     assert all(g in (0, 2) for q in made for g in q.relevant.values())
     assert len(load_gold_jsonl(labels).queries) == len(made)  # what the smoke gate loads
     out = tmp_path / "fb.json"
-    assert main(["eval", "run", "--dataset", str(corpus_dir), "--gold", str(labels),
-                 "--workdir", str(work), "--no-index", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "run",
+                "--dataset",
+                str(corpus_dir),
+                "--gold",
+                str(labels),
+                "--workdir",
+                str(work),
+                "--no-index",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text())
     assert res["n_queries"] == len(made) and res["metrics"]["error_rate"] == 0.0
     assert res["metrics"]["ndcg@10"] > 0.5
@@ -363,12 +455,31 @@ def test_tracing_is_off_without_endpoint_or_extra():
             spans.append(FakeSpan(name, start_time))
             return spans[-1]
 
-    stage_spans(FakeTracer(), INVALID_SPAN, "search",
-                {"mv_encode": 5.0, "fts": 2.0, "mv": 3.0, "axes_wall": 8.0, "fuse": 0.5,
-                 "fetch": 1.0, "build": 0.5, "total": 10.0}, end_ns=10_000_000_000)
+    stage_spans(
+        FakeTracer(),
+        INVALID_SPAN,
+        "search",
+        {
+            "mv_encode": 5.0,
+            "fts": 2.0,
+            "mv": 3.0,
+            "axes_wall": 8.0,
+            "fuse": 0.5,
+            "fetch": 1.0,
+            "build": 0.5,
+            "total": 10.0,
+        },
+        end_ns=10_000_000_000,
+    )
     by = {s.name: s for s in spans}
-    assert set(by) == {"search.mv_encode", "search.fts", "search.mv", "search.fuse",
-                       "search.fetch", "search.build"}
+    assert set(by) == {
+        "search.mv_encode",
+        "search.fts",
+        "search.mv",
+        "search.fuse",
+        "search.fetch",
+        "search.build",
+    }
     assert by["search.mv_encode"].start == 10_000_000_000 - 10_000_000
     assert by["search.fts"].start == by["search.mv_encode"].end_time
     assert by["search.fuse"].start <= by["search.fetch"].start <= by["search.build"].start

@@ -32,8 +32,11 @@ DEJAVU = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 @pytest.fixture(scope="module")
 def tesseract() -> str:
     path = shutil.which("tesseract")
-    require(path, "tesseract is not installed (`make setup`, or apt-get install tesseract-ocr "
-                  "tesseract-ocr-eng)")
+    require(
+        path,
+        "tesseract is not installed (`make setup`, or apt-get install tesseract-ocr "
+        "tesseract-ocr-eng)",
+    )
     return path
 
 
@@ -43,8 +46,12 @@ def font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def render(lines: list[str], size: tuple[int, int] = (900, 400), text_px: int = 40,
-           origin: tuple[int, int] = (40, 40)) -> Image.Image:
+def render(
+    lines: list[str],
+    size: tuple[int, int] = (900, 400),
+    text_px: int = 40,
+    origin: tuple[int, int] = (40, 40),
+) -> Image.Image:
     im = Image.new("RGB", size, (250, 248, 240))
     d = ImageDraw.Draw(im)
     x, y = origin
@@ -73,8 +80,16 @@ def test_reads_rendered_text_with_lines_confidences_and_boxes(tesseract) -> None
     ev = ocr_image(im)
     assert [e.kind for e in ev] == ["ocr"] * 3
     assert [e.ordinal for e in ev] == [0, 1, 2]
-    assert words_of(ev) >= {"quarterly", "invoice", "4521", "harbour", "street", "depot",
-                            "closed", "mondays"}
+    assert words_of(ev) >= {
+        "quarterly",
+        "invoice",
+        "4521",
+        "harbour",
+        "street",
+        "depot",
+        "closed",
+        "mondays",
+    }
     assert ev[0].text.casefold().startswith("quarterly")
     for e in ev:
         assert 0.8 <= e.confidence <= 1.0
@@ -97,8 +112,9 @@ def test_small_text_is_upscaled_before_ocr(tesseract) -> None:
 
 def test_boxes_map_back_to_the_original_image(tesseract) -> None:
     # A 2400 px wide original decoded at 1200: boxes are reported in original pixels.
-    original = render(["Platform seven departures"], size=(2400, 600), text_px=90,
-                      origin=(600, 200))
+    original = render(
+        ["Platform seven departures"], size=(2400, 600), text_px=90, origin=(600, 200)
+    )
     ev = ocr_bytes(png(original), max_pixels=10**8, config=OcrConfig(max_side=1200))
     assert words_of(ev) >= {"platform", "seven", "departures"}
     x, y, w, h = ev[0].locator["bbox"]
@@ -118,8 +134,7 @@ def test_demo_corpus_text_images_are_read(tesseract, tmp_path) -> None:
         "bike_clinic_poster.png": {"bike", "repair", "clinic", "saturday", "10", "am"},
         "trail_closed_sign.jpg": {"trail", "closed", "rockfall"},
     }
-    images = sorted(p for p in (corpus / "images").iterdir()
-                    if p.suffix in (".jpg", ".png"))
+    images = sorted(p for p in (corpus / "images").iterdir() if p.suffix in (".jpg", ".png"))
     assert {p.name for p in images} >= set(expected)
     for path in images:
         ev = ocr_bytes(path.read_bytes(), max_pixels=10**8)
@@ -141,10 +156,15 @@ def test_photo_like_images_without_text_give_no_lines(tesseract) -> None:
     d = ImageDraw.Draw(shapes)
     for _ in range(60):
         x, y, r = rng.randrange(640), rng.randrange(480), rng.randrange(4, 40)
-        d.ellipse((x - r, y - r, x + r, y + r),
-                  fill=(rng.randrange(256), rng.randrange(256), rng.randrange(256)))
-        d.line([(rng.randrange(640), rng.randrange(480)) for _ in range(2)],
-               fill=(0, 0, 0), width=rng.randrange(1, 4))
+        d.ellipse(
+            (x - r, y - r, x + r, y + r),
+            fill=(rng.randrange(256), rng.randrange(256), rng.randrange(256)),
+        )
+        d.line(
+            [(rng.randrange(640), rng.randrange(480)) for _ in range(2)],
+            fill=(0, 0, 0),
+            width=rng.randrange(1, 4),
+        )
     for name, im in (("noise", noise), ("gradient", gradient), ("shapes", shapes)):
         assert ocr_image(im) == [], name
 
@@ -173,48 +193,58 @@ def test_coco_photos_without_text_give_no_lines_and_a_sign_is_read(tesseract) ->
 # --------------------------------------------------------------------------------------------
 # The line filter, on tesseract's TSV format
 
-TSV_HEADER = ("level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\t"
-              "height\tconf\ttext\n")
+TSV_HEADER = (
+    "level\tpage_num\tblock_num\tpar_num\tline_num\tword_num\tleft\ttop\twidth\t"
+    "height\tconf\ttext\n"
+)
 
 
 def tsv(*words: tuple[int, int, int, int, int, int, int, float, str]) -> str:
     rows = [TSV_HEADER, "1\t1\t0\t0\t0\t0\t0\t0\t800\t600\t-1\t\n"]
     for block, par, line, left, top, width, height, conf, text in words:
-        rows.append(f"5\t1\t{block}\t{par}\t{line}\t1\t{left}\t{top}\t{width}\t{height}\t"
-                    f"{conf}\t{text}\n")
+        rows.append(
+            f"5\t1\t{block}\t{par}\t{line}\t1\t{left}\t{top}\t{width}\t{height}\t{conf}\t{text}\n"
+        )
     return "".join(rows)
 
 
 def test_line_filter_keeps_text_and_drops_texture() -> None:
-    words = parse_tsv(tsv(
-        (1, 1, 1, 10, 10, 50, 20, 95.5, "OPEN"), (1, 1, 1, 70, 12, 60, 20, 93.0, "DAILY"),
-        (1, 1, 1, 140, 10, 10, 20, 20.0, "~"),          # low confidence word: dropped
-        (1, 1, 2, 10, 50, 20, 20, 91.0, "8"), (1, 1, 2, 35, 50, 30, 20, 90.0, "AM"),
-        (1, 1, 2, 70, 50, 10, 20, 88.0, "-"), (1, 1, 2, 85, 50, 20, 20, 92.0, "1"),
-        (2, 1, 1, 300, 300, 40, 20, 88.0, "Yee"),       # lone word under 90: texture
-        (3, 1, 1, 10, 400, 30, 20, 85.0, "te"), (3, 1, 1, 45, 400, 20, 20, 86.0, "~"),
-        (3, 1, 1, 70, 400, 20, 20, 84.0, "=>"),        # alnum share too low
-        (4, 1, 1, 10, 500, 10, 20, 95.0, "a"), (4, 1, 1, 30, 500, 10, 20, 95.0, "b"),
-        (4, 1, 1, 50, 500, 10, 20, 95.0, "c"),          # no token of 2+ letters: specks
-        (5, 1, 1, 10, 550, 40, 20, 70.0, "seen"),
-        (5, 1, 1, 60, 550, 40, 20, 75.0, "here"),      # line mean 72.5 < 80
-        (6, 1, 1, 400, 100, 80, 30, 96.0, "ROCKFALL"),  # lone word, confident: kept
-        (7, 1, 1, 400, 200, 40, 30, 95.0, "INS"),       # lone short word: clutter
-        (8, 1, 1, 400, 300, 40, 30, 94.0, "180"),       # lone number: kept
-    ))
+    words = parse_tsv(
+        tsv(
+            (1, 1, 1, 10, 10, 50, 20, 95.5, "OPEN"),
+            (1, 1, 1, 70, 12, 60, 20, 93.0, "DAILY"),
+            (1, 1, 1, 140, 10, 10, 20, 20.0, "~"),  # low confidence word: dropped
+            (1, 1, 2, 10, 50, 20, 20, 91.0, "8"),
+            (1, 1, 2, 35, 50, 30, 20, 90.0, "AM"),
+            (1, 1, 2, 70, 50, 10, 20, 88.0, "-"),
+            (1, 1, 2, 85, 50, 20, 20, 92.0, "1"),
+            (2, 1, 1, 300, 300, 40, 20, 88.0, "Yee"),  # lone word under 90: texture
+            (3, 1, 1, 10, 400, 30, 20, 85.0, "te"),
+            (3, 1, 1, 45, 400, 20, 20, 86.0, "~"),
+            (3, 1, 1, 70, 400, 20, 20, 84.0, "=>"),  # alnum share too low
+            (4, 1, 1, 10, 500, 10, 20, 95.0, "a"),
+            (4, 1, 1, 30, 500, 10, 20, 95.0, "b"),
+            (4, 1, 1, 50, 500, 10, 20, 95.0, "c"),  # no token of 2+ letters: specks
+            (5, 1, 1, 10, 550, 40, 20, 70.0, "seen"),
+            (5, 1, 1, 60, 550, 40, 20, 75.0, "here"),  # line mean 72.5 < 80
+            (6, 1, 1, 400, 100, 80, 30, 96.0, "ROCKFALL"),  # lone word, confident: kept
+            (7, 1, 1, 400, 200, 40, 30, 95.0, "INS"),  # lone short word: clutter
+            (8, 1, 1, 400, 300, 40, 30, 94.0, "180"),  # lone number: kept
+        )
+    )
     ev = words_to_evidence(words, OcrConfig())
     assert [e.text for e in ev] == ["OPEN DAILY", "8 AM - 1", "ROCKFALL", "180"]
     assert [e.ordinal for e in ev] == [0, 1, 2, 3]
-    assert ev[0].locator == {"block": 1, "par": 1, "line": 1, "bbox": [10, 10, 120, 22],
-                             "words": 2}
+    assert ev[0].locator == {"block": 1, "par": 1, "line": 1, "bbox": [10, 10, 120, 22], "words": 2}
     assert ev[0].confidence == pytest.approx((95.5 + 93.0) / 200)
     assert ev[1].confidence == pytest.approx((91 + 90 + 88 + 92) / 400)
     # Boxes scale to the caller's coordinates.
     scaled = words_to_evidence(words, OcrConfig(), scale=0.5)
     assert scaled[0].locator["bbox"] == [5, 5, 60, 11]
     # Thresholds are configuration: lowering them lets the lone word in.
-    loose = OcrConfig(min_single_word_confidence=80, min_line_confidence=70,
-                      min_single_word_letters=3)
+    loose = OcrConfig(
+        min_single_word_confidence=80, min_line_confidence=70, min_single_word_letters=3
+    )
     assert {e.text for e in words_to_evidence(words, loose)} >= {"Yee", "INS", "seen here"}
 
 
@@ -227,8 +257,13 @@ def test_tsv_parser_tolerates_quotes_and_bad_rows() -> None:
 
 def test_config_is_validated() -> None:
     OcrConfig.model_validate({"lang": "eng+deu", "psm": 6})  # accepted
-    for bad in ({"lang": "eng; rm -rf /"}, {"psm": 14}, {"min_word_confidence": 101},
-                {"langs": "eng"}, {"timeout_s": 0}):
+    for bad in (
+        {"lang": "eng; rm -rf /"},
+        {"psm": 14},
+        {"min_word_confidence": 101},
+        {"langs": "eng"},
+        {"timeout_s": 0},
+    ):
         with pytest.raises(ValueError):
             OcrConfig.model_validate(bad)
 

@@ -32,12 +32,14 @@ def _snapshot_counts(settings: Settings) -> dict:
     with open_settings_catalog(settings) as cat:
         counts = cat.counts(settings.tenant_id)
         counts["distinct_evidence"] = cat.scalar(
-            "SELECT count(DISTINCT evidence_id) FROM evidence_text")
+            "SELECT count(DISTINCT evidence_id) FROM evidence_text"
+        )
         counts["distinct_results"] = cat.scalar("SELECT count(DISTINCT dedupe_key) FROM results")
     tbl = VectorStore(settings.lance_dir)._table("mv", 384, create=False)
     counts["vectors"] = tbl.count_rows() if tbl is not None else 0
-    counts["distinct_vectors"] = (len(set(tbl.to_arrow().column("evidence_id").to_pylist()))
-                                  if tbl is not None else 0)
+    counts["distinct_vectors"] = (
+        len(set(tbl.to_arrow().column("evidence_id").to_pylist())) if tbl is not None else 0
+    )
     return counts
 
 
@@ -56,10 +58,13 @@ def test_demo_corpus_end_to_end(demo_index):
         for key in ("assets", "asset_versions", "analysis_runs", "evidence", "search_snapshot"):
             assert instance.get_latest_materialization_event(dg.AssetKey(key)) is not None, key
         evals = {}
-        for asset, check in (("evidence", "envelopes_verified"),
-                             ("search_snapshot", "covers_current_assets")):
+        for asset, check in (
+            ("evidence", "envelopes_verified"),
+            ("search_snapshot", "covers_current_assets"),
+        ):
             recs = instance.event_log_storage.get_asset_check_execution_history(
-                dg.AssetCheckKey(dg.AssetKey(asset), check), limit=1)
+                dg.AssetCheckKey(dg.AssetKey(asset), check), limit=1
+            )
             evals[check] = recs[0].event.asset_check_evaluation
     assert evals["envelopes_verified"].passed
     assert evals["envelopes_verified"].metadata["rejected_unresolved"].value == 0
@@ -102,8 +107,15 @@ def test_rerun_is_idempotent(demo_index):
     assert second["published"] is False, "unchanged input publishes no new snapshot"
     assert second["snapshot_id"] == first["snapshot_id"]
     assert second["shards"] == [], "nothing planned on unchanged input"
-    for key in ("assets", "asset_versions", "analysis_runs", "results", "evidence_text",
-                "dead_letters", "vectors"):
+    for key in (
+        "assets",
+        "asset_versions",
+        "analysis_runs",
+        "results",
+        "evidence_text",
+        "dead_letters",
+        "vectors",
+    ):
         assert after[key] == before[key], key
 
 
@@ -111,8 +123,13 @@ def test_changed_moved_and_deleted_files(demo_env):
     settings, corpus = demo_env
     run_all()
     root = corpus.corpus_dir
-    docs = sorted(p for p in root.rglob("*") if p.suffix in {".md", ".txt"} and p.is_file()
-                  and not p.name.endswith((".jpg.txt", ".png.txt")))
+    docs = sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix in {".md", ".txt"}
+        and p.is_file()
+        and not p.name.endswith((".jpg.txt", ".png.txt"))
+    )
     changed, moved, deleted = docs[0], docs[1], docs[2]
     changed.write_text(changed.read_text() + "\n\nZanzibar quokka appendix paragraph.\n")
     new_home = root / "moved_here"
@@ -123,33 +140,46 @@ def test_changed_moved_and_deleted_files(demo_env):
 
     with open_settings_catalog(settings) as cat:
         runs_before = cat.scalar("SELECT count(*) FROM analysis_runs")
-        moved_asset = cat.scalar("SELECT asset_id FROM asset_versions WHERE uri = ?",
-                                 [str(moved)])
-        old_changed_asset = cat.scalar("SELECT asset_id FROM asset_versions WHERE uri = ?",
-                                       [str(changed)])
+        moved_asset = cat.scalar("SELECT asset_id FROM asset_versions WHERE uri = ?", [str(moved)])
+        old_changed_asset = cat.scalar(
+            "SELECT asset_id FROM asset_versions WHERE uri = ?", [str(changed)]
+        )
     run_all()
     with open_settings_catalog(settings) as cat:
-        versions = {r["uri"]: r for r in cat.rows(
-            "SELECT uri, asset_id, is_current, tombstoned_at, superseded_at FROM asset_versions "
-            "WHERE is_current")}
+        versions = {
+            r["uri"]: r
+            for r in cat.rows(
+                "SELECT uri, asset_id, is_current, tombstoned_at, superseded_at FROM asset_versions "
+                "WHERE is_current"
+            )
+        }
         # Moved: a new version of the same asset, and no new analysis of it.
         assert versions[str(moved_to)]["asset_id"] == moved_asset
         assert cat.scalar("SELECT count(*) FROM results WHERE asset_id = ?", [moved_asset]) == 2
-        assert cat.scalar("SELECT tombstoned_at IS NOT NULL FROM asset_versions WHERE uri = ?",
-                          [str(moved)])
+        assert cat.scalar(
+            "SELECT tombstoned_at IS NOT NULL FROM asset_versions WHERE uri = ?", [str(moved)]
+        )
         # Changed: a new asset with its own evidence; the old evidence stays in the catalog.
         new_asset = versions[str(changed)]["asset_id"]
         assert new_asset != old_changed_asset
-        assert cat.scalar("SELECT count(*) FROM evidence_text WHERE asset_id = ?",
-                          [old_changed_asset]) > 0
-        assert cat.scalar("SELECT count(*) FROM evidence_text WHERE asset_id = ?",
-                          [new_asset]) > 0
-        assert cat.scalar("SELECT superseded_at IS NOT NULL FROM asset_versions WHERE uri = ? "
-                          "AND asset_id = ?", [str(changed), old_changed_asset])
+        assert (
+            cat.scalar("SELECT count(*) FROM evidence_text WHERE asset_id = ?", [old_changed_asset])
+            > 0
+        )
+        assert cat.scalar("SELECT count(*) FROM evidence_text WHERE asset_id = ?", [new_asset]) > 0
+        assert cat.scalar(
+            "SELECT superseded_at IS NOT NULL FROM asset_versions WHERE uri = ? AND asset_id = ?",
+            [str(changed), old_changed_asset],
+        )
         # Deleted: tombstoned, not current.
         assert str(deleted) not in versions
-        assert cat.scalar("SELECT count(*) FROM asset_versions WHERE uri = ? AND "
-                          "tombstoned_at IS NOT NULL", [str(deleted)]) == 1
+        assert (
+            cat.scalar(
+                "SELECT count(*) FROM asset_versions WHERE uri = ? AND tombstoned_at IS NOT NULL",
+                [str(deleted)],
+            )
+            == 1
+        )
         assert cat.scalar("SELECT count(*) FROM analysis_runs") > runs_before
 
     searcher = _searcher(settings)
@@ -188,9 +218,13 @@ def test_vector_evidence_lives_in_lancedb(demo_index, table):
     t = db.open_table(table).to_arrow()
     assert set(t.column("axis").to_pylist()) == {"mv"}
     with open_settings_catalog(settings) as cat:
-        persisted = {r["run_id"] for r in cat.rows(
-            "SELECT run_id FROM analysis_runs WHERE analyzer = 'mv_embed' AND "
-            "status = 'persisted'")}
+        persisted = {
+            r["run_id"]
+            for r in cat.rows(
+                "SELECT run_id FROM analysis_runs WHERE analyzer = 'mv_embed' AND "
+                "status = 'persisted'"
+            )
+        }
     assert set(t.column("run_id").to_pylist()) <= persisted
 
 

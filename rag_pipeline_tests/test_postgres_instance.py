@@ -23,18 +23,25 @@ pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-PG = {"DAGSTER_PG_HOST": os.environ.get("DAGSTER_PG_HOST", "127.0.0.1"),
-      "DAGSTER_PG_PORT": os.environ.get("DAGSTER_PG_PORT", "5432"),
-      "DAGSTER_PG_USER": os.environ.get("DAGSTER_PG_USER", "postgres"),
-      "DAGSTER_PG_PASSWORD": os.environ.get("DAGSTER_PG_PASSWORD", "")}
+PG = {
+    "DAGSTER_PG_HOST": os.environ.get("DAGSTER_PG_HOST", "127.0.0.1"),
+    "DAGSTER_PG_PORT": os.environ.get("DAGSTER_PG_PORT", "5432"),
+    "DAGSTER_PG_USER": os.environ.get("DAGSTER_PG_USER", "postgres"),
+    "DAGSTER_PG_PASSWORD": os.environ.get("DAGSTER_PG_PASSWORD", ""),
+}
 
 
 def _connect(dbname: str = "postgres"):
     import psycopg2
 
-    return psycopg2.connect(host=PG["DAGSTER_PG_HOST"], port=int(PG["DAGSTER_PG_PORT"]),
-                            user=PG["DAGSTER_PG_USER"], password=PG["DAGSTER_PG_PASSWORD"],
-                            dbname=dbname, connect_timeout=5)
+    return psycopg2.connect(
+        host=PG["DAGSTER_PG_HOST"],
+        port=int(PG["DAGSTER_PG_PORT"]),
+        user=PG["DAGSTER_PG_USER"],
+        password=PG["DAGSTER_PG_PASSWORD"],
+        dbname=dbname,
+        connect_timeout=5,
+    )
 
 
 @pytest.fixture
@@ -56,8 +63,11 @@ def pg_instance(pipeline_env, monkeypatch):
         yield pipeline_env, db
     finally:
         with admin.cursor() as cur:
-            cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = %s AND pid <> pg_backend_pid()", [db])
+            cur.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                [db],
+            )
             cur.execute(f'DROP DATABASE IF EXISTS "{db}"')
         admin.close()
 
@@ -78,23 +88,43 @@ def test_materialization_and_backfill_on_postgres(pg_instance, tmp_path):
         sync_profiles(instance, settings)
         defs.resolve_job_def("discover_job").execute_in_process(instance=instance)
         all_keys = defs.resolve_job_def("cpu_job").partitions_def.get_partition_keys(
-            dynamic_partitions_store=instance)
-        assert sorted(all_keys) == sorted(f"{p}|{i:02d}" for p in ("text-v1", "ocr-tesseract")
-                                          for i in range(4))
+            dynamic_partitions_store=instance
+        )
+        assert sorted(all_keys) == sorted(
+            f"{p}|{i:02d}" for p in ("text-v1", "ocr-tesseract") for i in range(4)
+        )
         keys = [k for k in all_keys if k.startswith("text-v1|")]  # backfill one profile
 
     # 2. A backfill over every shard from the CLI, executed by the daemon through the queue.
     daemon_log = open(tmp_path / "daemon.log", "w")
-    daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w",
-                               str(REPO / "workspace.yaml")], cwd=REPO, env=os.environ.copy(),
-                              stdout=daemon_log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
+    daemon = subprocess.Popen(
+        [str(BIN / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+        cwd=REPO,
+        env=os.environ.copy(),
+        stdout=daemon_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
-        out = subprocess.run([str(BIN / "dagster"), "job", "backfill", "-w",
-                              str(REPO / "workspace.yaml"), "-j", "cpu_job",
-                              "--partitions", ",".join(keys), "--noprompt"],
-                             cwd=REPO, env=os.environ.copy(), capture_output=True, text=True,
-                             timeout=300)
+        out = subprocess.run(
+            [
+                str(BIN / "dagster"),
+                "job",
+                "backfill",
+                "-w",
+                str(REPO / "workspace.yaml"),
+                "-j",
+                "cpu_job",
+                "--partitions",
+                ",".join(keys),
+                "--noprompt",
+            ],
+            cwd=REPO,
+            env=os.environ.copy(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
         deadline = time.monotonic() + 600
         with dg.DagsterInstance.get() as instance:
@@ -108,11 +138,13 @@ def test_materialization_and_backfill_on_postgres(pg_instance, tmp_path):
             assert len(backfills) == 1
             shard_runs = [r for r in instance.get_runs() if r.job_name == "cpu_job"]
             assert len(shard_runs) == len(keys)
-            assert {r.status for r in shard_runs} == {dg.DagsterRunStatus.SUCCESS}, \
-                (tmp_path / "daemon.log").read_text()[-3000:]
+            assert {r.status for r in shard_runs} == {dg.DagsterRunStatus.SUCCESS}, (
+                tmp_path / "daemon.log"
+            ).read_text()[-3000:]
             assert {r.tags["dagster/partition"] for r in shard_runs} == set(keys)
-            assert all(r.tags.get("dagster/backfill") == backfills[0].backfill_id
-                       for r in shard_runs)
+            assert all(
+                r.tags.get("dagster/backfill") == backfills[0].backfill_id for r in shard_runs
+            )
     finally:
         os.killpg(daemon.pid, signal.SIGTERM)
         try:
@@ -122,8 +154,12 @@ def test_materialization_and_backfill_on_postgres(pg_instance, tmp_path):
         daemon_log.close()
 
     with open_settings_catalog(settings) as cat:
-        persisted = {r["partition_key"] for r in cat.rows(
-            "SELECT DISTINCT partition_key FROM analysis_runs WHERE status = 'persisted'")}
+        persisted = {
+            r["partition_key"]
+            for r in cat.rows(
+                "SELECT DISTINCT partition_key FROM analysis_runs WHERE status = 'persisted'"
+            )
+        }
     assert persisted == set(keys)
     summary = run_all()  # the gpu partitions and the snapshot, on the same Postgres instance
     assert summary["published"]

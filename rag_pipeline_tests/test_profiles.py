@@ -33,16 +33,23 @@ def _models_file(path: Path, extra: list[dict] | None = None, mv: str = "minilm-
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    out = subprocess.run([sys.executable, "-m", "rag_pipeline.cli", *args], env=os.environ.copy(),
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "rag_pipeline.cli", *args],
+        env=os.environ.copy(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     return out
 
 
 def _run_counts(settings: Settings) -> dict[str, int]:
     with open_settings_catalog(settings) as cat:
-        return {r["profile"]: r["n"] for r in cat.rows(
-            "SELECT profile, count(*) AS n FROM analysis_runs GROUP BY profile")}
+        return {
+            r["profile"]: r["n"]
+            for r in cat.rows("SELECT profile, count(*) AS n FROM analysis_runs GROUP BY profile")
+        }
 
 
 def _searcher(settings: Settings):
@@ -62,9 +69,17 @@ def test_two_profiles_side_by_side_switch_and_roll_back(demo_env, tmp_path, monk
 
     # Profile B: another model. Backfilling it runs only B's partitions.
     tiny = build_tiny_sentence_model(tmp_path / "tiny-b")
-    _models_file(models, extra=[{"name": "tiny-b", "analyzer": "mv_embed",
-                                 "model": {"model_dir": str(tiny)},
-                                 "config": {"text_profile": "text-v1"}}])
+    _models_file(
+        models,
+        extra=[
+            {
+                "name": "tiny-b",
+                "analyzer": "mv_embed",
+                "model": {"model_dir": str(tiny)},
+                "config": {"text_profile": "text-v1"},
+            }
+        ],
+    )
     settings = Settings.from_env()
     second = run_all()
     assert second["partitions"] and all(p.startswith("tiny-b|") for p in second["partitions"])
@@ -83,8 +98,9 @@ def test_two_profiles_side_by_side_switch_and_roll_back(demo_env, tmp_path, monk
     assert promoted["published"] and promoted["partitions"] == []
     searcher = _searcher(settings)
     assert searcher.manifest.axes["mv"].dim == 32
-    assert searcher.manifest.axes["mv"].model.weights_checksum != \
-        first_manifest_checksum(first, settings)
+    assert searcher.manifest.axes["mv"].model.weights_checksum != first_manifest_checksum(
+        first, settings
+    )
     assert searcher.search("varroa mites", WHO, k=3, axes=["mv"]).hits
     assert _run_counts(settings) == runs_ab
 
@@ -95,8 +111,9 @@ def test_two_profiles_side_by_side_switch_and_roll_back(demo_env, tmp_path, monk
     assert _run_counts(settings) == runs_ab
     searcher = _searcher(settings)
     assert searcher.manifest.axes["mv"].dim == 384
-    assert searcher.manifest.stats["fingerprint"] == _manifest(settings, first)["stats"][
-        "fingerprint"]
+    assert (
+        searcher.manifest.stats["fingerprint"] == _manifest(settings, first)["stats"]["fingerprint"]
+    )
     history = _cli("policy", "show").stdout
     assert "A/B candidate" in history and "rollback" in history
 
@@ -129,7 +146,8 @@ def test_model_mismatch_is_refused_and_writes_nothing(demo_env, tmp_path, monkey
         sync_profiles(instance, settings)
         defs.resolve_job_def("discover_job").execute_in_process(instance=instance)
         result = defs.resolve_job_def("gpu_job").execute_in_process(
-            partition_key="minilm-l6|00", instance=instance, raise_on_error=False)
+            partition_key="minilm-l6|00", instance=instance, raise_on_error=False
+        )
     assert not result.success
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
     assert len(failures) == 1, "refused once: a mismatch is never retried"
@@ -143,11 +161,14 @@ def test_model_mismatch_is_refused_and_writes_nothing(demo_env, tmp_path, monkey
     assert VectorStore(settings.lance_dir)._table("mv", 384, create=False) is None
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"policy": {"text": "text-v1", "mv": "nope"}}, "no such profile"),
-    ({"profiles": [{"name": "Bad Name", "analyzer": "text"}]}, "name"),
-    ({"policy": {"text": "minilm-l6", "mv": "minilm-l6"}}, "serves the 'mv' axis"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"policy": {"text": "text-v1", "mv": "nope"}}, "no such profile"),
+        ({"profiles": [{"name": "Bad Name", "analyzer": "text"}]}, "name"),
+        ({"policy": {"text": "minilm-l6", "mv": "minilm-l6"}}, "serves the 'mv' axis"),
+    ],
+)
 def test_models_file_errors_are_clear(tmp_path, bad, message):
     from rag_pipeline.analysis.profiles import ProfileError, load_models_file
 

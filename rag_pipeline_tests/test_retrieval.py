@@ -75,10 +75,10 @@ def test_weighted_rrf_hand_computed():
     rankings = {"fts": ["a", "b", "c"], "mv": ["b", "a", "d"]}
     out = weighted_rrf(rankings, {"fts": 0.6, "mv": 0.4}, k=60)
     expected = {
-        "a": 0.6 / 61 + 0.4 / 62,   # 0.0162877
-        "b": 0.6 / 62 + 0.4 / 61,   # 0.0162348
-        "c": 0.6 / 63,              # 0.0095238
-        "d": 0.4 / 63,              # 0.0063492
+        "a": 0.6 / 61 + 0.4 / 62,  # 0.0162877
+        "b": 0.6 / 62 + 0.4 / 61,  # 0.0162348
+        "c": 0.6 / 63,  # 0.0095238
+        "d": 0.4 / 63,  # 0.0063492
     }
     assert [d for d, _ in out] == ["a", "b", "c", "d"]
     for d, s in out:
@@ -114,26 +114,29 @@ def test_weighted_rrf_tie_break_is_deterministic():
 # --- classification ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("query, expected", [
-    ('"quarterly budget" review', "keyword"),
-    ("invoice 2024", "keyword"),
-    ("INV-00123", "keyword"),
-    ("snake_case_name", "keyword"),
-    ("parseConfig", "keyword"),
-    ("report.pdf", "keyword"),
-    ("quokka", "keyword"),
-    ("kubernetes autoscaler", "keyword"),
-    ("photo of a dog on the beach", "visual"),
-    ("red car", "visual"),
-    ("picture showing mountains", "visual"),
-    ("a drawing of an owl", "visual"),
-    ("how do I reset my password?", "semantic"),
-    ("what is the refund policy", "semantic"),
-    ("notes from the meeting about the new office lease", "semantic"),
-    ("team meeting notes", "balanced"),
-    ("dog park", "balanced"),
-    ("", "balanced"),
-])
+@pytest.mark.parametrize(
+    "query, expected",
+    [
+        ('"quarterly budget" review', "keyword"),
+        ("invoice 2024", "keyword"),
+        ("INV-00123", "keyword"),
+        ("snake_case_name", "keyword"),
+        ("parseConfig", "keyword"),
+        ("report.pdf", "keyword"),
+        ("quokka", "keyword"),
+        ("kubernetes autoscaler", "keyword"),
+        ("photo of a dog on the beach", "visual"),
+        ("red car", "visual"),
+        ("picture showing mountains", "visual"),
+        ("a drawing of an owl", "visual"),
+        ("how do I reset my password?", "semantic"),
+        ("what is the refund policy", "semantic"),
+        ("notes from the meeting about the new office lease", "semantic"),
+        ("team meeting notes", "balanced"),
+        ("dog park", "balanced"),
+        ("", "balanced"),
+    ],
+)
 def test_classify_query(query, expected):
     assert classify_query(query) == expected
 
@@ -164,22 +167,52 @@ def test_matched_terms():
 
 def test_matched_evidence_ordering():
     evidence = [
-        {"kind": "chunk", "field": "body", "ordinal": 0, "text": "a brown dog", "confidence": 1.0,
-         "run_id": "r1"},
-        {"kind": "caption", "field": "caption", "ordinal": 0, "text": "brown dog on a beach",
-         "confidence": 0.7, "run_id": "r2"},
-        {"kind": "tag", "field": "tags", "ordinal": 0, "text": "beach", "confidence": 0.9,
-         "run_id": "r2"},
-        {"kind": "tag", "field": "tags", "ordinal": 1, "text": "sky", "confidence": 0.99,
-         "run_id": "r2"},
-        {"kind": "ocr", "field": "ocr", "ordinal": 0, "text": "BEACH CLUB", "confidence": 0.4,
-         "run_id": "r3"},
+        {
+            "kind": "chunk",
+            "field": "body",
+            "ordinal": 0,
+            "text": "a brown dog",
+            "confidence": 1.0,
+            "run_id": "r1",
+        },
+        {
+            "kind": "caption",
+            "field": "caption",
+            "ordinal": 0,
+            "text": "brown dog on a beach",
+            "confidence": 0.7,
+            "run_id": "r2",
+        },
+        {
+            "kind": "tag",
+            "field": "tags",
+            "ordinal": 0,
+            "text": "beach",
+            "confidence": 0.9,
+            "run_id": "r2",
+        },
+        {
+            "kind": "tag",
+            "field": "tags",
+            "ordinal": 1,
+            "text": "sky",
+            "confidence": 0.99,
+            "run_id": "r2",
+        },
+        {
+            "kind": "ocr",
+            "field": "ocr",
+            "ordinal": 0,
+            "text": "BEACH CLUB",
+            "confidence": 0.4,
+            "run_id": "r3",
+        },
     ]
     out = matched_evidence(json.dumps(evidence), "brown dog beach")
     assert [(e["kind"], e["matched_terms"]) for e in out] == [
         ("caption", ["brown", "dog", "beach"]),
         ("chunk", ["brown", "dog"]),
-        ("tag", ["beach"]),       # same count as ocr, higher confidence
+        ("tag", ["beach"]),  # same count as ocr, higher confidence
         ("ocr", ["beach"]),
     ]
     assert out[0]["run_id"] == "r2"
@@ -199,11 +232,22 @@ def test_snippet_windows_around_first_match():
 def test_query_matcher_agrees_with_stemming_every_word():
     # The matcher stems only the words that begin like a query stem; stemming every word must
     # give the same answers, also where lowercasing re-splits a non-ASCII word.
-    texts = ["The quick brown foxes were running; studies dated 2024-17 (ties, glasses).",
-             "İstanbul STRASSE straße Kelvin \u212a ﬁle ǅemal re-run_runs 4PBA 4 pba",
-             "nothing here", ""]
-    for query in ["Quick fox run", "study dating", "istanbul strasse file kelvin k", "4 pba",
-                  "runs re", "the of", "ǆemal ties glass", "fox FOX"]:
+    texts = [
+        "The quick brown foxes were running; studies dated 2024-17 (ties, glasses).",
+        "İstanbul STRASSE straße Kelvin \u212a ﬁle ǅemal re-run_runs 4PBA 4 pba",
+        "nothing here",
+        "",
+    ]
+    for query in [
+        "Quick fox run",
+        "study dating",
+        "istanbul strasse file kelvin k",
+        "4 pba",
+        "runs re",
+        "the of",
+        "ǆemal ties glass",
+        "fox FOX",
+    ]:
         m = QueryMatcher(query)
         terms = list(dict.fromkeys(tokens(query)))
         query_stems = {stem(t) for t in terms}
@@ -211,6 +255,12 @@ def test_query_matcher_agrees_with_stemming_every_word():
             text_stems = {stem(w) for w in tokens(text)}
             assert m.matched_terms(text) == [t for t in terms if stem(t) in text_stems]
             words = [(w.start(), w.group().lower()) for w in re.finditer(r"[^\W_]+", text)]
-            first = next((i for i, w in words if w not in STOPWORDS
-                          and (len(w) > 1 or w.isdigit()) and stem(w) in query_stems), None)
+            first = next(
+                (
+                    i
+                    for i, w in words
+                    if w not in STOPWORDS and (len(w) > 1 or w.isdigit()) and stem(w) in query_stems
+                ),
+                None,
+            )
             assert m.first_match_offset(text) == first

@@ -14,8 +14,7 @@ from rag_pipeline_tests.conftest import run_all
 
 
 def _shard(path, settings: Settings) -> str:
-    return shard_key(shard_of(hashlib.sha256(path.read_bytes()).hexdigest(),
-                              settings.shard_count))
+    return shard_key(shard_of(hashlib.sha256(path.read_bytes()).hexdigest(), settings.shard_count))
 
 
 @pytest.mark.slow
@@ -40,60 +39,86 @@ def test_source_sensor_requests_only_touched_shards(demo_env):
         deleted.unlink()
         new = root / "docs" / "brand_new_note.md"
         new.write_text("# Moth traps\n\nLight traps for moth surveys at night.\n")
-        expected = {old_changed_shard, _shard(changed, settings), deleted_shard,
-                    _shard(new, settings)}
+        expected = {
+            old_changed_shard,
+            _shard(changed, settings),
+            deleted_shard,
+            _shard(new, settings),
+        }
 
-        request = source_files_sensor(dg.build_sensor_context(instance=instance,
-                                                              resources=resources))
+        request = source_files_sensor(
+            dg.build_sensor_context(instance=instance, resources=resources)
+        )
         assert isinstance(request, dg.RunRequest)
         assert set(request.tags[TOUCHED].split(",")) == expected
         assert len(expected) < settings.shard_count, "the test must leave some shards out"
 
         # The discovery the sensor asked for, then the runs the chain asks for.
         result = defs.resolve_job_def("discover_job").execute_in_process(
-            instance=instance, tags=request.tags)
+            instance=instance, tags=request.tags
+        )
         success = result.get_run_success_event()
         run_ctx = dg.build_run_status_sensor_context(
-            sensor_name="discover_done_sensor", dagster_instance=instance,
-            dagster_run=result.dagster_run, dagster_event=success, resources=resources)
+            sensor_name="discover_done_sensor",
+            dagster_instance=instance,
+            dagster_run=result.dagster_run,
+            dagster_event=success,
+            resources=resources,
+        )
         requests = discover_done_sensor(run_ctx)
         keys = {r.partition_key for r in requests}
         # Work exists only where content arrived: the new file's and the changed file's new
         # shard, for every profile. Deletions need no analysis, just a new snapshot.
-        assert keys == {f"{p}|{s}" for p in ("text-v1", "minilm-l6")
-                        for s in {_shard(changed, settings), _shard(new, settings)}}
+        assert keys == {
+            f"{p}|{s}"
+            for p in ("text-v1", "minilm-l6")
+            for s in {_shard(changed, settings), _shard(new, settings)}
+        }
         assert {r.partition_key.split("|")[1] for r in requests} <= expected
         assert {r.job_name for r in requests} == {"cpu_job", "gpu_job"}
 
         runs = []
         for r in requests:
             res = defs.resolve_job_def(r.job_name).execute_in_process(
-                partition_key=r.partition_key, instance=instance, tags=r.tags)
+                partition_key=r.partition_key, instance=instance, tags=r.tags
+            )
             runs.append(res)
         last = runs[-1]
         last_success = last.get_run_success_event()
-        publish = analysis_done_sensor(dg.build_run_status_sensor_context(
-            sensor_name="analysis_done_sensor", dagster_instance=instance,
-            dagster_run=last.dagster_run, dagster_event=last_success))
+        publish = analysis_done_sensor(
+            dg.build_run_status_sensor_context(
+                sensor_name="analysis_done_sensor",
+                dagster_instance=instance,
+                dagster_run=last.dagster_run,
+                dagster_event=last_success,
+            )
+        )
         assert isinstance(publish, dg.RunRequest)
 
         # After the new discovery, the sensor sees nothing new.
-        assert isinstance(source_files_sensor(dg.build_sensor_context(
-            instance=instance, resources=resources)), dg.SkipReason)
+        assert isinstance(
+            source_files_sensor(dg.build_sensor_context(instance=instance, resources=resources)),
+            dg.SkipReason,
+        )
 
 
 def test_profiles_sensor_registers_new_profiles(pipeline_env):
     from rag_pipeline.defs.analysis.sensors import profiles_sensor
 
     with dg.DagsterInstance.get() as instance:
-        ctx = dg.build_sensor_context(instance=instance,
-                                      resources={"pipeline": PipelineSettings()})
+        ctx = dg.build_sensor_context(instance=instance, resources={"pipeline": PipelineSettings()})
         result = profiles_sensor(ctx)
         assert isinstance(result, dg.SensorResult)
-        added = {(r.partitions_def_name, k) for r in result.dynamic_partitions_requests
-                 for k in r.partition_keys}
-        assert added == {("cpu_profiles", "text-v1"), ("cpu_profiles", "ocr-tesseract"),
-                         ("gpu_profiles", "minilm-l6")}
+        added = {
+            (r.partitions_def_name, k)
+            for r in result.dynamic_partitions_requests
+            for k in r.partition_keys
+        }
+        assert added == {
+            ("cpu_profiles", "text-v1"),
+            ("cpu_profiles", "ocr-tesseract"),
+            ("gpu_profiles", "minilm-l6"),
+        }
         for r in result.dynamic_partitions_requests:
             instance.add_dynamic_partitions(r.partitions_def_name, list(r.partition_keys))
         assert isinstance(profiles_sensor(ctx), dg.SkipReason)
@@ -120,7 +145,8 @@ def test_transient_io_failure_is_retried(demo_env, monkeypatch):
         sync_profiles(instance, settings)
         defs.resolve_job_def("discover_job").execute_in_process(instance=instance)
         result = defs.resolve_job_def("cpu_job").execute_in_process(
-            partition_key="text-v1|00", instance=instance)
+            partition_key="text-v1|00", instance=instance
+        )
     assert result.success and calls["n"] == 2
     kinds = [e.event_type_value for e in result.all_events]
     assert "STEP_UP_FOR_RETRY" in kinds and "STEP_FAILURE" not in kinds

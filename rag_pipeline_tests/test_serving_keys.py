@@ -12,10 +12,12 @@ import pytest
 from rag_pipeline.settings import Settings
 from serving.keys import KEY_PATTERN, KeyStore, KeyStoreError, key_hash, parse_expiry
 
-PG = dict(host=os.environ.get("DAGSTER_PG_HOST", "127.0.0.1"),
-          port=int(os.environ.get("DAGSTER_PG_PORT", "5432")),
-          user=os.environ.get("DAGSTER_PG_USER", "postgres"),
-          password=os.environ.get("DAGSTER_PG_PASSWORD", ""))
+PG = dict(
+    host=os.environ.get("DAGSTER_PG_HOST", "127.0.0.1"),
+    port=int(os.environ.get("DAGSTER_PG_PORT", "5432")),
+    user=os.environ.get("DAGSTER_PG_USER", "postgres"),
+    password=os.environ.get("DAGSTER_PG_PASSWORD", ""),
+)
 
 
 def _pg_admin():
@@ -33,8 +35,11 @@ def _pg_admin():
 
 def _drop(admin, db: str) -> None:
     with admin.cursor() as cur:
-        cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = %s AND pid <> pg_backend_pid()", [db])
+        cur.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [db],
+        )
         cur.execute(f'DROP DATABASE IF EXISTS "{db}"')
 
 
@@ -44,8 +49,7 @@ def pg_url():
     db = f"rag_keys_{uuid.uuid4().hex[:10]}"
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{db}"')
-    url = (f"postgresql+psycopg2://{PG['user']}:{PG['password']}@{PG['host']}:{PG['port']}/"
-           f"{db}")
+    url = f"postgresql+psycopg2://{PG['user']}:{PG['password']}@{PG['host']}:{PG['port']}/{db}"
     try:
         yield url, admin, db
     finally:
@@ -64,8 +68,7 @@ def store_settings(request, tmp_path) -> Settings:
 
 def test_keys_create_lookup_list_revoke(store_settings):
     store = KeyStore.from_settings(store_settings)
-    key, info = store.create("acme", groups=["staff", "hr"], scopes=["read", "write"],
-                             name="ci")
+    key, info = store.create("acme", groups=["staff", "hr"], scopes=["read", "write"], name="ci")
     assert KEY_PATTERN.match(key) and len(key) >= len("rag_") + 43
     assert key != store.create("acme")[0]  # random
     found = store.lookup(key)

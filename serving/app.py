@@ -85,16 +85,22 @@ class _FilterParams(BaseModel):
     media_type: str | None = Field(None, max_length=255)
     modified_after: datetime | None = None
     modified_before: datetime | None = None
-    tags: list[str] | None = Field(None, max_length=32,
-                                   description="content tags, all required (comma-separated "
-                                               "or repeated)")
+    tags: list[str] | None = Field(
+        None, max_length=32, description="content tags, all required (comma-separated or repeated)"
+    )
 
     _lists = field_validator("tags", mode="before")(classmethod(lambda cls, v: _split_list(v)))
 
     def filters(self) -> SearchFilters | None:
-        f = {"kind": self.kind, "folder_prefix": self.folder, "source": self.source,
-             "media_type": self.media_type, "modified_after": self.modified_after,
-             "modified_before": self.modified_before, "tags": self.tags}
+        f = {
+            "kind": self.kind,
+            "folder_prefix": self.folder,
+            "source": self.source,
+            "media_type": self.media_type,
+            "modified_after": self.modified_after,
+            "modified_before": self.modified_before,
+            "tags": self.tags,
+        }
         f = {k: v for k, v in f.items() if v not in (None, "")}
         return SearchFilters(**f) if f else None
 
@@ -105,17 +111,24 @@ class SearchParams(_FilterParams):
     q: str = Field(min_length=1, max_length=2000, description="the query")
     k: int = Field(10, ge=1, le=100)
     type: QueryType | None = Field(None, description="query type (default: classified)")
-    axes: list[str] | None = Field(None, max_length=len(AXES),
-                                   description=f"axes to use, of {list(AXES)}")
+    axes: list[str] | None = Field(
+        None, max_length=len(AXES), description=f"axes to use, of {list(AXES)}"
+    )
     candidates: int = Field(100, ge=1, le=1000, description="per-axis candidate depth")
     collapse: bool = True
 
     _axes = field_validator("axes", mode="before")(classmethod(lambda cls, v: _split_list(v)))
 
     def request(self) -> SearchRequest:
-        return SearchRequest(query=self.q, k=self.k, query_type=self.type, axes=self.axes,
-                             candidates=self.candidates, collapse=self.collapse,
-                             filters=self.filters())
+        return SearchRequest(
+            query=self.q,
+            k=self.k,
+            query_type=self.type,
+            axes=self.axes,
+            candidates=self.candidates,
+            collapse=self.collapse,
+            filters=self.filters(),
+        )
 
 
 class SimilarParams(_FilterParams):
@@ -127,8 +140,13 @@ class SimilarParams(_FilterParams):
     collapse: bool = True
 
     def request(self) -> SimilarRequest:
-        return SimilarRequest(asset_id=self.asset_id, k=self.k, axis=self.axis,
-                              collapse=self.collapse, filters=self.filters())
+        return SimilarRequest(
+            asset_id=self.asset_id,
+            k=self.k,
+            axis=self.axis,
+            collapse=self.collapse,
+            filters=self.filters(),
+        )
 
 
 _LIST_PARAMS = {"axes", "tags"}
@@ -149,8 +167,9 @@ def _checked(model: Callable[[], BaseModel]) -> Any:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
-        raise ApiError(422, "invalid_request", f"{where}: {first['msg']}" if where
-                       else first["msg"]) from None
+        raise ApiError(
+            422, "invalid_request", f"{where}: {first['msg']}" if where else first["msg"]
+        ) from None
 
 
 def _clean_text(value: Any, where: str = "request") -> None:
@@ -176,8 +195,11 @@ def axis_error(searcher: Searcher, exc: AxisUnavailable) -> ApiError:
     for what the snapshot does not offer (an axis it was built without, an asset without that
     axis' vector): asking again will not help."""
     message = http_errors.scrub(str(exc))
-    degraded = [a for a, info in searcher.manifest.axes.items()
-                if info.available and a in searcher.unavailable]
+    degraded = [
+        a
+        for a, info in searcher.manifest.axes.items()
+        if info.available and a in searcher.unavailable
+    ]
     if any(repr(a) in str(exc) for a in degraded):
         log.warning("axis unavailable: %s", exc)
         return ApiError(503, "axis_unavailable", message, headers={"Retry-After": "30"})
@@ -208,19 +230,24 @@ class Health(BaseModel):
     axes: dict[str, Any] = Field(default_factory=dict)
     key_store: Check
     limits: dict[str, Any]
-    cache: dict[str, Any] = Field(default_factory=dict,
-                                  description="cache backend and whether it works")
+    cache: dict[str, Any] = Field(
+        default_factory=dict, description="cache backend and whether it works"
+    )
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    text = {400: "malformed request (a body that is not JSON text)",
-            401: "no API key, or an invalid, revoked or expired one",
-            403: "the API key lacks the route's scope", 404: "not found (for this tenant)",
-            413: "request body too large",
-            422: "invalid request, or an axis this snapshot does not have (axis_unavailable)",
-            500: "internal error (details in the server log, under the request id)",
-            503: "unavailable: overloaded (Retry-After), no snapshot, an axis or model "
-                 "unavailable, or the key store down", 504: "the request timed out"}
+    text = {
+        400: "malformed request (a body that is not JSON text)",
+        401: "no API key, or an invalid, revoked or expired one",
+        403: "the API key lacks the route's scope",
+        404: "not found (for this tenant)",
+        413: "request body too large",
+        422: "invalid request, or an axis this snapshot does not have (axis_unavailable)",
+        500: "internal error (details in the server log, under the request id)",
+        503: "unavailable: overloaded (Retry-After), no snapshot, an axis or model "
+        "unavailable, or the key store down",
+        504: "the request timed out",
+    }
     return {s: {"model": ErrorBody, "description": text[s]} for s in statuses}
 
 
@@ -232,8 +259,13 @@ _JSON = "application/json"
 # The app
 
 
-def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = None,
-               keys: KeyStore | None = None, dev: bool = False) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    live: LiveSearcher | None = None,
+    keys: KeyStore | None = None,
+    dev: bool = False,
+) -> FastAPI:
     """The API over ``live`` (default: a ``LiveSearcher`` on the settings' snapshots), keys from
     ``keys`` (default: the settings' key store). ``dev``: keyless requests are served as the
     settings' tenant (only ``serve --dev`` on a loopback address does this)."""
@@ -244,8 +276,9 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
     if keys is None and not dev:
         keys = KeyStore.from_settings(settings)
     dev_principal = Principal(tenant=settings.tenant_id) if dev else None
-    admission = Admission(settings.max_concurrent_requests, settings.max_queued_requests,
-                          settings.request_timeout_s)
+    admission = Admission(
+        settings.max_concurrent_requests, settings.max_queued_requests, settings.request_timeout_s
+    )
     observer = Observer(settings, live, keys)
 
     @asynccontextmanager
@@ -267,10 +300,13 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
                 keys.close()
 
     app = FastAPI(
-        title="rag_pipeline search API", version=API_VERSION, lifespan=lifespan,
+        title="rag_pipeline search API",
+        version=API_VERSION,
+        lifespan=lifespan,
         description="Hybrid search over the promoted snapshot, with explanations. Every "
-                    "route but the probes needs an API key: `Authorization: Bearer rag_...` "
-                    "or `X-API-Key: rag_...`.")
+        "route but the probes needs an API key: `Authorization: Bearer rag_...` "
+        "or `X-API-Key: rag_...`.",
+    )
     app.state.settings = settings
     app.state.live = live
     app.state.keys = keys
@@ -281,17 +317,28 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
     http_errors.install(app)
     install_observability(app, observer)
     if settings.cors_origin_list:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list,
-                           allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "X-API-Key", "Content-Type",
-                                          "X-Request-ID"],
-                           expose_headers=["X-Request-ID", "Retry-After", "X-Cache",
-                                           "X-RateLimit-Limit", "X-RateLimit-Remaining"],
-                           max_age=600)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                "X-Cache",
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+            ],
+            max_age=600,
+        )
     app.add_middleware(RateLimitHeaders)
-    app.add_middleware(ApiMiddleware, max_body_bytes=settings.max_body_bytes,
-                       log_query_text=settings.log_query_text, metrics=observer.metrics,
-                       tracer=observer.tracer)
+    app.add_middleware(
+        ApiMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        log_query_text=settings.log_query_text,
+        metrics=observer.metrics,
+        tracer=observer.tracer,
+    )
 
     read = Depends(limited("read"))  # the key's scope, then its rate limit and quota
 
@@ -329,17 +376,27 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
         _count_cache(state, cache)
         return Response(body, media_type=_JSON, headers={"X-Cache": cache})
 
-    @app.get("/v1/search", response_model=SearchResponse, responses=_errors(*_COMMON),
-             tags=["search"], summary="Hybrid search (query parameters)")
-    async def search_get(request: Request, params: Annotated[SearchParams, Query()],
-                         caller: Caller = read) -> Response:
+    @app.get(
+        "/v1/search",
+        response_model=SearchResponse,
+        responses=_errors(*_COMMON),
+        tags=["search"],
+        summary="Hybrid search (query parameters)",
+    )
+    async def search_get(
+        request: Request, params: Annotated[SearchParams, Query()], caller: Caller = read
+    ) -> Response:
         _no_repeats(request)
         return await do_search(_checked(params.request), caller, request.state)
 
-    @app.post("/v1/search", response_model=SearchResponse, responses=_errors(*_COMMON, 413),
-              tags=["search"], summary="Hybrid search (JSON body)")
-    async def search_post(req: SearchRequest, request: Request,
-                          caller: Caller = read) -> Response:
+    @app.post(
+        "/v1/search",
+        response_model=SearchResponse,
+        responses=_errors(*_COMMON, 413),
+        tags=["search"],
+        summary="Hybrid search (JSON body)",
+    )
+    async def search_post(req: SearchRequest, request: Request, caller: Caller = read) -> Response:
         return await do_search(req, caller, request.state)
 
     # -- similar -----------------------------------------------------------------------------
@@ -360,27 +417,45 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
             raise ApiError(404, "not_found", "no such asset in the snapshot")
         return Response(body, media_type=_JSON, headers={"X-Cache": cache})
 
-    @app.get("/v1/similar", response_model=SearchResponse, responses=_errors(*_COMMON, 404),
-             tags=["search"], summary="Units like an asset (query parameters)")
-    async def similar_get(request: Request, params: Annotated[SimilarParams, Query()],
-                          caller: Caller = read) -> Response:
+    @app.get(
+        "/v1/similar",
+        response_model=SearchResponse,
+        responses=_errors(*_COMMON, 404),
+        tags=["search"],
+        summary="Units like an asset (query parameters)",
+    )
+    async def similar_get(
+        request: Request, params: Annotated[SimilarParams, Query()], caller: Caller = read
+    ) -> Response:
         _no_repeats(request)
         return await do_similar(_checked(params.request), caller, request.state)
 
-    @app.post("/v1/similar", response_model=SearchResponse,
-              responses=_errors(*_COMMON, 404, 413), tags=["search"],
-              summary="Units like an asset (JSON body)")
-    async def similar_post(req: SimilarRequest, request: Request,
-                           caller: Caller = read) -> Response:
+    @app.post(
+        "/v1/similar",
+        response_model=SearchResponse,
+        responses=_errors(*_COMMON, 404, 413),
+        tags=["search"],
+        summary="Units like an asset (JSON body)",
+    )
+    async def similar_post(
+        req: SimilarRequest, request: Request, caller: Caller = read
+    ) -> Response:
         return await do_similar(req, caller, request.state)
 
     # -- thumbnails and units ----------------------------------------------------------------
-    @app.get("/v1/thumbnails/{asset_id}", response_class=Response, tags=["assets"],
-             responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG"},
-                        **_errors(*_COMMON, 404)},
-             summary="An image's stored thumbnail")
-    async def thumbnail(asset_id: Annotated[str, Path(pattern=ASSET_ID)],
-                        caller: Caller = read) -> Response:
+    @app.get(
+        "/v1/thumbnails/{asset_id}",
+        response_class=Response,
+        tags=["assets"],
+        responses={
+            200: {"content": {"image/jpeg": {}}, "description": "JPEG"},
+            **_errors(*_COMMON, 404),
+        },
+        summary="An image's stored thumbnail",
+    )
+    async def thumbnail(
+        asset_id: Annotated[str, Path(pattern=ASSET_ID)], caller: Caller = read
+    ) -> Response:
         def fn(s: Searcher) -> bytes | None:
             path = s.thumbnail_file(asset_id, caller.as_seen_by(s))
             return path.read_bytes() if path is not None else None
@@ -388,16 +463,27 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
         data = await run(fn)
         if data is None:
             raise ApiError(404, "not_found", "no thumbnail for that asset")
-        return Response(data, media_type="image/jpeg",
-                        headers={"Cache-Control": "private, max-age=86400",
-                                 "ETag": f'"{asset_id}"'})
+        return Response(
+            data,
+            media_type="image/jpeg",
+            headers={"Cache-Control": "private, max-age=86400", "ETag": f'"{asset_id}"'},
+        )
 
-    @app.get("/v1/units/{unit_id}", response_model=Hit, responses=_errors(*_COMMON, 404),
-             tags=["assets"], summary="One unit, with its full explanation")
-    async def unit(unit_id: Annotated[str, Path(pattern=UNIT_ID)],
-                   caller: Caller = read) -> Response:
-        body = await run(lambda s: (lambda h: json_response(h) if h is not None else None)(
-            s.unit(unit_id, caller.as_seen_by(s))))
+    @app.get(
+        "/v1/units/{unit_id}",
+        response_model=Hit,
+        responses=_errors(*_COMMON, 404),
+        tags=["assets"],
+        summary="One unit, with its full explanation",
+    )
+    async def unit(
+        unit_id: Annotated[str, Path(pattern=UNIT_ID)], caller: Caller = read
+    ) -> Response:
+        body = await run(
+            lambda s: (lambda h: json_response(h) if h is not None else None)(
+                s.unit(unit_id, caller.as_seen_by(s))
+            )
+        )
         if body is None:
             raise ApiError(404, "not_found", "no such unit in the snapshot")
         return Response(body, media_type=_JSON)
@@ -408,16 +494,25 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
         if not status.get("open"):
             if status.get("error"):
                 log.warning("not ready: %s", status["error"])
-            return (Check(ok=False, detail="no snapshot is open"),
-                    Check(ok=False, detail="no snapshot"), None)
+            return (
+                Check(ok=False, detail="no snapshot is open"),
+                Check(ok=False, detail="no snapshot"),
+                None,
+            )
         try:
             with live.acquire() as searcher:
                 available = searcher.available_axes
         except SearchError:
-            return (Check(ok=False, detail="no snapshot is open"),
-                    Check(ok=False, detail="no snapshot"), None)
-        models = (Check(ok=True, detail=f"axes {', '.join(available)}") if available
-                  else Check(ok=False, detail="no servable axis"))
+            return (
+                Check(ok=False, detail="no snapshot is open"),
+                Check(ok=False, detail="no snapshot"),
+                None,
+            )
+        models = (
+            Check(ok=True, detail=f"axes {', '.join(available)}")
+            if available
+            else Check(ok=False, detail="no servable axis")
+        )
         return Check(ok=True, detail=str(status.get("snapshot_id"))), models, searcher
 
     async def key_store_check() -> Check:
@@ -431,15 +526,20 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
             return Check(ok=False, detail="the key store does not answer")
         return Check(ok=True)
 
-    @app.get("/health/live", response_model=Liveness, tags=["health"],
-             summary="The process answers")
+    @app.get(
+        "/health/live", response_model=Liveness, tags=["health"], summary="The process answers"
+    )
     async def health_live() -> Liveness:
         return Liveness()
 
-    @app.get("/health/ready", response_model=Readiness, tags=["health"],
-             responses={503: {"model": Readiness, "description": "not ready: failing checks"}},
-             summary="Ready to serve: a snapshot is open, its models passed parity, the key "
-                     "store answers")
+    @app.get(
+        "/health/ready",
+        response_model=Readiness,
+        tags=["health"],
+        responses={503: {"model": Readiness, "description": "not ready: failing checks"}},
+        summary="Ready to serve: a snapshot is open, its models passed parity, the key "
+        "store answers",
+    )
     async def health_ready() -> JSONResponse:
         snap, models, _ = await anyio.to_thread.run_sync(snapshot_check)
         checks = {"snapshot": snap, "models": models, "key_store": await key_store_check()}
@@ -447,18 +547,27 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
         body = Readiness(status="ready" if ok else "not_ready", checks=checks)
         return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if ok else 503)
 
-    @app.get("/health", response_model=Health, tags=["health"],
-             responses={503: {"model": Health, "description": "degraded or unavailable"},
-                        **_errors(401, 403, 500)},
-             summary="Axes, models, snapshot (200 only when every axis is available)")
+    @app.get(
+        "/health",
+        response_model=Health,
+        tags=["health"],
+        responses={
+            503: {"model": Health, "description": "degraded or unavailable"},
+            **_errors(401, 403, 500),
+        },
+        summary="Axes, models, snapshot (200 only when every axis is available)",
+    )
     async def health(caller: Caller = read) -> JSONResponse:
         def detail() -> tuple[dict[str, Any], list[str]]:
             try:
                 with live.acquire() as searcher:
                     # Degraded: an axis the snapshot has that this server cannot serve (an axis
                     # the snapshot was built without is no degradation).
-                    lost = [a for a, i in searcher.manifest.axes.items()
-                            if i.available and a in searcher.unavailable]
+                    lost = [
+                        a
+                        for a, i in searcher.manifest.axes.items()
+                        if i.available and a in searcher.unavailable
+                    ]
                     return searcher.health(), lost
             except SearchError:
                 return {}, []
@@ -469,8 +578,11 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
         if not info:
             status = "unavailable"
         else:
-            status = "ok" if (store.ok and not lost and info.get("status") == "ok"
-                              and cache["healthy"]) else "degraded"
+            status = (
+                "ok"
+                if (store.ok and not lost and info.get("status") == "ok" and cache["healthy"])
+                else "degraded"
+            )
         axes = info.pop("axes", {})
         for entry in axes.values():  # reasons may name local directories: keep them in logs
             if entry.get("reason"):
@@ -478,17 +590,37 @@ def create_app(settings: Settings | None = None, *, live: LiveSearcher | None = 
         if "admin" not in caller.scopes:
             info.pop("tenants", None)  # other tenants' names are an operator's business
         live_status = live.status()
-        info["live"] = {k: live_status.get(k) for k in (
-            "snapshot_age_s", "following", "pointer", "pointer_snapshot_id", "swaps",
-            "last_swap", "in_flight", "error", "failed_snapshot_id")}
-        body = Health(status=status, snapshot=info, axes=axes, key_store=store, limits={
-            "max_concurrent_requests": settings.max_concurrent_requests,
-            "max_queued_requests": settings.max_queued_requests,
-            "request_timeout_s": settings.request_timeout_s,
-            "max_body_bytes": settings.max_body_bytes,
-            "rate_limits": app.state.rate_limits.describe()}, cache=cache)
-        return JSONResponse(body.model_dump(mode="json"),
-                            status_code=200 if status == "ok" else 503)
+        info["live"] = {
+            k: live_status.get(k)
+            for k in (
+                "snapshot_age_s",
+                "following",
+                "pointer",
+                "pointer_snapshot_id",
+                "swaps",
+                "last_swap",
+                "in_flight",
+                "error",
+                "failed_snapshot_id",
+            )
+        }
+        body = Health(
+            status=status,
+            snapshot=info,
+            axes=axes,
+            key_store=store,
+            limits={
+                "max_concurrent_requests": settings.max_concurrent_requests,
+                "max_queued_requests": settings.max_queued_requests,
+                "request_timeout_s": settings.request_timeout_s,
+                "max_body_bytes": settings.max_body_bytes,
+                "rate_limits": app.state.rate_limits.describe(),
+            },
+            cache=cache,
+        )
+        return JSONResponse(
+            body.model_dump(mode="json"), status_code=200 if status == "ok" else 503
+        )
 
     return app
 

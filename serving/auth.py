@@ -26,10 +26,17 @@ from serving.principal import Principal
 
 log = logging.getLogger("serving.auth")
 
-bearer = HTTPBearer(auto_error=False, scheme_name="bearer",
-                    description="`Authorization: Bearer rag_...` (an API key)")
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="apiKey",
-                              description="`X-API-Key: rag_...` (the same API key)")
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="`Authorization: Bearer rag_...` (an API key)",
+)
+api_key_header = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    scheme_name="apiKey",
+    description="`X-API-Key: rag_...` (the same API key)",
+)
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="rag"'}
 
@@ -64,8 +71,9 @@ class Authenticator:
             if self.dev_principal is not None:
                 request.state.tenant = self.dev_principal.tenant
                 return Caller(self.dev_principal, frozenset({"read", "write", "admin"}), None)
-            raise self._unauthorized("an API key is required (Authorization: Bearer <key> "
-                                     "or X-API-Key)")
+            raise self._unauthorized(
+                "an API key is required (Authorization: Bearer <key> or X-API-Key)"
+            )
         if self.keys is None or not KEY_PATTERN.match(key):
             raise self._unauthorized("invalid API key")
         hit, info = self.keys.cached(key)
@@ -73,10 +81,15 @@ class Authenticator:
             try:
                 info = await anyio.to_thread.run_sync(self.keys.lookup, key)
             except KeyStoreError:
-                log.error("request %s: key store unavailable", request.state.request_id,
-                          exc_info=True)
-                raise ApiError(503, "key_store_unavailable", "the API key store is unavailable",
-                               headers={"Retry-After": "5"}) from None
+                log.error(
+                    "request %s: key store unavailable", request.state.request_id, exc_info=True
+                )
+                raise ApiError(
+                    503,
+                    "key_store_unavailable",
+                    "the API key store is unavailable",
+                    headers={"Retry-After": "5"},
+                ) from None
         if info is None:
             raise self._unauthorized("invalid API key")
         request.state.key_id = info.key_id
@@ -96,10 +109,14 @@ class Authenticator:
 
 def _key_of(credentials: HTTPAuthorizationCredentials | None, header_key: str | None) -> str | None:
     bearer_key = credentials.credentials if credentials is not None else None
-    if bearer_key and header_key and not hmac.compare_digest(bearer_key.encode(),
-                                                             header_key.encode()):
-        raise ApiError(401, "unauthorized", "two different API keys were sent",
-                       headers=dict(_CHALLENGE))
+    if (
+        bearer_key
+        and header_key
+        and not hmac.compare_digest(bearer_key.encode(), header_key.encode())
+    ):
+        raise ApiError(
+            401, "unauthorized", "two different API keys were sent", headers=dict(_CHALLENGE)
+        )
     return bearer_key or header_key
 
 
@@ -107,9 +124,10 @@ def require(scope: str):
     """A dependency: the caller, who must hold ``scope``."""
 
     async def dependency(
-            request: Request,
-            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-            header_key: Annotated[str | None, Depends(api_key_header)]) -> Caller:
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        header_key: Annotated[str | None, Depends(api_key_header)],
+    ) -> Caller:
         auth: Authenticator = request.app.state.auth
         caller = await auth.caller(request, _key_of(credentials, header_key))
         if scope not in caller.scopes:

@@ -62,24 +62,36 @@ class AxisSource:
     search: Callable[[Any, str | None, int], AxisCandidates]
 
 
-def fts_query(text: str, fields: list[str], boosts: list[float], combine: FtsCombine,
-              lib: Any = lance_query) -> Any:
+def fts_query(
+    text: str, fields: list[str], boosts: list[float], combine: FtsCombine, lib: Any = lance_query
+) -> Any:
     """The BM25 query for ``text`` over ``fields`` with per-field ``boosts``: "max" is a
     ``MultiMatchQuery`` (the best boosted field wins), "sum" a ``BooleanQuery`` of boosted
     per-field SHOULD clauses. ``lib`` is ``lance.query`` or ``lancedb.query`` (same class names
     and arguments)."""
     if combine == "sum":
-        return lib.BooleanQuery([(lib.Occur.SHOULD, lib.MatchQuery(text, f, boost=w))
-                                 for f, w in zip(fields, boosts, strict=True)])
+        return lib.BooleanQuery(
+            [
+                (lib.Occur.SHOULD, lib.MatchQuery(text, f, boost=w))
+                for f, w in zip(fields, boosts, strict=True)
+            ]
+        )
     return lib.MultiMatchQuery(text, fields, boosts=boosts)
 
 
-def fts_candidates(dataset: Any, query: Any, where: str | None, limit: int, *,
-                   text: str) -> AxisCandidates:
+def fts_candidates(
+    dataset: Any, query: Any, where: str | None, limit: int, *, text: str
+) -> AxisCandidates:
     """BM25 candidates of ``query`` (an ``fts_query`` of ``text``), prefiltered by ``where``."""
     try:
-        tbl = dataset.to_table(full_text_query=query, filter=where, prefilter=True,
-                               limit=limit, columns=["_score"], with_row_id=True)
+        tbl = dataset.to_table(
+            full_text_query=query,
+            filter=where,
+            prefilter=True,
+            limit=limit,
+            columns=["_score"],
+            with_row_id=True,
+        )
     except Exception as exc:
         # The index's tokenizer may still drop every term (its stopword list differs from
         # ours): that is "no fts candidates", anything else is a real failure.
@@ -90,17 +102,27 @@ def fts_candidates(dataset: Any, query: Any, where: str | None, limit: int, *,
     return AxisCandidates.from_arrow(tbl, [float(x) for x in tbl.column("_score").to_pylist()])
 
 
-def vector_candidates(dataset: Any, column: str, has_clause: str | None, vec: Any,
-                      where: str | None, limit: int,
-                      exclude: str | None = None) -> AxisCandidates:
+def vector_candidates(
+    dataset: Any,
+    column: str,
+    has_clause: str | None,
+    vec: Any,
+    where: str | None,
+    limit: int,
+    exclude: str | None = None,
+) -> AxisCandidates:
     """Exact (flat) cosine search: the snapshot has no ANN index. ``has_clause`` keeps rows
     that have a vector (None: every row has one); the score is 1 - cosine distance."""
     tbl = dataset.to_table(
         nearest={"column": column, "q": vec, "k": limit, "metric": "cosine"},
-        filter=sql_and(where, has_clause, exclude), prefilter=True,
-        columns=["_distance"], with_row_id=True)
+        filter=sql_and(where, has_clause, exclude),
+        prefilter=True,
+        columns=["_distance"],
+        with_row_id=True,
+    )
     return AxisCandidates.from_arrow(
-        tbl, [1.0 - float(d) for d in tbl.column("_distance").to_pylist()])
+        tbl, [1.0 - float(d) for d in tbl.column("_distance").to_pylist()]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,16 +145,22 @@ class RowKeys:
         self._row_ids = row_ids[order]
         self._offsets = order  # a full scan's order is the position ``take`` expects
         self._keys = {
-            collapse: pc.rank(tbl.column(col).combine_chunks(), sort_keys="ascending",
-                              tiebreaker="dense").to_numpy().astype(np.int64)[order]
-            for collapse, col in ((True, "asset_id"), (False, "unit_id"))}
+            collapse: pc.rank(
+                tbl.column(col).combine_chunks(), sort_keys="ascending", tiebreaker="dense"
+            )
+            .to_numpy()
+            .astype(np.int64)[order]
+            for collapse, col in ((True, "asset_id"), (False, "unit_id"))
+        }
 
     def _index(self, row_ids: list[int]) -> np.ndarray:
         rids = np.asarray(row_ids, dtype=self._row_ids.dtype)
         idx = np.searchsorted(self._row_ids, rids)
         if (idx >= len(self._row_ids)).any() or (self._row_ids[idx] != rids).any():
-            raise SearchError("a candidate row is not in the snapshot table version read at "
-                              "open: was the table changed in place?")
+            raise SearchError(
+                "a candidate row is not in the snapshot table version read at "
+                "open: was the table changed in place?"
+            )
         return idx
 
     def keys(self, row_ids: list[int], *, collapse: bool) -> list[int]:
@@ -154,8 +182,12 @@ class FusedHit:
     axes: dict[str, AxisHit]
 
 
-def fuse_candidates(results: Mapping[str, AxisCandidates], weights: Mapping[str, float],
-                    k: int, keys_of: Callable[[list[int]], list[int]]) -> list[FusedHit]:
+def fuse_candidates(
+    results: Mapping[str, AxisCandidates],
+    weights: Mapping[str, float],
+    k: int,
+    keys_of: Callable[[list[int]], list[int]],
+) -> list[FusedHit]:
     """Weighted RRF of the axes' candidates: the top ``k``, best first.
 
     ``keys_of`` maps row ids to fusion keys: files (each axis then ranks files by their best
@@ -165,8 +197,13 @@ def fuse_candidates(results: Mapping[str, AxisCandidates], weights: Mapping[str,
     per_axis: dict[int, dict[str, tuple[int, float]]] = {}  # key -> axis -> (rank, score)
     rankings: dict[str, list[int]] = {}
     rep_rows: dict[int, int] = {}
-    order = sorted(results, key=lambda a: (REPRESENTATIVE_ORDER.index(a)
-                                           if a in REPRESENTATIVE_ORDER else len(AXES), a))
+    order = sorted(
+        results,
+        key=lambda a: (
+            REPRESENTATIVE_ORDER.index(a) if a in REPRESENTATIVE_ORDER else len(AXES),
+            a,
+        ),
+    )
     for axis in order:
         c = results[axis]
         ids: list[int] = []
@@ -179,6 +216,12 @@ def fuse_candidates(results: Mapping[str, AxisCandidates], weights: Mapping[str,
             rep_rows.setdefault(key, row_id)
             per_axis.setdefault(key, {})[axis] = (len(ids), score)
         rankings[axis] = ids
-    return [FusedHit(key, score, rep_rows[key],
-                     {a: AxisHit(rank=r, score=sc) for a, (r, sc) in per_axis[key].items()})
-            for key, score in weighted_rrf(rankings, weights, k=RRF_K)[:k]]
+    return [
+        FusedHit(
+            key,
+            score,
+            rep_rows[key],
+            {a: AxisHit(rank=r, score=sc) for a, (r, sc) in per_axis[key].items()},
+        )
+        for key, score in weighted_rrf(rankings, weights, k=RRF_K)[:k]
+    ]

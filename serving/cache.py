@@ -110,8 +110,11 @@ class RedisHealth:
         self.last_error = type(exc).__name__
         self.errors += 1
         if first:
-            log.warning("Redis unavailable (%s); serving without it for %.0f s",
-                        type(exc).__name__, self.retry_s)
+            log.warning(
+                "Redis unavailable (%s); serving without it for %.0f s",
+                type(exc).__name__,
+                self.retry_s,
+            )
 
     def ok(self) -> None:
         if self.last_error is not None and self._down_until:
@@ -123,9 +126,13 @@ class RedisHealth:
 def redis_client(url: str) -> Any:
     import redis
 
-    return redis.Redis.from_url(url, socket_timeout=REDIS_TIMEOUT_S,
-                                socket_connect_timeout=REDIS_TIMEOUT_S, retry_on_timeout=False,
-                                health_check_interval=0)
+    return redis.Redis.from_url(
+        url,
+        socket_timeout=REDIS_TIMEOUT_S,
+        socket_connect_timeout=REDIS_TIMEOUT_S,
+        retry_on_timeout=False,
+        health_check_interval=0,
+    )
 
 
 class RedisCache:
@@ -245,20 +252,38 @@ def default_vector_cache() -> VectorCache:
 # Search results
 
 
-def result_key(snapshot_id: str, tenant: str, groups: Any, request: Any, *,
-               route: str = "search", dev: bool = False) -> str:
+def result_key(
+    snapshot_id: str,
+    tenant: str,
+    groups: Any,
+    request: Any,
+    *,
+    route: str = "search",
+    dev: bool = False,
+) -> str:
     """The result cache key: snapshot, tenant, sorted groups and the validated request as JSON
     with a stable key order (pydantic dumps fields in declaration order)."""
-    parts = [route, snapshot_id, tenant, ",".join(sorted(groups)),
-             "dev" if dev else "key", request.model_dump_json()]
+    parts = [
+        route,
+        snapshot_id,
+        tenant,
+        ",".join(sorted(groups)),
+        "dev" if dev else "key",
+        request.model_dump_json(),
+    ]
     return "r:" + digest("\x00".join(parts))
 
 
 class Caches:
     """What the app uses: the result cache, the embedding cache, and their health."""
 
-    def __init__(self, results: Cache, vectors: VectorCache, result_ttl_s: float,
-                 redis: RedisCache | None = None):
+    def __init__(
+        self,
+        results: Cache,
+        vectors: VectorCache,
+        result_ttl_s: float,
+        redis: RedisCache | None = None,
+    ):
         self.results = results
         self.vectors = vectors
         self.result_ttl_s = result_ttl_s
@@ -278,10 +303,11 @@ class Caches:
             results: Cache = RedisCache(client, health, "r")
             vectors = VectorCache(RedisCache(client, health, "v"), settings.embed_cache_ttl_s)
             return cls(results, vectors, settings.cache_ttl_s, redis=results)  # type: ignore[arg-type]
-        return cls(InProcessTTLCache(settings.cache_max_entries),
-                   VectorCache(InProcessTTLCache(settings.cache_max_entries),
-                               settings.embed_cache_ttl_s),
-                   settings.cache_ttl_s)
+        return cls(
+            InProcessTTLCache(settings.cache_max_entries),
+            VectorCache(InProcessTTLCache(settings.cache_max_entries), settings.embed_cache_ttl_s),
+            settings.cache_ttl_s,
+        )
 
     def get_result(self, key: str) -> bytes | None:
         if self.result_ttl_s <= 0:
@@ -306,11 +332,15 @@ class Caches:
         ok = self.results.healthy()
         if ping and self.redis is not None:
             ok = self.redis.ping()
-        out: dict[str, Any] = {"backend": self.backend, "healthy": ok,
-                               "result_ttl_s": self.result_ttl_s,
-                               "result_hits": self.hits, "result_misses": self.misses,
-                               "embedding_hits": self.vectors.hits,
-                               "embedding_misses": self.vectors.misses}
+        out: dict[str, Any] = {
+            "backend": self.backend,
+            "healthy": ok,
+            "result_ttl_s": self.result_ttl_s,
+            "result_hits": self.hits,
+            "result_misses": self.misses,
+            "embedding_hits": self.vectors.hits,
+            "embedding_misses": self.vectors.misses,
+        }
         if self.redis is not None and not ok:
             out["error"] = self.redis.health.last_error
             out["degraded_to"] = "no cache"
@@ -351,8 +381,9 @@ class CachedSearch:
         else:
             self.caches.put_result(key, body)
 
-    async def answer(self, route: str, request: Any, caller: Any,
-                     compute: Any) -> tuple[bytes, str]:
+    async def answer(
+        self, route: str, request: Any, caller: Any, compute: Any
+    ) -> tuple[bytes, str]:
         principal, dev = caller.principal, caller.key_id is None
         snapshot = self.live.current_snapshot_id()
         if snapshot is None:
@@ -360,8 +391,9 @@ class CachedSearch:
             return body, "miss"
 
         def key_for(snapshot_id: str) -> str:
-            return result_key(snapshot_id, principal.tenant, principal.groups, request,
-                              route=route, dev=dev)
+            return result_key(
+                snapshot_id, principal.tenant, principal.groups, request, route=route, dev=dev
+            )
 
         key = key_for(snapshot)
         if self.caches.result_ttl_s > 0:

@@ -49,8 +49,13 @@ def acl_clause(groups: frozenset[str] | set[str]) -> str:
     return f"array_has_any(acl_groups, {sql_list(sorted(groups))})"
 
 
-def build_filter(principal: Principal, filters: SearchFilters | None, *,
-                 sole_tenant: str | None = None, all_readable: bool = False) -> str | None:
+def build_filter(
+    principal: Principal,
+    filters: SearchFilters | None,
+    *,
+    sole_tenant: str | None = None,
+    all_readable: bool = False,
+) -> str | None:
     """SQL predicate: the principal's tenant and groups, plus every filter that is set; None:
     nothing to filter.
 
@@ -60,8 +65,9 @@ def build_filter(principal: Principal, filters: SearchFilters | None, *,
     row of the tenant carries one of the principal's groups). A prefilter costs a column scan or
     an index lookup on every query.
     """
-    clauses = [] if principal.tenant == sole_tenant else [
-        f"tenant_id = {sql_str(principal.tenant)}"]
+    clauses = (
+        [] if principal.tenant == sole_tenant else [f"tenant_id = {sql_str(principal.tenant)}"]
+    )
     if not all_readable:
         clauses.append(acl_clause(principal.groups))
     if filters is not None:
@@ -79,8 +85,9 @@ def build_filter(principal: Principal, filters: SearchFilters | None, *,
             prefix = filters.folder_prefix.strip().strip("/")
             if prefix and prefix != ".":
                 # Path-segment prefix: "reports" matches reports and reports/2024, not reports_old.
-                clauses.append(f"(folder = {sql_str(prefix)} OR "
-                               f"starts_with(folder, {sql_str(prefix + '/')}))")
+                clauses.append(
+                    f"(folder = {sql_str(prefix)} OR starts_with(folder, {sql_str(prefix + '/')}))"
+                )
         if filters.modified_after is not None:
             clauses.append(f"mtime >= {_sql_ts(filters.modified_after)}")
         if filters.modified_before is not None:

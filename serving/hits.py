@@ -24,9 +24,23 @@ from serving.models import (
 SNIPPET_FIELDS = ("body", "caption", "ocr", "title", "tags", "metadata")
 # Columns read for the final hits only: what a Hit shows (never the vectors).
 HIT_COLUMNS = [
-    "unit_id", "asset_id", "version_id", "source", "path", "locations", "kind", "media_type",
+    "unit_id",
+    "asset_id",
+    "version_id",
+    "source",
+    "path",
+    "locations",
+    "kind",
+    "media_type",
     "chunk_index",
-    "locator", *FTS_FIELDS, "mtime", "size", "evidence", "runs", "content_tags", "thumbnail",
+    "locator",
+    *FTS_FIELDS,
+    "mtime",
+    "size",
+    "evidence",
+    "runs",
+    "content_tags",
+    "thumbnail",
 ]
 
 
@@ -41,18 +55,28 @@ def _loads(raw: Any, default: Any) -> Any:
         return default
 
 
-def build_hit(row: dict[str, Any], score: float, axes: dict[str, AxisHit],
-              matcher: QueryMatcher, fusion: FusionInfo, entities: Sequence[str] = ()) -> Hit:
+def build_hit(
+    row: dict[str, Any],
+    score: float,
+    axes: dict[str, AxisHit],
+    matcher: QueryMatcher,
+    fusion: FusionInfo,
+    entities: Sequence[str] = (),
+) -> Hit:
     """The hit for one snapshot row (``HIT_COLUMNS``), explained against the query."""
     query = matcher.query
     evidence = matched_evidence(row.get("evidence"), query, matcher=matcher)
     matched = [
-        MatchedEvidence(kind=e.get("kind"), field=e.get("field"), ordinal=e.get("ordinal"),
-                        text=snippet(str(e.get("text") or ""), query, width=300,
-                                     matcher=matcher),
-                        confidence=e.get("confidence"), matched_terms=e["matched_terms"],
-                        run_id=e.get("run_id"),
-                        locator=e.get("locator") if isinstance(e.get("locator"), dict) else {})
+        MatchedEvidence(
+            kind=e.get("kind"),
+            field=e.get("field"),
+            ordinal=e.get("ordinal"),
+            text=snippet(str(e.get("text") or ""), query, width=300, matcher=matcher),
+            confidence=e.get("confidence"),
+            matched_terms=e["matched_terms"],
+            run_id=e.get("run_id"),
+            locator=e.get("locator") if isinstance(e.get("locator"), dict) else {},
+        )
         for e in evidence
     ]
     source = row.get("source") or ""
@@ -62,18 +86,31 @@ def build_hit(row: dict[str, Any], score: float, axes: dict[str, AxisHit],
     if isinstance(mtime, datetime) and mtime.tzinfo is None:
         mtime = mtime.replace(tzinfo=UTC)
     return Hit(
-        unit_id=row["unit_id"], asset_id=row["asset_id"], version_id=row["version_id"],
-        source=source, path=path, kind=row["kind"], media_type=row.get("media_type"), title=title,
-        snippet=best_snippet(row, matcher), chunk_index=row.get("chunk_index"),
-        locator=_loads(row.get("locator"), {}), score=score, axes=axes,
+        unit_id=row["unit_id"],
+        asset_id=row["asset_id"],
+        version_id=row["version_id"],
+        source=source,
+        path=path,
+        kind=row["kind"],
+        media_type=row.get("media_type"),
+        title=title,
+        snippet=best_snippet(row, matcher),
+        chunk_index=row.get("chunk_index"),
+        locator=_loads(row.get("locator"), {}),
+        score=score,
+        axes=axes,
         explanation=Explanation(
             matched_evidence=matched,
             runs=_loads(row.get("runs"), {}),
-            file_version=FileVersion(version_id=row["version_id"], source=source, path=path,
-                                     locations=list(row.get("locations")
-                                                    or [f"{source}/{path}"]),
-                                     asset_id=row["asset_id"], size=row.get("size"),
-                                     mtime=mtime),
+            file_version=FileVersion(
+                version_id=row["version_id"],
+                source=source,
+                path=path,
+                locations=list(row.get("locations") or [f"{source}/{path}"]),
+                asset_id=row["asset_id"],
+                size=row.get("size"),
+                mtime=mtime,
+            ),
             fusion=fusion,
             matched_tags=[t for t in entities if t in (row.get("content_tags") or ())],
         ),
@@ -92,5 +129,8 @@ def best_snippet(row: dict[str, Any], matcher: QueryMatcher, width: int = 200) -
                 best_field, best_n = f, n
     if best_field is None:
         best_field = next((f for f in SNIPPET_FIELDS if row.get(f)), None)
-    return (snippet(row.get(best_field) or "", matcher.query, width, matcher=matcher)
-            if best_field else "")
+    return (
+        snippet(row.get(best_field) or "", matcher.query, width, matcher=matcher)
+        if best_field
+        else ""
+    )

@@ -47,7 +47,8 @@ CACHE_MAX_ENTRIES = 10_000
 
 metadata = sa.MetaData()
 api_keys = sa.Table(
-    "api_keys", metadata,
+    "api_keys",
+    metadata,
     sa.Column("key_id", sa.String(40), primary_key=True),
     sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
     sa.Column("name", sa.String(200), nullable=False, default=""),
@@ -118,21 +119,36 @@ class KeyInfo:
     def public(self) -> dict[str, Any]:
         """What ``keys list`` shows: never the key or its hash."""
         iso = lambda t: t.isoformat(timespec="seconds") if t else None  # noqa: E731
-        return {"key_id": self.key_id, "name": self.name, "tenant": self.tenant,
-                "groups": list(self.groups), "scopes": list(self.scopes),
-                "created_at": iso(self.created_at), "expires_at": iso(self.expires_at),
-                "revoked_at": iso(self.revoked_at), "last_used_at": iso(self.last_used_at),
-                "rate_per_min": self.rate_per_min, "burst": self.burst,
-                "state": self.state()}
+        return {
+            "key_id": self.key_id,
+            "name": self.name,
+            "tenant": self.tenant,
+            "groups": list(self.groups),
+            "scopes": list(self.scopes),
+            "created_at": iso(self.created_at),
+            "expires_at": iso(self.expires_at),
+            "revoked_at": iso(self.revoked_at),
+            "last_used_at": iso(self.last_used_at),
+            "rate_per_min": self.rate_per_min,
+            "burst": self.burst,
+            "state": self.state(),
+        }
 
 
 def _info(row: Any) -> KeyInfo:
-    return KeyInfo(key_id=row.key_id, name=row.name or "", tenant=row.tenant,
-                   groups=tuple(row.groups or ()), scopes=tuple(row.scopes or ()),
-                   created_at=_utc(row.created_at), expires_at=_utc(row.expires_at),
-                   revoked_at=_utc(row.revoked_at), last_used_at=_utc(row.last_used_at),
-                   rate_per_min=getattr(row, "rate_per_min", None),
-                   burst=getattr(row, "burst", None))
+    return KeyInfo(
+        key_id=row.key_id,
+        name=row.name or "",
+        tenant=row.tenant,
+        groups=tuple(row.groups or ()),
+        scopes=tuple(row.scopes or ()),
+        created_at=_utc(row.created_at),
+        expires_at=_utc(row.expires_at),
+        revoked_at=_utc(row.revoked_at),
+        last_used_at=_utc(row.last_used_at),
+        rate_per_min=getattr(row, "rate_per_min", None),
+        burst=getattr(row, "burst", None),
+    )
 
 
 def parse_expiry(text: str | None, now: datetime | None = None) -> datetime | None:
@@ -148,8 +164,7 @@ def parse_expiry(text: str | None, now: datetime | None = None) -> datetime | No
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"--expires {text!r}: use 30d, 12h, 90m or an ISO date/datetime") \
-            from None
+        raise ValueError(f"--expires {text!r}: use 30d, 12h, 90m or an ISO date/datetime") from None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
@@ -174,11 +189,19 @@ class KeyStore:
             # mode=rw: a store whose file vanished fails (and readiness says so) rather than
             # coming back empty; one connection per use, so nothing outlives the file either.
             self.engine = sa.create_engine(
-                f"sqlite:///file:{self._sqlite_path}?mode=rw&uri=true", poolclass=NullPool,
-                connect_args=connect_args)
+                f"sqlite:///file:{self._sqlite_path}?mode=rw&uri=true",
+                poolclass=NullPool,
+                connect_args=connect_args,
+            )
         else:
-            self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4,
-                                           pool_timeout=5, connect_args=connect_args)
+            self.engine = sa.create_engine(
+                url,
+                pool_pre_ping=True,
+                pool_size=4,
+                max_overflow=4,
+                pool_timeout=5,
+                connect_args=connect_args,
+            )
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, tuple[float, KeyInfo | None]] = OrderedDict()
         self._touched: dict[str, float] = {}
@@ -217,10 +240,18 @@ class KeyStore:
         self.engine.dispose()
 
     # -- administration (CLI) --------------------------------------------------------------
-    def create(self, tenant: str, *, groups: list[str] | None = None,
-               scopes: list[str] | None = None, name: str = "",
-               expires_at: datetime | None = None, rate_per_min: int | None = None,
-               burst: int | None = None, actor: str | None = None) -> tuple[str, KeyInfo]:
+    def create(
+        self,
+        tenant: str,
+        *,
+        groups: list[str] | None = None,
+        scopes: list[str] | None = None,
+        name: str = "",
+        expires_at: datetime | None = None,
+        rate_per_min: int | None = None,
+        burst: int | None = None,
+        actor: str | None = None,
+    ) -> tuple[str, KeyInfo]:
         """A new key: (the key, shown once; its record). Audited (``key.create``) as
         ``actor`` (default: ``cli:<user>``). ``rate_per_min`` / ``burst``: its own rate limit
         (None: the server's defaults; a rate of 0: no limit)."""
@@ -235,17 +266,35 @@ class KeyStore:
         if len(name) > 200:
             raise ValueError("key name: at most 200 characters")
         key = new_key()
-        row = {"key_id": "key_" + uuid.uuid4().hex[:16], "key_hash": key_hash(key),
-               "name": name, "tenant": principal.tenant, "groups": sorted(principal.groups),
-               "scopes": scopes, "created_at": _now(), "expires_at": expires_at,
-               "revoked_at": None, "last_used_at": None, "rate_per_min": rate_per_min,
-               "burst": burst}
+        row = {
+            "key_id": "key_" + uuid.uuid4().hex[:16],
+            "key_hash": key_hash(key),
+            "name": name,
+            "tenant": principal.tenant,
+            "groups": sorted(principal.groups),
+            "scopes": scopes,
+            "created_at": _now(),
+            "expires_at": expires_at,
+            "revoked_at": None,
+            "last_used_at": None,
+            "rate_per_min": rate_per_min,
+            "burst": burst,
+        }
         with self.engine.begin() as conn:
             conn.execute(api_keys.insert().values(**row))
-            audit(conn, "key.create", actor, target=str(row["key_id"]),
-                  tenant=principal.tenant,
-                  details={"scopes": scopes, "groups": row["groups"], "name": name,
-                           "expires_at": expires_at.isoformat() if expires_at else None})
+            audit(
+                conn,
+                "key.create",
+                actor,
+                target=str(row["key_id"]),
+                tenant=principal.tenant,
+                details={
+                    "scopes": scopes,
+                    "groups": row["groups"],
+                    "name": name,
+                    "expires_at": expires_at.isoformat() if expires_at else None,
+                },
+            )
         return key, _info(_Row(row))
 
     def list(self) -> list[KeyInfo]:
@@ -257,13 +306,17 @@ class KeyStore:
         """Revoke a key (idempotent); False when there is no such key. Servers notice within
         ``cache_s`` seconds. Audited (``key.revoke``) when it changes the key."""
         with self.engine.begin() as conn:
-            found = conn.execute(sa.select(api_keys.c.revoked_at, api_keys.c.tenant)
-                                 .where(api_keys.c.key_id == key_id)).first()
+            found = conn.execute(
+                sa.select(api_keys.c.revoked_at, api_keys.c.tenant).where(
+                    api_keys.c.key_id == key_id
+                )
+            ).first()
             if found is None:
                 return False
             if found.revoked_at is None:
-                conn.execute(api_keys.update().where(api_keys.c.key_id == key_id)
-                             .values(revoked_at=_now()))
+                conn.execute(
+                    api_keys.update().where(api_keys.c.key_id == key_id).values(revoked_at=_now())
+                )
                 audit(conn, "key.revoke", actor, target=key_id, tenant=found.tenant)
         self.clear_cache()
         return True
@@ -277,8 +330,9 @@ class KeyStore:
         """Raise ``KeyStoreError`` unless the store answers a query on its table."""
         try:
             with self.engine.connect() as conn:
-                conn.execute(sa.select(sa.func.count()).select_from(api_keys)
-                             .where(api_keys.c.key_id == "")).scalar()
+                conn.execute(
+                    sa.select(sa.func.count()).select_from(api_keys).where(api_keys.c.key_id == "")
+                ).scalar()
         except sa.exc.SQLAlchemyError as exc:
             raise KeyStoreError(f"key store unavailable: {type(exc).__name__}") from exc
 
@@ -301,13 +355,15 @@ class KeyStore:
         digest = key_hash(key)
         try:
             with self.engine.connect() as conn:
-                row = conn.execute(sa.select(api_keys)
-                                   .where(api_keys.c.key_hash == digest)).first()
+                row = conn.execute(sa.select(api_keys).where(api_keys.c.key_hash == digest)).first()
         except sa.exc.SQLAlchemyError as exc:
             raise KeyStoreError(f"key store unavailable: {type(exc).__name__}") from exc
         # The index found the row by hash; compare in constant time all the same.
-        info = _info(row) if row is not None and hmac.compare_digest(
-            row.key_hash.encode(), digest.encode()) else None
+        info = (
+            _info(row)
+            if row is not None and hmac.compare_digest(row.key_hash.encode(), digest.encode())
+            else None
+        )
         if info is not None:
             with self._lock:
                 if len(self._limits) > CACHE_MAX_ENTRIES:
@@ -345,8 +401,9 @@ class KeyStore:
         """Record that a key was used now (best effort: a failure is logged, not raised)."""
         try:
             with self.engine.begin() as conn:
-                conn.execute(api_keys.update().where(api_keys.c.key_id == key_id)
-                             .values(last_used_at=_now()))
+                conn.execute(
+                    api_keys.update().where(api_keys.c.key_id == key_id).values(last_used_at=_now())
+                )
         except sa.exc.SQLAlchemyError as exc:
             log.warning("could not record last use of key %s: %s", key_id, type(exc).__name__)
 

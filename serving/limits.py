@@ -27,8 +27,9 @@ class Admission:
         self.max_concurrent = max_concurrent
         self.max_queued = max_queued
         self.timeout_s = timeout_s
-        self._executor = ThreadPoolExecutor(max_workers=max_concurrent,
-                                            thread_name_prefix="api-search")
+        self._executor = ThreadPoolExecutor(
+            max_workers=max_concurrent, thread_name_prefix="api-search"
+        )
         self._sem: asyncio.Semaphore | None = None
         self._waiting = 0
         self.running = 0
@@ -47,14 +48,17 @@ class Admission:
         sem = self._semaphore()
         if sem.locked():
             if self._waiting >= self.max_queued:
-                raise ApiError(503, "overloaded", "too many requests in progress; retry later",
-                               headers={"Retry-After": self.retry_after()})
+                raise ApiError(
+                    503,
+                    "overloaded",
+                    "too many requests in progress; retry later",
+                    headers={"Retry-After": self.retry_after()},
+                )
             self._waiting += 1
             try:
                 await asyncio.wait_for(sem.acquire(), timeout=self.timeout_s)
             except TimeoutError:
-                raise ApiError(504, "timeout", "the request timed out waiting for a slot") \
-                    from None
+                raise ApiError(504, "timeout", "the request timed out waiting for a slot") from None
             finally:
                 self._waiting -= 1
         else:
@@ -76,8 +80,9 @@ class Admission:
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout=max(remaining, 0.001))
         except TimeoutError:
-            raise ApiError(504, "timeout",
-                           f"the request took longer than {self.timeout_s:g} s") from None
+            raise ApiError(
+                504, "timeout", f"the request took longer than {self.timeout_s:g} s"
+            ) from None
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -124,8 +124,7 @@ class LiveSearcher:
         if self._thread is not None or self._closed:
             return
         self._check()
-        self._thread = threading.Thread(target=self._follow, name="snapshot-follower",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._follow, name="snapshot-follower", daemon=True)
         self._thread.start()
 
     def close(self) -> None:
@@ -159,16 +158,19 @@ class LiveSearcher:
             entry = self._current
             if entry is None:
                 raise SnapshotUnavailable(
-                    "live searcher is closed" if self._closed else
-                    self._error or "no snapshot has been published yet")
+                    "live searcher is closed"
+                    if self._closed
+                    else self._error or "no snapshot has been published yet"
+                )
             entry.in_flight += 1
         try:
             yield entry.searcher
         finally:
             with self._lock:
                 entry.in_flight -= 1
-                close_now = (entry.retired_at is not None and entry.in_flight == 0
-                             and not entry.closed)
+                close_now = (
+                    entry.retired_at is not None and entry.in_flight == 0 and not entry.closed
+                )
                 if close_now:
                     entry.closed = True
                     self._draining = [e for e in self._draining if e is not entry]
@@ -187,8 +189,10 @@ class LiveSearcher:
         now = time.time()
         with self._lock:
             cur = self._current
-            draining = [{"snapshot_id": e.snapshot_id, "in_flight": e.in_flight,
-                         "retired_at": e.retired_at} for e in self._draining]
+            draining = [
+                {"snapshot_id": e.snapshot_id, "in_flight": e.in_flight, "retired_at": e.retired_at}
+                for e in self._draining
+            ]
             in_flight = cur.in_flight if cur is not None else 0
         created = cur.searcher.manifest.created_at.timestamp() if cur is not None else None
         lease = cur.lease if cur is not None else None
@@ -208,9 +212,14 @@ class LiveSearcher:
             "last_check": self._last_check,
             "last_swap": self._last_swap,
             "swaps": self._swaps,
-            "lease": None if lease is None else {
-                "holder": lease.holder, "snapshot_id": lease.snapshot_id,
-                "heartbeat": lease.heartbeat_at, "ttl_s": self.settings.lease_ttl_s},
+            "lease": None
+            if lease is None
+            else {
+                "holder": lease.holder,
+                "snapshot_id": lease.snapshot_id,
+                "heartbeat": lease.heartbeat_at,
+                "ttl_s": self.settings.lease_ttl_s,
+            },
             "lease_error": self._lease_error,
             "error": self._error,
             "error_at": self._error_at,
@@ -277,8 +286,12 @@ class LiveSearcher:
                 if self._failed_id is not None:  # the pointer went back to what we serve
                     self._clear_error()
                 return
-            if sid == self._failed_id and not rewritten and self._error_at is not None and \
-                    now - self._error_at < RETRY_FAILED_S:
+            if (
+                sid == self._failed_id
+                and not rewritten
+                and self._error_at is not None
+                and now - self._error_at < RETRY_FAILED_S
+            ):
                 return  # a failed snapshot: again after a while, or when it is re-promoted
             self._swap_to(sid)
 
@@ -294,8 +307,9 @@ class LiveSearcher:
             self._lease_error = self._scrub(f"{type(exc).__name__}: {exc}")
             log.warning("could not lease snapshot %s (serving it anyway): %s", snapshot_id, exc)
         try:
-            searcher = Searcher.from_settings(self.settings, snapshot_id=snapshot_id,
-                                              **self._open_kw)
+            searcher = Searcher.from_settings(
+                self.settings, snapshot_id=snapshot_id, **self._open_kw
+            )
             try:
                 warm(searcher)
             except BaseException:
@@ -306,8 +320,9 @@ class LiveSearcher:
                 lease.release()
             self._fail(snapshot_id, exc)
             return
-        entry = _Served(searcher, lease, opened_at=time.time(),
-                        open_seconds=time.perf_counter() - t0)
+        entry = _Served(
+            searcher, lease, opened_at=time.time(), open_seconds=time.perf_counter() - t0
+        )
         with self._lock:
             if self._closed:  # close() ran while this one was opening
                 old, close_old = entry, True
@@ -327,21 +342,29 @@ class LiveSearcher:
             self._close_entry(old)
         if old is entry:
             return
-        log.info("serving snapshot %s (opened and warmed in %.2f s; was %s)", snapshot_id,
-                 entry.open_seconds, old.snapshot_id if old is not None else "none")
+        log.info(
+            "serving snapshot %s (opened and warmed in %.2f s; was %s)",
+            snapshot_id,
+            entry.open_seconds,
+            old.snapshot_id if old is not None else "none",
+        )
 
     def _heartbeat(self) -> None:
         with self._lock:
-            leases = [e.lease for e in (self._current, *self._draining)
-                      if e is not None and e.lease is not None and not e.closed]
+            leases = [
+                e.lease
+                for e in (self._current, *self._draining)
+                if e is not None and e.lease is not None and not e.closed
+            ]
         for lease in leases:
             try:
                 lease.heartbeat()
             except OSError as exc:
                 msg = self._scrub(f"{type(exc).__name__}: {exc}")
                 if msg != self._lease_error:
-                    log.warning("could not refresh the lease on snapshot %s: %s",
-                                lease.snapshot_id, exc)
+                    log.warning(
+                        "could not refresh the lease on snapshot %s: %s", lease.snapshot_id, exc
+                    )
                 self._lease_error = msg
 
     def _close_entry(self, entry: _Served) -> None:
@@ -360,8 +383,12 @@ class LiveSearcher:
         key = snapshot_id or msg
         if key not in self._logged_failures:
             self._logged_failures.add(key)
-            log.error("snapshot %s could not be opened; %s: %s", snapshot_id or "(pointer)",
-                      f"still serving {serving}" if serving else "nothing to serve", msg)
+            log.error(
+                "snapshot %s could not be opened; %s: %s",
+                snapshot_id or "(pointer)",
+                f"still serving {serving}" if serving else "nothing to serve",
+                msg,
+            )
         else:
             log.debug("snapshot %s still fails: %s", snapshot_id, msg)
         self._error, self._error_at = self._scrub(msg), time.time()

@@ -34,10 +34,38 @@ log = logging.getLogger("serving.metrics")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # Seconds: from a cached answer (sub-millisecond) to a request near its time limit.
-LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                   10.0, 30.0)
-STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-                 5.0, 10.0)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+STAGE_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 
 
 def outcome_of(status: int | None) -> str:
@@ -65,23 +93,28 @@ class _SnapshotCollector:
         except Exception:  # a scrape never fails on the snapshot's account
             log.debug("snapshot status unavailable", exc_info=True)
             st = {}
-        info = GaugeMetricFamily("rag_snapshot_info", "the served snapshot (value 1)",
-                                 labels=["snapshot_id"])
+        info = GaugeMetricFamily(
+            "rag_snapshot_info", "the served snapshot (value 1)", labels=["snapshot_id"]
+        )
         if st.get("open") and st.get("snapshot_id"):
             info.add_metric([str(st["snapshot_id"])], 1.0)
         yield info
-        yield GaugeMetricFamily("rag_snapshot_open", "1 when a snapshot is open",
-                                value=1.0 if st.get("open") else 0.0)
+        yield GaugeMetricFamily(
+            "rag_snapshot_open", "1 when a snapshot is open", value=1.0 if st.get("open") else 0.0
+        )
         for name, key, text in (
-                ("rag_snapshot_age_seconds", "snapshot_age_s", "age of the served snapshot"),
-                ("rag_snapshot_units", "units", "units (rows) in the served snapshot"),
-                ("rag_snapshot_swaps", "swaps", "snapshot swaps since start")):
+            ("rag_snapshot_age_seconds", "snapshot_age_s", "age of the served snapshot"),
+            ("rag_snapshot_units", "units", "units (rows) in the served snapshot"),
+            ("rag_snapshot_swaps", "swaps", "snapshot swaps since start"),
+        ):
             value = st.get(key)
             if isinstance(value, (int, float)):
                 yield GaugeMetricFamily(name, text, value=float(value))
-        axes = GaugeMetricFamily("rag_axis_available",
-                                 "1 when the axis can be served, 0 when degraded or absent",
-                                 labels=["axis"])
+        axes = GaugeMetricFamily(
+            "rag_axis_available",
+            "1 when the axis can be served, 0 when degraded or absent",
+            labels=["axis"],
+        )
         for axis, ok in sorted((st.get("axes") or {}).items()):
             axes.add_metric([axis], 1.0 if ok else 0.0)
         yield axes
@@ -93,22 +126,42 @@ class Metrics:
 
     def __init__(self, snapshot_status: Callable[[], Mapping[str, Any]] | None = None):
         self.registry = r = CollectorRegistry(auto_describe=False)
-        self.requests = Counter("rag_http_requests", "HTTP requests",
-                                ["route", "method", "status", "outcome"], registry=r)
-        self.latency = Histogram("rag_http_request_duration_seconds", "HTTP request latency",
-                                 ["route", "outcome"], buckets=LATENCY_BUCKETS, registry=r)
-        self.in_flight = Gauge("rag_http_requests_in_flight", "requests being served",
-                               registry=r)
-        self.stages = Histogram("rag_search_stage_seconds", "search latency per stage",
-                                ["op", "stage"], buckets=STAGE_BUCKETS, registry=r)
-        self.cache = Counter("rag_cache_requests", "cache lookups by cache and outcome",
-                             ["cache", "outcome"], registry=r)
-        self.rate_limited = Counter("rag_rate_limited", "requests refused by a rate limit",
-                                    ["reason"], registry=r)
-        self.quota_exceeded = Counter("rag_quota_exceeded", "requests refused by a quota",
-                                      registry=r)
-        self.query_log_dropped = Counter("rag_query_log_dropped",
-                                         "query log records not written", registry=r)
+        self.requests = Counter(
+            "rag_http_requests",
+            "HTTP requests",
+            ["route", "method", "status", "outcome"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "rag_http_request_duration_seconds",
+            "HTTP request latency",
+            ["route", "outcome"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge("rag_http_requests_in_flight", "requests being served", registry=r)
+        self.stages = Histogram(
+            "rag_search_stage_seconds",
+            "search latency per stage",
+            ["op", "stage"],
+            buckets=STAGE_BUCKETS,
+            registry=r,
+        )
+        self.cache = Counter(
+            "rag_cache_requests",
+            "cache lookups by cache and outcome",
+            ["cache", "outcome"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "rag_rate_limited", "requests refused by a rate limit", ["reason"], registry=r
+        )
+        self.quota_exceeded = Counter(
+            "rag_quota_exceeded", "requests refused by a quota", registry=r
+        )
+        self.query_log_dropped = Counter(
+            "rag_query_log_dropped", "query log records not written", registry=r
+        )
         if snapshot_status is not None:
             r.register(_SnapshotCollector(snapshot_status))
 
@@ -116,8 +169,14 @@ class Metrics:
     def request_started(self) -> None:
         self.in_flight.inc()
 
-    def request_done(self, route: str, method: str, status: int | None, seconds: float,
-                     refusal: str | None = None) -> None:
+    def request_done(
+        self,
+        route: str,
+        method: str,
+        status: int | None,
+        seconds: float,
+        refusal: str | None = None,
+    ) -> None:
         """One finished request. ``refusal``: the error code of a 429 (``quota_exceeded``
         counts as a quota refusal, any other code as a rate limit with that reason)."""
         self.in_flight.dec()
@@ -152,8 +211,10 @@ def snapshot_status(live: Any) -> Callable[[], dict[str, Any]]:
         if st.get("open"):
             try:
                 with live.acquire() as searcher:
-                    st["axes"] = {a: bool(info.available) and a not in searcher.unavailable
-                                  for a, info in searcher.manifest.axes.items()}
+                    st["axes"] = {
+                        a: bool(info.available) and a not in searcher.unavailable
+                        for a, info in searcher.manifest.axes.items()
+                    }
                     st["units"] = int(searcher.manifest.n_units)
             except Exception:
                 log.debug("snapshot detail unavailable", exc_info=True)

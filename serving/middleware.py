@@ -34,10 +34,12 @@ SECURITY_HEADERS = [
 ]
 # JSON and images need nothing from a browser; the interactive docs page needs its scripts.
 CSP_API = b"default-src 'none'; frame-ancestors 'none'"
-CSP_DOCS = (b"default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-            b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-            b"img-src 'self' data: https://fastapi.tiangolo.com; connect-src 'self'; "
-            b"frame-ancestors 'none'")
+CSP_DOCS = (
+    b"default-src 'none'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    b"img-src 'self' data: https://fastapi.tiangolo.com; connect-src 'self'; "
+    b"frame-ancestors 'none'"
+)
 DOCS_PATHS = ("/docs", "/redoc")
 
 
@@ -59,13 +61,20 @@ def route_of(scope: Scope) -> str:
 
 
 class ApiMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int, log_query_text: bool = False,
-                 metrics: Any = None, tracer: Any = None):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        log_query_text: bool = False,
+        metrics: Any = None,
+        tracer: Any = None,
+    ):
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.log_query_text = log_query_text
         self.metrics = metrics  # serving.metrics.Metrics, or None
-        self.tracer = tracer    # an OpenTelemetry tracer (serving.tracing), or None
+        self.tracer = tracer  # an OpenTelemetry tracer (serving.tracing), or None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,9 +95,10 @@ class ApiMiddleware:
         state: dict[str, Any] = {"status": None}
         span = None
         if self.tracer is not None:
-            span = self.tracer.start_span(f"{scope['method']} {scope['path']}",
-                                          attributes={"http.request.method": scope["method"],
-                                                      "rag.request_id": rid})
+            span = self.tracer.start_span(
+                f"{scope['method']} {scope['path']}",
+                attributes={"http.request.method": scope["method"], "rag.request_id": rid},
+            )
             scope["state"]["span"] = span
         if self.metrics is not None:
             self.metrics.request_started()
@@ -120,17 +130,33 @@ class ApiMiddleware:
 
         try:
             if length is not None and (not length.isdigit() or int(length) > limit):
-                await self._error(send_with_headers, 413, "payload_too_large",
-                                  f"request body over {limit} bytes", rid)
+                await self._error(
+                    send_with_headers,
+                    413,
+                    "payload_too_large",
+                    f"request body over {limit} bytes",
+                    rid,
+                )
                 return
             await self.app(scope, limited_receive, send_with_headers)
         except Exception as exc:
             # Everything a route raises on purpose has a handler; this is a bug or an outage.
-            log.error("request %s %s %s failed: %s", rid, scope["method"], scope["path"],
-                      type(exc).__name__, exc_info=True)
+            log.error(
+                "request %s %s %s failed: %s",
+                rid,
+                scope["method"],
+                scope["path"],
+                type(exc).__name__,
+                exc_info=True,
+            )
             if state["status"] is None:
-                await self._error(send_with_headers, 500, "internal",
-                                  "internal error; quote the request id when reporting it", rid)
+                await self._error(
+                    send_with_headers,
+                    500,
+                    "internal",
+                    "internal error; quote the request id when reporting it",
+                    rid,
+                )
         finally:
             seconds = time.perf_counter() - t0
             path = scope["path"]
@@ -141,18 +167,33 @@ class ApiMiddleware:
             status = state["status"] if state["status"] is not None else 500
             # One line per request; its fields are what the JSON log shows (never the key; the
             # query text only with RAG_LOG_QUERY_TEXT, as part of the path).
-            fields = {"request_id": rid, "method": scope["method"], "route": route,
-                      "path": path, "status": status,
-                      "latency_ms": round(seconds * 1000.0, 3),
-                      "key_id": st.get("key_id"), "tenant": st.get("tenant"),
-                      "cache": st.get("cache"), "snapshot_id": st.get("snapshot_id"),
-                      "query_id": st.get("query_id")}
-            access_log.info("%s %s %s %s %.1fms key=%s", rid, scope["method"], path,
-                            state["status"], seconds * 1000.0, st.get("key_id", "-"),
-                            extra={"fields": fields})
+            fields = {
+                "request_id": rid,
+                "method": scope["method"],
+                "route": route,
+                "path": path,
+                "status": status,
+                "latency_ms": round(seconds * 1000.0, 3),
+                "key_id": st.get("key_id"),
+                "tenant": st.get("tenant"),
+                "cache": st.get("cache"),
+                "snapshot_id": st.get("snapshot_id"),
+                "query_id": st.get("query_id"),
+            }
+            access_log.info(
+                "%s %s %s %s %.1fms key=%s",
+                rid,
+                scope["method"],
+                path,
+                state["status"],
+                seconds * 1000.0,
+                st.get("key_id", "-"),
+                extra={"fields": fields},
+            )
             if self.metrics is not None:
-                self.metrics.request_done(route, scope["method"], status, seconds,
-                                          refusal=st.get("refusal"))
+                self.metrics.request_done(
+                    route, scope["method"], status, seconds, refusal=st.get("refusal")
+                )
             if span is not None:
                 span.update_name(f"{scope['method']} {route}")
                 span.set_attribute("http.route", route)
@@ -162,10 +203,13 @@ class ApiMiddleware:
 
     @staticmethod
     async def _error(send: Send, status: int, code: str, message: str, rid: str) -> None:
-        body = json.dumps(ErrorBody(code=code, message=message, request_id=rid)
-                          .model_dump(exclude_none=True)).encode()
-        headers = [(b"content-type", b"application/json"),
-                   (b"content-length", str(len(body)).encode())]
+        body = json.dumps(
+            ErrorBody(code=code, message=message, request_id=rid).model_dump(exclude_none=True)
+        ).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
         if status == 413:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})

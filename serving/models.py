@@ -17,13 +17,13 @@ from rag_pipeline.retrieval.fusion import AXES
 class SearchFilters(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
-    kind: str | None = None                 # "document" | "image"
-    folder_prefix: str | None = None        # folder (relative to its source) or any sub-folder
-    source: str | None = None               # source name (as in the sources file), exact
-    media_type: str | None = None           # exact, or "image/*"-style major type
+    kind: str | None = None  # "document" | "image"
+    folder_prefix: str | None = None  # folder (relative to its source) or any sub-folder
+    source: str | None = None  # source name (as in the sources file), exact
+    media_type: str | None = None  # exact, or "image/*"-style major type
     modified_after: datetime | None = None  # mtime >= this (naive datetimes are UTC)
     modified_before: datetime | None = None  # mtime < this
-    tags: list[str] | None = None           # every one of these content tags (pre-filter)
+    tags: list[str] | None = None  # every one of these content tags (pre-filter)
 
 
 class SearchRequest(BaseModel):
@@ -36,7 +36,7 @@ class SearchRequest(BaseModel):
     k: int = Field(10, ge=1, le=100)
     filters: SearchFilters | None = None
     query_type: QueryType | None = None  # None: classify_query decides
-    axes: list[str] | None = None        # restrict to these axes, e.g. ["fts"] (BM25 only)
+    axes: list[str] | None = None  # restrict to these axes, e.g. ["fts"] (BM25 only)
     candidates: int = Field(100, ge=1, le=1000)  # per-axis candidate depth
     # One hit per file (its best chunk) rather than one per chunk. Collapsing happens per axis
     # before fusion, so each axis ranks files, not chunks.
@@ -74,7 +74,7 @@ class SimilarRequest(BaseModel):
 
 
 class AxisHit(BaseModel):
-    rank: int    # 1-based rank within the axis' candidates
+    rank: int  # 1-based rank within the axis' candidates
     score: float  # fts: BM25 score; mv: cosine similarity (1 - cosine distance)
 
 
@@ -94,8 +94,8 @@ class FileVersion(BaseModel):
     absolute path."""
 
     version_id: str
-    source: str                  # the source's name (sources file, or the folder's name)
-    path: str                    # relative to the source
+    source: str  # the source's name (sources file, or the folder's name)
+    path: str  # relative to the source
     # every current copy with the same content and ACL in this tenant, "<source>/<path>"
     locations: list[str] = Field(default_factory=list)
     asset_id: str
@@ -123,7 +123,7 @@ class Hit(BaseModel):
     asset_id: str
     version_id: str
     source: str  # the source's name
-    path: str    # the file's path relative to the source
+    path: str  # the file's path relative to the source
     kind: str
     media_type: str | None = None
     title: str | None = None

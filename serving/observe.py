@@ -28,8 +28,7 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
     query_id: str = Field(pattern=r"^q_[0-9a-f]{32}$", description="from a search response")
-    unit_id: str = Field(min_length=1, max_length=200,
-                         description="a unit among that query's hits")
+    unit_id: str = Field(min_length=1, max_length=200, description="a unit among that query's hits")
     judgement: Literal["relevant", "not_relevant"]
     note: str | None = Field(None, max_length=2000)
 
@@ -48,8 +47,11 @@ class Observer:
         self.tracer = tracer_for(settings.otlp_endpoint)
         self.querylog: QueryLog | None = None
         if keys is not None and settings.query_log:
-            self.querylog = QueryLog(keys.engine, retention_days=settings.query_log_days,
-                                     on_drop=lambda n: self.metrics.query_log_dropped.inc(n))
+            self.querylog = QueryLog(
+                keys.engine,
+                retention_days=settings.query_log_days,
+                on_drop=lambda n: self.metrics.query_log_dropped.inc(n),
+            )
 
     def start(self) -> None:
         if self.querylog is not None:
@@ -59,8 +61,9 @@ class Observer:
         if self.querylog is not None:
             self.querylog.close()
 
-    def record(self, request_state: Any, op: str, caller: Caller, req: Any, resp: Any,
-               query: str) -> None:
+    def record(
+        self, request_state: Any, op: str, caller: Caller, req: Any, resp: Any, query: str
+    ) -> None:
         """After a search or similar (on its worker thread): stage metrics and spans, the
         request's log fields, and the query log row; sets ``resp.query_id``."""
         self.metrics.observe_stages(op, resp.timings_ms)
@@ -74,13 +77,22 @@ class Observer:
         qid = new_query_id()
         resp.query_id = qid
         request_state.query_id = qid
-        self.querylog.record({
-            "query_id": qid, "tenant": caller.principal.tenant, "key_id": caller.key_id,
-            "request_id": getattr(request_state, "request_id", None), "op": op,
-            "query": query, "query_type": getattr(resp, "query_type", None),
-            "k": getattr(req, "k", None), "snapshot_id": resp.snapshot_id,
-            "hits": hit_summary(resp.hits), "timings_ms": dict(resp.timings_ms),
-            "latency_ms": resp.timings_ms.get("total")})
+        self.querylog.record(
+            {
+                "query_id": qid,
+                "tenant": caller.principal.tenant,
+                "key_id": caller.key_id,
+                "request_id": getattr(request_state, "request_id", None),
+                "op": op,
+                "query": query,
+                "query_type": getattr(resp, "query_type", None),
+                "k": getattr(req, "k", None),
+                "snapshot_id": resp.snapshot_id,
+                "hits": hit_summary(resp.hits),
+                "timings_ms": dict(resp.timings_ms),
+                "latency_ms": resp.timings_ms.get("total"),
+            }
+        )
 
 
 def install(app: FastAPI, observer: Observer) -> None:
@@ -88,31 +100,51 @@ def install(app: FastAPI, observer: Observer) -> None:
     app.state.observer = observer
     app.state.metrics = observer.metrics
 
-    @app.get("/metrics", response_class=Response, tags=["operations"],
-             responses={200: {"content": {CONTENT_TYPE: {}},
-                              "description": "Prometheus text exposition format"},
-                        **{s: {"model": ErrorBody} for s in (401, 403)}},
-             summary="Prometheus metrics (admin scope)")
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        tags=["operations"],
+        responses={
+            200: {
+                "content": {CONTENT_TYPE: {}},
+                "description": "Prometheus text exposition format",
+            },
+            **{s: {"model": ErrorBody} for s in (401, 403)},
+        },
+        summary="Prometheus metrics (admin scope)",
+    )
     async def metrics(caller: Annotated[Caller, Depends(require("admin"))]) -> Response:
         body = await anyio.to_thread.run_sync(observer.metrics.exposition)
         return Response(body, media_type=CONTENT_TYPE)
 
-    @app.post("/v1/feedback", response_model=FeedbackResponse, status_code=201,
-              tags=["search"], responses={s: {"model": ErrorBody}
-                                          for s in (401, 403, 404, 422, 503)},
-              summary="Judge a hit of a logged query: relevant / not_relevant")
-    async def post_feedback(body: FeedbackRequest, request: Request,
-                            caller: Annotated[Caller, Depends(require("read"))],
-                            ) -> FeedbackResponse:
+    @app.post(
+        "/v1/feedback",
+        response_model=FeedbackResponse,
+        status_code=201,
+        tags=["search"],
+        responses={s: {"model": ErrorBody} for s in (401, 403, 404, 422, 503)},
+        summary="Judge a hit of a logged query: relevant / not_relevant",
+    )
+    async def post_feedback(
+        body: FeedbackRequest,
+        request: Request,
+        caller: Annotated[Caller, Depends(require("read"))],
+    ) -> FeedbackResponse:
         qlog = observer.querylog
         if qlog is None:
             raise ApiError(503, "unavailable", "the query log is off (RAG_QUERY_LOG)")
         t0 = time.perf_counter()
         try:
-            fid = await anyio.to_thread.run_sync(lambda: qlog.add_feedback(
-                tenant=caller.principal.tenant, key_id=caller.key_id,
-                query_id=body.query_id, unit_id=body.unit_id, judgement=body.judgement,
-                note=body.note))
+            fid = await anyio.to_thread.run_sync(
+                lambda: qlog.add_feedback(
+                    tenant=caller.principal.tenant,
+                    key_id=caller.key_id,
+                    query_id=body.query_id,
+                    unit_id=body.unit_id,
+                    judgement=body.judgement,
+                    note=body.note,
+                )
+            )
         except QueryNotFound as exc:
             raise ApiError(404, "not_found", str(exc)) from None
         request.state.query_id = body.query_id

@@ -40,40 +40,43 @@ metadata = sa.MetaData()
 _TS = sa.DateTime(timezone=True)
 
 query_log = sa.Table(
-    "query_log", metadata,
+    "query_log",
+    metadata,
     sa.Column("query_id", sa.String(40), primary_key=True),
     sa.Column("created_at", _TS, nullable=False, index=True),
     sa.Column("tenant", sa.String(128), nullable=False, index=True),
     sa.Column("key_id", sa.String(40), nullable=True),
     sa.Column("request_id", sa.String(128), nullable=True),
-    sa.Column("op", sa.String(16), nullable=False),          # search | similar | ask
-    sa.Column("query", sa.Text, nullable=False),             # text, or the asset id (similar)
+    sa.Column("op", sa.String(16), nullable=False),  # search | similar | ask
+    sa.Column("query", sa.Text, nullable=False),  # text, or the asset id (similar)
     sa.Column("query_type", sa.String(32), nullable=True),
     sa.Column("k", sa.Integer, nullable=True),
     sa.Column("snapshot_id", sa.String(200), nullable=True),
-    sa.Column("hits", sa.JSON, nullable=False),              # [{unit_id, source, path, ...}]
+    sa.Column("hits", sa.JSON, nullable=False),  # [{unit_id, source, path, ...}]
     sa.Column("timings_ms", sa.JSON, nullable=False),
     sa.Column("latency_ms", sa.Float, nullable=True),
 )
 
 feedback = sa.Table(
-    "feedback", metadata,
+    "feedback",
+    metadata,
     sa.Column("feedback_id", sa.String(40), primary_key=True),
     sa.Column("created_at", _TS, nullable=False, index=True),
     sa.Column("query_id", sa.String(40), nullable=False, index=True),
     sa.Column("tenant", sa.String(128), nullable=False, index=True),
     sa.Column("key_id", sa.String(40), nullable=True),
     sa.Column("unit_id", sa.String(200), nullable=False),
-    sa.Column("judgement", sa.String(16), nullable=False),   # relevant | not_relevant
+    sa.Column("judgement", sa.String(16), nullable=False),  # relevant | not_relevant
     sa.Column("note", sa.Text, nullable=True),
 )
 
 audit_log = sa.Table(
-    "audit_log", metadata,
+    "audit_log",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("created_at", _TS, nullable=False, index=True),
-    sa.Column("actor", sa.String(200), nullable=False),      # key id, or cli:<user>
-    sa.Column("action", sa.String(64), nullable=False),      # key.create, key.revoke, ingest
+    sa.Column("actor", sa.String(200), nullable=False),  # key id, or cli:<user>
+    sa.Column("action", sa.String(64), nullable=False),  # key.create, key.revoke, ingest
     sa.Column("target", sa.String(200), nullable=True),
     sa.Column("tenant", sa.String(128), nullable=True),
     sa.Column("details", sa.JSON, nullable=True),
@@ -113,29 +116,56 @@ def create_tables(engine: sa.Engine) -> None:
     metadata.create_all(engine)
 
 
-def audit(conn: sa.Connection, action: str, actor: str | None = None, *,
-          target: str | None = None, tenant: str | None = None,
-          details: Mapping[str, Any] | None = None) -> None:
+def audit(
+    conn: sa.Connection,
+    action: str,
+    actor: str | None = None,
+    *,
+    target: str | None = None,
+    tenant: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> None:
     """Append one audit row in ``conn``'s transaction (so the action and its record commit
     together)."""
-    conn.execute(audit_log.insert().values(
-        created_at=_now(), actor=(actor or cli_actor())[:200], action=action[:64],
-        target=target, tenant=tenant, details=dict(details) if details else None))
+    conn.execute(
+        audit_log.insert().values(
+            created_at=_now(),
+            actor=(actor or cli_actor())[:200],
+            action=action[:64],
+            target=target,
+            tenant=tenant,
+            details=dict(details) if details else None,
+        )
+    )
 
 
 def hit_summary(hits: list[Any]) -> list[dict[str, Any]]:
     """What the log keeps of a response's hits: enough to judge them and to label files."""
-    return [{"rank": i, "unit_id": h.unit_id, "source": h.source, "path": h.path,
-             "kind": h.kind, "score": round(float(h.score), 6)}
-            for i, h in enumerate(hits, start=1)]
+    return [
+        {
+            "rank": i,
+            "unit_id": h.unit_id,
+            "source": h.source,
+            "path": h.path,
+            "kind": h.kind,
+            "score": round(float(h.score), 6),
+        }
+        for i, h in enumerate(hits, start=1)
+    ]
 
 
 class QueryLog:
     """Query log, feedback and audit over ``engine`` (the key store's). ``start()`` runs the
     writer thread; ``record()`` enqueues; ``flush()`` waits for the queue to drain."""
 
-    def __init__(self, engine: sa.Engine, *, retention_days: int = 30,
-                 on_drop: Callable[[int], None] | None = None, create: bool = True):
+    def __init__(
+        self,
+        engine: sa.Engine,
+        *,
+        retention_days: int = 30,
+        on_drop: Callable[[int], None] | None = None,
+        create: bool = True,
+    ):
         self.engine = engine
         self.retention_days = retention_days
         self.on_drop = on_drop
@@ -149,8 +179,7 @@ class QueryLog:
     # -- the writer --------------------------------------------------------------------------
     def start(self) -> None:
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="query-log-writer",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._run, name="query-log-writer", daemon=True)
             self._thread.start()
 
     def close(self, timeout: float = 5.0) -> None:
@@ -225,12 +254,22 @@ class QueryLog:
     # -- feedback ----------------------------------------------------------------------------
     def _query(self, query_id: str, tenant: str) -> Any:
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(query_log.c.query_id, query_log.c.hits)
-                                .where(query_log.c.query_id == query_id,
-                                       query_log.c.tenant == tenant)).first()
+            return conn.execute(
+                sa.select(query_log.c.query_id, query_log.c.hits).where(
+                    query_log.c.query_id == query_id, query_log.c.tenant == tenant
+                )
+            ).first()
 
-    def add_feedback(self, *, tenant: str, key_id: str | None, query_id: str, unit_id: str,
-                     judgement: str, note: str | None = None) -> str:
+    def add_feedback(
+        self,
+        *,
+        tenant: str,
+        key_id: str | None,
+        query_id: str,
+        unit_id: str,
+        judgement: str,
+        note: str | None = None,
+    ) -> str:
         """Record a judgement of ``unit_id`` in the results of ``query_id``; ``QueryNotFound``
         unless the query is this tenant's and the unit among its hits."""
         if judgement not in JUDGEMENTS:
@@ -245,30 +284,58 @@ class QueryLog:
             raise QueryNotFound("no such unit in that query's results")
         fid = "fb_" + uuid.uuid4().hex
         with self.engine.begin() as conn:
-            conn.execute(feedback.insert().values(
-                feedback_id=fid, created_at=_now(), query_id=query_id, tenant=tenant,
-                key_id=key_id, unit_id=unit_id, judgement=judgement, note=note))
+            conn.execute(
+                feedback.insert().values(
+                    feedback_id=fid,
+                    created_at=_now(),
+                    query_id=query_id,
+                    tenant=tenant,
+                    key_id=key_id,
+                    unit_id=unit_id,
+                    judgement=judgement,
+                    note=note,
+                )
+            )
         return fid
 
     def feedback_rows(self, tenant: str | None = None) -> Iterator[dict[str, Any]]:
         """Every judgement with its query (text, type, op) and the judged unit's file."""
-        q = (sa.select(feedback, query_log.c.query, query_log.c.query_type, query_log.c.op,
-                       query_log.c.hits, query_log.c.snapshot_id)
-             .join(query_log, query_log.c.query_id == feedback.c.query_id)
-             .order_by(feedback.c.created_at, feedback.c.feedback_id))
+        q = (
+            sa.select(
+                feedback,
+                query_log.c.query,
+                query_log.c.query_type,
+                query_log.c.op,
+                query_log.c.hits,
+                query_log.c.snapshot_id,
+            )
+            .join(query_log, query_log.c.query_id == feedback.c.query_id)
+            .order_by(feedback.c.created_at, feedback.c.feedback_id)
+        )
         if tenant is not None:
             q = q.where(feedback.c.tenant == tenant)
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
         for r in rows:
             hit: dict[str, Any] = next(
-                (h for h in r.hits or () if h.get("unit_id") == r.unit_id), {})
-            yield {"feedback_id": r.feedback_id, "created_at": _utc(r.created_at),
-                   "query_id": r.query_id, "tenant": r.tenant, "query": r.query,
-                   "query_type": r.query_type, "op": r.op, "unit_id": r.unit_id,
-                   "source": hit.get("source"), "path": hit.get("path"),
-                   "rank": hit.get("rank"), "judgement": r.judgement, "note": r.note,
-                   "snapshot_id": r.snapshot_id}
+                (h for h in r.hits or () if h.get("unit_id") == r.unit_id), {}
+            )
+            yield {
+                "feedback_id": r.feedback_id,
+                "created_at": _utc(r.created_at),
+                "query_id": r.query_id,
+                "tenant": r.tenant,
+                "query": r.query,
+                "query_type": r.query_type,
+                "op": r.op,
+                "unit_id": r.unit_id,
+                "source": hit.get("source"),
+                "path": hit.get("path"),
+                "rank": hit.get("rank"),
+                "judgement": r.judgement,
+                "note": r.note,
+                "snapshot_id": r.snapshot_id,
+            }
 
     # -- retention ---------------------------------------------------------------------------
     def purge(self, days: int | None = None, now: datetime | None = None) -> dict[str, int]:
@@ -280,10 +347,12 @@ class QueryLog:
         cutoff = (now or _now()) - timedelta(days=days)
         with self.engine.begin() as conn:
             old = sa.select(query_log.c.query_id).where(query_log.c.created_at < cutoff)
-            n_fb = conn.execute(feedback.delete().where(
-                sa.or_(feedback.c.created_at < cutoff, feedback.c.query_id.in_(old)))).rowcount
-            n_q = conn.execute(query_log.delete()
-                               .where(query_log.c.created_at < cutoff)).rowcount
+            n_fb = conn.execute(
+                feedback.delete().where(
+                    sa.or_(feedback.c.created_at < cutoff, feedback.c.query_id.in_(old))
+                )
+            ).rowcount
+            n_q = conn.execute(query_log.delete().where(query_log.c.created_at < cutoff)).rowcount
         return {"query_log": int(n_q or 0), "feedback": int(n_fb or 0)}
 
     def audit_rows(self) -> list[dict[str, Any]]:
@@ -296,5 +365,15 @@ class QueryLog:
             audit(conn, action, actor, **kw)
 
 
-__all__ = ["JUDGEMENTS", "QueryLog", "QueryNotFound", "audit", "audit_log", "create_tables",
-           "feedback", "hit_summary", "new_query_id", "query_log"]
+__all__ = [
+    "JUDGEMENTS",
+    "QueryLog",
+    "QueryNotFound",
+    "audit",
+    "audit_log",
+    "create_tables",
+    "feedback",
+    "hit_summary",
+    "new_query_id",
+    "query_log",
+]

@@ -90,8 +90,7 @@ class InProcessLimiter:
                 tokens = min(float(burst), tokens + (now - at) * rate / 60.0)
                 if tokens < 1.0:
                     self._buckets[key_id] = (tokens, now)
-                    return Decision(False, rate, 0, (1.0 - tokens) * 60.0 / rate, "rate", quota,
-                                    -1)
+                    return Decision(False, rate, 0, (1.0 - tokens) * 60.0 / rate, "rate", quota, -1)
             used = 0
             if quota:
                 day = _day(now)
@@ -99,8 +98,15 @@ class InProcessLimiter:
                 if d != day:
                     used = 0
                 if used >= quota:
-                    return Decision(False, rate, int(tokens) if rate else -1,
-                                    _day_end(now) - now, "quota", quota, 0)
+                    return Decision(
+                        False,
+                        rate,
+                        int(tokens) if rate else -1,
+                        _day_end(now) - now,
+                        "quota",
+                        quota,
+                        0,
+                    )
                 used += 1
                 self._days[tenant] = (day, used)
             if rate:
@@ -108,8 +114,9 @@ class InProcessLimiter:
                 self._buckets[key_id] = (tokens, now)
                 if len(self._buckets) > 100_000:  # keys that went idle refill anyway
                     self._buckets.clear()
-        return Decision(True, rate, int(tokens) if rate else -1, 0.0, "", quota,
-                        quota - used if quota else -1)
+        return Decision(
+            True, rate, int(tokens) if rate else -1, 0.0, "", quota, quota - used if quota else -1
+        )
 
 
 # KEYS: bucket, quota counter. ARGV: rate per minute, burst, quota, quota expiry (epoch s).
@@ -169,21 +176,30 @@ class RedisLimiter:
         keys = [f"{KEY_PREFIX}rl:{key_id}", f"{KEY_PREFIX}q:{tenant}:{_day(now)}"]
         try:
             ok, reason, remaining, retry, quota_left = self._script(
-                keys=keys, args=[rate, burst, quota, expire_at])
+                keys=keys, args=[rate, burst, quota, expire_at]
+            )
         except Exception as exc:
             self.health.failed(exc)
             return self.fallback.check(key_id, tenant, rate, burst, quota)
         self.health.ok()
         reason = reason.decode() if isinstance(reason, bytes) else str(reason)
-        return Decision(bool(ok), rate, int(remaining) if rate else -1, float(retry), reason,
-                        quota, int(quota_left) if quota else -1)
+        return Decision(
+            bool(ok),
+            rate,
+            int(remaining) if rate else -1,
+            float(retry),
+            reason,
+            quota,
+            int(quota_left) if quota else -1,
+        )
 
 
 class RateLimits:
     """The limits of one app: settings' defaults, keys' own rates, tenants' quotas."""
 
-    def __init__(self, settings: Settings, *, health: RedisHealth | None = None,
-                 client: Any = None):
+    def __init__(
+        self, settings: Settings, *, health: RedisHealth | None = None, client: Any = None
+    ):
         self.default_rate = settings.rate_per_min
         self.default_burst = settings.rate_burst
         self.default_quota = settings.tenant_daily_quota
@@ -192,8 +208,9 @@ class RateLimits:
         self.limiter: InProcessLimiter | RedisLimiter = self.local
         if settings.redis_url:
             health = health or RedisHealth(settings.redis_retry_s)
-            self.limiter = RedisLimiter(client or redis_client(settings.redis_url), health,
-                                        self.local)
+            self.limiter = RedisLimiter(
+                client or redis_client(settings.redis_url), health, self.local
+            )
 
     @property
     def backend(self) -> str:
@@ -201,8 +218,11 @@ class RateLimits:
 
     def for_key(self, rate: int | None, burst: int | None) -> tuple[int, int]:
         r = self.default_rate if rate is None else rate
-        b = burst if burst is not None else (
-            self.default_burst if rate is None and self.default_burst else 0)
+        b = (
+            burst
+            if burst is not None
+            else (self.default_burst if rate is None and self.default_burst else 0)
+        )
         return r, (b or r) if r else 0
 
     def quota(self, tenant: str) -> int:
@@ -220,10 +240,13 @@ class RateLimits:
         return isinstance(self.limiter, RedisLimiter) and self.limiter.health.usable()
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "rate_per_min": self.default_rate,
-                "rate_burst": self.default_burst or self.default_rate,
-                "tenant_daily_quota": self.default_quota,
-                "tenant_quotas": len(self.quotas)}
+        return {
+            "backend": self.backend,
+            "rate_per_min": self.default_rate,
+            "rate_burst": self.default_burst or self.default_rate,
+            "tenant_daily_quota": self.default_quota,
+            "tenant_quotas": len(self.quotas),
+        }
 
 
 STATE_HEADERS = "ratelimit_headers"
@@ -234,8 +257,7 @@ def limited(scope: str):
     with ``Retry-After`` when over a limit."""
     inner = require(scope)
 
-    async def dependency(request: Request,
-                         caller: Caller = Depends(inner)) -> Caller:  # noqa: B008
+    async def dependency(request: Request, caller: Caller = Depends(inner)) -> Caller:  # noqa: B008
         limits: RateLimits | None = getattr(request.app.state, "rate_limits", None)
         if limits is None:
             return caller
@@ -252,12 +274,18 @@ def limited(scope: str):
         headers = decision.headers()
         if not decision.allowed:
             if decision.reason == "quota":
-                raise ApiError(429, "quota_exceeded",
-                               f"the tenant's daily quota of {decision.quota} requests is used "
-                               "up", headers=headers)
-            raise ApiError(429, "rate_limited",
-                           f"over this API key's limit of {decision.limit} requests a minute",
-                           headers=headers)
+                raise ApiError(
+                    429,
+                    "quota_exceeded",
+                    f"the tenant's daily quota of {decision.quota} requests is used up",
+                    headers=headers,
+                )
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"over this API key's limit of {decision.limit} requests a minute",
+                headers=headers,
+            )
         request.scope.setdefault("state", {})[STATE_HEADERS] = headers
         return caller
 
@@ -283,8 +311,11 @@ class RateLimitHeaders:
                 if extra:
                     raw = list(message.get("headers", []))
                     names = {k.lower() for k, _ in raw}
-                    raw.extend((k.lower().encode(), v.encode()) for k, v in extra.items()
-                               if k.lower().encode() not in names)
+                    raw.extend(
+                        (k.lower().encode(), v.encode())
+                        for k, v in extra.items()
+                        if k.lower().encode() not in names
+                    )
                     message["headers"] = raw
             await send(message)
 

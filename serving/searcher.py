@@ -88,11 +88,20 @@ def _ms(t0: float) -> float:
 class Searcher:
     """Read-only search over one snapshot. Thread-safe for concurrent ``search`` calls."""
 
-    def __init__(self, manifest: SnapshotManifest, table: Any, encoder: TextEncoder | None,
-                 *, snapshots_dir: Path | None = None, lance_dir: Path | None = None,
-                 fts_combine: FtsCombine = "max", max_workers: int = 4,
-                 vv_encoder: Any | None = None, vv_unavailable: str | None = None,
-                 query_cache: Any | None = None):
+    def __init__(
+        self,
+        manifest: SnapshotManifest,
+        table: Any,
+        encoder: TextEncoder | None,
+        *,
+        snapshots_dir: Path | None = None,
+        lance_dir: Path | None = None,
+        fts_combine: FtsCombine = "max",
+        max_workers: int = 4,
+        vv_encoder: Any | None = None,
+        vv_unavailable: str | None = None,
+        query_cache: Any | None = None,
+    ):
         if fts_combine not in ("max", "sum"):
             raise ValueError(f"fts_combine must be 'max' or 'sum', not {fts_combine!r}")
         self.fts_combine = fts_combine
@@ -115,8 +124,9 @@ class Searcher:
         self._fts_boosts = [float(manifest.field_weights.get(f, 1.0)) for f in self._fts_fields]
         # Reading a column costs about the same for 1 row as for 10: skip the empty ones.
         names = set(self.dataset.schema.names)
-        self._hit_columns = [c for c in HIT_COLUMNS if c in names
-                             and (c not in FTS_FIELDS or c in self._fts_fields)]
+        self._hit_columns = [
+            c for c in HIT_COLUMNS if c in names and (c not in FTS_FIELDS or c in self._fts_fields)
+        ]
         self._tags = TagIndex(self.dataset)
         self._row_keys = RowKeys(self.dataset)
         # Clauses every row passes are left out of the queries: on SciFact the tenant prefilter
@@ -127,8 +137,11 @@ class Searcher:
         self._acl_sets = self._read_acl_sets()
         n_rows = self.dataset.count_rows()
         # The clause that keeps rows with an MV vector (None: every row has one).
-        self.mv_clause = (None if n_rows and self.dataset.count_rows("has_mv = true") == n_rows
-                          else "has_mv = true")
+        self.mv_clause = (
+            None
+            if n_rows and self.dataset.count_rows("has_mv = true") == n_rows
+            else "has_mv = true"
+        )
         self.unavailable: dict[str, str] = self._unavailable_axes()
 
     def _only_value(self, column: str) -> Any:
@@ -142,8 +155,11 @@ class Searcher:
         tbl = self.dataset.to_table(columns=cols)
         tenants = tbl.column("tenant_id").to_pylist()
         # A snapshot from before ACL columns: every unit is tenant-wide.
-        groups = (tbl.column("acl_groups").to_pylist() if "acl_groups" in names
-                  else [[TENANT_WIDE_GROUP]] * len(tenants))
+        groups = (
+            tbl.column("acl_groups").to_pylist()
+            if "acl_groups" in names
+            else [[TENANT_WIDE_GROUP]] * len(tenants)
+        )
         out: dict[str, set[frozenset[str]]] = {}
         for tenant, gs in zip(tenants, groups, strict=True):
             out.setdefault(tenant, set()).add(frozenset(gs or ()))
@@ -158,8 +174,9 @@ class Searcher:
         """Every ACL group on the rows of ``tenant`` (the operator's view of a whole tenant)."""
         return frozenset(g for s in self._acl_sets.get(tenant, ()) for g in s)
 
-    def operator_principal(self, tenant: str,
-                           groups: frozenset[str] | set[str] | None = None) -> Principal:
+    def operator_principal(
+        self, tenant: str, groups: frozenset[str] | set[str] | None = None
+    ) -> Principal:
         """The operator's principal (CLI, evals, benchmarks): ``tenant`` with ``groups``, or with
         every group on that tenant's rows (None: the whole tenant). The tenant is always named."""
         if groups is None:
@@ -168,18 +185,30 @@ class Searcher:
 
     def _has_text(self, column: str) -> bool:
         try:
-            return self.dataset.to_table(columns=["unit_id"], filter=f"{column} <> ''",
-                                         limit=1).num_rows > 0
+            return (
+                self.dataset.to_table(
+                    columns=["unit_id"], filter=f"{column} <> ''", limit=1
+                ).num_rows
+                > 0
+            )
         except Exception as exc:  # unknown: keep the field
             log.warning("could not check the snapshot's %s column: %s", column, exc)
             return True
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
-    def open(cls, snapshots_dir: Path, lance_dir: Path, *, mv_model_dir: str | None = None,
-             vv_model_dir: str | None = None,
-             pointer: str = "CURRENT", snapshot_id: str | None = None,
-             fts_combine: FtsCombine = "max", query_cache: Any | None = None) -> Searcher:
+    def open(
+        cls,
+        snapshots_dir: Path,
+        lance_dir: Path,
+        *,
+        mv_model_dir: str | None = None,
+        vv_model_dir: str | None = None,
+        pointer: str = "CURRENT",
+        snapshot_id: str | None = None,
+        fts_combine: FtsCombine = "max",
+        query_cache: Any | None = None,
+    ) -> Searcher:
         """Open the snapshot named by ``pointer`` (or ``snapshot_id``) for reading.
 
         If the snapshot has an MV axis, the query encoder is loaded from ``mv_model_dir``
@@ -192,8 +221,11 @@ class Searcher:
         counts twice, like ``most_fields``).
         """
         snapshots_dir, lance_dir = Path(snapshots_dir), Path(lance_dir)
-        manifest = (read_manifest(snapshots_dir, snapshot_id) if snapshot_id
-                    else read_current_manifest(snapshots_dir, pointer))
+        manifest = (
+            read_manifest(snapshots_dir, snapshot_id)
+            if snapshot_id
+            else read_current_manifest(snapshots_dir, pointer)
+        )
         db = lancedb.connect(str(lance_dir))
         table = db.open_table(manifest.table_name)
         version = manifest.stats.get("table_version")
@@ -203,9 +235,17 @@ class Searcher:
         vv_encoder, vv_unavailable = load_vv_encoder(manifest, vv_model_dir)
         if vv_encoder is not None and "vector_vv" not in table.schema.names:
             vv_encoder, vv_unavailable = None, f"table {manifest.table_name} has no vector_vv"
-        return cls(manifest, table, encoder, snapshots_dir=snapshots_dir, lance_dir=lance_dir,
-                   fts_combine=fts_combine, vv_encoder=vv_encoder, vv_unavailable=vv_unavailable,
-                   query_cache=query_cache)
+        return cls(
+            manifest,
+            table,
+            encoder,
+            snapshots_dir=snapshots_dir,
+            lance_dir=lance_dir,
+            fts_combine=fts_combine,
+            vv_encoder=vv_encoder,
+            vv_unavailable=vv_unavailable,
+            query_cache=query_cache,
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings, **kw: Any) -> Searcher:
@@ -219,8 +259,9 @@ class Searcher:
         return cls.open(settings.snapshots_dir, settings.lance_dir, **kw)
 
     @staticmethod
-    def _load_mv_encoder(manifest: SnapshotManifest,
-                         mv_model_dir: str | None) -> TextEncoder | None:
+    def _load_mv_encoder(
+        manifest: SnapshotManifest, mv_model_dir: str | None
+    ) -> TextEncoder | None:
         info = manifest.axes.get("mv")
         if info is None or not info.available:
             return None
@@ -287,13 +328,17 @@ class Searcher:
         axes: dict[str, Any] = {}
         for axis in AXES:
             info = m.axes.get(axis)
-            entry: dict[str, Any] = {"available": axis not in self.unavailable,
-                                     "reason": self.unavailable.get(axis)}
+            entry: dict[str, Any] = {
+                "available": axis not in self.unavailable,
+                "reason": self.unavailable.get(axis),
+            }
             if info is not None and info.model is not None:
-                entry["model"] = {"model_id": info.model.model_id,
-                                  "revision": info.model.revision,
-                                  "weights_checksum": info.model.weights_checksum,
-                                  "dim": info.dim or info.model.dim}
+                entry["model"] = {
+                    "model_id": info.model.model_id,
+                    "revision": info.model.revision,
+                    "weights_checksum": info.model.weights_checksum,
+                    "dim": info.dim or info.model.dim,
+                }
             axes[axis] = entry
         try:
             n_rows = int(self.table.count_rows())
@@ -318,10 +363,12 @@ class Searcher:
     # Each source returns only what ranking needs (row ids and scores); the hits' columns are
     # read after fusion, for the final hits alone (``_fetch_rows``).
     def _candidate_sources(self) -> dict[str, AxisSource]:
-        return {"fts": AxisSource(self._fts_encode, self._fts_search),
-                "mv": AxisSource(self._mv_encode, self._mv_search),
-                "vv": AxisSource(self._vv_encode, self._vv_search),
-                "tags": AxisSource(lambda req: None, self._tags_search)}
+        return {
+            "fts": AxisSource(self._fts_encode, self._fts_search),
+            "mv": AxisSource(self._mv_encode, self._mv_search),
+            "vv": AxisSource(self._vv_encode, self._vv_search),
+            "tags": AxisSource(lambda req: None, self._tags_search),
+        }
 
     def fts_query(self, text: str, lib: Any = lance_query) -> Any:
         """The BM25 query over the fields with text, with this searcher's boosts and
@@ -340,10 +387,13 @@ class Searcher:
         if not all_readable and "acl_groups" not in self.dataset.schema.names:
             # A snapshot from before ACL columns whose rows this principal cannot all read:
             # nothing (its rows are tenant-wide, so the principal lacks the tenant-wide group).
-            return sql_and(build_filter(principal, filters, sole_tenant=self._sole_tenant,
-                                        all_readable=True), "false")
-        return build_filter(principal, filters, sole_tenant=self._sole_tenant,
-                            all_readable=all_readable)
+            return sql_and(
+                build_filter(principal, filters, sole_tenant=self._sole_tenant, all_readable=True),
+                "false",
+            )
+        return build_filter(
+            principal, filters, sole_tenant=self._sole_tenant, all_readable=all_readable
+        )
 
     def _fts_encode(self, req: SearchRequest) -> str | None:
         terms = query_terms(req.query)
@@ -356,8 +406,7 @@ class Searcher:
 
     def _mv_encode(self, req: SearchRequest) -> Any:
         assert self.encoder is not None
-        return self.query_cache.encode(self._model_key("mv"), req.query,
-                                       self.encoder.encode_query)
+        return self.query_cache.encode(self._model_key("mv"), req.query, self.encoder.encode_query)
 
     def _mv_search(self, vec: Any, where: str | None, limit: int) -> AxisCandidates:
         return vector_candidates(self.dataset, "vector_mv", self.mv_clause, vec, where, limit)
@@ -365,7 +414,8 @@ class Searcher:
     def _vv_encode(self, req: SearchRequest) -> Any:
         assert self.vv_encoder is not None
         return self.query_cache.encode(  # the text tower: text -> image
-            self._model_key("vv"), req.query, self.vv_encoder.encode_query)
+            self._model_key("vv"), req.query, self.vv_encoder.encode_query
+        )
 
     def _model_key(self, axis: str) -> str:
         """What identifies an axis' query model in the embedding cache: its model key (id,
@@ -377,31 +427,35 @@ class Searcher:
     def _vv_search(self, vec: Any, where: str | None, limit: int) -> AxisCandidates:
         return vector_candidates(self.dataset, "vector_vv", "has_vv = true", vec, where, limit)
 
-    def _tags_search(self, entities: list[str], where: str | None,
-                     limit: int) -> AxisCandidates:
+    def _tags_search(self, entities: list[str], where: str | None, limit: int) -> AxisCandidates:
         row_ids, scores = self._tags.search(self.dataset, entities, where or "true", limit)
         return AxisCandidates(row_ids, scores)
 
-    def _timed_search(self, source: AxisSource, query: Any, where: str | None,
-                      limit: int) -> tuple[AxisCandidates, float]:
+    def _timed_search(
+        self, source: AxisSource, query: Any, where: str | None, limit: int
+    ) -> tuple[AxisCandidates, float]:
         t0 = time.perf_counter()
-        return (AxisCandidates.EMPTY if query is None else source.search(query, where, limit),
-                _ms(t0))
+        return (
+            AxisCandidates.EMPTY if query is None else source.search(query, where, limit),
+            _ms(t0),
+        )
 
     def _fetch_rows(self, row_ids: list[int]) -> dict[int, dict[str, Any]]:
         """The hit columns of the given rows, by row id."""
         if not row_ids:
             return {}
-        rows = self.dataset.take(self._row_keys.offsets(row_ids),
-                                 columns=[*self._hit_columns, "_rowid"]).to_pylist()
+        rows = self.dataset.take(
+            self._row_keys.offsets(row_ids), columns=[*self._hit_columns, "_rowid"]
+        ).to_pylist()
         out = {int(r.pop("_rowid")): r for r in rows}
         if out.keys() != set(row_ids):
             raise SearchError("the snapshot dataset returned other rows than asked for")
         return out
 
     # -- search ----------------------------------------------------------------------------
-    def search(self, request: SearchRequest | str, principal: Principal,
-               **kw: Any) -> SearchResponse:
+    def search(
+        self, request: SearchRequest | str, principal: Principal, **kw: Any
+    ) -> SearchResponse:
         """Search as ``principal``: only its tenant's units that carry one of its groups."""
         t_start = time.perf_counter()
         if isinstance(request, str):
@@ -415,15 +469,20 @@ class Searcher:
         if req.axes is not None:
             bad = [a for a in req.axes if a in self.unavailable]
             if bad:
-                raise AxisUnavailable("; ".join(
-                    f"axis {a!r} is unavailable in snapshot {self.manifest.snapshot_id}: "
-                    f"{self.unavailable[a]}" for a in bad))
+                raise AxisUnavailable(
+                    "; ".join(
+                        f"axis {a!r} is unavailable in snapshot {self.manifest.snapshot_id}: "
+                        f"{self.unavailable[a]}"
+                        for a in bad
+                    )
+                )
             axes = [a for a in AXES if a in req.axes]
         else:
             axes = self.available_axes
         if not axes:
             raise AxisUnavailable(
-                f"snapshot {self.manifest.snapshot_id} has no servable axis: {self.unavailable}")
+                f"snapshot {self.manifest.snapshot_id} has no servable axis: {self.unavailable}"
+            )
 
         query_type: QueryType = req.query_type or classify_query(req.query)
         weights = weights_for(query_type, axes)
@@ -432,8 +491,7 @@ class Searcher:
         # request restricts the axes: then it gets exactly those).
         entities = self._tags.entities(req.query) if req.axes is None else []
         if entities:
-            weights = {a: w * (1.0 - TAG_WEIGHT) for a, w in weights.items()} | {
-                "tags": TAG_WEIGHT}
+            weights = {a: w * (1.0 - TAG_WEIGHT) for a, w in weights.items()} | {"tags": TAG_WEIGHT}
             axes = [*axes, "tags"]
         where = self.where(principal, req.filters)
         limit = max(req.candidates, req.k)
@@ -448,8 +506,10 @@ class Searcher:
             queries[axis] = entities if axis == "tags" else sources[axis].encode(req)
             timings[f"{axis}_encode"] = _ms(t0)
         # All but one search go to the pool; the last runs here (one thread hand-off fewer).
-        futures = {a: self._pool.submit(self._timed_search, sources[a], queries[a], where, limit)
-                   for a in axes[:-1]}
+        futures = {
+            a: self._pool.submit(self._timed_search, sources[a], queries[a], where, limit)
+            for a in axes[:-1]
+        }
         done = {axes[-1]: self._timed_search(sources[axes[-1]], queries[axes[-1]], where, limit)}
         matcher = QueryMatcher(req.query)  # explains the hits; made while the others finish
         done.update((a, f.result()) for a, f in futures.items())
@@ -459,8 +519,9 @@ class Searcher:
         timings["axes_wall"] = _ms(t_start)
 
         t_fuse = time.perf_counter()
-        fused = fuse_candidates(results, weights, req.k,
-                                partial(self._row_keys.keys, collapse=req.collapse))
+        fused = fuse_candidates(
+            results, weights, req.k, partial(self._row_keys.keys, collapse=req.collapse)
+        )
         timings["fuse"] = _ms(t_fuse)
 
         t_fetch = time.perf_counter()
@@ -469,25 +530,41 @@ class Searcher:
 
         t_build = time.perf_counter()
         fusion = FusionInfo(query_type=query_type, weights=weights, rrf_k=RRF_K)
-        hits = [build_hit(rows[f.row_id], f.score, f.axes, matcher, fusion, entities)
-                for f in fused]
+        hits = [
+            build_hit(rows[f.row_id], f.score, f.axes, matcher, fusion, entities) for f in fused
+        ]
         timings["build"] = _ms(t_build)
         timings["total"] = _ms(t_start)
         return SearchResponse(
-            query=req.query, query_type=query_type, snapshot_id=self.manifest.snapshot_id,
-            axes_used=axes, axes_unavailable=dict(self.unavailable), hits=hits,
+            query=req.query,
+            query_type=query_type,
+            snapshot_id=self.manifest.snapshot_id,
+            axes_used=axes,
+            axes_unavailable=dict(self.unavailable),
+            hits=hits,
             timings_ms=timings,
         )
 
     def thumbnail_file(self, asset_id: str, principal: Principal) -> Path | None:
         """The stored thumbnail of an asset this snapshot serves to ``principal`` (None: none,
         or not the principal's to see)."""
-        if self.lance_dir is None or not re.fullmatch(r"[0-9a-f]{64}", asset_id) or \
-                "thumbnail" not in self.dataset.schema.names:
+        if (
+            self.lance_dir is None
+            or not re.fullmatch(r"[0-9a-f]{64}", asset_id)
+            or "thumbnail" not in self.dataset.schema.names
+        ):
             return None
-        rows = self.dataset.to_table(columns=["thumbnail"], limit=1, filter=sql_and(
-            self.where(principal), f"asset_id = {sql_str(asset_id)}", "thumbnail <> ''"),
-        ).column("thumbnail").to_pylist()
+        rows = (
+            self.dataset.to_table(
+                columns=["thumbnail"],
+                limit=1,
+                filter=sql_and(
+                    self.where(principal), f"asset_id = {sql_str(asset_id)}", "thumbnail <> ''"
+                ),
+            )
+            .column("thumbnail")
+            .to_pylist()
+        )
         if not rows:
             return None
         path = Path(self.lance_dir).parent / rows[0]  # thumbnails sit beside the lance dir
@@ -498,8 +575,12 @@ class Searcher:
         None when the principal may not see it or it does not exist."""
         if not isinstance(unit_id, str) or not unit_id or len(unit_id) > 256:
             return None
-        tbl = self.dataset.to_table(columns=["_rowid"], with_row_id=True, limit=1, filter=sql_and(
-            self.where(principal), f"unit_id = {sql_str(unit_id)}"))
+        tbl = self.dataset.to_table(
+            columns=["_rowid"],
+            with_row_id=True,
+            limit=1,
+            filter=sql_and(self.where(principal), f"unit_id = {sql_str(unit_id)}"),
+        )
         if not tbl.num_rows:
             return None
         row_id = int(tbl.column("_rowid")[0].as_py())
@@ -508,8 +589,9 @@ class Searcher:
         return build_hit(row, 0.0, {}, QueryMatcher(""), fusion)
 
     # -- find similar ----------------------------------------------------------------------
-    def similar(self, request: SimilarRequest | str, principal: Principal,
-                **kw: Any) -> SearchResponse:
+    def similar(
+        self, request: SimilarRequest | str, principal: Principal, **kw: Any
+    ) -> SearchResponse:
         """Units like ``asset_id``: its own vector as the query (image -> image on VV; the mean
         of a document's chunk vectors on MV). The asset itself is left out. The asset must be
         one ``principal`` may see, and so must every hit."""
@@ -526,32 +608,50 @@ class Searcher:
         cols = [c for c in ("vector_vv", "has_vv", "vector_mv", "has_mv") if c in names]
         rows = self.dataset.to_table(columns=cols, filter=sql_and(where, own)).to_pylist()
         if not rows:
-            raise KeyError(f"no unit of asset {req.asset_id} in snapshot "
-                           f"{self.manifest.snapshot_id} for tenant {principal.tenant!r}")
+            raise KeyError(
+                f"no unit of asset {req.asset_id} in snapshot "
+                f"{self.manifest.snapshot_id} for tenant {principal.tenant!r}"
+            )
         has_vv = any(r.get("has_vv") for r in rows)
         axis = req.axis or ("vv" if has_vv and "vv" not in self.unavailable else "mv")
         if axis in self.unavailable:
-            raise AxisUnavailable(f"axis {axis!r} is unavailable in snapshot "
-                                  f"{self.manifest.snapshot_id}: {self.unavailable[axis]}")
-        vecs = [np.asarray(r[f"vector_{axis}"], dtype=np.float32) for r in rows
-                if r.get(f"has_{axis}")]
+            raise AxisUnavailable(
+                f"axis {axis!r} is unavailable in snapshot "
+                f"{self.manifest.snapshot_id}: {self.unavailable[axis]}"
+            )
+        vecs = [
+            np.asarray(r[f"vector_{axis}"], dtype=np.float32) for r in rows if r.get(f"has_{axis}")
+        ]
         if not vecs:
             raise AxisUnavailable(f"asset {req.asset_id} has no {axis} vector to search with")
         query = np.mean(vecs, axis=0)
         query /= max(float(np.linalg.norm(query)), 1e-12)
         limit = max(100, req.k * 5)
-        found = vector_candidates(self.dataset, f"vector_{axis}", f"has_{axis} = true", query,
-                                  where, limit, exclude=f"asset_id <> {sql_str(req.asset_id)}")
+        found = vector_candidates(
+            self.dataset,
+            f"vector_{axis}",
+            f"has_{axis} = true",
+            query,
+            where,
+            limit,
+            exclude=f"asset_id <> {sql_str(req.asset_id)}",
+        )
         weights = {axis: 1.0}
-        fused = fuse_candidates({axis: found}, weights, req.k,
-                                partial(self._row_keys.keys, collapse=req.collapse))
+        fused = fuse_candidates(
+            {axis: found}, weights, req.k, partial(self._row_keys.keys, collapse=req.collapse)
+        )
         fetched = self._fetch_rows([f.row_id for f in fused])
-        fusion = FusionInfo(query_type="visual" if axis == "vv" else "semantic",
-                            weights=weights, rrf_k=RRF_K)
+        fusion = FusionInfo(
+            query_type="visual" if axis == "vv" else "semantic", weights=weights, rrf_k=RRF_K
+        )
         matcher = QueryMatcher("")
         hits = [build_hit(fetched[f.row_id], f.score, f.axes, matcher, fusion) for f in fused]
         return SearchResponse(
-            query=f"similar:{req.asset_id}", query_type=fusion.query_type,
-            snapshot_id=self.manifest.snapshot_id, axes_used=[axis],
-            axes_unavailable=dict(self.unavailable), hits=hits,
-            timings_ms={"total": _ms(t_start)})
+            query=f"similar:{req.asset_id}",
+            query_type=fusion.query_type,
+            snapshot_id=self.manifest.snapshot_id,
+            axes_used=[axis],
+            axes_unavailable=dict(self.unavailable),
+            hits=hits,
+            timings_ms={"total": _ms(t_start)},
+        )

@@ -92,14 +92,23 @@ else:
 def log_config(level: str = "INFO", fmt: str = "json") -> dict[str, Any]:
     """``fmt``: ``json`` (one object per line: ``rag_pipeline.jsonlog``) or ``text``."""
     formatter: dict[str, Any] = (
-        {"()": "rag_pipeline.jsonlog.JsonFormatter"} if fmt == "json" else
-        {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"})
+        {"()": "rag_pipeline.jsonlog.JsonFormatter"}
+        if fmt == "json"
+        else {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"}
+    )
     return {
-        "version": 1, "disable_existing_loggers": False,
+        "version": 1,
+        "disable_existing_loggers": False,
         "filters": {"request_id": {"()": "serving.middleware.RequestIdFilter"}},
         "formatters": {"default": formatter},
-        "handlers": {"default": {"class": "logging.StreamHandler", "formatter": "default",
-                                 "filters": ["request_id"], "stream": "ext://sys.stderr"}},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "formatter": "default",
+                "filters": ["request_id"],
+                "stream": "ext://sys.stderr",
+            }
+        },
         "loggers": {
             "serving": {"handlers": ["default"], "level": level, "propagate": False},
             "uvicorn": {"handlers": ["default"], "level": level, "propagate": False},
@@ -118,8 +127,10 @@ def check_startup(settings: Settings, host: str, *, workers: int = 1, dev: bool 
         raise ServeRefused("--workers must be at least 1")
     if dev:
         if not is_loopback(host):
-            raise ServeRefused(f"--dev serves without API keys: only on a loopback address "
-                               f"(127.0.0.1, ::1, localhost), not {host!r}")
+            raise ServeRefused(
+                f"--dev serves without API keys: only on a loopback address "
+                f"(127.0.0.1, ::1, localhost), not {host!r}"
+            )
         if workers > 1:
             raise ServeRefused("--dev runs one worker")
         try:
@@ -136,32 +147,51 @@ def check_startup(settings: Settings, host: str, *, workers: int = 1, dev: bool 
         raise ServeRefused(
             f"no active API key in the key store ({keys.describe()}): create one with "
             "`rag-pipeline keys create --tenant T --scopes read`, or try the API keyless "
-            "with `rag-pipeline serve --dev` on 127.0.0.1")
+            "with `rag-pipeline serve --dev` on 127.0.0.1"
+        )
     return keys
 
 
-DEV_BANNER = ("\n" + "!" * 78 + "\n!! DEV MODE: API keys are NOT required. Keyless requests are "
-              "served as tenant {tenant!r}.\n!! Listening on {host} only. Never use --dev in "
-              "production.\n" + "!" * 78)
+DEV_BANNER = (
+    "\n" + "!" * 78 + "\n!! DEV MODE: API keys are NOT required. Keyless requests are "
+    "served as tenant {tenant!r}.\n!! Listening on {host} only. Never use --dev in "
+    "production.\n" + "!" * 78
+)
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080, *, workers: int = 1,
-          dev: bool = False, log_level: str = "info") -> None:
+def serve(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    workers: int = 1,
+    dev: bool = False,
+    log_level: str = "info",
+) -> None:
     """Run the API until SIGTERM / SIGINT (blocking)."""
     keys = check_startup(settings, host, workers=workers, dev=dev)
     logging.config.dictConfig(log_config(log_level.upper(), settings.log_format))
     common: dict[str, Any] = dict(
-        host=host, port=port, http=HTTP_PROTOCOL, lifespan="on",
+        host=host,
+        port=port,
+        http=HTTP_PROTOCOL,
+        lifespan="on",
         limit_concurrency=settings.max_connections,
         timeout_keep_alive=settings.keepalive_s,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
-        access_log=False, server_header=False,
+        access_log=False,
+        server_header=False,
         log_config=log_config(log_level.upper(), settings.log_format),
-        h11_max_incomplete_event_size=16 * 1024)
+        h11_max_incomplete_event_size=16 * 1024,
+    )
     if dev:
         print(DEV_BANNER.format(tenant=settings.tenant_id, host=host), flush=True)
-        log.warning("DEV MODE: serving without API keys on %s:%d as tenant %r", host, port,
-                    settings.tenant_id)
+        log.warning(
+            "DEV MODE: serving without API keys on %s:%d as tenant %r",
+            host,
+            port,
+            settings.tenant_id,
+        )
     if workers > 1:
         if keys is not None:
             keys.close()

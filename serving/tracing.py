@@ -29,8 +29,10 @@ def tracer_for(endpoint: str | None) -> Any | None:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError:
-        log.warning("RAG_OTLP_ENDPOINT is set but the otel extra is not installed "
-                    "(pip install 'rag_pipeline[otel]'): no tracing")
+        log.warning(
+            "RAG_OTLP_ENDPOINT is set but the otel extra is not installed "
+            "(pip install 'rag_pipeline[otel]'): no tracing"
+        )
         return None
     provider = _providers.get(endpoint)
     if provider is None:
@@ -43,8 +45,9 @@ def tracer_for(endpoint: str | None) -> Any | None:
     return provider.get_tracer("serving")
 
 
-def stage_spans(tracer: Any, parent: Any, op: str, timings_ms: Mapping[str, float],
-                end_ns: int | None = None) -> None:
+def stage_spans(
+    tracer: Any, parent: Any, op: str, timings_ms: Mapping[str, float], end_ns: int | None = None
+) -> None:
     """Child spans of ``parent`` for each stage in ``timings_ms``, laid out backwards from
     ``end_ns`` (now)."""
     from opentelemetry import trace
@@ -66,8 +69,11 @@ def stage_spans(tracer: Any, parent: Any, op: str, timings_ms: Mapping[str, floa
     encodes = [k for k in ms if k.endswith("_encode")]
     for k in encodes:
         cursor = span(k, cursor, ms[k])
-    axes = [k for k in ms if k not in encodes and k not in
-            ("axes_wall", "fuse", "fetch", "build", "total")]
+    axes = [
+        k
+        for k in ms
+        if k not in encodes and k not in ("axes_wall", "fuse", "fetch", "build", "total")
+    ]
     for k in axes:
         span(k, cursor, ms[k])
     cursor = t0 + int(ms.get("axes_wall", 0.0) * 1e6)

@@ -14,8 +14,9 @@ from rag_pipeline.snapshot.schema import SnapshotManifest
 from serving.errors import ModelMismatch
 
 
-def load_vv_encoder(manifest: SnapshotManifest,
-                    vv_model_dir: str | None) -> tuple[Any | None, str | None]:
+def load_vv_encoder(
+    manifest: SnapshotManifest, vv_model_dir: str | None
+) -> tuple[Any | None, str | None]:
     """(encoder, None) or (None, why the VV axis is unavailable). Raises ``ModelMismatch``."""
     from rag_pipeline.analysis.analyzers.image_embedding import (
         ImageEncoder,
@@ -25,11 +26,16 @@ def load_vv_encoder(manifest: SnapshotManifest,
 
     info = manifest.axes.get("vv")
     if info is None or not info.available:
-        return None, (info.reason if info is not None and info.reason
-                      else f"snapshot {manifest.snapshot_id} has no VV vectors")
+        return None, (
+            info.reason
+            if info is not None and info.reason
+            else f"snapshot {manifest.snapshot_id} has no VV vectors"
+        )
     if info.model is None:
-        raise ModelMismatch(f"snapshot {manifest.snapshot_id} has a vv axis but no VV model "
-                            "spec: cannot verify a query encoder against it")
+        raise ModelMismatch(
+            f"snapshot {manifest.snapshot_id} has a vv axis but no VV model "
+            "spec: cannot verify a query encoder against it"
+        )
     model_dir = vv_model_dir or info.model_dir
     if not model_dir:
         return None, "no VV query model directory recorded or given (RAG_QUERY_VV_MODEL_DIR)"
@@ -41,7 +47,8 @@ def load_vv_encoder(manifest: SnapshotManifest,
         raise ModelMismatch(
             f"refusing the vv axis of snapshot {manifest.snapshot_id}: its image vectors were "
             f"built by {info.model.model_id} (weights {info.model.weights_checksum[:12]}), the "
-            f"query model in {model_dir} has weights {spec.weights_checksum[:12]}")
+            f"query model in {model_dir} has weights {spec.weights_checksum[:12]}"
+        )
     try:
         encoder = ImageEncoder.load(model_dir)
     except (ModelError, OSError) as exc:

@@ -15,8 +15,9 @@ from typing import Literal
 from rag_pipeline import errors
 from rag_pipeline.errors import ModelMismatch
 
-FailureClass = Literal["transient_io", "resource_exhausted", "model_error", "model_mismatch",
-                       "unexpected"]
+FailureClass = Literal[
+    "transient_io", "resource_exhausted", "model_error", "model_mismatch", "unexpected"
+]
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class RetryRule:
     base_delay_s: float
 
     def delay(self, retry_number: int) -> float:
-        return self.base_delay_s * (2 ** retry_number)
+        return self.base_delay_s * (2**retry_number)
 
 
 RETRY_RULES: dict[str, RetryRule] = {
@@ -40,8 +41,11 @@ RETRY_RULES: dict[str, RetryRule] = {
 def classify(exc: BaseException) -> FailureClass:
     if isinstance(exc, ModelMismatch):
         return "model_mismatch"
-    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower() or \
-            type(exc).__name__ == "OutOfMemoryError":
+    if (
+        isinstance(exc, MemoryError)
+        or "out of memory" in str(exc).lower()
+        or type(exc).__name__ == "OutOfMemoryError"
+    ):
         return "resource_exhausted"
     if isinstance(exc, errors.ModelError):
         return "model_error"

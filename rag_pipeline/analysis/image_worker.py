@@ -36,16 +36,22 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH = {"ocr": 8, "caption": 8}
 
 
-def _decoded_batches(tasks: list[TaskSpec], batch_size: int, target_side: int | None,
-                     failed: Callable[[TaskSpec, BaseException], None]
-                     ) -> Iterator[list[tuple[TaskSpec, Any]]]:
+def _decoded_batches(
+    tasks: list[TaskSpec],
+    batch_size: int,
+    target_side: int | None,
+    failed: Callable[[TaskSpec, BaseException], None],
+) -> Iterator[list[tuple[TaskSpec, Any]]]:
     from rag_pipeline.analysis.analyzers.image_decode import decode_image
 
     batch: list[tuple[TaskSpec, Any]] = []
     for task in tasks:
         try:
-            decoded = decode_image(read_verified(task), max_pixels=int(task.config["max_pixels"]),
-                                   target_side=target_side)
+            decoded = decode_image(
+                read_verified(task),
+                max_pixels=int(task.config["max_pixels"]),
+                target_side=target_side,
+            )
         except Exception as exc:
             failed(task, exc)
             continue
@@ -60,9 +66,13 @@ def _decoded_batches(tasks: list[TaskSpec], batch_size: int, target_side: int | 
 def _ocr_analyzer(profile: Profile, settings: Settings):
     from rag_pipeline.analysis.analyzers import ocr
 
-    cfg = ocr.OcrConfig.model_validate({k: v for k, v in (profile.tasks["ocr"].config
-                                                          | profile.runtime).items()
-                                        if k in ocr.OcrConfig.model_fields})
+    cfg = ocr.OcrConfig.model_validate(
+        {
+            k: v
+            for k, v in (profile.tasks["ocr"].config | profile.runtime).items()
+            if k in ocr.OcrConfig.model_fields
+        }
+    )
 
     def run(decoded: list) -> list[tuple[list[EvidenceText], list[EvidenceVector]] | Exception]:
         out: list = []
@@ -81,9 +91,11 @@ def _vv_analyzer(profile: Profile, settings: Settings):
     from rag_pipeline.analysis.analyzers.image_embedding import ImageEncoder
 
     # Model parity was checked before any work (analysis.check_model_parity).
-    enc = ImageEncoder.load(profile.local_model_dir(),
-                            device=profile.runtime.get("device") or settings.vv_device,
-                            dtype=profile.runtime.get("dtype") or settings.vv_dtype)
+    enc = ImageEncoder.load(
+        profile.local_model_dir(),
+        device=profile.runtime.get("device") or settings.vv_device,
+        dtype=profile.runtime.get("dtype") or settings.vv_dtype,
+    )
 
     def run(decoded: list) -> list:
         vecs = enc.encode_images([d.image for d in decoded], batch_size=len(decoded))
@@ -109,16 +121,20 @@ def _caption_analyzer(profile: Profile, settings: Settings):
 ANALYZERS = {"ocr": _ocr_analyzer, "vv_embed": _vv_analyzer, "caption": _caption_analyzer}
 
 
-def run_image_tasks(settings: Settings, profile: Profile, tasks: list[TaskSpec],
-                    run_id: str) -> list[ResultEnvelope]:
+def run_image_tasks(
+    settings: Settings, profile: Profile, tasks: list[TaskSpec], run_id: str
+) -> list[ResultEnvelope]:
     envelopes: list[ResultEnvelope] = []
 
     def failed(task: TaskSpec, exc: BaseException) -> None:
         envelopes.append(ResultEnvelope.build(task, run_id, error=error_info(exc, task.uri)))
 
     analyze, side = ANALYZERS[profile.analyzer](profile, settings)
-    default = (settings.vv_batch_size if profile.analyzer == "vv_embed"
-               else DEFAULT_BATCH[profile.analyzer])
+    default = (
+        settings.vv_batch_size
+        if profile.analyzer == "vv_embed"
+        else DEFAULT_BATCH[profile.analyzer]
+    )
     batch_size = int(profile.runtime.get("batch_size", default))
     for batch in _decoded_batches(tasks, batch_size, side, failed):
         try:
@@ -134,8 +150,7 @@ def run_image_tasks(settings: Settings, profile: Profile, tasks: list[TaskSpec],
                 failed(task, res)
             else:
                 texts, vectors = res
-                envelopes.append(ResultEnvelope.build(task, run_id, texts=texts,
-                                                      vectors=vectors))
+                envelopes.append(ResultEnvelope.build(task, run_id, texts=texts, vectors=vectors))
     return envelopes
 
 
@@ -164,7 +179,9 @@ def captioner_for_profile(profile: Profile) -> Captioner:
     captioner = load_captioner(captioner_config_for_profile(profile))
     wanted = profile.tasks["caption"].model
     if wanted.backend != "openai" and captioner.spec.weights_checksum != wanted.weights_checksum:
-        raise ModelMismatch(f"model_mismatch: VLM at {profile.model_dir} has weights "
-                            f"{captioner.spec.weights_checksum[:16]}, the profile's tasks name "
-                            f"{wanted.weights_checksum[:16]}")
+        raise ModelMismatch(
+            f"model_mismatch: VLM at {profile.model_dir} has weights "
+            f"{captioner.spec.weights_checksum[:16]}, the profile's tasks name "
+            f"{wanted.weights_checksum[:16]}"
+        )
     return captioner

@@ -39,8 +39,11 @@ POOL_OF = {"text": "cpu", "ocr": "cpu", "mv_embed": "gpu", "vv_embed": "gpu", "c
 AXIS_OF = {"text": "text", "mv_embed": "mv", "ocr": "ocr", "vv_embed": "vv", "caption": "caption"}
 IMAGE_ONLY = frozenset({"ocr", "vv_embed", "caption"})
 REQUIRED_POLICY = ("text", "mv")
-BACKENDS_OF = {"mv_embed": {"sentence-transformers"}, "vv_embed": {"transformers"},
-               "caption": {"transformers", "vllm", "openai"}}
+BACKENDS_OF = {
+    "mv_embed": {"sentence-transformers"},
+    "vv_embed": {"transformers"},
+    "caption": {"transformers", "vllm", "openai"},
+}
 
 
 class ProfileError(ValueError):
@@ -52,8 +55,9 @@ class ModelRef(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    backend: Literal["sentence-transformers", "transformers", "vllm", "openai"] = \
+    backend: Literal["sentence-transformers", "transformers", "vllm", "openai"] = (
         "sentence-transformers"
+    )
     # A local directory; "package:<module>" for a model shipped in a Python package. None only
     # for an OpenAI-compatible endpoint (its address is in the profile's config: base_url).
     model_dir: str | None = None
@@ -75,18 +79,23 @@ class ProfileSpec(BaseModel):
     def _model_when_needed(self) -> ProfileSpec:
         if self.analyzer in ("text", "ocr"):
             if self.model is not None:
-                raise ValueError(f"profile {self.name!r}: {self.analyzer} profiles are built "
-                                 "in, no model")
+                raise ValueError(
+                    f"profile {self.name!r}: {self.analyzer} profiles are built in, no model"
+                )
             return self
         if self.model is None:
             raise ValueError(f"profile {self.name!r}: a {self.analyzer} profile needs a model")
         if self.model.backend not in BACKENDS_OF[self.analyzer]:
-            raise ValueError(f"profile {self.name!r}: backend {self.model.backend!r} cannot run "
-                             f"{self.analyzer} (use {sorted(BACKENDS_OF[self.analyzer])})")
+            raise ValueError(
+                f"profile {self.name!r}: backend {self.model.backend!r} cannot run "
+                f"{self.analyzer} (use {sorted(BACKENDS_OF[self.analyzer])})"
+            )
         if self.model.backend == "openai":
             if not self.config.get("base_url") or not self.model.model_id:
-                raise ValueError(f"profile {self.name!r}: an openai backend needs "
-                                 "config.base_url and model.model_id")
+                raise ValueError(
+                    f"profile {self.name!r}: an openai backend needs "
+                    "config.base_url and model.model_id"
+                )
         elif not self.model.model_dir:
             raise ValueError(f"profile {self.name!r}: model.model_dir is required")
         return self
@@ -121,8 +130,10 @@ class ModelsFile(BaseModel):
             if name not in by_name:
                 raise ValueError(f"policy {axis!r} -> {name!r}: no such profile")
             if AXIS_OF[by_name[name].analyzer] != axis:
-                raise ValueError(f"policy {axis!r} -> {name!r}: that profile serves the "
-                                 f"{AXIS_OF[by_name[name].analyzer]!r} axis")
+                raise ValueError(
+                    f"policy {axis!r} -> {name!r}: that profile serves the "
+                    f"{AXIS_OF[by_name[name].analyzer]!r} axis"
+                )
         return self
 
 
@@ -204,24 +215,43 @@ def builtin_spec(name: str, revision: str) -> ModelSpec:
 
 
 # Caption settings that are runtime, not identity (see Profile.runtime).
-_CAPTION_RUNTIME_KEYS = {"base_url", "api_key_env", "timeout_s", "batch_size", "device",
-                         "max_retries", "retry_backoff_s", "concurrency", "max_model_len",
-                         "gpu_memory_utilization"}
+_CAPTION_RUNTIME_KEYS = {
+    "base_url",
+    "api_key_env",
+    "timeout_s",
+    "batch_size",
+    "device",
+    "max_retries",
+    "retry_backoff_s",
+    "concurrency",
+    "max_model_len",
+    "gpu_memory_utilization",
+}
 
 
 def _pinned(local: ModelSpec, ref: ModelRef) -> ModelSpec:
     """A pinned revision/checksum is what tasks ask for; the worker checks the local model
     against it (model parity). Unpinned, the weights found now are pinned into the tasks."""
-    return local.model_copy(update={
-        k: v for k, v in (("model_id", ref.model_id), ("revision", ref.revision),
-                          ("weights_checksum", ref.weights_checksum)) if v})
+    return local.model_copy(
+        update={
+            k: v
+            for k, v in (
+                ("model_id", ref.model_id),
+                ("revision", ref.revision),
+                ("weights_checksum", ref.weights_checksum),
+            )
+            if v
+        }
+    )
 
 
 def _unavailable_spec(ref: ModelRef, model_dir: Path | None) -> ModelSpec:
-    return ModelSpec(backend=ref.backend, model_id=ref.model_id or (model_dir.name if model_dir
-                                                                    else "unknown"),
-                     revision=ref.revision or "unavailable",
-                     weights_checksum=ref.weights_checksum or "none")
+    return ModelSpec(
+        backend=ref.backend,
+        model_id=ref.model_id or (model_dir.name if model_dir else "unknown"),
+        revision=ref.revision or "unavailable",
+        weights_checksum=ref.weights_checksum or "none",
+    )
 
 
 def _local_dir(spec: ProfileSpec, model_dir: Path | None) -> Path:
@@ -234,18 +264,26 @@ def _local_dir(spec: ProfileSpec, model_dir: Path | None) -> Path:
 def _resolve_text(spec: ProfileSpec, settings: Settings) -> Profile:
     cfg = spec.config
     return Profile(
-        name=spec.name, analyzer="text", pool="cpu", description=spec.description,
+        name=spec.name,
+        analyzer="text",
+        pool="cpu",
+        description=spec.description,
         tasks={
-            "doc_text": TaskProfile("doc_text", builtin_spec("doc_text",
-                                                             doc_text.ANALYZER_REVISION),
-                                    {"chunk_tokens": int(cfg.get("chunk_tokens",
-                                                                 settings.chunk_tokens)),
-                                     "chunk_overlap": int(cfg.get("chunk_overlap",
-                                                                  settings.chunk_overlap))}),
-            "image_meta": TaskProfile("image_meta", builtin_spec(
-                "image_meta", image_metadata.ANALYZER_REVISION),
-                {"max_pixels": int(cfg.get("max_pixels", settings.max_image_pixels))}),
-        })
+            "doc_text": TaskProfile(
+                "doc_text",
+                builtin_spec("doc_text", doc_text.ANALYZER_REVISION),
+                {
+                    "chunk_tokens": int(cfg.get("chunk_tokens", settings.chunk_tokens)),
+                    "chunk_overlap": int(cfg.get("chunk_overlap", settings.chunk_overlap)),
+                },
+            ),
+            "image_meta": TaskProfile(
+                "image_meta",
+                builtin_spec("image_meta", image_metadata.ANALYZER_REVISION),
+                {"max_pixels": int(cfg.get("max_pixels", settings.max_image_pixels))},
+            ),
+        },
+    )
 
 
 def _resolve_ocr(spec: ProfileSpec, settings: Settings) -> Profile:
@@ -257,10 +295,15 @@ def _resolve_ocr(spec: ProfileSpec, settings: Settings) -> Profile:
     # still run and fail retryably (OcrUnavailable), so installing it later fills the gap.
     # A timeout changes no output: runtime, not identity.
     identity = cfg.model_dump(exclude={"timeout_s"}) | {"max_pixels": settings.max_image_pixels}
-    return Profile(name=spec.name, analyzer="ocr", pool="cpu", description=spec.description,
-                   tasks={"ocr": TaskProfile("ocr", model, identity)},
-                   runtime={"timeout_s": cfg.timeout_s},
-                   extra={"tesseract": reason or "available"})
+    return Profile(
+        name=spec.name,
+        analyzer="ocr",
+        pool="cpu",
+        description=spec.description,
+        tasks={"ocr": TaskProfile("ocr", model, identity)},
+        runtime={"timeout_s": cfg.timeout_s},
+        extra={"tesseract": reason or "available"},
+    )
 
 
 def _resolve_model(spec: ProfileSpec, settings: Settings, base: Path | None) -> Profile:
@@ -276,7 +319,8 @@ def _resolve_model(spec: ProfileSpec, settings: Settings, base: Path | None) -> 
             model_dir = Path(settings.mv_model_dir)
         declared = _pinned(model_spec_for(_local_dir(spec, model_dir)), ref)
         cfg = {"normalize": True, "title_prefix": True} | {
-            k: v for k, v in spec.config.items() if k != "text_profile"}
+            k: v for k, v in spec.config.items() if k != "text_profile"
+        }
         runtime: dict[str, Any] = {}
     elif spec.analyzer == "vv_embed":
         from rag_pipeline.analysis.analyzers.image_embedding import image_model_spec
@@ -286,19 +330,24 @@ def _resolve_model(spec: ProfileSpec, settings: Settings, base: Path | None) -> 
             declared = _pinned(image_model_spec(local_dir), ref)
         except (FileNotFoundError, OSError, ValueError, errors.ModelError) as exc:
             declared, unavailable = _unavailable_spec(ref, model_dir), str(exc)
-        runtime = {k: spec.config[k] for k in ("batch_size", "device", "dtype")
-                   if k in spec.config}
+        runtime = {k: spec.config[k] for k in ("batch_size", "device", "dtype") if k in spec.config}
         # Decode side: JPEG draft decoding stops at the smallest scale still this large.
-        cfg = {"normalize": True, "decode_side": int(spec.config.get("decode_side", 448)),
-               "max_pixels": settings.max_image_pixels}
+        cfg = {
+            "normalize": True,
+            "decode_side": int(spec.config.get("decode_side", 448)),
+            "max_pixels": settings.max_image_pixels,
+        }
     else:  # caption
         from rag_pipeline.analysis.analyzers import captioning
 
         if ref.backend == "openai":
             # A remote model has no local weights: its id and the declared revision pin it.
-            declared = ModelSpec(backend="openai", model_id=str(ref.model_id),
-                                 revision=ref.revision or "unpinned",
-                                 weights_checksum=ref.weights_checksum or "none")
+            declared = ModelSpec(
+                backend="openai",
+                model_id=str(ref.model_id),
+                revision=ref.revision or "unpinned",
+                weights_checksum=ref.weights_checksum or "none",
+            )
         else:
             local_dir = _local_dir(spec, model_dir)
             try:
@@ -306,15 +355,23 @@ def _resolve_model(spec: ProfileSpec, settings: Settings, base: Path | None) -> 
             except (FileNotFoundError, OSError, ValueError, errors.ModelError) as exc:
                 declared, unavailable = _unavailable_spec(ref, model_dir), str(exc)
         runtime = {k: v for k, v in spec.config.items() if k in _CAPTION_RUNTIME_KEYS}
-        cfg = {"prompt_version": captioning.PROMPT_VERSION,
-               "max_pixels": settings.max_image_pixels} | {
-            k: v for k, v in spec.config.items() if k not in _CAPTION_RUNTIME_KEYS}
+        cfg = {
+            "prompt_version": captioning.PROMPT_VERSION,
+            "max_pixels": settings.max_image_pixels,
+        } | {k: v for k, v in spec.config.items() if k not in _CAPTION_RUNTIME_KEYS}
     task_type = spec.analyzer
-    return Profile(name=spec.name, analyzer=spec.analyzer, pool=POOL_OF[spec.analyzer],
-                   model_dir=model_dir, declared=ref, description=spec.description,
-                   text_profile=spec.config.get("text_profile"), runtime=runtime,
-                   unavailable=unavailable,
-                   tasks={task_type: TaskProfile(task_type, declared, cfg)})
+    return Profile(
+        name=spec.name,
+        analyzer=spec.analyzer,
+        pool=POOL_OF[spec.analyzer],
+        model_dir=model_dir,
+        declared=ref,
+        description=spec.description,
+        text_profile=spec.config.get("text_profile"),
+        runtime=runtime,
+        unavailable=unavailable,
+        tasks={task_type: TaskProfile(task_type, declared, cfg)},
+    )
 
 
 def _resolve(spec: ProfileSpec, settings: Settings, base: Path | None) -> Profile:
@@ -335,8 +392,7 @@ class Profiles:
         try:
             return self.by_name[name]
         except KeyError:
-            raise ProfileError(f"unknown profile {name!r}; known: {sorted(self.by_name)}") \
-                from None
+            raise ProfileError(f"unknown profile {name!r}; known: {sorted(self.by_name)}") from None
 
     @property
     def names(self) -> list[str]:
@@ -360,8 +416,9 @@ def _load_cached(path: str, mtime_ns: int, settings_json: str) -> Profiles:
         if prof.analyzer == "mv_embed":
             tp = prof.text_profile or mf.policy["text"]
             if tp not in by_name or by_name[tp].analyzer != "text":
-                raise ProfileError(f"profile {prof.name!r}: text_profile {tp!r} is not a text "
-                                   "profile")
+                raise ProfileError(
+                    f"profile {prof.name!r}: text_profile {tp!r} is not a text profile"
+                )
     return Profiles(by_name=by_name, policy=dict(mf.policy), source=str(p))
 
 

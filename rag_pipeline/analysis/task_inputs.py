@@ -19,13 +19,15 @@ class ContentChanged(errors.AnalysisError):
 def error_info(exc: BaseException, uri: str) -> ErrorInfo:
     """A failed task's error: its class is what the dead letter records."""
     if isinstance(exc, errors.AnalysisError):
-        return ErrorInfo(error_class=exc.error_class, message=str(exc)[:2000],
-                         retryable=exc.retryable)
+        return ErrorInfo(
+            error_class=exc.error_class, message=str(exc)[:2000], retryable=exc.retryable
+        )
     if isinstance(exc, OSError):
         return ErrorInfo(error_class="UnreadableFile", message=f"{uri}: {exc}", retryable=True)
     # An analyzer bug must not sink the partition.
-    return ErrorInfo(error_class=f"AnalyzerCrash.{type(exc).__name__}",
-                     message=f"{uri}: {exc}"[:2000])
+    return ErrorInfo(
+        error_class=f"AnalyzerCrash.{type(exc).__name__}", message=f"{uri}: {exc}"[:2000]
+    )
 
 
 def read_verified(task: TaskSpec) -> bytes:

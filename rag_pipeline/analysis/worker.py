@@ -70,8 +70,11 @@ def embed_text_for(task_type: str, texts: list[EvidenceText]) -> list[tuple[str,
     """
     title = next((t.text for t in texts if t.kind == "title"), "")
     if task_type == "doc_text":
-        return [(f"chunk:{t.ordinal}", f"{title}\n{t.text}" if title else t.text)
-                for t in texts if t.kind == "chunk"]
+        return [
+            (f"chunk:{t.ordinal}", f"{title}\n{t.text}" if title else t.text)
+            for t in texts
+            if t.kind == "chunk"
+        ]
     parts = [t.text for t in texts if t.kind in ("title", "description", "caption")]
     keywords = [t.text for t in texts if t.kind in ("keyword", "tag")]
     if keywords:
@@ -114,23 +117,34 @@ def check_model_parity(profile: Profile, tasks: list[TaskSpec]) -> ModelSpec | N
                 raise ModelMismatch(
                     f"model_mismatch: profile {profile.name!r} task {t.dedupe_key[:12]} wants "
                     f"{field_name} {getattr(wanted, field_name)[:16]}, the local model at "
-                    f"{profile.model_dir} has {getattr(local, field_name)[:16]}")
+                    f"{profile.model_dir} has {getattr(local, field_name)[:16]}"
+                )
     return local
 
 
 def _analyze_text(task: TaskSpec, data: bytes, settings: Settings) -> list[EvidenceText]:
     if task.task_type == "doc_text":
-        return analyze_document(data, task.media_type, Path(task.uri).name,
-                                chunk_tokens=int(task.config["chunk_tokens"]),
-                                chunk_overlap=int(task.config["chunk_overlap"]))
-    analysis = analyze_image(data, sidecar_bytes(Path(task.uri)),
-                             max_pixels=int(task.config["max_pixels"]))
+        return analyze_document(
+            data,
+            task.media_type,
+            Path(task.uri).name,
+            chunk_tokens=int(task.config["chunk_tokens"]),
+            chunk_overlap=int(task.config["chunk_overlap"]),
+        )
+    analysis = analyze_image(
+        data, sidecar_bytes(Path(task.uri)), max_pixels=int(task.config["max_pixels"])
+    )
     return analysis.evidence
 
 
-def run_partition(settings: Settings, profile_name: str, shard: str,
-                  dagster_run_id: str | None = None, encoder: TextEncoder | None = None,
-                  profiles: Profiles | None = None) -> ShardResult:
+def run_partition(
+    settings: Settings,
+    profile_name: str,
+    shard: str,
+    dagster_run_id: str | None = None,
+    encoder: TextEncoder | None = None,
+    profiles: Profiles | None = None,
+) -> ShardResult:
     t_start = time.perf_counter()
     profiles = profiles or load_profiles(settings)
     profile = profiles[profile_name]
@@ -149,18 +163,31 @@ def run_partition(settings: Settings, profile_name: str, shard: str,
     if profile.analyzer in IMAGE_ONLY:
         t0 = time.perf_counter()
         envelopes[profile.analyzer] = image_worker.run_image_tasks(
-            settings, profile, tasks, run_ids[profile.analyzer])
+            settings, profile, tasks, run_ids[profile.analyzer]
+        )
         out.seconds[profile.analyzer] = time.perf_counter() - t0
-        return _stage(settings, profile_name, shard, part_key, dagster_run_id, started,
-                      run_ids, envelopes, out, t_start)
+        return _stage(
+            settings,
+            profile_name,
+            shard,
+            part_key,
+            dagster_run_id,
+            started,
+            run_ids,
+            envelopes,
+            out,
+            t_start,
+        )
     text_profile = profile if profile.analyzer == "text" else profiles.text_profile_for(profile)
 
     # 1. Text analyzers: the text profile's own tasks, or the input of pending mv tasks.
     # Keyed by (tenant, asset): the same bytes in two tenants are two tasks, analysed for each.
     mv_tasks = {(t.tenant_id, t.asset_id): t for t in by_type.get("mv_embed", [])}
     text_tasks: dict[tuple[str, str], TaskSpec] = {
-        (t.tenant_id, t.asset_id): t for tt in ("doc_text", "image_meta")
-        for t in by_type.get(tt, [])}
+        (t.tenant_id, t.asset_id): t
+        for tt in ("doc_text", "image_meta")
+        for t in by_type.get(tt, [])
+    }
     t0 = time.perf_counter()
     texts_for_mv: dict[tuple[str, str], tuple[str, list[EvidenceText]]] = {}
     for asset_id in sorted(set(text_tasks) | set(mv_tasks)):
@@ -170,8 +197,9 @@ def run_partition(settings: Settings, profile_name: str, shard: str,
         text_type = _text_type_for(probe)
         try:
             data = read_verified(probe)
-            texts = _analyze_text(_as_text_task(probe, text_profile.tasks[text_type]), data,
-                                  settings)
+            texts = _analyze_text(
+                _as_text_task(probe, text_profile.tasks[text_type]), data, settings
+            )
             if not texts:
                 raise errors.NoTextContent(f"{probe.uri}: no text evidence")
             error = None
@@ -181,14 +209,22 @@ def run_partition(settings: Settings, profile_name: str, shard: str,
             texts, error = [], error_info(exc, probe.uri)
         if task is not None:
             envelopes[task.task_type].append(
-                ResultEnvelope.build(task, run_ids[task.task_type], texts=texts, error=error))
+                ResultEnvelope.build(task, run_ids[task.task_type], texts=texts, error=error)
+            )
         if mv is not None:
             if error is not None:
                 # Same cause, recorded once (on the text task); a re-drive retries both.
-                envelopes["mv_embed"].append(ResultEnvelope.build(
-                    mv, run_ids["mv_embed"], error=ErrorInfo(
-                        error_class="UpstreamFailed", message=f"text analysis failed: "
-                        f"{error.error_class}", retryable=error.retryable)))
+                envelopes["mv_embed"].append(
+                    ResultEnvelope.build(
+                        mv,
+                        run_ids["mv_embed"],
+                        error=ErrorInfo(
+                            error_class="UpstreamFailed",
+                            message=f"text analysis failed: {error.error_class}",
+                            retryable=error.retryable,
+                        ),
+                    )
+                )
             else:
                 texts_for_mv[asset_id] = (text_type, texts)
     out.seconds["text_analyzers"] = time.perf_counter() - t0
@@ -198,8 +234,9 @@ def run_partition(settings: Settings, profile_name: str, shard: str,
     if texts_for_mv:
         enc = encoder or TextEncoder.load(profile.local_model_dir())
         if enc.spec.weights_checksum != mv_tasks[next(iter(texts_for_mv))].model.weights_checksum:
-            raise ModelMismatch(f"model_mismatch: encoder {enc.model_dir} is not the profile's "
-                                "model")
+            raise ModelMismatch(
+                f"model_mismatch: encoder {enc.model_dir} is not the profile's model"
+            )
         pairs: list[tuple[tuple[str, str], str, str]] = []
         for asset_id, (text_type, texts) in texts_for_mv.items():
             pairs += [(asset_id, target, text) for target, text in embed_text_for(text_type, texts)]
@@ -210,12 +247,25 @@ def run_partition(settings: Settings, profile_name: str, shard: str,
         for asset_id in texts_for_mv:
             # An image with no description has nothing for the MV axis: that is an ok
             # result with no vectors (the unit stays searchable by its other fields).
-            envelopes["mv_embed"].append(ResultEnvelope.build(
-                mv_tasks[asset_id], run_ids["mv_embed"], vectors=per_asset.get(asset_id, [])))
+            envelopes["mv_embed"].append(
+                ResultEnvelope.build(
+                    mv_tasks[asset_id], run_ids["mv_embed"], vectors=per_asset.get(asset_id, [])
+                )
+            )
     out.seconds["mv_embed"] = time.perf_counter() - t0
 
-    return _stage(settings, profile_name, shard, part_key, dagster_run_id, started, run_ids,
-                  envelopes, out, t_start)
+    return _stage(
+        settings,
+        profile_name,
+        shard,
+        part_key,
+        dagster_run_id,
+        started,
+        run_ids,
+        envelopes,
+        out,
+        t_start,
+    )
 
 
 def _store_thumbnail(settings: Settings, task: TaskSpec, data: bytes) -> None:
@@ -231,18 +281,28 @@ def _store_thumbnail(settings: Settings, task: TaskSpec, data: bytes) -> None:
     if thumbnail_path(target, task.asset_id).exists():
         return
     try:
-        decoded = decode_image(data, max_pixels=int(task.config["max_pixels"]),
-                               target_side=settings.thumbnail_side)
-        write_thumbnail(target, task.asset_id,
-                        thumbnail_bytes(decoded, max_side=settings.thumbnail_side))
+        decoded = decode_image(
+            data, max_pixels=int(task.config["max_pixels"]), target_side=settings.thumbnail_side
+        )
+        write_thumbnail(
+            target, task.asset_id, thumbnail_bytes(decoded, max_side=settings.thumbnail_side)
+        )
     except errors.AnalysisError:
         pass  # the metadata analysis already decoded it; a thumbnail is a convenience
 
 
-def _stage(settings: Settings, profile_name: str, shard: str, part_key: str,
-           dagster_run_id: str | None, started, run_ids: dict[str, str],
-           envelopes: dict[str, list[ResultEnvelope]], out: ShardResult,
-           t_start: float) -> ShardResult:
+def _stage(
+    settings: Settings,
+    profile_name: str,
+    shard: str,
+    part_key: str,
+    dagster_run_id: str | None,
+    started,
+    run_ids: dict[str, str],
+    envelopes: dict[str, list[ResultEnvelope]],
+    out: ShardResult,
+    t_start: float,
+) -> ShardResult:
     """Stage one batch per analysis run."""
     t0 = time.perf_counter()
     finished = utcnow()
@@ -254,15 +314,24 @@ def _stage(settings: Settings, profile_name: str, shard: str, part_key: str,
         # model provenance, the results and evidence it wrote each carry their own tenant.
         tenants = {e.task.tenant_id for e in envs}
         run = AnalysisRun(
-            run_id=run_ids[task_type], tenant_id=first.tenant_id if len(tenants) == 1 else "*",
+            run_id=run_ids[task_type],
+            tenant_id=first.tenant_id if len(tenants) == 1 else "*",
             analyzer=task_type,
-            profile=profile_name, model=first.model, config=first.config,
-            config_hash=first.config_hash, partition_key=part_key,
-            dagster_run_id=dagster_run_id, started_at=started, finished_at=finished,
-            n_tasks=len(envs), n_ok=sum(e.status == "ok" for e in envs),
+            profile=profile_name,
+            model=first.model,
+            config=first.config,
+            config_hash=first.config_hash,
+            partition_key=part_key,
+            dagster_run_id=dagster_run_id,
+            started_at=started,
+            finished_at=finished,
+            n_tasks=len(envs),
+            n_ok=sum(e.status == "ok" for e in envs),
             n_failed=sum(e.status == "failed" for e in envs),
             n_evidence_text=sum(len(e.evidence_text) for e in envs),
-            n_vectors=sum(len(e.evidence_vectors) for e in envs), status="reported")
+            n_vectors=sum(len(e.evidence_vectors) for e in envs),
+            status="reported",
+        )
         path = staging.write_batch(settings.staging_dir, shard, run, envs)
         fault_point(settings, "after_stage")
         out.runs.append(run)
@@ -273,8 +342,9 @@ def _stage(settings: Settings, profile_name: str, shard: str, part_key: str,
         out.n_vectors += run.n_vectors
         for e in envs:
             if e.error:
-                out.errors_by_class[e.error.error_class] = \
+                out.errors_by_class[e.error.error_class] = (
                     out.errors_by_class.get(e.error.error_class, 0) + 1
+                )
     out.seconds["stage"] = time.perf_counter() - t0
     out.seconds["total"] = time.perf_counter() - t_start
     return out
@@ -290,5 +360,6 @@ def _as_text_task(task: TaskSpec, tp: TaskProfile) -> TaskSpec:
     """The text task whose analysis an mv task embeds (recomputed: it is deterministic)."""
     if task.task_type == tp.task_type:
         return task
-    return task.model_copy(update={"task_type": tp.task_type, "model": tp.model,
-                                   "config": tp.config})
+    return task.model_copy(
+        update={"task_type": tp.task_type, "model": tp.model, "config": tp.config}
+    )

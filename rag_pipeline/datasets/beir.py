@@ -65,11 +65,17 @@ class BeirDataset:
             if relevant and all(d in corpus for d in relevant):
                 qrels[qid] = {d: g for d, g in judged.items() if d in corpus}
         queries = {qid: text for qid, text in self.queries.items() if qid in qrels}
-        return BeirDataset(name=self.name, split=self.split, corpus=corpus, queries=queries,
-                           qrels=qrels, source_dir=self.source_dir)
+        return BeirDataset(
+            name=self.name,
+            split=self.split,
+            corpus=corpus,
+            queries=queries,
+            qrels=qrels,
+            source_dir=self.source_dir,
+        )
 
     def doc_text(self, doc_id: str) -> str:
-        """"title\\ntext" (just the text when there is no title): the text a doc is embedded as."""
+        """ "title\\ntext" (just the text when there is no title): the text a doc is embedded as."""
         doc = self.corpus[doc_id]
         return f"{doc['title']}\n{doc['text']}" if doc["title"] else doc["text"]
 
@@ -88,35 +94,34 @@ def jsonl_records(path: Path, comments: bool = False) -> Iterator[tuple[int, dic
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: invalid JSON: {exc.msg} "
-                                 f"(column {exc.colno})") from None
+                raise ValueError(
+                    f"{path}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
+                ) from None
             if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, "
-                                 f"got {type(obj).__name__}")
+                raise ValueError(
+                    f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
+                )
             yield lineno, obj
 
 
 def _record_id(obj: dict[str, Any], path: Path, lineno: int) -> str:
     raw = obj.get("_id")
     if isinstance(raw, bool) or not isinstance(raw, (str, int)):
-        raise ValueError(f"{path}:{lineno}: missing or non-string '_id' "
-                         f"(got {type(raw).__name__})")
+        raise ValueError(f"{path}:{lineno}: missing or non-string '_id' (got {type(raw).__name__})")
     value = str(raw).strip()
     if not value:
         raise ValueError(f"{path}:{lineno}: empty '_id'")
     return value
 
 
-def _string_field(obj: dict[str, Any], key: str, path: Path, lineno: int,
-                  required: bool) -> str:
+def _string_field(obj: dict[str, Any], key: str, path: Path, lineno: int, required: bool) -> str:
     value = obj.get(key)
     if value is None:
         if required:
             raise ValueError(f"{path}:{lineno}: missing '{key}'")
         return ""
     if not isinstance(value, str):
-        raise ValueError(f"{path}:{lineno}: '{key}' must be a string, "
-                         f"got {type(value).__name__}")
+        raise ValueError(f"{path}:{lineno}: '{key}' must be a string, got {type(value).__name__}")
     return value
 
 
@@ -126,8 +131,9 @@ def read_corpus(path: Path) -> dict[str, dict[str, str]]:
     for lineno, obj in jsonl_records(path):
         doc_id = _record_id(obj, path, lineno)
         if doc_id in corpus:
-            raise ValueError(f"{path}:{lineno}: duplicate _id {doc_id!r} "
-                             f"(first at line {first_line[doc_id]})")
+            raise ValueError(
+                f"{path}:{lineno}: duplicate _id {doc_id!r} (first at line {first_line[doc_id]})"
+            )
         text = _string_field(obj, "text", path, lineno, required=True)
         title = _string_field(obj, "title", path, lineno, required=False)
         if not text.strip() and not title.strip():
@@ -143,8 +149,9 @@ def read_queries(path: Path) -> dict[str, str]:
     for lineno, obj in jsonl_records(path):
         qid = _record_id(obj, path, lineno)
         if qid in queries:
-            raise ValueError(f"{path}:{lineno}: duplicate _id {qid!r} "
-                             f"(first at line {first_line[qid]})")
+            raise ValueError(
+                f"{path}:{lineno}: duplicate _id {qid!r} (first at line {first_line[qid]})"
+            )
         text = _string_field(obj, "text", path, lineno, required=True)
         if not text.strip():
             raise ValueError(f"{path}:{lineno}: query {qid!r} has empty text")
@@ -191,16 +198,20 @@ def read_qrels(path: Path) -> dict[str, dict[str, int]]:
                 if not _is_number(cols[-1].strip()):
                     continue  # header
             if len(cols) != 3:
-                raise ValueError(f"{path}:{lineno}: expected 3 tab-separated columns "
-                                 f"(query-id, corpus-id, score), got {len(cols)}: {line[:80]!r}")
+                raise ValueError(
+                    f"{path}:{lineno}: expected 3 tab-separated columns "
+                    f"(query-id, corpus-id, score), got {len(cols)}: {line[:80]!r}"
+                )
             qid, doc_id, raw = (c.strip() for c in cols)
             if not qid or not doc_id:
                 raise ValueError(f"{path}:{lineno}: empty query-id or corpus-id")
             grade = _parse_grade(raw, path, lineno)
             judged = qrels.setdefault(qid, {})
             if doc_id in judged and judged[doc_id] != grade:
-                raise ValueError(f"{path}:{lineno}: ({qid!r}, {doc_id!r}) judged twice with "
-                                 f"different scores ({judged[doc_id]} and {grade})")
+                raise ValueError(
+                    f"{path}:{lineno}: ({qid!r}, {doc_id!r}) judged twice with "
+                    f"different scores ({judged[doc_id]} and {grade})"
+                )
             judged[doc_id] = grade
     return qrels
 
@@ -212,8 +223,11 @@ def load_beir(dataset_dir: str | Path, split: str) -> BeirDataset:
     qrels_path = root / "qrels" / f"{split}.tsv"
     for p in (corpus_path, queries_path, qrels_path):
         if not p.is_file():
-            splits = sorted(q.stem for q in (root / "qrels").glob("*.tsv")) \
-                if (root / "qrels").is_dir() else []
+            splits = (
+                sorted(q.stem for q in (root / "qrels").glob("*.tsv"))
+                if (root / "qrels").is_dir()
+                else []
+            )
             hint = f" (splits present: {', '.join(splits)})" if p == qrels_path and splits else ""
             raise FileNotFoundError(f"BEIR dataset file {p} not found{hint}")
     corpus = read_corpus(corpus_path)
@@ -221,12 +235,21 @@ def load_beir(dataset_dir: str | Path, split: str) -> BeirDataset:
     qrels = read_qrels(qrels_path)
     unknown = [q for q in qrels if q not in all_queries]
     if unknown:
-        raise ValueError(f"{qrels_path}: {len(unknown)} query id(s) not in {queries_path.name}, "
-                         f"e.g. {unknown[:5]}")
+        raise ValueError(
+            f"{qrels_path}: {len(unknown)} query id(s) not in {queries_path.name}, "
+            f"e.g. {unknown[:5]}"
+        )
     queries = {qid: text for qid, text in all_queries.items() if qid in qrels}
     missing = {d for judged in qrels.values() for d in judged if d not in corpus}
-    return BeirDataset(name=root.name, split=split, corpus=corpus, queries=queries,
-                       qrels=qrels, source_dir=root, missing_docs=missing)
+    return BeirDataset(
+        name=root.name,
+        split=split,
+        corpus=corpus,
+        queries=queries,
+        qrels=qrels,
+        source_dir=root,
+        missing_docs=missing,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,8 +258,16 @@ def load_beir(dataset_dir: str | Path, split: str) -> BeirDataset:
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_STEM = 100
 # Names Windows will not create, whatever the extension.
-_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
-                       *(f"LPT{i}" for i in range(1, 10))})
+_RESERVED = frozenset(
+    {
+        "CON",
+        "PRN",
+        "AUX",
+        "NUL",
+        *(f"COM{i}" for i in range(1, 10)),
+        *(f"LPT{i}" for i in range(1, 10)),
+    }
+)
 
 
 def _hashed(doc_id: str, base: str) -> str:
@@ -257,8 +288,12 @@ def safe_file_stems(doc_ids: Iterable[str]) -> dict[str, str]:
     stems: dict[str, str] = {}
     for doc_id in ids:
         base = _UNSAFE.sub("_", doc_id)
-        plain = (base == doc_id and len(base) <= _MAX_STEM and not base.startswith((".", "-"))
-                 and base.split(".")[0].upper() not in _RESERVED)
+        plain = (
+            base == doc_id
+            and len(base) <= _MAX_STEM
+            and not base.startswith((".", "-"))
+            and base.split(".")[0].upper() not in _RESERVED
+        )
         stems[doc_id] = base if plain else _hashed(doc_id, base)
     groups: dict[str, list[str]] = {}
     for doc_id, stem in stems.items():
@@ -272,8 +307,9 @@ def safe_file_stems(doc_ids: Iterable[str]) -> dict[str, str]:
     for doc_id, stem in stems.items():
         other = seen.setdefault(stem.casefold(), doc_id)
         if other != doc_id:
-            raise ValueError(f"document ids {other!r} and {doc_id!r} map to the same file "
-                             f"name {stem!r}")
+            raise ValueError(
+                f"document ids {other!r} and {doc_id!r} map to the same file name {stem!r}"
+            )
     return stems
 
 
@@ -285,8 +321,9 @@ def markdown_for(title: str, text: str) -> bytes:
     return doc.encode("utf-8")
 
 
-def export_corpus_as_files(ds: BeirDataset, out_dir: str | Path, *, prune: bool = True,
-                           stats: dict[str, int] | None = None) -> dict[str, str]:
+def export_corpus_as_files(
+    ds: BeirDataset, out_dir: str | Path, *, prune: bool = True, stats: dict[str, int] | None = None
+) -> dict[str, str]:
     """Write each corpus document to ``out_dir/<safe id>.md``; return file stem -> doc id.
 
     Bytes are deterministic, and a file whose bytes are already right is not rewritten (its

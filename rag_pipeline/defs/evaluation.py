@@ -13,7 +13,6 @@ Eval results are kept as JSON under ``<data_dir>/evals/`` (never under ``snapsho
 ``*.json`` files are manifests). Metrics become float metadata, so the UI plots their trend.
 """
 
-
 import json
 from pathlib import Path
 
@@ -27,8 +26,14 @@ DEMO_GOLD = Path("var/demo_gold.jsonl")
 SMOKE_MAX_QUERIES = 50
 PROMOTED = "PROMOTED"
 QUALITY_KEYS = ("ndcg@10", "recall@50", "recall@100", "mrr@10", "precision@5")
-FLOAT_KEYS = (*QUALITY_KEYS, "latency_p50_ms", "latency_p95_ms", "latency_p99_ms", "error_rate",
-              "cpu_s_per_1k_queries")
+FLOAT_KEYS = (
+    *QUALITY_KEYS,
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "latency_p99_ms",
+    "error_rate",
+    "cpu_s_per_1k_queries",
+)
 
 
 def smoke_gold_path(settings: Settings) -> Path | None:
@@ -57,19 +62,20 @@ def evaluate(settings: Settings, gold, snapshot_id: str, engine: str = "hybrid")
 
     searcher = open_searcher(settings.data_dir, snapshot_id=snapshot_id)
     try:
-        return evaluate_searcher(searcher, gold, DocMapper(roots=settings.sources),
-                                 engine=engine)
+        return evaluate_searcher(searcher, gold, DocMapper(roots=settings.sources), engine=engine)
     finally:
         searcher.close()
 
 
-def evaluate_pair(settings: Settings, gold, baseline_id: str, candidate_id: str
-                   ) -> tuple[dict, dict]:
+def evaluate_pair(
+    settings: Settings, gold, baseline_id: str, candidate_id: str
+) -> tuple[dict, dict]:
     """Both snapshots, query by query alternately (latency measured under the same load)."""
     from evals.runner import DocMapper, evaluate_interleaved, open_searcher
 
-    searchers = [open_searcher(settings.data_dir, snapshot_id=sid)
-                 for sid in (baseline_id, candidate_id)]
+    searchers = [
+        open_searcher(settings.data_dir, snapshot_id=sid) for sid in (baseline_id, candidate_id)
+    ]
     try:
         base, cand = evaluate_interleaved(searchers, gold, DocMapper(roots=settings.sources))
     finally:
@@ -100,15 +106,22 @@ def save_result(settings: Settings, name: str, obj: dict) -> Path:
 
 
 def float_metadata(metrics: dict, prefix: str = "") -> dict:
-    return {f"{prefix}{k}": dg.MetadataValue.float(float(metrics[k]))
-            for k in FLOAT_KEYS if k in metrics}
+    return {
+        f"{prefix}{k}": dg.MetadataValue.float(float(metrics[k]))
+        for k in FLOAT_KEYS
+        if k in metrics
+    }
 
 
-def eval_report(results: list[dict], title: str,
-                comparison: dict | None = None) -> dg.MarkdownMetadataValue:
+def eval_report(
+    results: list[dict], title: str, comparison: dict | None = None
+) -> dg.MarkdownMetadataValue:
     """The evals report (Markdown with an embedded PNG of the metrics) as metadata."""
     from evals.report import markdown_report, plot_metrics, png_data_uri
 
     comps = [("candidate vs promoted", comparison)] if comparison else []
-    return dg.MetadataValue.md(markdown_report(
-        results, comps, {"metrics": png_data_uri(plot_metrics(results))}, title=title))
+    return dg.MetadataValue.md(
+        markdown_report(
+            results, comps, {"metrics": png_data_uri(plot_metrics(results))}, title=title
+        )
+    )

@@ -21,23 +21,28 @@ def _heading(title: str | None) -> str:
     return f"#### {title}\n" if title else ""
 
 
-def md_table(rows: Iterable[Mapping[str, object]], columns: Sequence[str] | None = None, *,
-             title: str | None = None, empty: str = "none") -> str:
+def md_table(
+    rows: Iterable[Mapping[str, object]],
+    columns: Sequence[str] | None = None,
+    *,
+    title: str | None = None,
+    empty: str = "none",
+) -> str:
     """Rows as a Markdown table; columns default to the first row's keys. No rows: ``empty``."""
     rows = list(rows)
     if not rows:
         return _heading(title) + empty
     cols = list(columns) if columns is not None else list(rows[0])
-    lines = ["| " + " | ".join(_cell(c) for c in cols) + " |",
-             "|" + "---|" * len(cols)]
+    lines = ["| " + " | ".join(_cell(c) for c in cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(_cell(r.get(c, "")) for c in cols) + " |" for r in rows]
     return _heading(title) + "\n".join(lines)
 
 
 def md_metrics(values: Mapping[str, object], *, title: str | None = None) -> str:
     """A dict as a two-column ``metric | value`` table."""
-    return md_table([{"metric": k, "value": v} for k, v in values.items()],
-                    ["metric", "value"], title=title)
+    return md_table(
+        [{"metric": k, "value": v} for k, v in values.items()], ["metric", "value"], title=title
+    )
 
 
 def md_doc(title: str, *blocks: str | None) -> dg.MarkdownMetadataValue:

@@ -3,7 +3,6 @@
 ``defs`` binds it as ``pipeline`` for everything ``dg.load_defs`` finds under ``rag_pipeline.defs``.
 """
 
-
 import dagster as dg
 
 from rag_pipeline.settings import Settings

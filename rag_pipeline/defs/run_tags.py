@@ -1,8 +1,8 @@
 """Run tags the file-sensor chain passes from run to run.
 
-  source_files_sensor  -> discover_job (TRIGGER, TOUCHED: the shards it touched)
-  discover_done_sensor -> cpu_job / gpu_job for those shards' partitions with work (CHAIN)
-  analysis_done_sensor -> publish_job once every run of the CHAIN has finished
+source_files_sensor  -> discover_job (TRIGGER, TOUCHED: the shards it touched)
+discover_done_sensor -> cpu_job / gpu_job for those shards' partitions with work (CHAIN)
+analysis_done_sensor -> publish_job once every run of the CHAIN has finished
 """
 
 TRIGGER = "rag/trigger"

@@ -122,8 +122,9 @@ def _load_yaml(node: Traversable, rel: str) -> Any:
 
 
 def _reason(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(x) for x in e['loc']) or 'spec'}: {e['msg']}"
-                     for e in exc.errors())
+    return "; ".join(
+        f"{'.'.join(str(x) for x in e['loc']) or 'spec'}: {e['msg']}" for e in exc.errors()
+    )
 
 
 def _norm(text: str) -> str:
@@ -195,8 +196,10 @@ def load_documents() -> list[DemoDocument]:
         elif rel.endswith(_VERBATIM_SUFFIXES):
             docs.append(DemoDocument(path=rel, content=node.read_bytes()))
         else:
-            raise ValueError(f"{_source(src)}: not a demo document (expected "
-                             f"{', '.join(_VERBATIM_SUFFIXES)} or {_PDF_SPEC_SUFFIX})")
+            raise ValueError(
+                f"{_source(src)}: not a demo document (expected "
+                f"{', '.join(_VERBATIM_SUFFIXES)} or {_PDF_SPEC_SUFFIX})"
+            )
     docs.sort(key=lambda d: d.path)
     if not docs:
         raise ValueError(f"{_source('documents')}: no documents")
@@ -262,12 +265,13 @@ def _pdf_bytes(doc: PdfSpec, path: str) -> bytes:
     objects: dict[int, bytes] = {
         1: b"<< /Type /Catalog /Pages 2 0 R >>",
         2: (
-            "<< /Type /Pages /Kids [" + " ".join(f"{p} 0 R" for p in page_ids)
+            "<< /Type /Pages /Kids ["
+            + " ".join(f"{p} 0 R" for p in page_ids)
             + f"] /Count {n_pages} >>"
         ).encode("ascii"),
         3: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
         4: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold"
-           b" /Encoding /WinAnsiEncoding >>",
+        b" /Encoding /WinAnsiEncoding >>",
         5: (
             f"<< /Title {_pdf_string(doc.title)} /Author {_pdf_string(doc.author)}"
             f" /Subject {_pdf_string(doc.description)} /Creator (rag_pipeline demo_corpus)"
@@ -284,8 +288,9 @@ def _pdf_bytes(doc: PdfSpec, path: str) -> bytes:
             f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {_PAGE_W} {_PAGE_H}]"
             f" /Resources << /Font << /F1 3 0 R /F2 4 0 R >> >> /Contents {page_id + 1} 0 R >>"
         ).encode("ascii")
-        objects[page_id + 1] = (b"<< /Length %d >>\nstream\n" % len(content) + content
-                                + b"\nendstream")
+        objects[page_id + 1] = (
+            b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream"
+        )
 
     out = bytearray(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n")
     offsets: dict[int, int] = {}
@@ -298,10 +303,11 @@ def _pdf_bytes(doc: PdfSpec, path: str) -> bytes:
     out += b"0000000000 65535 f \n"
     for num in range(1, size):
         out += b"%010d 00000 n \n" % offsets[num]
-    out += (b"trailer\n<< /Size %d /Root 1 0 R /Info 5 0 R >>\nstartxref\n%d\n%%%%EOF\n"
-            % (size, xref_at))
+    out += b"trailer\n<< /Size %d /Root 1 0 R /Info 5 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        size,
+        xref_at,
+    )
     return bytes(out)
-
 
 
 # ---------------------------------------------------------------------------------------
@@ -315,8 +321,9 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def _vgradient(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], top: RGB,
-               bottom: RGB) -> None:
+def _vgradient(
+    draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], top: RGB, bottom: RGB
+) -> None:
     x0, y0, x1, y1 = box
     span = max(1, y1 - y0 - 1)
     for y in range(y0, y1):
@@ -325,8 +332,9 @@ def _vgradient(draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], top: R
         draw.line([(x0, y), (x1 - 1, y)], fill=color)
 
 
-def _text_centered(draw: ImageDraw.ImageDraw, cx: int, cy: int, text: str, size: int,
-                   max_width: int, fill: RGB) -> None:
+def _text_centered(
+    draw: ImageDraw.ImageDraw, cx: int, cy: int, text: str, size: int, max_width: int, fill: RGB
+) -> None:
     """Large, high-contrast text (for OCR), shrunk until it fits max_width."""
     while True:
         font = _font(size)
@@ -351,8 +359,10 @@ def _draw_lighthouse(im: Image.Image, rng: random.Random) -> None:
         x, y = rng.randrange(w), rng.randrange(305, h)
         d.line([(x, y), (x + rng.randrange(4, 14), y)], fill=(110, 100, 140))
     # rocks
-    d.polygon([(0, h), (0, 330), (70, 306), (160, 298), (255, 318), (330, 356), (372, h)],
-              fill=(56, 50, 56))
+    d.polygon(
+        [(0, h), (0, 330), (70, 306), (160, 298), (255, 318), (330, 356), (372, h)],
+        fill=(56, 50, 56),
+    )
     d.polygon([(240, h), (300, 380), (380, 392), (450, h)], fill=(40, 36, 42))
     # red tower with a white band
     d.polygon([(168, 308), (252, 308), (236, 150), (184, 150)], fill=(198, 30, 36))
@@ -423,8 +433,11 @@ def _draw_solar_roof(im: Image.Image, rng: random.Random) -> None:
             x0 = 60 + col * 115
             x1 = x0 + 105
             top0, top1 = eave(x0) + 30 + row * 100, eave(x1) + 30 + row * 100
-            d.polygon([(x0, top0), (x1, top1), (x1, top1 + 90), (x0, top0 + 90)],
-                      fill=(22, 36, 92), outline=(190, 195, 205))
+            d.polygon(
+                [(x0, top0), (x1, top1), (x1, top1 + 90), (x0, top0 + 90)],
+                fill=(22, 36, 92),
+                outline=(190, 195, 205),
+            )
             for k in range(1, 6):  # cell grid
                 gx = x0 + k * (x1 - x0) / 6
                 gy = top0 + (top1 - top0) * k / 6
@@ -433,8 +446,7 @@ def _draw_solar_roof(im: Image.Image, rng: random.Random) -> None:
                 d.line([(x0, top0 + 30 * k), (x1, top1 + 30 * k)], fill=(52, 72, 140))
 
 
-def _draw_harbor_sign(im: Image.Image, rng: random.Random, name: str, day: str,
-                      hours: str) -> None:
+def _draw_harbor_sign(im: Image.Image, rng: random.Random, name: str, day: str, hours: str) -> None:
     w, h = im.size
     d = ImageDraw.Draw(im)
     _vgradient(d, (0, 0, w, 200), (90, 150, 200), (40, 100, 150))
@@ -448,8 +460,7 @@ def _draw_harbor_sign(im: Image.Image, rng: random.Random, name: str, day: str,
     _text_centered(d, w // 2, 285, hours, 44, w - 120, (0, 0, 0))
 
 
-def _draw_bike_poster(im: Image.Image, rng: random.Random, what: str, kind: str,
-                      when: str) -> None:
+def _draw_bike_poster(im: Image.Image, rng: random.Random, what: str, kind: str, when: str) -> None:
     w, h = im.size
     d = ImageDraw.Draw(im)
     d.rectangle((0, 0, w, h), fill=(176, 136, 88))
@@ -463,8 +474,11 @@ def _draw_bike_poster(im: Image.Image, rng: random.Random, what: str, kind: str,
     # a simple bicycle
     d.ellipse((90, 380, 210, 500), outline=(0, 0, 0), width=6)
     d.ellipse((270, 380, 390, 500), outline=(0, 0, 0), width=6)
-    d.line([(150, 440), (215, 380), (300, 380), (330, 440), (240, 440), (150, 440)],
-           fill=(0, 0, 0), width=6)
+    d.line(
+        [(150, 440), (215, 380), (300, 380), (330, 440), (240, 440), (150, 440)],
+        fill=(0, 0, 0),
+        width=6,
+    )
     d.line([(240, 440), (215, 380)], fill=(0, 0, 0), width=6)
     d.line([(300, 380), (295, 355), (320, 350)], fill=(0, 0, 0), width=6)
     d.line([(205, 370), (230, 370)], fill=(0, 0, 0), width=8)
@@ -483,8 +497,9 @@ def _draw_trail_sign(im: Image.Image, rng: random.Random, notice: str, reason: s
     _text_centered(d, w // 2, 260, reason, 60, w - 200, (0, 0, 0))
 
 
-def _star(cx: float, cy: float, outer: float, inner: float,
-          rotation: float = -90.0) -> list[tuple[float, float]]:
+def _star(
+    cx: float, cy: float, outer: float, inner: float, rotation: float = -90.0
+) -> list[tuple[float, float]]:
     pts = []
     for k in range(10):
         r = outer if k % 2 == 0 else inner
@@ -506,8 +521,11 @@ def _draw_tide_pool(im: Image.Image, rng: random.Random) -> None:
     for cx, cy in ((170, 180), (470, 300), (420, 150), (200, 330)):  # anemones
         for k in range(16):
             a = 2 * math.pi * k / 16
-            d.line([(cx, cy), (cx + 34 * math.cos(a), cy + 34 * math.sin(a))],
-                   fill=(70, 170, 95), width=4)
+            d.line(
+                [(cx, cy), (cx + 34 * math.cos(a), cy + 34 * math.sin(a))],
+                fill=(70, 170, 95),
+                width=4,
+            )
         d.ellipse((cx - 16, cy - 16, cx + 16, cy + 16), fill=(50, 140, 80))
     d.polygon(_star(310, 245, 86, 34), fill=(236, 110, 30))
     for _ in range(70):  # texture on the sea star
@@ -521,8 +539,17 @@ def _draw_volcano(im: Image.Image, rng: random.Random) -> None:
     _vgradient(d, (0, 0, w, h), (150, 190, 230), (225, 235, 245))
     d.polygon([(40, h), (310, 160), (420, 160), (690, h)], fill=(92, 80, 74))
     d.polygon(
-        [(310, 160), (420, 160), (470, 225), (440, 214), (410, 236), (372, 208), (332, 234),
-         (296, 214), (258, 224)],
+        [
+            (310, 160),
+            (420, 160),
+            (470, 225),
+            (440, 214),
+            (410, 236),
+            (372, 208),
+            (332, 234),
+            (296, 214),
+            (258, 224),
+        ],
         fill=(248, 248, 250),
     )
     for i in range(70):  # ash plume drifting right
@@ -547,8 +574,10 @@ def _draw_coffee(im: Image.Image, rng: random.Random) -> None:
         cx, cy = rng.randrange(60, w - 60), rng.randrange(60, h - 60)
         bw, bh = rng.choice(((26, 18), (18, 26), (24, 20)))
         tone = rng.randrange(-15, 15)
-        d.ellipse((cx - bw // 2, cy - bh // 2, cx + bw // 2, cy + bh // 2),
-                  fill=(92 + tone, 54 + tone // 2, 30))
+        d.ellipse(
+            (cx - bw // 2, cy - bh // 2, cx + bw // 2, cy + bh // 2),
+            fill=(92 + tone, 54 + tone // 2, 30),
+        )
         if bw > bh:
             d.line([(cx - bw // 2 + 4, cy), (cx + bw // 2 - 4, cy)], fill=(48, 26, 14), width=2)
         else:
@@ -563,8 +592,11 @@ def _draw_heron(im: Image.Image, rng: random.Random) -> None:
     for _ in range(160):  # reeds
         x = rng.randrange(w)
         top = rng.randrange(180, 330)
-        d.line([(x, h), (x + rng.randrange(-12, 12), top)],
-               fill=(120 + rng.randrange(40), 120 + rng.randrange(30), 50), width=2)
+        d.line(
+            [(x, h), (x + rng.randrange(-12, 12), top)],
+            fill=(120 + rng.randrange(40), 120 + rng.randrange(30), 50),
+            width=2,
+        )
     d.line([(322, 255), (318, 345)], fill=(60, 55, 40), width=4)  # legs
     d.line([(338, 255), (342, 345)], fill=(60, 55, 40), width=4)
     d.ellipse((280, 195, 385, 262), fill=(142, 146, 152))
@@ -579,14 +611,21 @@ def _draw_yarn(im: Image.Image, rng: random.Random) -> None:
     w, h = im.size
     d = ImageDraw.Draw(im)
     _vgradient(d, (0, 0, w, h), (196, 156, 112), (160, 120, 82))
-    for ball, base, line in (((110, 110, 300, 300), (52, 92, 172), (92, 132, 210)),
-                             ((280, 170, 440, 330), (236, 226, 202), (205, 192, 165))):
+    for ball, base, line in (
+        ((110, 110, 300, 300), (52, 92, 172), (92, 132, 210)),
+        ((280, 170, 440, 330), (236, 226, 202), (205, 192, 165)),
+    ):
         d.ellipse(ball, fill=base)
         x0, y0, x1, y1 = ball
         for k in range(9):
             off = rng.randrange(-30, 30)
-            d.arc((x0 + 10 + off // 3, y0 + 8 * k, x1 - 10 + off // 3, y1 - 8 * k),
-                  start=200 + off, end=340 + off, fill=line, width=3)
+            d.arc(
+                (x0 + 10 + off // 3, y0 + 8 * k, x1 - 10 + off // 3, y1 - 8 * k),
+                start=200 + off,
+                end=340 + off,
+                fill=line,
+                width=3,
+            )
     d.line([(60, 380), (500, 250)], fill=(214, 182, 120), width=7)
     d.line([(70, 395), (510, 275)], fill=(214, 182, 120), width=7)
     d.ellipse((490, 240, 512, 262), fill=(120, 90, 50))
@@ -608,8 +647,9 @@ def _draw_chessboard(im: Image.Image, rng: random.Random) -> None:
                 outline = (200, 200, 200) if r < 2 else (40, 40, 40)
                 rad = 20 if r in (0, 7) else 14
                 cx, cy = x + sq // 2, y + sq // 2
-                d.ellipse((cx - rad, cy - rad, cx + rad, cy + rad), fill=fill, outline=outline,
-                          width=2)
+                d.ellipse(
+                    (cx - rad, cy - rad, cx + rad, cy + rad), fill=fill, outline=outline, width=2
+                )
 
 
 def _draw_abstract(im: Image.Image, rng: random.Random) -> None:
@@ -619,7 +659,6 @@ def _draw_abstract(im: Image.Image, rng: random.Random) -> None:
     for _ in range(12):
         x, y, r = rng.randrange(w), rng.randrange(h), rng.randrange(10, 60)
         d.ellipse((x - r, y - r, x + r, y + r), outline=(255, 255, 255), width=2)
-
 
 
 #: drawing name (images.yaml) -> (function, number of painted text lines it takes)
@@ -669,8 +708,9 @@ class ImageSpec(_Spec):
             raise ValueError(f"unknown drawing {self.drawing!r} (one of {sorted(_DRAWINGS)})")
         lines = _DRAWINGS[self.drawing][1]
         if len(self.text) != lines:
-            raise ValueError(f"drawing {self.drawing!r} paints {lines} text lines, "
-                             f"text has {len(self.text)}")
+            raise ValueError(
+                f"drawing {self.drawing!r} paints {lines} text lines, text has {len(self.text)}"
+            )
         return self
 
 
@@ -686,8 +726,9 @@ def load_images() -> list[ImageSpec]:
             raise ValueError(f"{where}: expected a mapping")
         if "camera" in entry:
             if entry["camera"] not in cameras:
-                raise ValueError(f"{where}: unknown camera {entry['camera']!r} "
-                                 f"(one of {sorted(cameras)})")
+                raise ValueError(
+                    f"{where}: unknown camera {entry['camera']!r} (one of {sorted(cameras)})"
+                )
             entry = {**entry, "camera": cameras[entry["camera"]]}
         try:
             specs.append(ImageSpec.model_validate(entry))
@@ -708,8 +749,10 @@ def _xmp_packet(title: str | None, description: str | None, keywords: tuple[str,
         '  <rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">',
     ]
     if title:
-        parts.append(f'   <dc:title><rdf:Alt><rdf:li xml:lang="x-default">{e(title)}</rdf:li>'
-                     "</rdf:Alt></dc:title>")
+        parts.append(
+            f'   <dc:title><rdf:Alt><rdf:li xml:lang="x-default">{e(title)}</rdf:li>'
+            "</rdf:Alt></dc:title>"
+        )
     if description:
         parts.append(
             f'   <dc:description><rdf:Alt><rdf:li xml:lang="x-default">{e(description)}</rdf:li>'
@@ -765,12 +808,14 @@ def _write_image(spec: ImageSpec, corpus_dir: Path) -> None:
             kwargs["pnginfo"] = info
         im.save(target, "PNG", **kwargs)
     if spec.sidecar == "txt":
-        _write_bytes(corpus_dir / f"{spec.path}.txt",
-                     (spec.description or "").encode("utf-8") + b"\n")
+        _write_bytes(
+            corpus_dir / f"{spec.path}.txt", (spec.description or "").encode("utf-8") + b"\n"
+        )
     elif spec.sidecar == "json":
         payload = {"description": spec.description, "tags": list(spec.keywords)}
-        _write_bytes(corpus_dir / f"{spec.path}.json",
-                     (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
+        _write_bytes(
+            corpus_dir / f"{spec.path}.json", (json.dumps(payload, indent=2) + "\n").encode("utf-8")
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -780,8 +825,9 @@ def _write_image(spec: ImageSpec, corpus_dir: Path) -> None:
 
 def load_gold() -> list[GoldQuery]:
     """The demo gold queries of ``data/gold.jsonl``, validated with the evals' schema."""
-    queries = parse_gold_jsonl((_data() / "gold.jsonl").read_text(encoding="utf-8"),
-                               _source("gold.jsonl"))
+    queries = parse_gold_jsonl(
+        (_data() / "gold.jsonl").read_text(encoding="utf-8"), _source("gold.jsonl")
+    )
     if not queries:
         raise ValueError(f"{_source('gold.jsonl')}: no queries")
     return queries
@@ -813,8 +859,10 @@ def generate_demo_corpus(corpus_dir: Path, gold_path: Path) -> DemoCorpus:
     for q in gold:
         missing = sorted(set(q.relevant) - set(files))
         if missing:
-            raise ValueError(f"{_source('gold.jsonl')}: {q.query_id} judges files the corpus "
-                             f"does not have: {', '.join(missing)}")
+            raise ValueError(
+                f"{_source('gold.jsonl')}: {q.query_id} judges files the corpus "
+                f"does not have: {', '.join(missing)}"
+            )
 
     corpus_dir.mkdir(parents=True, exist_ok=True)
     for doc in documents:
@@ -827,8 +875,10 @@ def generate_demo_corpus(corpus_dir: Path, gold_path: Path) -> DemoCorpus:
     for i, rel in enumerate(files):
         stamp = _MTIME_BASE + i * 3600
         os.utime(corpus_dir / rel, (stamp, stamp))
-    dirs = sorted({p for rel in files for p in Path(rel).parents if p != Path(".")},
-                  key=lambda p: (-len(p.parts), p))
+    dirs = sorted(
+        {p for rel in files for p in Path(rel).parents if p != Path(".")},
+        key=lambda p: (-len(p.parts), p),
+    )
     for d in dirs:
         os.utime(corpus_dir / d, (_MTIME_BASE, _MTIME_BASE))
     os.utime(gold_path, (_MTIME_BASE, _MTIME_BASE))

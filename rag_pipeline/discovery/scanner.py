@@ -73,9 +73,12 @@ class ScanReport:
 
     def as_metadata(self) -> dict:
         return {
-            "files_seen": self.files_seen, "unchanged": self.unchanged,
-            "new_versions": self.new_versions, "new_assets": self.new_assets,
-            "tombstoned": self.tombstoned, "acl_updated": self.acl_updated,
+            "files_seen": self.files_seen,
+            "unchanged": self.unchanged,
+            "new_versions": self.new_versions,
+            "new_assets": self.new_assets,
+            "tombstoned": self.tombstoned,
+            "acl_updated": self.acl_updated,
             "dead_letters": self.dead_letters,
             "touched_shards": sorted(self.touched_shards),
         }
@@ -112,8 +115,12 @@ def walk_source(root: Path) -> tuple[list[FileObservation], list[ScanFailure]]:
             return
         ident = (st.st_dev, st.st_ino)
         if ident in visited:  # a directory symlink pointing back up the tree
-            failed.append(ScanFailure(str(folder), errors.SymlinkLoop(
-                f"{folder}: directory reached twice (symlink cycle)")))
+            failed.append(
+                ScanFailure(
+                    str(folder),
+                    errors.SymlinkLoop(f"{folder}: directory reached twice (symlink cycle)"),
+                )
+            )
             return
         visited.add(ident)
         try:
@@ -133,15 +140,27 @@ def walk_source(root: Path) -> tuple[list[FileObservation], list[ScanFailure]]:
             if stat.S_ISDIR(st.st_mode):
                 visit(path)
             elif not stat.S_ISREG(st.st_mode):
-                failed.append(ScanFailure(str(path), errors.NotRegularFile(
-                    f"{path}: not a regular file (mode {stat.filemode(st.st_mode)})")))
+                failed.append(
+                    ScanFailure(
+                        str(path),
+                        errors.NotRegularFile(
+                            f"{path}: not a regular file (mode {stat.filemode(st.st_mode)})"
+                        ),
+                    )
+                )
             elif is_sidecar(path):
                 continue
             else:
-                found.append(FileObservation(
-                    uri=str(path), source=str(root), rel_path=path.relative_to(root).as_posix(),
-                    size=st.st_size, mtime_ns=st.st_mtime_ns,
-                    sidecar_state=_sidecar_state(path)))
+                found.append(
+                    FileObservation(
+                        uri=str(path),
+                        source=str(root),
+                        rel_path=path.relative_to(root).as_posix(),
+                        size=st.st_size,
+                        mtime_ns=st.st_mtime_ns,
+                        sidecar_state=_sidecar_state(path),
+                    )
+                )
 
     visit(root)
     return found, failed
@@ -194,8 +213,9 @@ def _hash_file(path: Path, max_bytes: int) -> tuple[str, bytes]:
     return h.hexdigest(), head
 
 
-def version_id_for(tenant_id: str, uri: str, content_hash: str, size: int, mtime_ns: int,
-                   sidecar_hash: str) -> str:
+def version_id_for(
+    tenant_id: str, uri: str, content_hash: str, size: int, mtime_ns: int, sidecar_hash: str
+) -> str:
     return stable_hash([tenant_id, uri, content_hash, size, mtime_ns, sidecar_hash], 32)
 
 
@@ -207,8 +227,15 @@ def scan(settings: Settings, cat: Catalog, now: datetime | None = None) -> ScanR
     observations: list[FileObservation] = []
 
     def letter(tenant: str, uri: str, err: errors.AnalysisError) -> None:
-        cat.record_dead_letter(tenant_id=tenant, uri=uri, content_hash="", stage="discover",
-                               error_class=err.error_class, message=str(err), now=now)
+        cat.record_dead_letter(
+            tenant_id=tenant,
+            uri=uri,
+            content_hash="",
+            stage="discover",
+            error_class=err.error_class,
+            message=str(err),
+            now=now,
+        )
         report.dead_letters += 1
         report.failures.append((uri, err.error_class))
 
@@ -219,11 +246,16 @@ def scan(settings: Settings, cat: Catalog, now: datetime | None = None) -> ScanR
             letter(src.tenant, fail.uri, fail.error)
     report.files_seen = len(observations)
 
-    current = {(r["tenant_id"], r["uri"]): r for r in cat.rows(
-        "SELECT tenant_id, uri, version_id, size, mtime_ns, asset_id, sidecar_hash, media_type, "
-        "source_name, acl_groups FROM asset_versions WHERE is_current")}
-    known_assets = {(r["tenant_id"], r["asset_id"]) for r in cat.rows(
-        "SELECT tenant_id, asset_id FROM assets")}
+    current = {
+        (r["tenant_id"], r["uri"]): r
+        for r in cat.rows(
+            "SELECT tenant_id, uri, version_id, size, mtime_ns, asset_id, sidecar_hash, media_type, "
+            "source_name, acl_groups FROM asset_versions WHERE is_current"
+        )
+    }
+    known_assets = {
+        (r["tenant_id"], r["asset_id"]) for r in cat.rows("SELECT tenant_id, asset_id FROM assets")
+    }
 
     seen_version_ids: list[str] = []
     new_versions: list[dict] = []
@@ -232,18 +264,28 @@ def scan(settings: Settings, cat: Catalog, now: datetime | None = None) -> ScanR
     acl_updates: list[dict] = []
 
     def same_acl(cur: dict, obs: FileObservation) -> None:
-        if cur["source_name"] != obs.source_name or \
-                sorted(cur["acl_groups"] or []) != sorted(obs.acl_groups):
-            acl_updates.append({"version_id": cur["version_id"], "source_name": obs.source_name,
-                                "acl_groups": list(obs.acl_groups)})
+        if cur["source_name"] != obs.source_name or sorted(cur["acl_groups"] or []) != sorted(
+            obs.acl_groups
+        ):
+            acl_updates.append(
+                {
+                    "version_id": cur["version_id"],
+                    "source_name": obs.source_name,
+                    "acl_groups": list(obs.acl_groups),
+                }
+            )
             report.touched_shards.add(shard_of(cur["asset_id"], settings.shard_count))
 
     for obs in observations:
         tenant = obs.tenant
         cur = current.get((tenant, obs.uri))
         sc_hash = stable_hash(obs.sidecar_state) if obs.sidecar_state else ""
-        if (cur and cur["size"] == obs.size and cur["mtime_ns"] == obs.mtime_ns
-                and cur["sidecar_hash"] == sc_hash):
+        if (
+            cur
+            and cur["size"] == obs.size
+            and cur["mtime_ns"] == obs.mtime_ns
+            and cur["sidecar_hash"] == sc_hash
+        ):
             report.unchanged += 1
             seen_version_ids.append(cur["version_id"])
             same_acl(cur, obs)
@@ -253,8 +295,9 @@ def scan(settings: Settings, cat: Catalog, now: datetime | None = None) -> ScanR
             if obs.size == 0:
                 raise errors.EmptyFile(f"{path}: zero bytes")
             if obs.size > settings.max_file_bytes:
-                raise errors.FileTooLarge(f"{path}: {obs.size} bytes is over the "
-                                          f"{settings.max_file_bytes} byte limit")
+                raise errors.FileTooLarge(
+                    f"{path}: {obs.size} bytes is over the {settings.max_file_bytes} byte limit"
+                )
             content_hash, head = _hash_file(path, settings.max_file_bytes)
         except (errors.AnalysisError, OSError) as exc:
             err = exc if isinstance(exc, errors.AnalysisError) else _classify_stat_error(path, exc)
@@ -270,19 +313,40 @@ def scan(settings: Settings, cat: Catalog, now: datetime | None = None) -> ScanR
         shard = shard_of(content_hash, settings.shard_count)
         if cur:
             superseded.append(cur["version_id"])
-        new_versions.append(dict(
-            tenant_id=tenant, version_id=version_id, asset_id=content_hash, uri=obs.uri,
-            source=obs.source, rel_path=obs.rel_path, size=obs.size, mtime_ns=obs.mtime_ns,
-            content_hash=content_hash, media_type=media_type, sidecar_hash=sc_hash,
-            first_seen_at=now, last_seen_at=now, superseded_at=None, tombstoned_at=None,
-            is_current=True, source_name=obs.source_name, acl_groups=list(obs.acl_groups)))
+        new_versions.append(
+            dict(
+                tenant_id=tenant,
+                version_id=version_id,
+                asset_id=content_hash,
+                uri=obs.uri,
+                source=obs.source,
+                rel_path=obs.rel_path,
+                size=obs.size,
+                mtime_ns=obs.mtime_ns,
+                content_hash=content_hash,
+                media_type=media_type,
+                sidecar_hash=sc_hash,
+                first_seen_at=now,
+                last_seen_at=now,
+                superseded_at=None,
+                tombstoned_at=None,
+                is_current=True,
+                source_name=obs.source_name,
+                acl_groups=list(obs.acl_groups),
+            )
+        )
         seen_version_ids.append(version_id)
         report.touched_shards.add(shard)
         # Content identity is per tenant: the same bytes in two tenants are two assets.
         if (tenant, content_hash) not in known_assets and (tenant, content_hash) not in new_assets:
             new_assets[(tenant, content_hash)] = dict(
-                tenant_id=tenant, asset_id=content_hash, size=obs.size, media_type=media_type,
-                shard=shard, first_seen_at=now)
+                tenant_id=tenant,
+                asset_id=content_hash,
+                size=obs.size,
+                media_type=media_type,
+                shard=shard,
+                first_seen_at=now,
+            )
 
     seen = {(o.tenant, o.uri) for o in observations}
     gone = [r for key, r in current.items() if key not in seen]
@@ -298,42 +362,69 @@ def scan(settings: Settings, cat: Catalog, now: datetime | None = None) -> ScanR
     try:
         # Version ids hash the tenant in: unique across tenants.
         if superseded:
-            con.execute("UPDATE asset_versions SET is_current = FALSE, superseded_at = ? "
-                        "WHERE version_id IN (SELECT unnest(?))", [now, superseded])
+            con.execute(
+                "UPDATE asset_versions SET is_current = FALSE, superseded_at = ? "
+                "WHERE version_id IN (SELECT unnest(?))",
+                [now, superseded],
+            )
         if gone:
-            con.execute("UPDATE asset_versions SET is_current = FALSE, tombstoned_at = ? "
-                        "WHERE version_id IN (SELECT unnest(?))",
-                        [now, [r["version_id"] for r in gone]])
+            con.execute(
+                "UPDATE asset_versions SET is_current = FALSE, tombstoned_at = ? "
+                "WHERE version_id IN (SELECT unnest(?))",
+                [now, [r["version_id"] for r in gone]],
+            )
         if acl_updates:
-            acl_new = pa.Table.from_pylist(acl_updates, schema=pa.schema([  # noqa: F841
-                ("version_id", pa.string()), ("source_name", pa.string()),
-                ("acl_groups", pa.list_(pa.string()))]))
-            con.execute("UPDATE asset_versions SET source_name = acl_new.source_name, "
-                        "acl_groups = acl_new.acl_groups FROM acl_new "
-                        "WHERE asset_versions.version_id = acl_new.version_id")
+            acl_new = pa.Table.from_pylist(
+                acl_updates,
+                schema=pa.schema(
+                    [  # noqa: F841
+                        ("version_id", pa.string()),
+                        ("source_name", pa.string()),
+                        ("acl_groups", pa.list_(pa.string())),
+                    ]
+                ),
+            )
+            con.execute(
+                "UPDATE asset_versions SET source_name = acl_new.source_name, "
+                "acl_groups = acl_new.acl_groups FROM acl_new "
+                "WHERE asset_versions.version_id = acl_new.version_id"
+            )
         if new_assets:
             tbl = pa.Table.from_pylist(list(new_assets.values()))  # noqa: F841 (DuckDB scans it)
-            con.execute("INSERT INTO assets SELECT tenant_id, asset_id, size, media_type, shard, "
-                        "first_seen_at FROM tbl ON CONFLICT DO NOTHING")
+            con.execute(
+                "INSERT INTO assets SELECT tenant_id, asset_id, size, media_type, shard, "
+                "first_seen_at FROM tbl ON CONFLICT DO NOTHING"
+            )
         if new_versions:
             vt = pa.Table.from_pylist(new_versions)  # noqa: F841
-            cols = ("tenant_id, version_id, asset_id, uri, source, rel_path, size, mtime_ns, "
-                    "content_hash, media_type, sidecar_hash, first_seen_at, last_seen_at, "
-                    "superseded_at, tombstoned_at, is_current, source_name, acl_groups")
-            con.execute(f"INSERT INTO asset_versions ({cols}) SELECT {cols} FROM vt "
-                        "ON CONFLICT DO NOTHING")
+            cols = (
+                "tenant_id, version_id, asset_id, uri, source, rel_path, size, mtime_ns, "
+                "content_hash, media_type, sidecar_hash, first_seen_at, last_seen_at, "
+                "superseded_at, tombstoned_at, is_current, source_name, acl_groups"
+            )
+            con.execute(
+                f"INSERT INTO asset_versions ({cols}) SELECT {cols} FROM vt ON CONFLICT DO NOTHING"
+            )
         if seen_version_ids:
-            con.execute("UPDATE asset_versions SET last_seen_at = ? WHERE "
-                        "version_id IN (SELECT unnest(?))", [now, seen_version_ids])
+            con.execute(
+                "UPDATE asset_versions SET last_seen_at = ? WHERE version_id IN (SELECT unnest(?))",
+                [now, seen_version_ids],
+            )
         # A uri that now reads fine no longer needs its discover-stage letter.
-        con.execute("UPDATE dead_letters d SET resolved_at = ? WHERE stage = 'discover' AND "
-                    "resolved_at IS NULL AND EXISTS (SELECT 1 FROM asset_versions v WHERE "
-                    "v.tenant_id = d.tenant_id AND v.uri = d.uri AND v.is_current)", [now])
+        con.execute(
+            "UPDATE dead_letters d SET resolved_at = ? WHERE stage = 'discover' AND "
+            "resolved_at IS NULL AND EXISTS (SELECT 1 FROM asset_versions v WHERE "
+            "v.tenant_id = d.tenant_id AND v.uri = d.uri AND v.is_current)",
+            [now],
+        )
         # Analysis letters whose content is no longer current anywhere (in their tenant) are moot.
-        con.execute("UPDATE dead_letters d SET resolved_at = ? WHERE stage <> 'discover' AND "
-                    "resolved_at IS NULL AND NOT EXISTS (SELECT 1 FROM asset_versions v WHERE "
-                    "v.tenant_id = d.tenant_id AND v.content_hash = d.content_hash AND "
-                    "v.is_current)", [now])
+        con.execute(
+            "UPDATE dead_letters d SET resolved_at = ? WHERE stage <> 'discover' AND "
+            "resolved_at IS NULL AND NOT EXISTS (SELECT 1 FROM asset_versions v WHERE "
+            "v.tenant_id = d.tenant_id AND v.content_hash = d.content_hash AND "
+            "v.is_current)",
+            [now],
+        )
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
@@ -346,9 +437,16 @@ def scan(settings: Settings, cat: Catalog, now: datetime | None = None) -> ScanR
     return report
 
 
-OBSERVED_SCHEMA = pa.schema([("uri", pa.string()), ("size", pa.int64()),
-                             ("mtime_ns", pa.int64()), ("sidecar_state", pa.string()),
-                             ("shard", pa.int32()), ("acl_state", pa.string())])
+OBSERVED_SCHEMA = pa.schema(
+    [
+        ("uri", pa.string()),
+        ("size", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("sidecar_state", pa.string()),
+        ("shard", pa.int32()),
+        ("acl_state", pa.string()),
+    ]
+)
 
 
 def observed_path(settings: Settings) -> Path:
@@ -359,16 +457,24 @@ def _write_observed(settings: Settings, observations: list[FileObservation], cat
     """What this scan saw (stat only), for the source sensor to diff against without opening
     the catalog. Files that failed to read are in it too (shard -1), so they do not look new
     on every tick."""
-    shards = {r["uri"]: r["shard"] for r in cat.rows(
-        "SELECT v.uri, a.shard FROM asset_versions v JOIN assets a USING (tenant_id, asset_id) "
-        "WHERE v.is_current")}
-    tbl = pa.table({
-        "uri": [o.uri for o in observations], "size": [o.size for o in observations],
-        "mtime_ns": [o.mtime_ns for o in observations],
-        "sidecar_state": [o.sidecar_state for o in observations],
-        "shard": [shards.get(o.uri, -1) for o in observations],
-        "acl_state": [o.acl_state for o in observations],
-    }, schema=OBSERVED_SCHEMA)
+    shards = {
+        r["uri"]: r["shard"]
+        for r in cat.rows(
+            "SELECT v.uri, a.shard FROM asset_versions v JOIN assets a USING (tenant_id, asset_id) "
+            "WHERE v.is_current"
+        )
+    }
+    tbl = pa.table(
+        {
+            "uri": [o.uri for o in observations],
+            "size": [o.size for o in observations],
+            "mtime_ns": [o.mtime_ns for o in observations],
+            "sidecar_state": [o.sidecar_state for o in observations],
+            "shard": [shards.get(o.uri, -1) for o in observations],
+            "acl_state": [o.acl_state for o in observations],
+        },
+        schema=OBSERVED_SCHEMA,
+    )
     path = observed_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -414,7 +520,10 @@ def detect_changes(settings: Settings) -> SourceChanges:
             seen.add(obs.uri)
             prev = before.get(obs.uri)
             if prev and (prev["size"], prev["mtime_ns"], prev["sidecar_state"]) == (
-                    obs.size, obs.mtime_ns, obs.sidecar_state):
+                obs.size,
+                obs.mtime_ns,
+                obs.sidecar_state,
+            ):
                 if prev.get("acl_state", obs.acl_state) != obs.acl_state:
                     # Sources file edited: same bytes, new tenant, source name or groups.
                     out.changed.append(obs.uri)

@@ -45,8 +45,10 @@ def _groups(value: Any) -> Any:
         cleaned = [str(g).strip() for g in value]
         for g in cleaned:
             if not re.fullmatch(GROUP_PATTERN, g) or len(g) > 128:
-                raise ValueError(f"bad group name {g!r} (letters, digits and _.:@-; "
-                                 "starting with a letter or digit)")
+                raise ValueError(
+                    f"bad group name {g!r} (letters, digits and _.:@-; "
+                    "starting with a letter or digit)"
+                )
         return sorted(set(cleaned))
     return value
 
@@ -62,8 +64,9 @@ class FolderOverride(BaseModel):
     def _relative(cls, v: str) -> str:
         p = PurePosixPath(v.strip().replace("\\", "/").strip("/"))
         if not str(p) or str(p) == "." or p.is_absolute() or ".." in p.parts:
-            raise ValueError(f"override folder {v!r} must be a folder inside its source "
-                             "(relative, no '..')")
+            raise ValueError(
+                f"override folder {v!r} must be a folder inside its source (relative, no '..')"
+            )
         return str(p)
 
     _check_groups = field_validator("groups", mode="before")(_groups)
@@ -100,7 +103,7 @@ class SourceConfig(BaseModel):
         best, depth = self.groups, -1
         for o in self.overrides:
             op = PurePosixPath(o.folder).parts
-            if len(op) > depth and tuple(parts[:len(op)]) == op:
+            if len(op) > depth and tuple(parts[: len(op)]) == op:
                 best, depth = o.groups, len(op)
         return list(best)
 
@@ -117,10 +120,12 @@ class SourcesFile(BaseModel):
         if dup:
             raise ValueError(f"source names must be unique; listed twice: {dup}")
         for i, a in enumerate(self.sources):
-            for b in self.sources[i + 1:]:
+            for b in self.sources[i + 1 :]:
                 if a.path == b.path or a.path in b.path.parents or b.path in a.path.parents:
-                    raise ValueError(f"sources {a.name!r} ({a.path}) and {b.name!r} ({b.path}) "
-                                     "overlap: a file must belong to one source")
+                    raise ValueError(
+                        f"sources {a.name!r} ({a.path}) and {b.name!r} ({b.path}) "
+                        "overlap: a file must belong to one source"
+                    )
         return self
 
     @property
@@ -143,7 +148,8 @@ def read_sources_file(path: Path) -> SourcesFile:
         return SourcesFile.model_validate(raw if raw is not None else {})
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors())
+            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors()
+        )
         raise SourcesFileError(f"sources file {path}: {problems}") from exc
 
 

@@ -41,12 +41,23 @@ class PlanReport:
         return sorted(k for k, n in self.tasks_per_partition.items() if n)
 
 
-def _task(tp: TaskProfile, profile: str, v: dict, key: str, tenant: str,
-          inputs_hash: str = "") -> TaskSpec:
-    return TaskSpec(task_type=tp.task_type, tenant_id=tenant, asset_id=v["asset_id"],
-                    version_id=v["version_id"], uri=v["uri"], media_type=v["media_type"],
-                    size=v["size"], partition_key=partition_key(profile, key), model=tp.model,
-                    config=tp.config, inputs_hash=inputs_hash, profile=profile)
+def _task(
+    tp: TaskProfile, profile: str, v: dict, key: str, tenant: str, inputs_hash: str = ""
+) -> TaskSpec:
+    return TaskSpec(
+        task_type=tp.task_type,
+        tenant_id=tenant,
+        asset_id=v["asset_id"],
+        version_id=v["version_id"],
+        uri=v["uri"],
+        media_type=v["media_type"],
+        size=v["size"],
+        partition_key=partition_key(profile, key),
+        model=tp.model,
+        config=tp.config,
+        inputs_hash=inputs_hash,
+        profile=profile,
+    )
 
 
 def text_task_for(text_profile: Profile, v: dict, key: str, tenant: str) -> TaskSpec | None:
@@ -55,8 +66,14 @@ def text_task_for(text_profile: Profile, v: dict, key: str, tenant: str) -> Task
         return _task(text_profile.tasks["doc_text"], text_profile.name, v, key, tenant)
     if is_image(v["media_type"]):
         # The sidecar is an input too: a new description means new evidence.
-        return _task(text_profile.tasks["image_meta"], text_profile.name, v, key, tenant,
-                     inputs_hash=v["sidecar_hash"])
+        return _task(
+            text_profile.tasks["image_meta"],
+            text_profile.name,
+            v,
+            key,
+            tenant,
+            inputs_hash=v["sidecar_hash"],
+        )
     return None
 
 
@@ -71,7 +88,8 @@ def current_versions(cat: Catalog) -> list[dict]:
           FROM asset_versions v JOIN assets a USING (tenant_id, asset_id)
           WHERE v.is_current) WHERE rn = 1
         ORDER BY tenant_id, asset_id
-        """)
+        """
+    )
 
 
 def plan(settings: Settings, cat: Catalog, profiles: Profiles | None = None) -> PlanReport:
@@ -79,13 +97,15 @@ def plan(settings: Settings, cat: Catalog, profiles: Profiles | None = None) -> 
     holds the tenant, so tenants never share a result)."""
     profiles = profiles or load_profiles(settings)
     versions = current_versions(cat)
-    results = {r["dedupe_key"]: r for r in cat.rows(
-        "SELECT dedupe_key, status, retryable FROM results")}
+    results = {
+        r["dedupe_key"]: r for r in cat.rows("SELECT dedupe_key, status, retryable FROM results")
+    }
 
     report = PlanReport()
     shards = [shard_key(s) for s in range(settings.shard_count)]
-    per: dict[tuple[str, str], list[TaskSpec]] = {(p, k): [] for p in profiles.names
-                                                  for k in shards}
+    per: dict[tuple[str, str], list[TaskSpec]] = {
+        (p, k): [] for p in profiles.names for k in shards
+    }
 
     def state(key: str) -> str:
         r = results.get(key)
@@ -128,17 +148,24 @@ def plan(settings: Settings, cat: Catalog, profiles: Profiles | None = None) -> 
             if text_state == "failed":
                 report.skipped_failed += 1  # nothing to embed until the text is re-driven
                 continue
-            mv = _task(prof.tasks["mv_embed"], prof.name, v, key, tenant,
-                       inputs_hash=text_task.dedupe_key)
+            mv = _task(
+                prof.tasks["mv_embed"], prof.name, v, key, tenant, inputs_hash=text_task.dedupe_key
+            )
             add(mv, state(mv.dedupe_key), prof.name, key)
 
-    for u in cat.rows("SELECT DISTINCT tenant_id, uri, content_hash, media_type "
-                      "FROM asset_versions WHERE is_current"):
+    for u in cat.rows(
+        "SELECT DISTINCT tenant_id, uri, content_hash, media_type "
+        "FROM asset_versions WHERE is_current"
+    ):
         if not (is_document(u["media_type"]) or is_image(u["media_type"])):
-            cat.record_dead_letter(tenant_id=u["tenant_id"], uri=u["uri"],
-                                   content_hash=u["content_hash"],
-                                   stage="discover", error_class="UnsupportedMediaType",
-                                   message=f"{u['uri']}: no analyzer reads {u['media_type']}")
+            cat.record_dead_letter(
+                tenant_id=u["tenant_id"],
+                uri=u["uri"],
+                content_hash=u["content_hash"],
+                stage="discover",
+                error_class="UnsupportedMediaType",
+                message=f"{u['uri']}: no analyzer reads {u['media_type']}",
+            )
 
     # Profiles removed from the models file get no more work (their evidence stays).
     for folder in settings.plans_dir.glob("profile=*"):
@@ -149,5 +176,3 @@ def plan(settings: Settings, cat: Catalog, profiles: Profiles | None = None) -> 
         write_plan(settings, profile, key, tasks)
         report.tasks_per_partition[partition_key(profile, key)] = len(tasks)
     return report
-
-

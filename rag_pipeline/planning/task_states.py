@@ -13,17 +13,23 @@ from rag_pipeline.storage import plans, staging
 from rag_pipeline.storage.catalog.catalog import Catalog
 
 
-def task_states(settings: Settings, cat: Catalog, shards: list[str] | None = None,
-                profiles: list[str] | None = None) -> list[dict]:
+def task_states(
+    settings: Settings,
+    cat: Catalog,
+    shards: list[str] | None = None,
+    profiles: list[str] | None = None,
+) -> list[dict]:
     names = profiles or load_profiles(settings).names
     shards = shards or [shard_key(i) for i in range(settings.shard_count)]
     counts: dict[tuple[str, str, str], int] = {}  # (profile, shard, state) -> tasks
     for r in cat.rows(
-            "SELECT r.profile, a.shard, r.status, r.retryable, count(*) AS n FROM results r "
-            "JOIN assets a ON a.tenant_id = r.tenant_id AND a.asset_id = r.asset_id "
-            "GROUP BY ALL"):  # every tenant (one partition serves them all)
-        state = ("persisted" if r["status"] == "ok" else
-                 "failed" if r["retryable"] else "dead_letter")
+        "SELECT r.profile, a.shard, r.status, r.retryable, count(*) AS n FROM results r "
+        "JOIN assets a ON a.tenant_id = r.tenant_id AND a.asset_id = r.asset_id "
+        "GROUP BY ALL"
+    ):  # every tenant (one partition serves them all)
+        state = (
+            "persisted" if r["status"] == "ok" else "failed" if r["retryable"] else "dead_letter"
+        )
         key = (r["profile"], shard_key(r["shard"]), state)
         counts[key] = counts.get(key, 0) + int(r["n"])
     out = []
@@ -38,11 +44,16 @@ def task_states(settings: Settings, cat: Catalog, shards: list[str] | None = Non
         for profile in names:
             planned = {t.dedupe_key for t in plans.read_plan(settings, profile, shard)}
             reported = staged.get(profile, set())
-            out.append({
-                "partition": plans.partition_key(profile, shard), "profile": profile,
-                "shard": shard, "queued": len(planned - reported), "reported": len(reported),
-                "persisted": counts.get((profile, shard, "persisted"), 0),
-                "failed": counts.get((profile, shard, "failed"), 0),
-                "dead_letter": counts.get((profile, shard, "dead_letter"), 0),
-            })
+            out.append(
+                {
+                    "partition": plans.partition_key(profile, shard),
+                    "profile": profile,
+                    "shard": shard,
+                    "queued": len(planned - reported),
+                    "reported": len(reported),
+                    "persisted": counts.get((profile, shard, "persisted"), 0),
+                    "failed": counts.get((profile, shard, "failed"), 0),
+                    "dead_letter": counts.get((profile, shard, "dead_letter"), 0),
+                }
+            )
     return out

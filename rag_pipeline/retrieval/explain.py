@@ -48,8 +48,9 @@ def stem(word: str) -> str:
         return w
     if w.endswith("ies") and len(w) > 4:
         w = w[:-3] + "y"
-    elif w.endswith("sses") or (w.endswith("es") and len(w) > 4
-                                and (w[-3] in "sxz" or w[-4:-2] in ("ch", "sh"))):
+    elif w.endswith("sses") or (
+        w.endswith("es") and len(w) > 4 and (w[-3] in "sxz" or w[-4:-2] in ("ch", "sh"))
+    ):
         w = w[:-2]
     elif w.endswith("s") and not w.endswith(("ss", "us", "is")) and len(w) > 3:
         w = w[:-1]
@@ -66,8 +67,11 @@ def stem(word: str) -> str:
 
 def tokens(text: str) -> list[str]:
     """Lowercased word tokens without stopwords (single letters dropped, digits kept)."""
-    return [t for t in (m.lower() for m in _TOKEN.findall(text or ""))
-            if t not in STOPWORDS and (len(t) > 1 or t.isdigit())]
+    return [
+        t
+        for t in (m.lower() for m in _TOKEN.findall(text or ""))
+        if t not in STOPWORDS and (len(t) > 1 or t.isdigit())
+    ]
 
 
 def query_terms(query: str) -> list[str]:
@@ -94,15 +98,21 @@ class QueryMatcher:
         # In lowercased ASCII text: the words that begin like a query stem (the regex engine
         # skips the others twice as fast as a word-by-word check).
         ascii_heads = sorted(h for h in self._heads if h.isascii())
-        self._ascii_candidates = re.compile(
-            r"(?<![a-z0-9])(?:" + "|".join(map(re.escape, ascii_heads)) + r")[a-z0-9]*"
-        ) if ascii_heads else None
+        self._ascii_candidates = (
+            re.compile(r"(?<![a-z0-9])(?:" + "|".join(map(re.escape, ascii_heads)) + r")[a-z0-9]*")
+            if ascii_heads
+            else None
+        )
         self._matched: dict[str, list[str]] = {}  # per text scanned
         self._offsets: dict[str, int | None] = {}
 
     def _is_match(self, word: str) -> bool:  # word: lowercased
-        return (word[:2] in self._heads and word not in STOPWORDS
-                and (len(word) > 1 or word.isdigit()) and stem(word) in self._stems)
+        return (
+            word[:2] in self._heads
+            and word not in STOPWORDS
+            and (len(word) > 1 or word.isdigit())
+            and stem(word) in self._stems
+        )
 
     def matched_terms(self, text: str) -> list[str]:
         """The query's terms (lowercased, query order, distinct) whose stem occurs in ``text``."""
@@ -122,11 +132,15 @@ class QueryMatcher:
         if text not in self._offsets:
             found: Iterator[int]
             if not text.isascii():
-                found = (m.start() for m in _TOKEN.finditer(text)
-                         if self._is_match(m.group().lower()))
+                found = (
+                    m.start() for m in _TOKEN.finditer(text) if self._is_match(m.group().lower())
+                )
             elif self._ascii_candidates is not None:
-                found = (m.start() for m in self._ascii_candidates.finditer(text.lower())
-                         if self._is_match(m.group()))
+                found = (
+                    m.start()
+                    for m in self._ascii_candidates.finditer(text.lower())
+                    if self._is_match(m.group())
+                )
             else:
                 found = iter(())
             self._offsets[text] = next(found, None)
@@ -151,8 +165,7 @@ def first_match_offset(query: str, text: str) -> int | None:
     return QueryMatcher(query).first_match_offset(text)
 
 
-def snippet(text: str, query: str, width: int = 200, *,
-            matcher: QueryMatcher | None = None) -> str:
+def snippet(text: str, query: str, width: int = 200, *, matcher: QueryMatcher | None = None) -> str:
     """A window of about ``width`` characters of ``text`` around its first match of ``query``.
 
     Without a match it is the start of the text. Cuts land on whitespace where possible and are
@@ -190,9 +203,13 @@ def parse_evidence(evidence: str | list[dict[str, Any]] | None) -> list[dict[str
     return [e for e in evidence if isinstance(e, dict)]
 
 
-def matched_evidence(evidence: str | list[dict[str, Any]] | None, query: str,
-                     limit: int | None = None, *,
-                     matcher: QueryMatcher | None = None) -> list[dict[str, Any]]:
+def matched_evidence(
+    evidence: str | list[dict[str, Any]] | None,
+    query: str,
+    limit: int | None = None,
+    *,
+    matcher: QueryMatcher | None = None,
+) -> list[dict[str, Any]]:
     """Evidence items whose text matches the query, best first.
 
     ``evidence`` is a snapshot row's evidence JSON list of ``{kind, field, ordinal, text,

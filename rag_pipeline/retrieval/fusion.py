@@ -54,8 +54,9 @@ def weights_for(query_type: str, available_axes: Iterable[str]) -> dict[str, flo
     return {a: w / total for a, w in chosen.items()}
 
 
-def weighted_rrf(rankings: Mapping[str, list[Id]], weights: Mapping[str, float],
-                 k: int = RRF_K) -> list[tuple[Id, float]]:
+def weighted_rrf(
+    rankings: Mapping[str, list[Id]], weights: Mapping[str, float], k: int = RRF_K
+) -> list[tuple[Id, float]]:
     """Weighted reciprocal-rank fusion.
 
     ``score(d) = sum over axes of weights[axis] / (k + rank_axis(d))`` with 1-based ranks; an axis
@@ -134,8 +135,13 @@ def _looks_like_identifier(tok: str) -> bool:
 
 def _rare_looking(tok: str) -> bool:
     t = tok.lower()
-    return (len(t) >= 3 and t not in _STOPWORDS and t not in _VISUAL_WORDS
-            and t not in _COMMON_WORDS and t not in _QUESTION_WORDS)
+    return (
+        len(t) >= 3
+        and t not in _STOPWORDS
+        and t not in _VISUAL_WORDS
+        and t not in _COMMON_WORDS
+        and t not in _QUESTION_WORDS
+    )
 
 
 def classify_query(text: str) -> QueryType:

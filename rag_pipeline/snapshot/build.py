@@ -96,15 +96,25 @@ def _run_info(cat: Catalog, run_ids: list[str]) -> dict[str, dict]:
     rows = cat.rows(
         "SELECT run_id, analyzer, backend, model_id, revision, dtype, quantization, "
         "weights_checksum, model_key, config_hash, partition_key, dagster_run_id, persisted_at "
-        "FROM analysis_runs WHERE run_id IN (SELECT unnest(?))", [run_ids])
-    return {r["run_id"]: {k: (str(v) if isinstance(v, datetime) else v) for k, v in r.items()}
-            for r in rows}
+        "FROM analysis_runs WHERE run_id IN (SELECT unnest(?))",
+        [run_ids],
+    )
+    return {
+        r["run_id"]: {k: (str(v) if isinstance(v, datetime) else v) for k, v in r.items()}
+        for r in rows
+    }
 
 
 def _evidence_item(ev: dict, field: str) -> dict:
-    return {"kind": ev["kind"], "field": field, "ordinal": ev["ordinal"], "text": ev["text"][:1000],
-            "confidence": round(float(ev["confidence"]), 4), "run_id": ev["run_id"],
-            "locator": json.loads(ev["locator"]) if ev["locator"] else {}}
+    return {
+        "kind": ev["kind"],
+        "field": field,
+        "ordinal": ev["ordinal"],
+        "text": ev["text"][:1000],
+        "confidence": round(float(ev["confidence"]), 4),
+        "run_id": ev["run_id"],
+        "locator": json.loads(ev["locator"]) if ev["locator"] else {},
+    }
 
 
 def _ts(mtime_ns: int) -> datetime:
@@ -135,12 +145,15 @@ def _image_results(cat: Catalog, profile) -> dict[tuple[str, str], dict]:
         "SELECT tenant_id, asset_id, dedupe_key, run_id FROM (SELECT r.*, row_number() OVER "
         "(PARTITION BY tenant_id, asset_id ORDER BY persisted_at DESC, dedupe_key) AS rn FROM "
         "results r WHERE status = 'ok' AND task_type = ? AND model_key = ? AND config_hash = ?) "
-        "WHERE rn = 1", [tp.task_type, tp.model.key, stable_hash(tp.config)])
+        "WHERE rn = 1",
+        [tp.task_type, tp.model.key, stable_hash(tp.config)],
+    )
     return {(r["tenant_id"], r["asset_id"]): r for r in rows}
 
 
-def _vectors(settings: Settings, axis: str, dim: int, run_ids: list[str]
-             ) -> dict[tuple[str, str], np.ndarray]:
+def _vectors(
+    settings: Settings, axis: str, dim: int, run_ids: list[str]
+) -> dict[tuple[str, str], np.ndarray]:
     out: dict[tuple[str, str], np.ndarray] = {}
     vt = VectorStore(settings.lance_dir).read(axis, dim, run_ids) if dim else None
     if vt is not None and vt.num_rows:
@@ -157,8 +170,9 @@ def _thumbnail(settings: Settings, asset_id: str) -> str:
     return str(rel) if (settings.data_dir / rel).exists() else ""
 
 
-def collect_units(settings: Settings, cat: Catalog,
-                  policy: dict[str, str] | None = None) -> tuple[list[dict], dict]:
+def collect_units(
+    settings: Settings, cat: Catalog, policy: dict[str, str] | None = None
+) -> tuple[list[dict], dict]:
     """Rows for the snapshot table, plus stats. Reads the catalog and the vector store.
 
     Evidence is selected by the policy's profiles: their model keys and config hashes, so the
@@ -171,21 +185,33 @@ def collect_units(settings: Settings, cat: Catalog,
     mv_task = mv_prof.tasks["mv_embed"]
     mv_spec = mv_task.model
     dim = int(mv_spec.dim or 0)
-    assets = cat.rows(_SELECT_UNITS, {
-        "doc_key": doc.model.key,
-        "doc_cfg": stable_hash(doc.config), "img_key": img.model.key,
-        "img_cfg": stable_hash(img.config), "mv_key": mv_spec.key,
-        "mv_cfg": stable_hash(mv_task.config)})
+    assets = cat.rows(
+        _SELECT_UNITS,
+        {
+            "doc_key": doc.model.key,
+            "doc_cfg": stable_hash(doc.config),
+            "img_key": img.model.key,
+            "img_cfg": stable_hash(img.config),
+            "mv_key": mv_spec.key,
+            "mv_cfg": stable_hash(mv_task.config),
+        },
+    )
     # Image-only profiles named by the policy: OCR text, VLM captions and tags, VV vectors.
-    extra = {slot: _image_results(cat, profiles[policy[slot]])
-             for slot in ("ocr", "caption", "vv") if policy.get(slot)}
+    extra = {
+        slot: _image_results(cat, profiles[policy[slot]])
+        for slot in ("ocr", "caption", "vv")
+        if policy.get(slot)
+    }
     vv_prof = profiles[policy["vv"]] if policy.get("vv") else None
     vv_dim = int(vv_prof.dim or 0) if vv_prof else 0
     text_keys = [a["text_key"] for a in assets] + [
-        r["dedupe_key"] for slot in ("ocr", "caption") for r in extra.get(slot, {}).values()]
+        r["dedupe_key"] for slot in ("ocr", "caption") for r in extra.get(slot, {}).values()
+    ]
     ev_rows = cat.rows(
         "SELECT dedupe_key, kind, ordinal, text, confidence, locator, run_id FROM evidence_text "
-        "WHERE dedupe_key IN (SELECT unnest(?)) ORDER BY dedupe_key, kind, ordinal", [text_keys])
+        "WHERE dedupe_key IN (SELECT unnest(?)) ORDER BY dedupe_key, kind, ordinal",
+        [text_keys],
+    )
     evidence: dict[str, list[dict]] = defaultdict(list)
     for ev in ev_rows:
         evidence[ev["dedupe_key"]].append(ev)
@@ -207,7 +233,7 @@ def collect_units(settings: Settings, cat: Catalog,
     for a in assets:
         ident = (a["tenant_id"], a["asset_id"])
         # Unit ids are unique within a tenant; a copy under another ACL gets its own suffix.
-        suffix = (f"~{stable_hash(list(a['acl']), 8)}" if acl_sets[ident] > 1 else "")
+        suffix = f"~{stable_hash(list(a['acl']), 8)}" if acl_sets[ident] > 1 else ""
         evs = evidence.get(a["text_key"], [])
         by_kind: dict[str, list[dict]] = defaultdict(list)
         for ev in evs:
@@ -217,33 +243,52 @@ def collect_units(settings: Settings, cat: Catalog,
             unit_runs["mv_embed"] = runs.get(a["mv_run"], {"run_id": a["mv_run"]})
         folder = str(PurePosixPath(a["rel_path"]).parent)
         base = {
-            "tenant_id": a["tenant_id"], "acl_groups": list(a["acl"]),
+            "tenant_id": a["tenant_id"],
+            "acl_groups": list(a["acl"]),
             "asset_id": a["asset_id"],
-            "version_id": a["version_id"], "uri": a["uri"], "uris": list(a["uris"]),
+            "version_id": a["version_id"],
+            "uri": a["uri"],
+            "uris": list(a["uris"]),
             "source": a["source_name"] or PurePosixPath(a["source"]).name,
-            "path": a["rel_path"], "locations": list(a["locations"]),
+            "path": a["rel_path"],
+            "locations": list(a["locations"]),
             "folder": "" if folder == "." else folder,
-            "media_type": a["media_type"], "mtime": _ts(a["mtime_ns"]), "size": a["size"],
-            "taken_at": _taken_at(evs), "content_tags": [], "thumbnail": "",
-            "has_vv": False, "vector_vv": zero_vv,
+            "media_type": a["media_type"],
+            "mtime": _ts(a["mtime_ns"]),
+            "size": a["size"],
+            "taken_at": _taken_at(evs),
+            "content_tags": [],
+            "thumbnail": "",
+            "has_vv": False,
+            "vector_vv": zero_vv,
             "title": " ".join(e["text"] for e in by_kind["title"]),
             "metadata": "\n".join(e["text"] for e in by_kind["metadata"]),
         }
-        head = [_evidence_item(e, "title") for e in by_kind["title"]] + \
-               [_evidence_item(e, "metadata") for e in by_kind["metadata"]]
+        head = [_evidence_item(e, "title") for e in by_kind["title"]] + [
+            _evidence_item(e, "metadata") for e in by_kind["metadata"]
+        ]
         if a["text_type"] == "doc_text":
             n_docs += 1
             for ch in by_kind["chunk"]:
                 vec = vectors.get((a["mv_key"], f"chunk:{ch['ordinal']}")) if a["mv_key"] else None
                 n_with_mv += vec is not None
-                units.append(base | {
-                    "unit_id": f"{a['asset_id']}:{ch['ordinal']}{suffix}", "kind": "document",
-                    "chunk_index": int(ch["ordinal"]), "locator": ch["locator"],
-                    "body": ch["text"], "caption": "", "tags": "", "ocr": "",
-                    "has_mv": vec is not None, "vector_mv": vec if vec is not None else zero,
-                    "runs": json.dumps(unit_runs, sort_keys=True),
-                    "evidence": json.dumps(head + [_evidence_item(ch, "body")]),
-                })
+                units.append(
+                    base
+                    | {
+                        "unit_id": f"{a['asset_id']}:{ch['ordinal']}{suffix}",
+                        "kind": "document",
+                        "chunk_index": int(ch["ordinal"]),
+                        "locator": ch["locator"],
+                        "body": ch["text"],
+                        "caption": "",
+                        "tags": "",
+                        "ocr": "",
+                        "has_mv": vec is not None,
+                        "vector_mv": vec if vec is not None else zero,
+                        "runs": json.dumps(unit_runs, sort_keys=True),
+                        "evidence": json.dumps(head + [_evidence_item(ch, "body")]),
+                    }
+                )
         else:
             n_images += 1
             vec = vectors.get((a["mv_key"], "unit:0")) if a["mv_key"] else None
@@ -260,42 +305,67 @@ def collect_units(settings: Settings, cat: Catalog,
             n_with_vv += vv_vec is not None
             captions = by_kind["description"] + by_kind["caption"]
             tags = by_kind["keyword"] + by_kind["tag"]
-            units.append(base | {
-                "unit_id": f"{a['asset_id']}:img{suffix}", "kind": "image", "chunk_index": -1,
-                "locator": "{}", "body": "",
-                "caption": "\n".join(e["text"] for e in captions),
-                "tags": ", ".join(e["text"] for e in tags),
-                "ocr": "\n".join(e["text"] for e in by_kind["ocr"]),
-                "content_tags": sorted({normalize_tag(e["text"]) for e in tags} - {""}),
-                "thumbnail": _thumbnail(settings, a["asset_id"]),
-                "has_mv": vec is not None, "vector_mv": vec if vec is not None else zero,
-                "has_vv": vv_vec is not None,
-                "vector_vv": vv_vec if vv_vec is not None else zero_vv,
-                "runs": json.dumps(unit_runs, sort_keys=True),
-                "evidence": json.dumps(head + [_evidence_item(e, "caption") for e in captions]
-                                       + [_evidence_item(e, "tags") for e in tags]
-                                       + [_evidence_item(e, "ocr") for e in by_kind["ocr"]]),
-            })
+            units.append(
+                base
+                | {
+                    "unit_id": f"{a['asset_id']}:img{suffix}",
+                    "kind": "image",
+                    "chunk_index": -1,
+                    "locator": "{}",
+                    "body": "",
+                    "caption": "\n".join(e["text"] for e in captions),
+                    "tags": ", ".join(e["text"] for e in tags),
+                    "ocr": "\n".join(e["text"] for e in by_kind["ocr"]),
+                    "content_tags": sorted({normalize_tag(e["text"]) for e in tags} - {""}),
+                    "thumbnail": _thumbnail(settings, a["asset_id"]),
+                    "has_mv": vec is not None,
+                    "vector_mv": vec if vec is not None else zero,
+                    "has_vv": vv_vec is not None,
+                    "vector_vv": vv_vec if vv_vec is not None else zero_vv,
+                    "runs": json.dumps(unit_runs, sort_keys=True),
+                    "evidence": json.dumps(
+                        head
+                        + [_evidence_item(e, "caption") for e in captions]
+                        + [_evidence_item(e, "tags") for e in tags]
+                        + [_evidence_item(e, "ocr") for e in by_kind["ocr"]]
+                    ),
+                }
+            )
     # Units with text the MV axis embeds but no vector: a gap, unlike a bare image.
-    missing = sum(1 for u in units if not u["has_mv"]
-                  and (u["kind"] == "document" or u["title"] or u["caption"] or u["tags"]))
+    missing = sum(
+        1
+        for u in units
+        if not u["has_mv"] and (u["kind"] == "document" or u["title"] or u["caption"] or u["tags"])
+    )
     per_tenant: dict[str, int] = defaultdict(int)
     for u in units:
         per_tenant[u["tenant_id"]] += 1
-    stats = {"policy": dict(policy), "n_units_missing_mv": missing, "n_assets": len(acl_sets),
-             "n_documents": n_docs, "n_images": n_images,
-             "tenants": sorted(per_tenant), "n_units_per_tenant": dict(sorted(per_tenant.items())),
-             "n_units": len(units), "n_units_with_mv": n_with_mv, "mv_dim": dim,
-             "mv_model_key": mv_spec.key, "mv_model_dir": str(mv_prof.model_dir),
-             "n_units_with_vv": n_with_vv, "vv_dim": vv_dim,
-             "vv_model_key": vv_prof.tasks["vv_embed"].model.key if vv_prof else None,
-             "vv_model_dir": str(vv_prof.model_dir) if vv_prof else None,
-             "vv_unavailable": vv_prof.unavailable if vv_prof else None,
-             "n_images_with_ocr": sum(1 for u in units if u["ocr"]),
-             "n_images_with_caption": sum(1 for a in assets if a["asset_id"] in
-                                          extra.get("caption", {}))}
-    n_docs_assets = {(a["tenant_id"], a["asset_id"]) for a in assets
-                     if a["text_type"] == "doc_text"}
+    stats = {
+        "policy": dict(policy),
+        "n_units_missing_mv": missing,
+        "n_assets": len(acl_sets),
+        "n_documents": n_docs,
+        "n_images": n_images,
+        "tenants": sorted(per_tenant),
+        "n_units_per_tenant": dict(sorted(per_tenant.items())),
+        "n_units": len(units),
+        "n_units_with_mv": n_with_mv,
+        "mv_dim": dim,
+        "mv_model_key": mv_spec.key,
+        "mv_model_dir": str(mv_prof.model_dir),
+        "n_units_with_vv": n_with_vv,
+        "vv_dim": vv_dim,
+        "vv_model_key": vv_prof.tasks["vv_embed"].model.key if vv_prof else None,
+        "vv_model_dir": str(vv_prof.model_dir) if vv_prof else None,
+        "vv_unavailable": vv_prof.unavailable if vv_prof else None,
+        "n_images_with_ocr": sum(1 for u in units if u["ocr"]),
+        "n_images_with_caption": sum(
+            1 for a in assets if a["asset_id"] in extra.get("caption", {})
+        ),
+    }
+    n_docs_assets = {
+        (a["tenant_id"], a["asset_id"]) for a in assets if a["text_type"] == "doc_text"
+    }
     stats["n_documents"] = len(n_docs_assets)
     stats["n_images"] = len(acl_sets) - len(n_docs_assets)
     return units, stats
@@ -303,20 +373,45 @@ def collect_units(settings: Settings, cat: Catalog,
 
 def fingerprint(units: list[dict], settings: Settings) -> str:
     """Identity of a snapshot's content: same evidence and settings -> same fingerprint."""
-    ident = [(u["tenant_id"], u["unit_id"], u["version_id"], u["runs"], tuple(u["uris"]),
-              u["source"], u["path"], tuple(u["locations"]), tuple(u["acl_groups"]))
-             for u in units]
-    return stable_hash([SNAPSHOT_SCHEMA_VERSION, sorted(ident),
-                        settings.field_weights.model_dump()], 32)
+    ident = [
+        (
+            u["tenant_id"],
+            u["unit_id"],
+            u["version_id"],
+            u["runs"],
+            tuple(u["uris"]),
+            u["source"],
+            u["path"],
+            tuple(u["locations"]),
+            tuple(u["acl_groups"]),
+        )
+        for u in units
+    ]
+    return stable_hash(
+        [SNAPSHOT_SCHEMA_VERSION, sorted(ident), settings.field_weights.model_dump()], 32
+    )
 
 
 def _stats_fingerprint(units: list[dict], stats: dict, settings: Settings) -> str:
-    return stable_hash([fingerprint(units, settings), stats["policy"], stats["mv_model_key"],
-                        stats["vv_model_key"], stats["vv_unavailable"]], 32)
+    return stable_hash(
+        [
+            fingerprint(units, settings),
+            stats["policy"],
+            stats["mv_model_key"],
+            stats["vv_model_key"],
+            stats["vv_unavailable"],
+        ],
+        32,
+    )
 
 
-def build_snapshot(settings: Settings, cat: Catalog, dagster_run_id: str | None = None,
-                   force: bool = False, policy: dict[str, str] | None = None) -> SnapshotResult:
+def build_snapshot(
+    settings: Settings,
+    cat: Catalog,
+    dagster_run_id: str | None = None,
+    force: bool = False,
+    policy: dict[str, str] | None = None,
+) -> SnapshotResult:
     t0 = time.perf_counter()
     units, stats = collect_units(settings, cat, policy)
     fp = _stats_fingerprint(units, stats, settings)
@@ -333,13 +428,17 @@ def build_snapshot(settings: Settings, cat: Catalog, dagster_run_id: str | None 
     dim, vv_dim = stats["mv_dim"], stats["vv_dim"]
     schema = snapshot_arrow_schema(dim, vv_dim)
     vector_cols = {"vector_mv": dim, "vector_vv": vv_dim}
-    cols: dict[str, list] = {name: [u.get(name) for u in units] for name in schema.names
-                             if name not in vector_cols}
+    cols: dict[str, list] = {
+        name: [u.get(name) for u in units] for name in schema.names if name not in vector_cols
+    }
     arrays = {name: pa.array(cols[name], type=schema.field(name).type) for name in cols}
     for name, d in vector_cols.items():
         if name in schema.names:
-            flat = (np.stack([u[name] for u in units]).astype(np.float32).ravel()
-                    if units else np.zeros(0, dtype=np.float32))
+            flat = (
+                np.stack([u[name] for u in units]).astype(np.float32).ravel()
+                if units
+                else np.zeros(0, dtype=np.float32)
+            )
             arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat), d)
     table = pa.table([arrays[n] for n in schema.names], schema=schema)
 
@@ -349,8 +448,13 @@ def build_snapshot(settings: Settings, cat: Catalog, dagster_run_id: str | None 
     if units:
         for f in FTS_FIELDS:
             # English stemming and stop words: BM25 over word stems, per field.
-            tbl.create_index(f, replace=True, config=FTS(
-                stem=True, remove_stop_words=True, language="English", with_position=False))
+            tbl.create_index(
+                f,
+                replace=True,
+                config=FTS(
+                    stem=True, remove_stop_words=True, language="English", with_position=False
+                ),
+            )
         # The principal's prefilter (tenant_id = ? AND array_has_any(acl_groups, ?)) is
         # answered by scalar indexes inside every index query.
         tbl.create_index("tenant_id", config=BTree(), replace=True)
@@ -371,24 +475,38 @@ def build_snapshot(settings: Settings, cat: Catalog, dagster_run_id: str | None 
         vv_reason = None
     stats |= {"fingerprint": fp, "index_seconds": round(index_s, 3)}
     manifest = SnapshotManifest(
-        snapshot_id=snapshot_id, table_name=table_name, created_at=now,
-        tenants=stats["tenants"], n_units=len(units), n_documents=stats["n_documents"],
+        snapshot_id=snapshot_id,
+        table_name=table_name,
+        created_at=now,
+        tenants=stats["tenants"],
+        n_units=len(units),
+        n_documents=stats["n_documents"],
         n_images=stats["n_images"],
         axes={
             "fts": AxisInfo(available=bool(units)),
-            "mv": AxisInfo(available=stats["n_units_with_mv"] > 0, model=mv,
-                           model_dir=stats["mv_model_dir"], dim=dim,
-                           reason=None if stats["n_units_with_mv"] else "no MV vectors persisted"),
-            "vv": AxisInfo(available=vv_reason is None, model=vv_model,
-                           model_dir=stats["vv_model_dir"], dim=vv_dim or None,
-                           reason=vv_reason),
+            "mv": AxisInfo(
+                available=stats["n_units_with_mv"] > 0,
+                model=mv,
+                model_dir=stats["mv_model_dir"],
+                dim=dim,
+                reason=None if stats["n_units_with_mv"] else "no MV vectors persisted",
+            ),
+            "vv": AxisInfo(
+                available=vv_reason is None,
+                model=vv_model,
+                model_dir=stats["vv_model_dir"],
+                dim=vv_dim or None,
+                reason=vv_reason,
+            ),
         },
         policy=dict(stats["policy"]),
-        field_weights=settings.field_weights.model_dump(), dagster_run_id=dagster_run_id,
+        field_weights=settings.field_weights.model_dump(),
+        dagster_run_id=dagster_run_id,
         stats=stats,
     )
-    write_atomic(manifest_path(settings.snapshots_dir, snapshot_id),
-                 manifest.model_dump_json(indent=2))
+    write_atomic(
+        manifest_path(settings.snapshots_dir, snapshot_id), manifest.model_dump_json(indent=2)
+    )
     write_atomic(current_pointer(settings.snapshots_dir), snapshot_id)
     _retain(settings, db)
     return SnapshotResult(manifest, published=True, seconds=time.perf_counter() - t0)
@@ -415,7 +533,7 @@ def _retain(settings: Settings, db) -> list[str]:
     manifests = sorted(snapshots_dir.glob("*.json"), key=_age_key, reverse=True)  # newest first
     live_leases(snapshots_dir, settings.lease_ttl_s)  # reap stale leases, also of gone snapshots
     dropped = []
-    for old in manifests[settings.snapshots_kept:]:
+    for old in manifests[settings.snapshots_kept :]:
         sid = old.stem
         if sid in pinned:
             continue

@@ -102,10 +102,17 @@ class Lease:
             if self._released:
                 return
             now = time.time()
-            text = json.dumps({
-                "snapshot_id": self.snapshot_id, "holder": self.holder, "host": HOST,
-                "pid": os.getpid(), "pid_space": PID_SPACE, "started": self.started,
-                "heartbeat": now})
+            text = json.dumps(
+                {
+                    "snapshot_id": self.snapshot_id,
+                    "holder": self.holder,
+                    "host": HOST,
+                    "pid": os.getpid(),
+                    "pid_space": PID_SPACE,
+                    "started": self.started,
+                    "heartbeat": now,
+                }
+            )
             for attempt in range(3):
                 try:
                     write_atomic(self.path, text)
@@ -129,9 +136,13 @@ class Lease:
         return self._released
 
     def info(self) -> dict[str, Any]:
-        return {"holder": self.holder, "snapshot_id": self.snapshot_id,
-                "started": self.started, "heartbeat": self.heartbeat_at,
-                "released": self._released}
+        return {
+            "holder": self.holder,
+            "snapshot_id": self.snapshot_id,
+            "started": self.started,
+            "heartbeat": self.heartbeat_at,
+            "released": self._released,
+        }
 
 
 @dataclass
@@ -162,18 +173,28 @@ def read_lease(path: Path, ttl_s: float, now: float | None = None) -> LeaseRecor
         beat = mtime
     reason = None
     pid = data.get("pid")
-    if (data.get("host") == HOST and data.get("pid_space") == PID_SPACE and isinstance(pid, int)
-            and not pid_alive(pid)):
+    if (
+        data.get("host") == HOST
+        and data.get("pid_space") == PID_SPACE
+        and isinstance(pid, int)
+        and not pid_alive(pid)
+    ):
         reason = f"process {pid} on {HOST} is gone"
     elif now - beat > ttl_s:
         reason = f"no heartbeat for {now - beat:.0f} s (TTL {ttl_s:g} s)"
-    return LeaseRecord(path=path, snapshot_id=path.parent.name,
-                       holder=data.get("holder") or path.stem, heartbeat=beat,
-                       stale=reason is not None, reason=reason)
+    return LeaseRecord(
+        path=path,
+        snapshot_id=path.parent.name,
+        holder=data.get("holder") or path.stem,
+        heartbeat=beat,
+        stale=reason is not None,
+        reason=reason,
+    )
 
 
-def snapshot_leases(snapshots_dir: Path, snapshot_id: str, ttl_s: float,
-                    *, reap: bool = True) -> list[LeaseRecord]:
+def snapshot_leases(
+    snapshots_dir: Path, snapshot_id: str, ttl_s: float, *, reap: bool = True
+) -> list[LeaseRecord]:
     """Fresh leases on one snapshot; stale ones are deleted when ``reap``."""
     folder = leases_dir(snapshots_dir, snapshot_id)
     fresh = []
@@ -192,8 +213,9 @@ def snapshot_leases(snapshots_dir: Path, snapshot_id: str, ttl_s: float,
     return fresh
 
 
-def live_leases(snapshots_dir: Path, ttl_s: float, *, reap: bool = True
-                ) -> dict[str, list[LeaseRecord]]:
+def live_leases(
+    snapshots_dir: Path, ttl_s: float, *, reap: bool = True
+) -> dict[str, list[LeaseRecord]]:
     """snapshot_id -> its fresh leases, for every leased snapshot; stale ones are reaped."""
     base = leases_dir(snapshots_dir)
     out: dict[str, list[LeaseRecord]] = {}

@@ -13,8 +13,10 @@ from rag_pipeline.storage.catalog.catalog import Catalog, utcnow
 
 def effective_policy(profiles: Profiles, cat: Catalog) -> dict[str, str]:
     policy = dict(profiles.policy)
-    for r in cat.rows("SELECT axis, profile FROM (SELECT *, row_number() OVER (PARTITION BY axis "
-                      "ORDER BY set_at DESC) AS rn FROM axis_policy) WHERE rn = 1"):
+    for r in cat.rows(
+        "SELECT axis, profile FROM (SELECT *, row_number() OVER (PARTITION BY axis "
+        "ORDER BY set_at DESC) AS rn FROM axis_policy) WHERE rn = 1"
+    ):
         if r["profile"] in profiles.by_name:  # a profile removed from the file falls back
             policy[r["axis"]] = r["profile"]
     return policy

@@ -27,41 +27,46 @@ FTS_FIELDS = ("title", "body", "caption", "tags", "ocr", "metadata")
 def snapshot_arrow_schema(mv_dim: int, vv_dim: int | None = None) -> pa.Schema:
     """``vector_vv`` exists only when the policy names a VV profile (a fixed-size list cannot
     have size 0)."""
-    vv = [pa.field("has_vv", pa.bool_()),
-          pa.field("vector_vv", pa.list_(pa.float32(), vv_dim))] if vv_dim else []
-    return pa.schema([
-        pa.field("unit_id", pa.string(), nullable=False),       # unit (unique per tenant)
-        # Who may read it: the principal's prefilter (BTREE and LABEL_LIST scalar indexes).
-        pa.field("tenant_id", pa.string(), nullable=False),
-        pa.field("acl_groups", pa.list_(pa.string())),
-        pa.field("asset_id", pa.string(), nullable=False),      # sha256 of content
-        pa.field("version_id", pa.string(), nullable=False),    # observed file state
-        # Absolute paths: the pipeline's own (evals, benchmarks); serving never returns them.
-        pa.field("uri", pa.string(), nullable=False),           # primary current path
-        pa.field("uris", pa.list_(pa.string())),                # every current path
-        pa.field("source", pa.string()),                        # configured source name
-        pa.field("path", pa.string()),                          # path relative to the source
-        pa.field("locations", pa.list_(pa.string())),           # every "<source>/<path>"
-        pa.field("folder", pa.string()),                        # folder relative to source
-        pa.field("kind", pa.string(), nullable=False),          # "document" | "image"
-        pa.field("media_type", pa.string()),
-        pa.field("chunk_index", pa.int32()),                    # -1 for whole-asset units
-        pa.field("locator", pa.string()),                       # JSON: page, offsets
-        *[pa.field(f, pa.string()) for f in FTS_FIELDS],
-        pa.field("mtime", pa.timestamp("us", tz="UTC")),
-        pa.field("taken_at", pa.timestamp("us", tz="UTC")),     # EXIF/XMP date, if any
-        pa.field("size", pa.int64()),
-        pa.field("has_mv", pa.bool_()),
-        pa.field("vector_mv", pa.list_(pa.float32(), mv_dim)),
-        *vv,
-        # Normalised tag values (image keywords, VLM tags): the pre-filter / boost of tag search.
-        pa.field("content_tags", pa.list_(pa.string())),
-        pa.field("thumbnail", pa.string()),                     # relative to the data dir
-        # JSON list: {kind, field, ordinal, text, confidence, run_id}
-        pa.field("evidence", pa.string()),
-        # JSON object: task_type -> {run_id, model_key, model_id, revision, backend, ...}
-        pa.field("runs", pa.string()),
-    ])
+    vv = (
+        [pa.field("has_vv", pa.bool_()), pa.field("vector_vv", pa.list_(pa.float32(), vv_dim))]
+        if vv_dim
+        else []
+    )
+    return pa.schema(
+        [
+            pa.field("unit_id", pa.string(), nullable=False),  # unit (unique per tenant)
+            # Who may read it: the principal's prefilter (BTREE and LABEL_LIST scalar indexes).
+            pa.field("tenant_id", pa.string(), nullable=False),
+            pa.field("acl_groups", pa.list_(pa.string())),
+            pa.field("asset_id", pa.string(), nullable=False),  # sha256 of content
+            pa.field("version_id", pa.string(), nullable=False),  # observed file state
+            # Absolute paths: the pipeline's own (evals, benchmarks); serving never returns them.
+            pa.field("uri", pa.string(), nullable=False),  # primary current path
+            pa.field("uris", pa.list_(pa.string())),  # every current path
+            pa.field("source", pa.string()),  # configured source name
+            pa.field("path", pa.string()),  # path relative to the source
+            pa.field("locations", pa.list_(pa.string())),  # every "<source>/<path>"
+            pa.field("folder", pa.string()),  # folder relative to source
+            pa.field("kind", pa.string(), nullable=False),  # "document" | "image"
+            pa.field("media_type", pa.string()),
+            pa.field("chunk_index", pa.int32()),  # -1 for whole-asset units
+            pa.field("locator", pa.string()),  # JSON: page, offsets
+            *[pa.field(f, pa.string()) for f in FTS_FIELDS],
+            pa.field("mtime", pa.timestamp("us", tz="UTC")),
+            pa.field("taken_at", pa.timestamp("us", tz="UTC")),  # EXIF/XMP date, if any
+            pa.field("size", pa.int64()),
+            pa.field("has_mv", pa.bool_()),
+            pa.field("vector_mv", pa.list_(pa.float32(), mv_dim)),
+            *vv,
+            # Normalised tag values (image keywords, VLM tags): the pre-filter / boost of tag search.
+            pa.field("content_tags", pa.list_(pa.string())),
+            pa.field("thumbnail", pa.string()),  # relative to the data dir
+            # JSON list: {kind, field, ordinal, text, confidence, run_id}
+            pa.field("evidence", pa.string()),
+            # JSON object: task_type -> {run_id, model_key, model_id, revision, backend, ...}
+            pa.field("runs", pa.string()),
+        ]
+    )
 
 
 class AxisInfo(BaseModel):

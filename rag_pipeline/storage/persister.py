@@ -39,12 +39,13 @@ class PersistReport:
 
     def as_metadata(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "runs_persisted"} | {
-            "runs_persisted": len(self.runs_persisted)}
+            "runs_persisted": len(self.runs_persisted)
+        }
 
 
 def _insert_batched(cat: Catalog, table: str, rows: list[dict], batch_rows: int) -> None:
     for start in range(0, len(rows), max(batch_rows, 1)):
-        chunk = pa.Table.from_pylist(rows[start:start + batch_rows])  # noqa: F841 (scanned)
+        chunk = pa.Table.from_pylist(rows[start : start + batch_rows])  # noqa: F841 (scanned)
         cols = ", ".join(rows[0].keys())
         cat.con.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM chunk")
 
@@ -57,9 +58,13 @@ def persist_all(settings: Settings, cat: Catalog) -> PersistReport:
     return report
 
 
-def persist_shard(settings: Settings, cat: Catalog, shard: str,
-                  vector_store: VectorStore | None = None,
-                  report: PersistReport | None = None) -> PersistReport:
+def persist_shard(
+    settings: Settings,
+    cat: Catalog,
+    shard: str,
+    vector_store: VectorStore | None = None,
+    report: PersistReport | None = None,
+) -> PersistReport:
     t0 = time.perf_counter()
     report = report if report is not None else PersistReport()
     vs = vector_store or VectorStore(settings.lance_dir)
@@ -79,8 +84,13 @@ def persist_shard(settings: Settings, cat: Catalog, shard: str,
     return report
 
 
-def _persist_batch(settings: Settings, cat: Catalog, vs: VectorStore,
-                   batch: staging.StagedBatch, report: PersistReport) -> None:
+def _persist_batch(
+    settings: Settings,
+    cat: Catalog,
+    vs: VectorStore,
+    batch: staging.StagedBatch,
+    report: PersistReport,
+) -> None:
     run = batch.run
     now = utcnow()
     envelopes: list[ResultEnvelope] = []
@@ -92,14 +102,24 @@ def _persist_batch(settings: Settings, cat: Catalog, vs: VectorStore,
             envelopes.append(env)
         except ContractError as exc:
             report.rejected += 1
-            cat.record_dead_letter(tenant_id=run.tenant_id, uri=str(batch.path),
-                                   content_hash="", stage=run.analyzer,
-                                   error_class="ContractError", message=str(exc), run_id=run.run_id)
+            cat.record_dead_letter(
+                tenant_id=run.tenant_id,
+                uri=str(batch.path),
+                content_hash="",
+                stage=run.analyzer,
+                error_class="ContractError",
+                message=str(exc),
+                run_id=run.run_id,
+            )
             report.dead_letters += 1
 
     keys = [e.task.dedupe_key for e in envelopes]
-    existing = {r["dedupe_key"]: r["status"] for r in cat.rows(
-        "SELECT dedupe_key, status FROM results WHERE dedupe_key IN (SELECT unnest(?))", [keys])}
+    existing = {
+        r["dedupe_key"]: r["status"]
+        for r in cat.rows(
+            "SELECT dedupe_key, status FROM results WHERE dedupe_key IN (SELECT unnest(?))", [keys]
+        )
+    }
     fresh = [e for e in envelopes if existing.get(e.task.dedupe_key) != "ok"]
     report.duplicates_skipped += len(envelopes) - len(fresh)
     replaced_failed = [e.task.dedupe_key for e in fresh if e.task.dedupe_key in existing]
@@ -109,9 +129,25 @@ def _persist_batch(settings: Settings, cat: Catalog, vs: VectorStore,
     vec_rows: dict[tuple[str, int], dict[str, list]] = {}
     for e in fresh:
         for v in e.evidence_vectors:
-            cols = vec_rows.setdefault((v.axis, v.dim), {k: [] for k in (
-                "evidence_id", "tenant_id", "asset_id", "dedupe_key", "run_id", "axis", "target",
-                "dim", "vector", "norm", "checksum")})
+            cols = vec_rows.setdefault(
+                (v.axis, v.dim),
+                {
+                    k: []
+                    for k in (
+                        "evidence_id",
+                        "tenant_id",
+                        "asset_id",
+                        "dedupe_key",
+                        "run_id",
+                        "axis",
+                        "target",
+                        "dim",
+                        "vector",
+                        "norm",
+                        "checksum",
+                    )
+                },
+            )
             cols["evidence_id"].append(stable_hash([e.task.dedupe_key, v.axis, v.target], 32))
             cols["tenant_id"].append(e.task.tenant_id)
             cols["asset_id"].append(e.task.asset_id)
@@ -131,30 +167,51 @@ def _persist_batch(settings: Settings, cat: Catalog, vs: VectorStore,
     results_rows, text_rows = [], []
     for e in fresh:
         t = e.task
-        results_rows.append(dict(
-            dedupe_key=t.dedupe_key, tenant_id=t.tenant_id, asset_id=t.asset_id,
-            task_type=t.task_type, profile=t.profile or run.profile, model_key=t.model.key,
-            config_hash=t.config_hash,
-            input_dedupe_key=t.inputs_hash if t.task_type == "mv_embed" else None,
-            run_id=run.run_id, status=e.status,
-            error_class=e.error.error_class if e.error else None,
-            retryable=bool(e.error and e.error.retryable), result_checksum=e.result_checksum,
-            n_text=len(e.evidence_text), n_vectors=len(e.evidence_vectors), persisted_at=now))
+        results_rows.append(
+            dict(
+                dedupe_key=t.dedupe_key,
+                tenant_id=t.tenant_id,
+                asset_id=t.asset_id,
+                task_type=t.task_type,
+                profile=t.profile or run.profile,
+                model_key=t.model.key,
+                config_hash=t.config_hash,
+                input_dedupe_key=t.inputs_hash if t.task_type == "mv_embed" else None,
+                run_id=run.run_id,
+                status=e.status,
+                error_class=e.error.error_class if e.error else None,
+                retryable=bool(e.error and e.error.retryable),
+                result_checksum=e.result_checksum,
+                n_text=len(e.evidence_text),
+                n_vectors=len(e.evidence_vectors),
+                persisted_at=now,
+            )
+        )
         for ev in e.evidence_text:
-            text_rows.append(dict(
-                evidence_id=stable_hash([t.dedupe_key, ev.kind, ev.ordinal], 32),
-                tenant_id=t.tenant_id, asset_id=t.asset_id, dedupe_key=t.dedupe_key,
-                run_id=run.run_id, task_type=t.task_type, kind=ev.kind, ordinal=ev.ordinal,
-                text=ev.text, confidence=ev.confidence,
-                locator=_json(ev.locator)))
+            text_rows.append(
+                dict(
+                    evidence_id=stable_hash([t.dedupe_key, ev.kind, ev.ordinal], 32),
+                    tenant_id=t.tenant_id,
+                    asset_id=t.asset_id,
+                    dedupe_key=t.dedupe_key,
+                    run_id=run.run_id,
+                    task_type=t.task_type,
+                    kind=ev.kind,
+                    ordinal=ev.ordinal,
+                    text=ev.text,
+                    confidence=ev.confidence,
+                    locator=_json(ev.locator),
+                )
+            )
 
     con = cat.con
     con.execute("BEGIN TRANSACTION")
     try:
         # Leftovers of an earlier failed result for the same key make way for the new one.
         if replaced_failed:
-            con.execute("DELETE FROM results WHERE dedupe_key IN (SELECT unnest(?))",
-                        [replaced_failed])
+            con.execute(
+                "DELETE FROM results WHERE dedupe_key IN (SELECT unnest(?))", [replaced_failed]
+            )
         con.execute("DELETE FROM evidence_text WHERE run_id = ?", [run.run_id])
         con.execute("DELETE FROM results WHERE run_id = ?", [run.run_id])
         con.execute("DELETE FROM analysis_runs WHERE run_id = ?", [run.run_id])
@@ -165,23 +222,50 @@ def _persist_batch(settings: Settings, cat: Catalog, vs: VectorStore,
         fault_point(settings, "mid_insert")
         for e in fresh:
             if e.error and e.error.error_class != "UpstreamFailed":
-                cat.record_dead_letter(tenant_id=e.task.tenant_id, uri=e.task.uri,
-                                       content_hash=e.task.asset_id, stage=e.task.task_type,
-                                       error_class=e.error.error_class, message=e.error.message,
-                                       run_id=run.run_id, now=now)
+                cat.record_dead_letter(
+                    tenant_id=e.task.tenant_id,
+                    uri=e.task.uri,
+                    content_hash=e.task.asset_id,
+                    stage=e.task.task_type,
+                    error_class=e.error.error_class,
+                    message=e.error.message,
+                    run_id=run.run_id,
+                    now=now,
+                )
                 report.dead_letters += 1
         m = run.model
-        duration = ((run.finished_at - run.started_at).total_seconds()
-                    if run.finished_at else None)
+        duration = (run.finished_at - run.started_at).total_seconds() if run.finished_at else None
         con.execute(
             "INSERT INTO analysis_runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
             " ?, ?, ?, ?, ?, ?, ?, 'persisted', ?)",
-            [run.run_id, run.tenant_id, run.analyzer, run.profile, m.backend, m.model_id,
-             m.revision, m.dtype,
-             m.quantization, m.weights_checksum, m.key, _json(run.config), run.config_hash,
-             run.partition_key, run.dagster_run_id, run.started_at, run.finished_at, duration,
-             run.n_tasks, run.n_ok, run.n_failed, run.n_evidence_text, run.n_vectors,
-             len(envelopes) - len(fresh), now])
+            [
+                run.run_id,
+                run.tenant_id,
+                run.analyzer,
+                run.profile,
+                m.backend,
+                m.model_id,
+                m.revision,
+                m.dtype,
+                m.quantization,
+                m.weights_checksum,
+                m.key,
+                _json(run.config),
+                run.config_hash,
+                run.partition_key,
+                run.dagster_run_id,
+                run.started_at,
+                run.finished_at,
+                duration,
+                run.n_tasks,
+                run.n_ok,
+                run.n_failed,
+                run.n_evidence_text,
+                run.n_vectors,
+                len(envelopes) - len(fresh),
+                now,
+            ],
+        )
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")

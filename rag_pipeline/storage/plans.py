@@ -16,11 +16,14 @@ from rag_pipeline.contracts import TaskSpec
 from rag_pipeline.settings import Settings
 from rag_pipeline.storage.catalog.catalog import Catalog
 
-PLAN_SCHEMA = pa.schema([
-    ("dedupe_key", pa.string()), ("asset_id", pa.string()), ("task_type", pa.string()),
-    ("task", pa.string()),
-])
-
+PLAN_SCHEMA = pa.schema(
+    [
+        ("dedupe_key", pa.string()),
+        ("asset_id", pa.string()),
+        ("task_type", pa.string()),
+        ("task", pa.string()),
+    ]
+)
 
 
 def partition_key(profile: str, shard: str) -> str:
@@ -33,12 +36,15 @@ def plan_path(settings: Settings, profile: str, key: str) -> Path:
 
 
 def write_plan(settings: Settings, profile: str, key: str, tasks: list[TaskSpec]) -> None:
-    tbl = pa.table({
-        "dedupe_key": [t.dedupe_key for t in tasks],
-        "asset_id": [t.asset_id for t in tasks],
-        "task_type": [t.task_type for t in tasks],
-        "task": [t.model_dump_json() for t in tasks],
-    }, schema=PLAN_SCHEMA)
+    tbl = pa.table(
+        {
+            "dedupe_key": [t.dedupe_key for t in tasks],
+            "asset_id": [t.asset_id for t in tasks],
+            "task_type": [t.task_type for t in tasks],
+            "task": [t.model_dump_json() for t in tasks],
+        },
+        schema=PLAN_SCHEMA,
+    )
     path = plan_path(settings, profile, key)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -56,9 +62,14 @@ def prune_plan(settings: Settings, cat: Catalog, key: str) -> int:
         tasks = read_plan(settings, profile, key)
         if not tasks:
             continue
-        final = {r["dedupe_key"] for r in cat.rows(
-            "SELECT dedupe_key FROM results WHERE dedupe_key IN (SELECT unnest(?)) AND "
-            "(status = 'ok' OR NOT retryable)", [[t.dedupe_key for t in tasks]])}
+        final = {
+            r["dedupe_key"]
+            for r in cat.rows(
+                "SELECT dedupe_key FROM results WHERE dedupe_key IN (SELECT unnest(?)) AND "
+                "(status = 'ok' OR NOT retryable)",
+                [[t.dedupe_key for t in tasks]],
+            )
+        }
         keep = [t for t in tasks if t.dedupe_key not in final]
         if len(keep) != len(tasks):
             write_plan(settings, profile, key, keep)

@@ -17,10 +17,14 @@ import pyarrow.parquet as pq
 
 from rag_pipeline.contracts import AnalysisRun, ResultEnvelope
 
-STAGED_SCHEMA = pa.schema([
-    ("dedupe_key", pa.string()), ("asset_id", pa.string()), ("status", pa.string()),
-    ("envelope", pa.string()),
-])
+STAGED_SCHEMA = pa.schema(
+    [
+        ("dedupe_key", pa.string()),
+        ("asset_id", pa.string()),
+        ("status", pa.string()),
+        ("envelope", pa.string()),
+    ]
+)
 _RUN_KEY = b"rag_pipeline.analysis_run"
 
 
@@ -35,16 +39,20 @@ def shard_dir(staging_dir: Path, key: str) -> Path:
     return staging_dir / f"shard={key}"
 
 
-def write_batch(staging_dir: Path, key: str, run: AnalysisRun,
-                envelopes: list[ResultEnvelope]) -> Path:
+def write_batch(
+    staging_dir: Path, key: str, run: AnalysisRun, envelopes: list[ResultEnvelope]
+) -> Path:
     folder = shard_dir(staging_dir, key)
     folder.mkdir(parents=True, exist_ok=True)
-    tbl = pa.table({
-        "dedupe_key": [e.task.dedupe_key for e in envelopes],
-        "asset_id": [e.task.asset_id for e in envelopes],
-        "status": [e.status for e in envelopes],
-        "envelope": [e.model_dump_json() for e in envelopes],
-    }, schema=STAGED_SCHEMA)
+    tbl = pa.table(
+        {
+            "dedupe_key": [e.task.dedupe_key for e in envelopes],
+            "asset_id": [e.task.asset_id for e in envelopes],
+            "status": [e.status for e in envelopes],
+            "envelope": [e.model_dump_json() for e in envelopes],
+        },
+        schema=STAGED_SCHEMA,
+    )
     tbl = tbl.replace_schema_metadata({_RUN_KEY: run.model_dump_json().encode()})
     final = folder / f"{run.run_id}.parquet"
     tmp = folder / f".{run.run_id}.parquet.tmp"

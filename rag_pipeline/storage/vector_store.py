@@ -20,12 +20,21 @@ def table_name(axis: str, dim: int) -> str:
 
 
 def vector_schema(dim: int) -> pa.Schema:
-    return pa.schema([
-        ("evidence_id", pa.string()), ("tenant_id", pa.string()), ("asset_id", pa.string()),
-        ("dedupe_key", pa.string()), ("run_id", pa.string()), ("axis", pa.string()),
-        ("target", pa.string()), ("dim", pa.int32()),
-        ("vector", pa.list_(pa.float32(), dim)), ("norm", pa.float32()), ("checksum", pa.string()),
-    ])
+    return pa.schema(
+        [
+            ("evidence_id", pa.string()),
+            ("tenant_id", pa.string()),
+            ("asset_id", pa.string()),
+            ("dedupe_key", pa.string()),
+            ("run_id", pa.string()),
+            ("axis", pa.string()),
+            ("target", pa.string()),
+            ("dim", pa.int32()),
+            ("vector", pa.list_(pa.float32(), dim)),
+            ("norm", pa.float32()),
+            ("checksum", pa.string()),
+        ]
+    )
 
 
 def _quote(s: str) -> str:
@@ -67,7 +76,8 @@ class VectorStore:
             end = min(start + batch_rows, n)
             cols = {k: rows[k][start:end] for k in schema.names if k != "vector"}
             cols["vector"] = pa.FixedSizeListArray.from_arrays(
-                pa.array(vectors[start:end].ravel()), dim)
+                pa.array(vectors[start:end].ravel()), dim
+            )
             tbl.add(pa.table({k: cols[k] for k in schema.names}, schema=schema))
         return n
 
@@ -76,6 +86,10 @@ class VectorStore:
         if tbl is None or not run_ids:
             return None
         cond = f"run_id IN ({', '.join(_quote(r) for r in run_ids)})"
-        return (tbl.search().where(cond)
-                .select(["dedupe_key", "run_id", "asset_id", "target", "vector"])
-                .limit(None).to_arrow())
+        return (
+            tbl.search()
+            .where(cond)
+            .select(["dedupe_key", "run_id", "asset_id", "target", "vector"])
+            .limit(None)
+            .to_arrow()
+        )

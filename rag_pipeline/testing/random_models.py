@@ -19,19 +19,41 @@ from rag_pipeline.analysis.analyzers.image_embedding import ModelKind
 # Real-size architectures (text vocabulary sizes as published, so parameter counts match).
 ARCHITECTURES: dict[str, dict[str, Any]] = {
     "siglip-base-patch16-224": dict(
-        kind="siglip", hidden=768, layers=12, heads=12, intermediate=3072, image_size=224,
-        patch=16, vocab_size=32000, max_text_len=64),
+        kind="siglip",
+        hidden=768,
+        layers=12,
+        heads=12,
+        intermediate=3072,
+        image_size=224,
+        patch=16,
+        vocab_size=32000,
+        max_text_len=64,
+    ),
     "clip-vit-base-patch32": dict(
-        kind="clip", hidden=768, text_hidden=512, layers=12, heads=12, text_heads=8,
-        intermediate=3072, text_intermediate=2048, image_size=224, patch=32,
-        projection_dim=512, vocab_size=49408, max_text_len=77),
+        kind="clip",
+        hidden=768,
+        text_hidden=512,
+        layers=12,
+        heads=12,
+        text_heads=8,
+        intermediate=3072,
+        text_intermediate=2048,
+        image_size=224,
+        patch=32,
+        projection_dim=512,
+        vocab_size=49408,
+        max_text_len=77,
+    ),
 }
 
 
 def _byte_chars() -> list[str]:
     """GPT-2/CLIP's printable stand-ins for the 256 byte values (byte-level BPE alphabet)."""
-    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-          + list(range(ord("®"), ord("ÿ") + 1)))
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     cs = bs[:]
     n = 0
     for b in range(256):
@@ -66,19 +88,32 @@ def _siglip_tokenizer(max_len: int, kind: ModelKind) -> Any:
     specials = ["<pad>", "</s>", "<unk>"]
     pieces = ["▁"] + [chr(c) for c in range(33, 127)] + [f"<0x{b:02X}>" for b in range(256)]
     vocab = {t: i for i, t in enumerate(specials + pieces)}
-    tk = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True,
-                              fuse_unk=True))
-    tk.normalizer = normalizers.Sequence([normalizers.Lowercase(),
-                                          normalizers.Replace(" ", "▁"),
-                                          normalizers.Prepend("▁")])
-    tk.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A $B </s>",
-                                                      special_tokens=[("</s>", 1)])
-    tk.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
-                                    decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    tk = Tokenizer(
+        models.BPE(vocab=vocab, merges=[], unk_token="<unk>", byte_fallback=True, fuse_unk=True)
+    )
+    tk.normalizer = normalizers.Sequence(
+        [normalizers.Lowercase(), normalizers.Replace(" ", "▁"), normalizers.Prepend("▁")]
+    )
+    tk.post_processor = processors.TemplateProcessing(
+        single="$A </s>", pair="$A $B </s>", special_tokens=[("</s>", 1)]
+    )
+    tk.decoder = decoders.Sequence(
+        [
+            decoders.Replace("▁", " "),
+            decoders.ByteFallback(),
+            decoders.Fuse(),
+            decoders.Strip(" ", 1, 0),
+        ]
+    )
     # SigLIP pads with "</s>"; SigLIP 2 (Gemma vocabulary) with "<pad>".
     pad = "</s>" if kind == "siglip" else "<pad>"
-    return PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="</s>", pad_token=pad,
-                                   unk_token="<unk>", model_max_length=max_len)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        eos_token="</s>",
+        pad_token=pad,
+        unk_token="<unk>",
+        model_max_length=max_len,
+    )
 
 
 def _image_processor_cls(prefix: str) -> Any:
@@ -109,12 +144,24 @@ def _quiet_transformers() -> Iterator[None]:
         hf_logging.set_verbosity(level)
 
 
-def build_random_model(out: str | Path, kind: ModelKind = "clip", *, seed: int = 0,
-                       hidden: int = 32, layers: int = 2, heads: int = 2,
-                       intermediate: int | None = None, image_size: int = 32, patch: int = 8,
-                       text_hidden: int | None = None, text_heads: int | None = None,
-                       text_intermediate: int | None = None, projection_dim: int | None = None,
-                       vocab_size: int | None = None, max_text_len: int = 16) -> Path:
+def build_random_model(
+    out: str | Path,
+    kind: ModelKind = "clip",
+    *,
+    seed: int = 0,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    intermediate: int | None = None,
+    image_size: int = 32,
+    patch: int = 8,
+    text_hidden: int | None = None,
+    text_heads: int | None = None,
+    text_intermediate: int | None = None,
+    projection_dim: int | None = None,
+    vocab_size: int | None = None,
+    max_text_len: int = 16,
+) -> Path:
     """Save a complete local model directory (config, seeded random weights, tokenizer, image
     processor) that ``ImageEncoder.load`` reads through the real ``from_pretrained`` path.
 
@@ -139,48 +186,66 @@ def build_random_model(out: str | Path, kind: ModelKind = "clip", *, seed: int =
     out.mkdir(parents=True, exist_ok=True)
     intermediate = intermediate or 2 * hidden
     text_hidden = text_hidden or hidden
-    text: dict[str, Any] = dict(hidden_size=text_hidden, num_hidden_layers=layers,
-                                num_attention_heads=text_heads or heads,
-                                intermediate_size=text_intermediate or intermediate,
-                                max_position_embeddings=max_text_len)
-    vision: dict[str, Any] = dict(hidden_size=hidden, num_hidden_layers=layers,
-                                  num_attention_heads=heads, intermediate_size=intermediate)
+    text: dict[str, Any] = dict(
+        hidden_size=text_hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=text_heads or heads,
+        intermediate_size=text_intermediate or intermediate,
+        max_position_embeddings=max_text_len,
+    )
+    vision: dict[str, Any] = dict(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+    )
     if kind not in ("clip", "siglip", "siglip2"):
         raise ValueError(f"kind must be clip, siglip or siglip2, got {kind!r}")
     if kind == "clip":
         tok = _clip_tokenizer(max_text_len)
         eos = tok.convert_tokens_to_ids("<|endoftext|>")
-        text.update(vocab_size=max(vocab_size or 0, len(tok)), eos_token_id=eos,
-                    pad_token_id=eos, bos_token_id=tok.convert_tokens_to_ids("<|startoftext|>"))
+        text.update(
+            vocab_size=max(vocab_size or 0, len(tok)),
+            eos_token_id=eos,
+            pad_token_id=eos,
+            bos_token_id=tok.convert_tokens_to_ids("<|startoftext|>"),
+        )
         vision.update(image_size=image_size, patch_size=patch)
-        cfg: Any = CLIPConfig(text_config=text, vision_config=vision,
-                              projection_dim=projection_dim or hidden)
+        cfg: Any = CLIPConfig(
+            text_config=text, vision_config=vision, projection_dim=projection_dim or hidden
+        )
         model_cls: Any = CLIPModel
         image_processor = _image_processor_cls("CLIP")(
             size={"shortest_edge": image_size},
-            crop_size={"height": image_size, "width": image_size})
+            crop_size={"height": image_size, "width": image_size},
+        )
         processor_cls: Any = CLIPProcessor
     elif kind in ("siglip", "siglip2"):
         if text_hidden != hidden:
-            raise ValueError("SigLIP's joint space is the vision hidden size: text_hidden must "
-                             "equal hidden")
+            raise ValueError(
+                "SigLIP's joint space is the vision hidden size: text_hidden must equal hidden"
+            )
         tok = _siglip_tokenizer(max_text_len, kind)
-        text.update(vocab_size=max(vocab_size or 0, len(tok)), eos_token_id=1,
-                    pad_token_id=tok.pad_token_id, bos_token_id=None)
+        text.update(
+            vocab_size=max(vocab_size or 0, len(tok)),
+            eos_token_id=1,
+            pad_token_id=tok.pad_token_id,
+            bos_token_id=None,
+        )
         if kind == "siglip":
             vision.update(image_size=image_size, patch_size=patch)
             cfg = SiglipConfig(text_config=text, vision_config=vision)
             model_cls = SiglipModel
             image_processor = _image_processor_cls("Siglip")(
-                size={"height": image_size, "width": image_size})
+                size={"height": image_size, "width": image_size}
+            )
             processor_cls = SiglipProcessor
         else:
             budget = max(1, (image_size // 16) ** 2)
             vision.update(num_patches=budget, patch_size=16)
             cfg = Siglip2Config(text_config=text, vision_config=vision)
             model_cls = Siglip2Model
-            image_processor = _image_processor_cls("Siglip2")(patch_size=16,
-                                                              max_num_patches=budget)
+            image_processor = _image_processor_cls("Siglip2")(patch_size=16, max_num_patches=budget)
             processor_cls = Siglip2Processor
     with _quiet_transformers():
         torch.manual_seed(seed)

@@ -27,13 +27,28 @@ from rag_pipeline.analysis.analyzers.vlm import local_model as _local
 from rag_pipeline.contracts import ModelSpec
 
 __all__ = [
-    "PROMPT_VERSION", "CaptionResult", "Captioner", "CaptionerConfig", "ImageClass", "Tag",
-    "VlmOutputInvalid", "VlmRequestRejected", "VlmUnavailable", "content_tags", "load_captioner",
-    "local_model_spec", "to_evidence",
+    "PROMPT_VERSION",
+    "CaptionResult",
+    "Captioner",
+    "CaptionerConfig",
+    "ImageClass",
+    "Tag",
+    "VlmOutputInvalid",
+    "VlmRequestRejected",
+    "VlmUnavailable",
+    "content_tags",
+    "load_captioner",
+    "local_model_spec",
+    "to_evidence",
 ]
 
-def local_model_spec(model_dir: str | Path, backend: str = "transformers",
-                     dtype: str | None = None, quantization: str | None = None) -> ModelSpec:
+
+def local_model_spec(
+    model_dir: str | Path,
+    backend: str = "transformers",
+    dtype: str | None = None,
+    quantization: str | None = None,
+) -> ModelSpec:
     """Describe the VLM in ``model_dir`` without loading it (hashes the weights once per
     process). ``dtype`` defaults to the checkpoint's. FileNotFoundError when it is not there."""
     d = Path(model_dir)
@@ -41,5 +56,6 @@ def local_model_spec(model_dir: str | Path, backend: str = "transformers",
         raise FileNotFoundError(f"VLM model directory {d} is missing or has no config.json")
     if backend not in ("transformers", "vllm"):
         raise ValueError(f"backend {backend!r} has no local model directory")
-    return _local.local_model_spec(d, backend, dtype=dtype or _local.checkpoint_dtype(d),
-                                   quantization=quantization)
+    return _local.local_model_spec(
+        d, backend, dtype=dtype or _local.checkpoint_dtype(d), quantization=quantization
+    )

@@ -47,19 +47,18 @@ def _break_priorities(text: str, starts: list[int], ends: list[int]) -> list[int
     """priority[i]: how good a place it is to start a chunk at token i."""
     prio = [_NONE] * len(starts)
     for i in range(1, len(starts)):
-        gap = text[ends[i - 1]:starts[i]]
+        gap = text[ends[i - 1] : starts[i]]
         newlines = gap.count("\n")
         if newlines >= 2:
             prio[i] = _PARAGRAPH
         elif newlines == 1:
             prio[i] = _LINE
-        elif gap and text[starts[i - 1]:ends[i - 1]] in _SENTENCE_END:
+        elif gap and text[starts[i - 1] : ends[i - 1]] in _SENTENCE_END:
             prio[i] = _SENTENCE
     return prio
 
 
-def _split_points(prio: list[int], n: int, max_tokens: int,
-                  overlap: int) -> list[tuple[int, int]]:
+def _split_points(prio: list[int], n: int, max_tokens: int, overlap: int) -> list[tuple[int, int]]:
     """Token ranges [start, end) covering 0..n, each at most max_tokens long."""
     ranges: list[tuple[int, int]] = []
     start = 0
@@ -88,19 +87,24 @@ def _split_points(prio: list[int], n: int, max_tokens: int,
             lo = max(target - overlap // 2, start + 1)
             hi = end - max(1, overlap // 2)
             candidates = [b for b in range(lo, hi + 1) if prio[b] >= _SENTENCE]
-            next_start = (min(candidates, key=lambda b: (abs(b - target), b)) if candidates
-                          else max(target, start + 1))
+            next_start = (
+                min(candidates, key=lambda b: (abs(b - target), b))
+                if candidates
+                else max(target, start + 1)
+            )
         start = max(next_start, ranges[-1][0] + 1)  # always make progress
 
 
-def chunk_sections(sections: Iterable[Section], max_tokens: int = 512,
-                   overlap: int = 64) -> list[Chunk]:
+def chunk_sections(
+    sections: Iterable[Section], max_tokens: int = 512, overlap: int = 64
+) -> list[Chunk]:
     """Chunks of every section, numbered 0..n-1 across the document, in order."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     if overlap < 0 or overlap >= max_tokens:
-        raise ValueError(f"overlap must be in [0, max_tokens), got {overlap} with "
-                         f"max_tokens={max_tokens}")
+        raise ValueError(
+            f"overlap must be in [0, max_tokens), got {overlap} with max_tokens={max_tokens}"
+        )
     chunks: list[Chunk] = []
     for section in sections:
         text = section.text
@@ -115,10 +119,12 @@ def chunk_sections(sections: Iterable[Section], max_tokens: int = 512,
             base["section_char_start"] = section.locator["char_start"]
         for a, b in _split_points(prio, len(matches), max_tokens, overlap):
             char_start, char_end = starts[a], ends[b - 1]
-            chunks.append(Chunk(
-                ordinal=len(chunks),
-                text=text[char_start:char_end],
-                locator={**base, "char_start": char_start, "char_end": char_end},
-                token_count=b - a,
-            ))
+            chunks.append(
+                Chunk(
+                    ordinal=len(chunks),
+                    text=text[char_start:char_end],
+                    locator={**base, "char_start": char_start, "char_end": char_end},
+                    token_count=b - a,
+                )
+            )
     return chunks

@@ -33,8 +33,9 @@ def title_from_filename(name: str) -> str | None:
     return " ".join(words) or None
 
 
-def analyze_document(data: bytes, media_type: str, name: str, *, chunk_tokens: int,
-                     chunk_overlap: int) -> list[EvidenceText]:
+def analyze_document(
+    data: bytes, media_type: str, name: str, *, chunk_tokens: int, chunk_overlap: int
+) -> list[EvidenceText]:
     """Evidence for one document. Raises the ``errors`` classes for bad input."""
     doc = extract_document(data, media_type, name)
     chunks = chunk_sections(doc.sections, max_tokens=chunk_tokens, overlap=chunk_overlap)
@@ -43,29 +44,57 @@ def analyze_document(data: bytes, media_type: str, name: str, *, chunk_tokens: i
 
     evidence: list[EvidenceText] = []
     if doc.title:
-        evidence.append(EvidenceText(
-            kind="title", ordinal=0, text=doc.title,
-            confidence=(EXPLICIT_TITLE_CONFIDENCE if doc.title_explicit
-                        else GUESSED_TITLE_CONFIDENCE),
-            locator={"source": doc.title_source or "first_line"},
-        ))
+        evidence.append(
+            EvidenceText(
+                kind="title",
+                ordinal=0,
+                text=doc.title,
+                confidence=(
+                    EXPLICIT_TITLE_CONFIDENCE if doc.title_explicit else GUESSED_TITLE_CONFIDENCE
+                ),
+                locator={"source": doc.title_source or "first_line"},
+            )
+        )
     else:
         fallback = title_from_filename(name)
         if fallback:
-            evidence.append(EvidenceText(kind="title", ordinal=0, text=fallback,
-                                         confidence=GUESSED_TITLE_CONFIDENCE,
-                                         locator={"source": "filename"}))
+            evidence.append(
+                EvidenceText(
+                    kind="title",
+                    ordinal=0,
+                    text=fallback,
+                    confidence=GUESSED_TITLE_CONFIDENCE,
+                    locator={"source": "filename"},
+                )
+            )
 
     for chunk in chunks:
-        evidence.append(EvidenceText(kind="chunk", ordinal=chunk.ordinal, text=chunk.text,
-                                     confidence=1.0, locator=dict(chunk.locator)))
+        evidence.append(
+            EvidenceText(
+                kind="chunk",
+                ordinal=chunk.ordinal,
+                text=chunk.text,
+                confidence=1.0,
+                locator=dict(chunk.locator),
+            )
+        )
 
-    lines = [f"{key}: {doc.metadata[key]}" for key in _USEFUL_METADATA
-             if doc.metadata.get(key, "").strip()]
+    lines = [
+        f"{key}: {doc.metadata[key]}"
+        for key in _USEFUL_METADATA
+        if doc.metadata.get(key, "").strip()
+    ]
     if lines:
-        evidence.append(EvidenceText(
-            kind="metadata", ordinal=0, text="\n".join(lines), confidence=METADATA_CONFIDENCE,
-            locator={"source": "document_metadata",
-                     "fields": [k for k in _USEFUL_METADATA if doc.metadata.get(k, "").strip()]},
-        ))
+        evidence.append(
+            EvidenceText(
+                kind="metadata",
+                ordinal=0,
+                text="\n".join(lines),
+                confidence=METADATA_CONFIDENCE,
+                locator={
+                    "source": "document_metadata",
+                    "fields": [k for k in _USEFUL_METADATA if doc.metadata.get(k, "").strip()],
+                },
+            )
+        )
     return evidence

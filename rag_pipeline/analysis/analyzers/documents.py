@@ -108,7 +108,7 @@ def decode_text(data: bytes, name: str = "<bytes>") -> str:
     for bom, encoding in _BOMS:
         if data.startswith(bom):
             try:
-                text = data[len(bom):].decode(encoding)
+                text = data[len(bom) :].decode(encoding)
             except UnicodeDecodeError as exc:
                 raise UndecodableText(
                     f"{name}: has a {encoding} byte-order mark but invalid {encoding} data "
@@ -143,21 +143,28 @@ def _cp1252_if_clearly_text(data: bytes, name: str, utf8_error: UnicodeDecodeErr
         f"{utf8_error.reason})"
     )
     if b"\x00" in data:
-        raise UndecodableText(f"{reason}; contains NUL bytes (first at offset "
-                              f"{data.index(0)}), so it is binary, not text")
+        raise UndecodableText(
+            f"{reason}; contains NUL bytes (first at offset "
+            f"{data.index(0)}), so it is binary, not text"
+        )
     high = sum(1 for b in data if b >= 0x80)
     if high > _MAX_HIGH_BYTE_FRACTION * len(data):
-        raise UndecodableText(f"{reason}; {high} of {len(data)} bytes are non-ASCII, "
-                              "too many for legacy 8-bit text")
+        raise UndecodableText(
+            f"{reason}; {high} of {len(data)} bytes are non-ASCII, too many for legacy 8-bit text"
+        )
     try:
         text = data.decode("cp1252")
     except UnicodeDecodeError as exc:
-        raise UndecodableText(f"{reason}; byte 0x{data[exc.start]:02x} at offset "
-                              f"{exc.start} is not defined in cp1252 either") from exc
+        raise UndecodableText(
+            f"{reason}; byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start} is not defined in cp1252 either"
+        ) from exc
     m = _CONTROL_RE.search(text)
     if m:
-        raise UndecodableText(f"{reason}; control character 0x{ord(m.group()):02x} at offset "
-                              f"{m.start()}, so it is not legacy cp1252 text either")
+        raise UndecodableText(
+            f"{reason}; control character 0x{ord(m.group()):02x} at offset "
+            f"{m.start()}, so it is not legacy cp1252 text either"
+        )
     return text
 
 
@@ -223,8 +230,11 @@ def _extract_plain(text: str) -> ExtractedDocument:
     # One section: the chunker splits at paragraph and sentence boundaries, and its
     # char offsets are then offsets into the (newline-normalised) file.
     title = _guess_title(text)
-    return ExtractedDocument(title=title, sections=[Section(text=text, locator={})],
-                             title_source="first_line" if title else None)
+    return ExtractedDocument(
+        title=title,
+        sections=[Section(text=text, locator={})],
+        title_source="first_line" if title else None,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -370,9 +380,12 @@ def _extract_markdown(text: str) -> ExtractedDocument:
         sections.append(Section(text="\n".join(p for p in parts if p), locator=locator))
         pending_headings, pending_start = [], None
     if pending_headings:  # trailing headings with no body at all
-        sections.append(Section(text="\n".join(pending_headings),
-                                locator={"section": pending_headings[-1],
-                                         "char_start": pending_start or 0}))
+        sections.append(
+            Section(
+                text="\n".join(pending_headings),
+                locator={"section": pending_headings[-1], "char_start": pending_start or 0},
+            )
+        )
 
     title: str | None = meta.pop("title", None)
     source: TitleSource | None = "metadata" if title else None
@@ -391,14 +404,56 @@ def _extract_markdown(text: str) -> ExtractedDocument:
 # --------------------------------------------------------------------------------------
 
 _HTML_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
-_DROP_TAGS = ("script", "style", "nav", "noscript", "template", "svg", "iframe", "object",
-              "embed", "canvas")
-_BLOCK_TAGS = ("p", "div", "br", "li", "ul", "ol", "dl", "dt", "dd", "tr", "table", "thead",
-               "tbody", "tfoot", "section", "article", "aside", "header", "footer", "main",
-               "blockquote", "pre", "figure", "figcaption", "h4", "h5", "h6", "hr", "form",
-               "fieldset", "address", "details", "summary", "caption")
+_DROP_TAGS = (
+    "script",
+    "style",
+    "nav",
+    "noscript",
+    "template",
+    "svg",
+    "iframe",
+    "object",
+    "embed",
+    "canvas",
+)
+_BLOCK_TAGS = (
+    "p",
+    "div",
+    "br",
+    "li",
+    "ul",
+    "ol",
+    "dl",
+    "dt",
+    "dd",
+    "tr",
+    "table",
+    "thead",
+    "tbody",
+    "tfoot",
+    "section",
+    "article",
+    "aside",
+    "header",
+    "footer",
+    "main",
+    "blockquote",
+    "pre",
+    "figure",
+    "figcaption",
+    "h4",
+    "h5",
+    "h6",
+    "hr",
+    "form",
+    "fieldset",
+    "address",
+    "details",
+    "summary",
+    "caption",
+)
 _BLOCK_MARK = "\ue000"  # private-use code points: cannot collide with decoded text,
-_HEAD_MARK = "\ue001"   # which has them stripped before parsing
+_HEAD_MARK = "\ue001"  # which has them stripped before parsing
 
 
 def _decode_html(data: bytes, name: str) -> str:
@@ -443,9 +498,13 @@ def _extract_html(data: bytes, name: str) -> ExtractedDocument:
         content = " ".join(str(tag.get("content") or "").split())
         if not content:
             continue
-        key = {"og:description": "description", "og:title": "og:title",
-               "dc.creator": "author", "dc.description": "description",
-               "dc.subject": "keywords"}.get(key, key)
+        key = {
+            "og:description": "description",
+            "og:title": "og:title",
+            "dc.creator": "author",
+            "dc.description": "description",
+            "dc.subject": "keywords",
+        }.get(key, key)
         if key in ("description", "keywords", "author", "og:title") and key not in meta:
             meta[key] = content
 
@@ -540,8 +599,9 @@ def _extract_pdf(data: bytes, name: str) -> ExtractedDocument:
             try:
                 ok = reader.decrypt("")
             except Exception as exc:
-                raise CorruptDocument(f"{name}: encrypted PDF cannot be decrypted: "
-                                      f"{type(exc).__name__}: {exc}") from exc
+                raise CorruptDocument(
+                    f"{name}: encrypted PDF cannot be decrypted: {type(exc).__name__}: {exc}"
+                ) from exc
             if not ok:
                 raise CorruptDocument(f"{name}: encrypted PDF needs a password")
         pages = list(reader.pages)
@@ -576,15 +636,17 @@ def _extract_pdf(data: bytes, name: str) -> ExtractedDocument:
             sections.append(Section(text=text, locator={"page": number}))
     if failures and len(failures) == len(pages):
         number, first_exc = failures[0]
-        raise CorruptDocument(f"{name}: text extraction failed on every page "
-                              f"(page {number}: {type(first_exc).__name__}: {first_exc})") \
-            from first_exc
+        raise CorruptDocument(
+            f"{name}: text extraction failed on every page "
+            f"(page {number}: {type(first_exc).__name__}: {first_exc})"
+        ) from first_exc
     if failures:
         meta["pages_failed"] = ", ".join(str(n) for n, _ in failures)
         log.warning("%s: text extraction failed on pages %s", name, meta["pages_failed"])
     if not sections:
-        raise NoTextContent(f"{name}: PDF has {len(pages)} page(s) but no extractable text "
-                            "(scanned or image-only?)")
+        raise NoTextContent(
+            f"{name}: PDF has {len(pages)} page(s) but no extractable text (scanned or image-only?)"
+        )
 
     title = meta.pop("title", None)
     source: TitleSource | None = "metadata"

@@ -104,8 +104,9 @@ def open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, int, int]:
     except MemoryError:
         raise  # not a property of the file: let the worker retry or fail loudly
     except UnidentifiedImageError as exc:
-        raise CorruptImage(f"not a readable image in any supported format "
-                           f"({', '.join(SAFE_FORMATS)})") from exc
+        raise CorruptImage(
+            f"not a readable image in any supported format ({', '.join(SAFE_FORMATS)})"
+        ) from exc
     except Exception as exc:  # plugins raise SyntaxError, ValueError, struct.error, OSError
         raise CorruptImage(f"bad image header: {type(exc).__name__}: {exc}") from exc
 
@@ -113,8 +114,10 @@ def open_image(data: bytes, max_pixels: int) -> tuple[Image.Image, int, int]:
     if width <= 0 or height <= 0:
         raise CorruptImage(f"{im.format} image declares an empty size {width}x{height}")
     if width * height > max_pixels:
-        raise DecompressionBomb(f"{im.format} image declares {width}x{height} = "
-                                f"{width * height:,} pixels, over the limit of {max_pixels:,}")
+        raise DecompressionBomb(
+            f"{im.format} image declares {width}x{height} = "
+            f"{width * height:,} pixels, over the limit of {max_pixels:,}"
+        )
     return im, width, height
 
 
@@ -132,8 +135,9 @@ def load_image(im: Image.Image, declared: tuple[int, int] | None = None) -> None
     except MemoryError:
         raise
     except Exception as exc:  # OSError "image file is truncated", "broken data stream" ...
-        raise CorruptImage(f"cannot decode {im.format} {width}x{height}: "
-                           f"{type(exc).__name__}: {exc}") from exc
+        raise CorruptImage(
+            f"cannot decode {im.format} {width}x{height}: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def draft_box(width: int, height: int, target_side: int) -> tuple[int, int]:
@@ -146,8 +150,10 @@ def draft_box(width: int, height: int, target_side: int) -> tuple[int, int]:
     long_side = max(width, height)
     if long_side <= target_side:
         return width, height
-    return (max(1, math.ceil(width * target_side / long_side)),
-            max(1, math.ceil(height * target_side / long_side)))
+    return (
+        max(1, math.ceil(width * target_side / long_side)),
+        max(1, math.ceil(height * target_side / long_side)),
+    )
 
 
 def _orientation(im: Image.Image) -> int:
@@ -231,14 +237,14 @@ def decode_image(data: bytes, *, max_pixels: int, target_side: int | None) -> De
         except (CorruptImage, DecompressionBomb, EmptyFile, MemoryError):
             raise
         except Exception as exc:  # a transpose or convert on pixels the decoder accepted
-            raise CorruptImage(f"cannot convert {im.format} {im.mode} image: "
-                               f"{type(exc).__name__}: {exc}") from exc
+            raise CorruptImage(
+                f"cannot convert {im.format} {im.mode} image: {type(exc).__name__}: {exc}"
+            ) from exc
         finally:
             im.close()
     if orientation in _SWAPS_SIDES:
         width, height = height, width
-    return DecodedImage(image=rgb, width=width, height=height, format=fmt,
-                        orientation=orientation)
+    return DecodedImage(image=rgb, width=width, height=height, format=fmt, orientation=orientation)
 
 
 # --------------------------------------------------------------------------------------------

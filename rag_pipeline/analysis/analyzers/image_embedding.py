@@ -38,9 +38,14 @@ SUPPORTED_MODEL_TYPES: tuple[str, ...] = ("clip", "siglip", "siglip2")
 
 
 _DTYPE_ALIASES = {
-    "float32": "float32", "fp32": "float32", "float": "float32",
-    "bfloat16": "bfloat16", "bf16": "bfloat16",
-    "float16": "float16", "fp16": "float16", "half": "float16",
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
 }
 # Config defaults of transformers, for config.json files that leave them out.
 _CLIP_DEFAULT_PROJECTION_DIM = 512
@@ -57,8 +62,10 @@ _LOAD_LOCK = threading.Lock()
 
 def _read_config(d: Path) -> dict[str, Any]:
     if not d.is_dir():
-        raise ModelError(f"VV model directory {d} does not exist (point the vv profile's "
-                         f"model_dir at a local CLIP or SigLIP model)")
+        raise ModelError(
+            f"VV model directory {d} does not exist (point the vv profile's "
+            f"model_dir at a local CLIP or SigLIP model)"
+        )
     cfg_path = d / "config.json"
     if not cfg_path.is_file():
         raise ModelError(f"{d} has no config.json: not a transformers model directory")
@@ -68,8 +75,10 @@ def _read_config(d: Path) -> dict[str, Any]:
         raise ModelError(f"cannot read {cfg_path}: {exc}") from exc
     model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
     if model_type not in SUPPORTED_MODEL_TYPES:
-        raise ModelError(f"{d} holds a {model_type!r} model, not a CLIP/SigLIP image-text "
-                         f"model (model_type must be one of {', '.join(SUPPORTED_MODEL_TYPES)})")
+        raise ModelError(
+            f"{d} holds a {model_type!r} model, not a CLIP/SigLIP image-text "
+            f"model (model_type must be one of {', '.join(SUPPORTED_MODEL_TYPES)})"
+        )
     return cfg
 
 
@@ -85,8 +94,11 @@ def _joint_dim(cfg: dict[str, Any]) -> int:
 
 def _text_positions(cfg: dict[str, Any]) -> int:
     text = cfg.get("text_config") or {}
-    default = (_CLIP_DEFAULT_TEXT_POSITIONS if cfg["model_type"] == "clip"
-               else _SIGLIP_DEFAULT_TEXT_POSITIONS)
+    default = (
+        _CLIP_DEFAULT_TEXT_POSITIONS
+        if cfg["model_type"] == "clip"
+        else _SIGLIP_DEFAULT_TEXT_POSITIONS
+    )
     return int(text.get("max_position_embeddings") or default)
 
 
@@ -129,11 +141,12 @@ def resolve_device(device: str | None = None) -> str:
     try:
         dev = torch.device(requested)
     except (RuntimeError, ValueError) as exc:
-        raise ModelError(f"unknown torch device {requested!r} (RAG_VV_DEVICE or device=)") \
-            from exc
+        raise ModelError(f"unknown torch device {requested!r} (RAG_VV_DEVICE or device=)") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError(f"device {requested!r} asked for, but CUDA is not available here "
-                         "(unset RAG_VV_DEVICE to use the CPU)")
+        raise ModelError(
+            f"device {requested!r} asked for, but CUDA is not available here "
+            "(unset RAG_VV_DEVICE to use the CPU)"
+        )
     return str(dev)
 
 
@@ -149,8 +162,10 @@ def resolve_dtype(device: str, dtype: str | None = None) -> str:
         return "float32"
     name = _DTYPE_ALIASES.get(str(requested).lower().removeprefix("torch."))
     if name is None:
-        raise ModelError(f"unsupported dtype {requested!r} (RAG_VV_DTYPE or dtype=): use "
-                         f"float32, bfloat16 or float16")
+        raise ModelError(
+            f"unsupported dtype {requested!r} (RAG_VV_DTYPE or dtype=): use "
+            f"float32, bfloat16 or float16"
+        )
     return name
 
 
@@ -195,51 +210,65 @@ class ImageEncoder:
         self.max_batch: int | None = None
         try:
             processor = AutoProcessor.from_pretrained(str(model_dir), local_files_only=True)
-            model, info = AutoModel.from_pretrained(str(model_dir), local_files_only=True,
-                                                    output_loading_info=True)
+            model, info = AutoModel.from_pretrained(
+                str(model_dir), local_files_only=True, output_loading_info=True
+            )
         except Exception as exc:
             hint = ""
             if self.kind == "siglip" and "sentencepiece" in str(exc).lower():
-                hint = (" (this SigLIP tokenizer is a sentencepiece model: install sentencepiece, "
-                        "or save the tokenizer as tokenizer.json)")
-            raise ModelError(f"cannot load the {self.kind} model in {model_dir}: "
-                             f"{type(exc).__name__}: {exc}{hint}") from exc
+                hint = (
+                    " (this SigLIP tokenizer is a sentencepiece model: install sentencepiece, "
+                    "or save the tokenizer as tokenizer.json)"
+                )
+            raise ModelError(
+                f"cannot load the {self.kind} model in {model_dir}: "
+                f"{type(exc).__name__}: {exc}{hint}"
+            ) from exc
         # transformers only warns about weights missing from the checkpoint and initialises
         # them at random: the vectors would be noise that looks like vectors.
-        bad = sorted(set(info.get("missing_keys") or ()) | {
-            str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or ()})
+        bad = sorted(
+            set(info.get("missing_keys") or ())
+            | {str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or ()}
+        )
         if bad:
-            raise ModelError(f"{model_dir}: {len(bad)} weight(s) missing from the checkpoint or "
-                             f"of the wrong shape ({', '.join(bad[:5])}"
-                             f"{', ...' if len(bad) > 5 else ''})")
+            raise ModelError(
+                f"{model_dir}: {len(bad)} weight(s) missing from the checkpoint or "
+                f"of the wrong shape ({', '.join(bad[:5])}"
+                f"{', ...' if len(bad) > 5 else ''})"
+            )
         tokenizer = getattr(processor, "tokenizer", None)
         image_processor = getattr(processor, "image_processor", None)
         if tokenizer is None or image_processor is None:
-            raise ModelError(f"{model_dir} needs both a tokenizer and an image processor "
-                             f"(found {type(processor).__name__})")
+            raise ModelError(
+                f"{model_dir} needs both a tokenizer and an image processor "
+                f"(found {type(processor).__name__})"
+            )
         self._tokenizer: Any = tokenizer
         self._image_processor: Any = image_processor
         if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
-            raise ModelError(f"{type(model).__name__} in {model_dir} has no image and text "
-                             f"towers")
+            raise ModelError(f"{type(model).__name__} in {model_dir} has no image and text towers")
         try:
             self._model = model.to(device=device, dtype=self._torch_dtype).eval()
         except Exception as exc:  # e.g. a CUDA OOM while moving the weights
             raise ModelError(f"cannot move the model to {device} as {dtype}: {exc}") from exc
         # SigLIP (v1) was trained without an attention mask: max_length padding, pooled at
         # the last position. Its own tokenizer returns input_ids only; match that.
-        self._text_inputs = (("input_ids",) if self.kind == "siglip"
-                             else tuple(self._tokenizer.model_input_names))
+        self._text_inputs = (
+            ("input_ids",) if self.kind == "siglip" else tuple(self._tokenizer.model_input_names)
+        )
         self.dim = int(self.encode_texts(["a"], batch_size=1).shape[1])
         image_dim = self._image_dim()
         if image_dim != self.dim:
-            raise ModelError(f"{model_dir}: image vectors are {image_dim}-d but text vectors "
-                             f"{self.dim}-d: not a joint image-text space")
+            raise ModelError(
+                f"{model_dir}: image vectors are {image_dim}-d but text vectors "
+                f"{self.dim}-d: not a joint image-text space"
+            )
         self.spec = spec if spec.dim == self.dim else spec.model_copy(update={"dim": self.dim})
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str | None = None,
-             dtype: str | None = None) -> ImageEncoder:
+    def load(
+        cls, model_dir: str | Path, device: str | None = None, dtype: str | None = None
+    ) -> ImageEncoder:
         """The process-wide encoder for ``model_dir`` on ``device`` (default: $RAG_VV_DEVICE,
         else cuda when available, else cpu) in ``dtype`` (default: $RAG_VV_DTYPE, else
         bfloat16 on cuda, float32 on cpu)."""
@@ -259,8 +288,13 @@ class ImageEncoder:
 
     # -- batching ---------------------------------------------------------------------------
 
-    def _batched(self, items: Sequence[Any], batch_size: int,
-                 fn: Callable[[Sequence[Any]], np.ndarray], what: str) -> np.ndarray:
+    def _batched(
+        self,
+        items: Sequence[Any],
+        batch_size: int,
+        fn: Callable[[Sequence[Any]], np.ndarray],
+        what: str,
+    ) -> np.ndarray:
         """``fn`` over batches; on device out-of-memory, halve the batch and retry (never
         below 1), and keep the smaller size for later calls."""
         if batch_size < 1:
@@ -272,21 +306,23 @@ class ImageEncoder:
         parts: list[np.ndarray] = []
         i = 0
         while i < len(items):
-            chunk = items[i:i + size]
+            chunk = items[i : i + size]
             ran_out = False
             try:
                 parts.append(fn(chunk))
             except oom as exc:
                 if size == 1:
-                    raise ModelError(f"out of memory on {self.device} encoding a single "
-                                     f"{what}: {exc}") from exc
+                    raise ModelError(
+                        f"out of memory on {self.device} encoding a single {what}: {exc}"
+                    ) from exc
                 ran_out = True
             if ran_out:  # outside the except block: the traceback no longer pins tensors
                 self._release_cached_memory()
                 size = max(1, size // 2)
                 self.max_batch = size
-                log.warning("out of memory on %s: %s batch size lowered to %d",
-                            self.device, what, size)
+                log.warning(
+                    "out of memory on %s: %s batch size lowered to %d", self.device, what, size
+                )
                 continue
             i += len(chunk)
         return np.concatenate(parts, axis=0)
@@ -350,8 +386,9 @@ class ImageEncoder:
             kw: dict[str, Any] = {"padding": True}
         else:  # SigLIP was trained on max_length padding and pools the last position
             kw = {"padding": "max_length"}
-        enc = self._tokenizer(list(texts), truncation=True, max_length=self.max_text_tokens,
-                              return_tensors="pt", **kw)
+        enc = self._tokenizer(
+            list(texts), truncation=True, max_length=self.max_text_tokens, return_tensors="pt", **kw
+        )
         return {k: enc[k] for k in self._text_inputs if k in enc}
 
     def _encode_text_batch(self, texts: Sequence[str]) -> np.ndarray:

@@ -49,12 +49,33 @@ _XMP_SCAN_BYTES = 4 * 1024 * 1024
 COMMENT_CONFIDENCE = 0.8
 
 # Strings that cameras and editors write into ImageDescription by default.
-_PLACEHOLDER_TEXT = frozenset(s.casefold() for s in (
-    "OLYMPUS DIGITAL CAMERA", "SONY DSC", "DIGITAL CAMERA", "KODAK Digital Still Camera",
-    "MINOLTA DIGITAL CAMERA", "KONICA MINOLTA DIGITAL CAMERA", "SAMSUNG", "LEICA", "DCIM",
-    "Exif_JPEG_PICTURE", "Exif JPEG", "default", "image", "picture", "photo", "untitled",
-    "Created with GIMP", "Screenshot", "None", "-", "Title", "Description",
-))
+_PLACEHOLDER_TEXT = frozenset(
+    s.casefold()
+    for s in (
+        "OLYMPUS DIGITAL CAMERA",
+        "SONY DSC",
+        "DIGITAL CAMERA",
+        "KODAK Digital Still Camera",
+        "MINOLTA DIGITAL CAMERA",
+        "KONICA MINOLTA DIGITAL CAMERA",
+        "SAMSUNG",
+        "LEICA",
+        "DCIM",
+        "Exif_JPEG_PICTURE",
+        "Exif JPEG",
+        "default",
+        "image",
+        "picture",
+        "photo",
+        "untitled",
+        "Created with GIMP",
+        "Screenshot",
+        "None",
+        "-",
+        "Title",
+        "Description",
+    )
+)
 
 # EXIF tags (IFD0 and the Exif sub-IFD).
 _IMAGE_DESCRIPTION = 0x010E
@@ -239,8 +260,16 @@ def parse_datetime(text: str | None, offset: str | None = None) -> datetime | No
     try:
         tz = _parse_offset(zone) or _parse_offset(offset) or UTC
         micro = int((frac or "0")[:6].ljust(6, "0"))
-        dt = datetime(int(year), int(month or 1), int(day or 1), int(hh or 0), int(mm or 0),
-                      int(ss or 0), micro, tzinfo=tz)
+        dt = datetime(
+            int(year),
+            int(month or 1),
+            int(day or 1),
+            int(hh or 0),
+            int(mm or 0),
+            int(ss or 0),
+            micro,
+            tzinfo=tz,
+        )
     except ValueError:
         return None
     if dt.year < 1800:  # "0001-01-01" and friends are placeholders, not dates
@@ -273,8 +302,10 @@ def _xmp_values(desc: ET.Element, qname: str) -> list[str]:
     if qname in desc.attrib:
         out.append(desc.attrib[qname])
     for prop in desc.findall(qname):
-        container = next((c for c in prop if c.tag in (_q("rdf", "Alt"), _q("rdf", "Bag"),
-                                                       _q("rdf", "Seq"))), None)
+        container = next(
+            (c for c in prop if c.tag in (_q("rdf", "Alt"), _q("rdf", "Bag"), _q("rdf", "Seq"))),
+            None,
+        )
         if container is None:
             if prop.text and prop.text.strip():
                 out.append(prop.text)
@@ -302,7 +333,7 @@ def parse_xmp(raw: bytes | str) -> XmpData:
     m = _XMP_START.search(data)
     if m is None:
         return out
-    data = data[m.start():]
+    data = data[m.start() :]
     for closing in (rb"</x:xmpmeta>", rb"</rdf:RDF>"):
         end = data.rfind(closing)
         if end >= 0:
@@ -319,8 +350,11 @@ def parse_xmp(raw: bytes | str) -> XmpData:
         out.titles += _xmp_values(desc, _q("photoshop", "Headline"))
         out.keywords += _xmp_values(desc, _q("dc", "subject"))
         out.creators += _xmp_values(desc, _q("dc", "creator"))
-        for prop in (_q("photoshop", "DateCreated"), _q("exif", "DateTimeOriginal"),
-                     _q("xmp", "CreateDate")):
+        for prop in (
+            _q("photoshop", "DateCreated"),
+            _q("exif", "DateTimeOriginal"),
+            _q("xmp", "CreateDate"),
+        ):
             out.dates += [d for d in map(parse_datetime, _xmp_values(desc, prop)) if d]
     return out
 
@@ -349,8 +383,10 @@ def _read_exif(im: Image.Image, data: bytes, found: _Found) -> None:
     desc = _ascii_field(exif.get(_IMAGE_DESCRIPTION))
     if desc:
         found.descriptions.append((desc, {**loc, "field": "ImageDescription"}, 1.0))
-    for tag, name, reader in ((_XP_COMMENT, "XPComment", _xp_field),
-                              (_USER_COMMENT, "UserComment", _user_comment)):
+    for tag, name, reader in (
+        (_XP_COMMENT, "XPComment", _xp_field),
+        (_USER_COMMENT, "UserComment", _user_comment),
+    ):
         value = exif.get(tag) if tag != _USER_COMMENT else sub.get(tag)
         text = reader(value) if value is not None else None
         if text:
@@ -365,9 +401,11 @@ def _read_exif(im: Image.Image, data: bytes, found: _Found) -> None:
     found.copyright = _meaningful(_ascii_field(exif.get(_COPYRIGHT)))
     found.make = _meaningful(_ascii_field(exif.get(_MAKE)))
     found.model = _meaningful(_ascii_field(exif.get(_MODEL)))
-    for tag, offset_tag, ifd in ((_DATETIME_ORIGINAL, _OFFSET_TIME_ORIGINAL, sub),
-                                 (_DATETIME_DIGITIZED, _OFFSET_TIME_DIGITIZED, sub),
-                                 (_DATETIME, _OFFSET_TIME, exif)):
+    for tag, offset_tag, ifd in (
+        (_DATETIME_ORIGINAL, _OFFSET_TIME_ORIGINAL, sub),
+        (_DATETIME_DIGITIZED, _OFFSET_TIME_DIGITIZED, sub),
+        (_DATETIME, _OFFSET_TIME, exif),
+    ):
         when = parse_datetime(_ascii_field(ifd.get(tag)), _ascii_field(sub.get(offset_tag)))
         if when:
             found.dates.append(when)
@@ -384,7 +422,7 @@ def _embedded_xmp(im: Image.Image, data: bytes) -> bytes | str | None:
     if start < 0:
         return None
     end = head.find(b"</x:xmpmeta>", start)
-    return head[start: end + len(b"</x:xmpmeta>")] if end >= 0 else None
+    return head[start : end + len(b"</x:xmpmeta>")] if end >= 0 else None
 
 
 def _read_xmp(im: Image.Image, data: bytes, found: _Found) -> None:
@@ -491,8 +529,9 @@ def _open_and_decode(data: bytes, max_pixels: int) -> tuple[Image.Image, int, in
 # --------------------------------------------------------------------------------------
 
 
-def _dedupe(items: list[tuple[str, dict[str, Any], float]], limit: int) -> list[
-        tuple[str, dict[str, Any], float]]:
+def _dedupe(
+    items: list[tuple[str, dict[str, Any], float]], limit: int
+) -> list[tuple[str, dict[str, Any], float]]:
     seen: set[str] = set()
     out = []
     for text, loc, conf in items:
@@ -507,8 +546,7 @@ def _dedupe(items: list[tuple[str, dict[str, Any], float]], limit: int) -> list[
     return out
 
 
-def _summary(fmt: str, width: int, height: int, found: _Found,
-             taken_at: datetime | None) -> str:
+def _summary(fmt: str, width: int, height: int, found: _Found, taken_at: datetime | None) -> str:
     parts = [f"format: {fmt}", f"size: {width}x{height}"]
     if taken_at:
         parts.append(f"taken: {taken_at:%Y-%m-%d %H:%M:%S} UTC")
@@ -540,38 +578,55 @@ def analyze_image(data: bytes, sidecars: dict[str, bytes], *, max_pixels: int) -
         try:
             # Read order is precedence order: EXIF, XMP, IPTC, then sidecars. The first
             # of identical texts keeps its locator, the first date found is taken_at.
-            for name, reader in (("EXIF", _read_exif), ("XMP", _read_xmp),
-                                 ("IPTC", _read_iptc)):
+            for name, reader in (("EXIF", _read_exif), ("XMP", _read_xmp), ("IPTC", _read_iptc)):
                 try:
                     reader(im, data, found)
                 except Exception as exc:  # vendor metadata is full of surprises
-                    log.warning("%s metadata unreadable: %s: %s", name, type(exc).__name__,
-                                exc)
+                    log.warning("%s metadata unreadable: %s: %s", name, type(exc).__name__, exc)
         finally:
             im.close()
     _read_sidecars(sidecars, found)
 
     descriptions = _dedupe(found.descriptions, MAX_TEXT_CHARS)
     titles = _dedupe([(t, loc, 1.0) for t, loc in found.titles], MAX_TEXT_CHARS)
-    keywords = _dedupe([(k, loc, 1.0) for k, loc in found.keywords],
-                       MAX_KEYWORD_CHARS)[:MAX_KEYWORDS]
+    keywords = _dedupe([(k, loc, 1.0) for k, loc in found.keywords], MAX_KEYWORD_CHARS)[
+        :MAX_KEYWORDS
+    ]
     taken_at = found.dates[0] if found.dates else None
 
     evidence: list[EvidenceText] = []
     for i, (text, loc, conf) in enumerate(descriptions):
-        evidence.append(EvidenceText(kind="description", ordinal=i, text=text,
-                                     confidence=conf, locator=loc))
+        evidence.append(
+            EvidenceText(kind="description", ordinal=i, text=text, confidence=conf, locator=loc)
+        )
     for i, (text, loc, _) in enumerate(titles):
-        evidence.append(EvidenceText(kind="title", ordinal=i, text=text, confidence=1.0,
-                                     locator=loc))
+        evidence.append(
+            EvidenceText(kind="title", ordinal=i, text=text, confidence=1.0, locator=loc)
+        )
     for i, (text, loc, _) in enumerate(keywords):
-        evidence.append(EvidenceText(kind="keyword", ordinal=i, text=text, confidence=1.0,
-                                     locator=loc))
-    evidence.append(EvidenceText(kind="metadata", ordinal=0,
-                                 text=_summary(fmt, width, height, found, taken_at),
-                                 confidence=1.0, locator={
-                                     "source": "image", "format": fmt, "width": width,
-                                     "height": height,
-                                     "taken_at": taken_at.isoformat() if taken_at else None}))
-    return ImageAnalysis(evidence=evidence, width=width, height=height, format=fmt,
-                         taken_at=taken_at, keywords=[k for k, _, _ in keywords])
+        evidence.append(
+            EvidenceText(kind="keyword", ordinal=i, text=text, confidence=1.0, locator=loc)
+        )
+    evidence.append(
+        EvidenceText(
+            kind="metadata",
+            ordinal=0,
+            text=_summary(fmt, width, height, found, taken_at),
+            confidence=1.0,
+            locator={
+                "source": "image",
+                "format": fmt,
+                "width": width,
+                "height": height,
+                "taken_at": taken_at.isoformat() if taken_at else None,
+            },
+        )
+    )
+    return ImageAnalysis(
+        evidence=evidence,
+        width=width,
+        height=height,
+        format=fmt,
+        taken_at=taken_at,
+        keywords=[k for k, _, _ in keywords],
+    )

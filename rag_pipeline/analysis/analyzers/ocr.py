@@ -36,8 +36,10 @@ from rag_pipeline.contracts import EvidenceText, ModelSpec
 from rag_pipeline.errors import OcrFailed, OcrUnavailable
 
 TESSERACT = "tesseract"
-INSTALL_HINT = ("install the Debian packages tesseract-ocr and tesseract-ocr-eng "
-                "(apt-get install -y tesseract-ocr tesseract-ocr-eng)")
+INSTALL_HINT = (
+    "install the Debian packages tesseract-ocr and tesseract-ocr-eng "
+    "(apt-get install -y tesseract-ocr tesseract-ocr-eng)"
+)
 
 _WORD_LEVEL = 5
 _LANG = re.compile(r"^[A-Za-z0-9_]+(\+[A-Za-z0-9_]+)*$")
@@ -82,8 +84,8 @@ class TesseractInfo:
     """What identifies the OCR model: the program's version and its language data."""
 
     path: str
-    version: str                       # "5.3.0"
-    languages: tuple[str, ...]         # installed traineddata, e.g. ("eng", "osd")
+    version: str  # "5.3.0"
+    languages: tuple[str, ...]  # installed traineddata, e.g. ("eng", "osd")
     tessdata_dir: str | None
 
     def weights_checksum(self, lang: str) -> str:
@@ -96,8 +98,12 @@ class TesseractInfo:
         return h.hexdigest()
 
     def model_spec(self, lang: str = "eng") -> ModelSpec:
-        return ModelSpec(backend="builtin", model_id="tesseract", revision=self.version,
-                         weights_checksum=self.weights_checksum(lang))
+        return ModelSpec(
+            backend="builtin",
+            model_id="tesseract",
+            revision=self.version,
+            weights_checksum=self.weights_checksum(lang),
+        )
 
 
 @functools.lru_cache(maxsize=8)
@@ -125,27 +131,34 @@ def _env() -> dict[str, str]:
 @functools.lru_cache(maxsize=4)
 def _probe(path: str) -> TesseractInfo:
     try:
-        ver = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30,
-                             env=_env())
-        langs = subprocess.run([path, "--list-langs"], capture_output=True, text=True,
-                               timeout=30, env=_env())
+        ver = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=30, env=_env()
+        )
+        langs = subprocess.run(
+            [path, "--list-langs"], capture_output=True, text=True, timeout=30, env=_env()
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise OcrUnavailable(f"cannot run {path}: {exc}; {INSTALL_HINT}") from exc
     # tesseract 4 printed the version on stderr, 5 on stdout.
     first = (ver.stdout or ver.stderr).strip().splitlines()
     m = re.match(r"tesseract\s+v?(\S+)", first[0]) if first else None
     if ver.returncode != 0 or m is None:
-        raise OcrUnavailable(f"{path} --version failed ({ver.returncode}): "
-                             f"{(ver.stderr or ver.stdout).strip()[:300]}; {INSTALL_HINT}")
+        raise OcrUnavailable(
+            f"{path} --version failed ({ver.returncode}): "
+            f"{(ver.stderr or ver.stdout).strip()[:300]}; {INSTALL_HINT}"
+        )
     lines = (langs.stdout + langs.stderr).strip().splitlines()
     tessdata = None
     if lines and lines[0].startswith("List of available languages"):
         found = _TESSDATA_LINE.search(lines[0])
         tessdata = found.group(1) if found else None
         lines = lines[1:]
-    return TesseractInfo(path=path, version=m.group(1),
-                         languages=tuple(sorted(s.strip() for s in lines if s.strip())),
-                         tessdata_dir=tessdata)
+    return TesseractInfo(
+        path=path,
+        version=m.group(1),
+        languages=tuple(sorted(s.strip() for s in lines if s.strip())),
+        tessdata_dir=tessdata,
+    )
 
 
 def tesseract_spec() -> TesseractInfo:
@@ -171,7 +184,8 @@ def _check_languages(info: TesseractInfo, lang: str) -> None:
         raise OcrUnavailable(
             f"tesseract has no language data for {', '.join(missing)} (installed: "
             f"{', '.join(info.languages) or 'none'}): install tesseract-ocr-"
-            f"{missing[0].lower()}")
+            f"{missing[0].lower()}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,23 +213,37 @@ def run_tesseract_tsv(image: Image.Image, config: OcrConfig) -> str:
     buf = io.BytesIO()
     # compress_level=1: the PNG only crosses a pipe; tesseract's own time dominates anyway.
     image.save(buf, "PNG", compress_level=1)
-    cmd = [path, "stdin", "stdout", "-l", config.lang, "--psm", str(config.psm),
-           # Pixel density is unknown (the PNG declares none); 300 silences the warning and
-           # is what tesseract's size heuristics are tuned for.
-           "--dpi", "300", "tsv"]
+    cmd = [
+        path,
+        "stdin",
+        "stdout",
+        "-l",
+        config.lang,
+        "--psm",
+        str(config.psm),
+        # Pixel density is unknown (the PNG declares none); 300 silences the warning and
+        # is what tesseract's size heuristics are tuned for.
+        "--dpi",
+        "300",
+        "tsv",
+    ]
     try:
-        proc = subprocess.run(cmd, input=buf.getvalue(), capture_output=True,
-                              timeout=config.timeout_s, env=_env())
+        proc = subprocess.run(
+            cmd, input=buf.getvalue(), capture_output=True, timeout=config.timeout_s, env=_env()
+        )
     except subprocess.TimeoutExpired as exc:
-        raise OcrFailed(f"tesseract ran past {config.timeout_s:g}s on a "
-                        f"{image.width}x{image.height} image") from exc
+        raise OcrFailed(
+            f"tesseract ran past {config.timeout_s:g}s on a {image.width}x{image.height} image"
+        ) from exc
     except OSError as exc:  # removed between the PATH lookup and the call, not executable
         raise OcrUnavailable(f"cannot run {path}: {exc}; {INSTALL_HINT}") from exc
     err = proc.stderr.decode("utf-8", "replace").strip()
     if proc.returncode != 0:
         if "Failed loading language" in err or "Error opening data file" in err:
-            raise OcrUnavailable(f"tesseract has no language data for {config.lang!r}: "
-                                 f"{err[:300]}; install tesseract-ocr-{config.lang.split('+')[0]}")
+            raise OcrUnavailable(
+                f"tesseract has no language data for {config.lang!r}: "
+                f"{err[:300]}; install tesseract-ocr-{config.lang.split('+')[0]}"
+            )
         raise OcrFailed(f"tesseract exited with {proc.returncode}: {err[:500]}")
     return proc.stdout.decode("utf-8", "replace")
 
@@ -244,10 +272,19 @@ def parse_tsv(tsv: str) -> list[Word]:
             text = (row.get("text") or "").strip()
             if not text:
                 continue
-            out.append(Word(block=int(row["block_num"]), par=int(row["par_num"]),
-                            line=int(row["line_num"]), left=int(row["left"]),
-                            top=int(row["top"]), width=int(row["width"]),
-                            height=int(row["height"]), conf=float(row["conf"]), text=text))
+            out.append(
+                Word(
+                    block=int(row["block_num"]),
+                    par=int(row["par_num"]),
+                    line=int(row["line_num"]),
+                    left=int(row["left"]),
+                    top=int(row["top"]),
+                    width=int(row["width"]),
+                    height=int(row["height"]),
+                    conf=float(row["conf"]),
+                    text=text,
+                )
+            )
         except (KeyError, TypeError, ValueError):
             continue  # a malformed row loses itself, not the page
     return out
@@ -264,8 +301,10 @@ def _keep_line(words: list[Word], config: OcrConfig) -> bool:
         token = words[0].text
         if conf < config.min_single_word_confidence:
             return False
-        if (not any(c.isdigit() for c in token)
-                and sum(c.isalpha() for c in token) < config.min_single_word_letters):
+        if (
+            not any(c.isdigit() for c in token)
+            and sum(c.isalpha() for c in token) < config.min_single_word_letters
+        ):
             return False
     elif conf < config.min_line_confidence:
         return False
@@ -276,8 +315,9 @@ def _keep_line(words: list[Word], config: OcrConfig) -> bool:
     return any(_is_token(w.text) for w in words)
 
 
-def words_to_evidence(words: list[Word], config: OcrConfig, *,
-                      scale: float = 1.0) -> list[EvidenceText]:
+def words_to_evidence(
+    words: list[Word], config: OcrConfig, *, scale: float = 1.0
+) -> list[EvidenceText]:
     """Group confident words into lines; one ``ocr`` EvidenceText per line that reads as text.
 
     ``scale`` maps OCR-input pixels to the coordinates the bbox is reported in.
@@ -294,18 +334,38 @@ def words_to_evidence(words: list[Word], config: OcrConfig, *,
         y0 = min(w.top for w in ws)
         x1 = max(w.left + w.width for w in ws)
         y1 = max(w.top + w.height for w in ws)
-        bbox = [round(x0 * scale), round(y0 * scale), round((x1 - x0) * scale),
-                round((y1 - y0) * scale)]
+        bbox = [
+            round(x0 * scale),
+            round(y0 * scale),
+            round((x1 - x0) * scale),
+            round((y1 - y0) * scale),
+        ]
         conf = sum(w.conf for w in ws) / len(ws) / 100.0
-        locator: dict[str, Any] = {"block": block, "par": par, "line": line, "bbox": bbox,
-                                   "words": len(ws)}
-        out.append(EvidenceText(kind="ocr", ordinal=len(out), text=" ".join(w.text for w in ws),
-                                confidence=min(1.0, max(0.0, conf)), locator=locator))
+        locator: dict[str, Any] = {
+            "block": block,
+            "par": par,
+            "line": line,
+            "bbox": bbox,
+            "words": len(ws),
+        }
+        out.append(
+            EvidenceText(
+                kind="ocr",
+                ordinal=len(out),
+                text=" ".join(w.text for w in ws),
+                confidence=min(1.0, max(0.0, conf)),
+                locator=locator,
+            )
+        )
     return out
 
 
-def ocr_image(image: Image.Image | DecodedImage, config: OcrConfig | None = None, *,
-              original_size: tuple[int, int] | None = None) -> list[EvidenceText]:
+def ocr_image(
+    image: Image.Image | DecodedImage,
+    config: OcrConfig | None = None,
+    *,
+    original_size: tuple[int, int] | None = None,
+) -> list[EvidenceText]:
     """OCR lines of an image; ``[]`` when it holds no readable text.
 
     Boxes are in the pixels of ``original_size`` when given (or of the original, for a
@@ -322,8 +382,9 @@ def ocr_image(image: Image.Image | DecodedImage, config: OcrConfig | None = None
     return words_to_evidence(words, config, scale=base_width / prepared.width)
 
 
-def ocr_bytes(data: bytes, *, max_pixels: int,
-              config: OcrConfig | None = None) -> list[EvidenceText]:
+def ocr_bytes(
+    data: bytes, *, max_pixels: int, config: OcrConfig | None = None
+) -> list[EvidenceText]:
     """Decode (checked, JPEG draft to ``config.max_side``) and OCR an image file's bytes.
 
     Raises EmptyFile, CorruptImage, DecompressionBomb, OcrUnavailable, OcrFailed.

@@ -33,8 +33,11 @@ def _weights_checksum(path: str, size: int, mtime_ns: int) -> str:
 
 def weights_checksum(model_dir: Path) -> str:
     """sha256 over the weight files (cached per path, size and mtime)."""
-    files = sorted(p for p in model_dir.rglob("*")
-                   if p.suffix in {".safetensors", ".bin", ".pt", ".gguf"} and p.is_file())
+    files = sorted(
+        p
+        for p in model_dir.rglob("*")
+        if p.suffix in {".safetensors", ".bin", ".pt", ".gguf"} and p.is_file()
+    )
     if not files:
         raise FileNotFoundError(f"no weight files (*.safetensors, *.bin) under {model_dir}")
     h = hashlib.sha256()
@@ -78,8 +81,10 @@ class TextEncoder:
         self.model_dir = model_dir
         self.spec = spec
         self._model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
-        get_dim = getattr(self._model, "get_embedding_dimension", None) or \
-            self._model.get_sentence_embedding_dimension
+        get_dim = (
+            getattr(self._model, "get_embedding_dimension", None)
+            or self._model.get_sentence_embedding_dimension
+        )
         dim = get_dim()
         if dim is None:
             raise ValueError(f"{model_dir}: the model does not say its embedding dimension")
@@ -105,8 +110,13 @@ class TextEncoder:
         """L2-normalised float32 vectors, one row per text."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vecs = self._model.encode(texts, batch_size=batch_size, convert_to_numpy=True,
-                                  normalize_embeddings=True, show_progress_bar=False)
+        vecs = self._model.encode(
+            texts,
+            batch_size=batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
         return np.asarray(vecs, dtype=np.float32)
 
     def encode_query(self, text: str) -> np.ndarray:

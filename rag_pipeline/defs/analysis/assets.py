@@ -38,8 +38,11 @@ def _run_partition(context: dg.AssetExecutionContext, pipeline: PipelineSettings
     keys = context.partition_key.keys_by_dimension
     profile, shard = keys["profile"], keys["shard"]
     if context.retry_number:
-        settings = settings.model_copy(update={"mv_batch_size": batch_size_for_retry(
-            settings.mv_batch_size, context.retry_number)})
+        settings = settings.model_copy(
+            update={
+                "mv_batch_size": batch_size_for_retry(settings.mv_batch_size, context.retry_number)
+            }
+        )
     try:
         result = worker.run_partition(settings, profile, shard, dagster_run_id=context.run.run_id)
         with open_settings_catalog(settings) as cat:
@@ -50,31 +53,57 @@ def _run_partition(context: dg.AssetExecutionContext, pipeline: PipelineSettings
         rule = RETRY_RULES[failure]
         status = "model_mismatch" if failure == "model_mismatch" else "failed"
         if context.retry_number < rule.max_retries:
-            context.log.warning(f"{failure}: {exc}; retry {context.retry_number + 1}/"
-                                f"{rule.max_retries} in {rule.delay(context.retry_number):.0f}s")
-            raise dg.RetryRequested(max_retries=rule.max_retries,
-                                    seconds_to_wait=rule.delay(context.retry_number)) from exc
-        raise dg.Failure(description=f"{failure}: {exc}",
-                         metadata={"status": status, "failure_class": failure,
-                                   "partition": context.partition_key},
-                         allow_retries=False) from exc
+            context.log.warning(
+                f"{failure}: {exc}; retry {context.retry_number + 1}/"
+                f"{rule.max_retries} in {rule.delay(context.retry_number):.0f}s"
+            )
+            raise dg.RetryRequested(
+                max_retries=rule.max_retries, seconds_to_wait=rule.delay(context.retry_number)
+            ) from exc
+        raise dg.Failure(
+            description=f"{failure}: {exc}",
+            metadata={
+                "status": status,
+                "failure_class": failure,
+                "partition": context.partition_key,
+            },
+            allow_retries=False,
+        ) from exc
     state = states[0] if states else {}
-    return dg.MaterializeResult(metadata={
-        "profile": profile, "shard": shard,
-        "n_tasks": result.n_tasks, "n_ok": result.n_ok, "n_failed": result.n_failed,
-        "evidence_text": result.n_evidence_text, "vectors": result.n_vectors,
-        "persisted_results": persisted.results, "duplicates_skipped": persisted.duplicates_skipped,
-        "rejected_envelopes": persisted.rejected,
-        **{f"seconds_{k}": round(v, 3) for k, v in result.seconds.items()},
-        "seconds_persist": round(persisted.seconds, 3),
-        "errors_by_class": result.errors_by_class or {"none": 0},
-        "task_states": {k: v for k, v in state.items() if isinstance(v, int)},
-        "summary": md_doc("Analysis runs", md_table(
-            [{"run": f"`{r.run_id}`", "analyzer": r.analyzer,
-              "model": f"{r.model.model_id}@{r.model.revision}", "ok": r.n_ok,
-              "failed": r.n_failed} for r in result.runs],
-            empty="Nothing planned: this partition is up to date.")),
-    })
+    return dg.MaterializeResult(
+        metadata={
+            "profile": profile,
+            "shard": shard,
+            "n_tasks": result.n_tasks,
+            "n_ok": result.n_ok,
+            "n_failed": result.n_failed,
+            "evidence_text": result.n_evidence_text,
+            "vectors": result.n_vectors,
+            "persisted_results": persisted.results,
+            "duplicates_skipped": persisted.duplicates_skipped,
+            "rejected_envelopes": persisted.rejected,
+            **{f"seconds_{k}": round(v, 3) for k, v in result.seconds.items()},
+            "seconds_persist": round(persisted.seconds, 3),
+            "errors_by_class": result.errors_by_class or {"none": 0},
+            "task_states": {k: v for k, v in state.items() if isinstance(v, int)},
+            "summary": md_doc(
+                "Analysis runs",
+                md_table(
+                    [
+                        {
+                            "run": f"`{r.run_id}`",
+                            "analyzer": r.analyzer,
+                            "model": f"{r.model.model_id}@{r.model.revision}",
+                            "ok": r.n_ok,
+                            "failed": r.n_failed,
+                        }
+                        for r in result.runs
+                    ],
+                    empty="Nothing planned: this partition is up to date.",
+                ),
+            ),
+        }
+    )
 
 
 @dg.asset(
@@ -85,9 +114,9 @@ def _run_partition(context: dg.AssetExecutionContext, pipeline: PipelineSettings
     owners=OWNERS,
     group_name="analysis",
     description="CPU analyzers of one profile over one shard: document text + chunks, image "
-                "metadata (EXIF/XMP/IPTC, sidecars) and stored thumbnails (text profiles), OCR "
-                "with word confidences (ocr profiles). Stages results, then persists them to "
-                "evidence_text under the catalog writer lock.",
+    "metadata (EXIF/XMP/IPTC, sidecars) and stored thumbnails (text profiles), OCR "
+    "with word confidences (ocr profiles). Stages results, then persists them to "
+    "evidence_text under the catalog writer lock.",
 )
 def analysis_runs(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
     return _run_partition(context, pipeline)
@@ -103,10 +132,10 @@ def analysis_runs(context: dg.AssetExecutionContext, pipeline: PipelineSettings)
     pool="gpu",
     op_tags=GPU_OP_TAGS,
     description="Model inference of one profile over one shard, in the `gpu` pool: MV text "
-                "embeddings, VV image embeddings (CLIP/SigLIP image tower), VLM captions and "
-                "tags. Checks model parity first (a local model that differs from the "
-                "profile's pinned revision/weights writes nothing), then stages and persists "
-                "vectors to LanceDB and captions/tags to evidence_text.",
+    "embeddings, VV image embeddings (CLIP/SigLIP image tower), VLM captions and "
+    "tags. Checks model parity first (a local model that differs from the "
+    "profile's pinned revision/weights writes nothing), then stages and persists "
+    "vectors to LanceDB and captions/tags to evidence_text.",
 )
 def inference_runs(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
     return _run_partition(context, pipeline)
@@ -120,10 +149,15 @@ def inference_runs(context: dg.AssetExecutionContext, pipeline: PipelineSettings
     group_name="analysis",
     pool="catalog_writer",
     description="The evidence store (evidence_text in DuckDB, evidence_vectors in LanceDB): "
-                "persists anything an interrupted run left staged, verifies every envelope, and "
-                "reports task states per partition.",
-    check_specs=[dg.AssetCheckSpec("envelopes_verified", asset="evidence",
-                                   description="No staged envelope failed its contract.")],
+    "persists anything an interrupted run left staged, verifies every envelope, and "
+    "reports task states per partition.",
+    check_specs=[
+        dg.AssetCheckSpec(
+            "envelopes_verified",
+            asset="evidence",
+            description="No staged envelope failed its contract.",
+        )
+    ],
 )
 def evidence(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
     settings = pipeline.settings()
@@ -138,17 +172,34 @@ def evidence(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
             if isinstance(v, int):
                 totals[k] = totals.get(k, 0) + v
     not_done = [s for s in states if any(s[c] for c in NOT_DONE)]
-    yield dg.MaterializeResult(metadata={
-        **report.as_metadata(), "dagster/row_count": counts["evidence_text"],
-        "results": counts["results"], "dead_letters": counts["dead_letters"],
-        "task_states": totals,
-        "summary": md_doc(
-            "Evidence",
-            md_metrics({"persisted now": report.results,
+    yield dg.MaterializeResult(
+        metadata={
+            **report.as_metadata(),
+            "dagster/row_count": counts["evidence_text"],
+            "results": counts["results"],
+            "dead_letters": counts["dead_letters"],
+            "task_states": totals,
+            "summary": md_doc(
+                "Evidence",
+                md_metrics(
+                    {
+                        "persisted now": report.results,
                         "evidence_text rows": counts["evidence_text"],
-                        "results": counts["results"], "dead letters": counts["dead_letters"]}),
-            md_table(not_done, ["partition", *STATE_COLUMNS], title="Partitions not done",
-                     empty="All done.")),
-    })
-    yield dg.AssetCheckResult(check_name="envelopes_verified", passed=rejected_total == 0,
-                              metadata={"rejected_unresolved": rejected_total})
+                        "results": counts["results"],
+                        "dead letters": counts["dead_letters"],
+                    }
+                ),
+                md_table(
+                    not_done,
+                    ["partition", *STATE_COLUMNS],
+                    title="Partitions not done",
+                    empty="All done.",
+                ),
+            ),
+        }
+    )
+    yield dg.AssetCheckResult(
+        check_name="envelopes_verified",
+        passed=rejected_total == 0,
+        metadata={"rejected_unresolved": rejected_total},
+    )

@@ -10,8 +10,11 @@ from rag_pipeline.defs.run_tags import CHAIN
 from rag_pipeline.defs.search import jobs as search_jobs
 
 
-@dg.sensor(minimum_interval_seconds=30, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Registers every profile of models.yaml as a dynamic partition.")
+@dg.sensor(
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Registers every profile of models.yaml as a dynamic partition.",
+)
 def profiles_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineSettings):
     requests = profile_partition_requests(context.instance, pipeline.settings())
     if not requests:
@@ -19,19 +22,27 @@ def profiles_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineSetti
     return dg.SensorResult(dynamic_partitions_requests=requests)
 
 
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS,
-                      monitored_jobs=[analysis_jobs.cpu_job, analysis_jobs.gpu_job],
-                      request_job=search_jobs.publish_job,
-                      description="Publishes a new snapshot when every run of a chain is done.")
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[analysis_jobs.cpu_job, analysis_jobs.gpu_job],
+    request_job=search_jobs.publish_job,
+    description="Publishes a new snapshot when every run of a chain is done.",
+)
 def analysis_done_sensor(context: dg.RunStatusSensorContext):
     chain = context.dagster_run.tags.get(CHAIN)
     if not chain:
         return dg.SkipReason("run not part of a sensor chain")
-    pending = context.instance.get_run_records(dg.RunsFilter(
-        tags={CHAIN: chain}, statuses=[dg.DagsterRunStatus.QUEUED,
-                                       dg.DagsterRunStatus.NOT_STARTED,
-                                       dg.DagsterRunStatus.STARTING,
-                                       dg.DagsterRunStatus.STARTED]))
+    pending = context.instance.get_run_records(
+        dg.RunsFilter(
+            tags={CHAIN: chain},
+            statuses=[
+                dg.DagsterRunStatus.QUEUED,
+                dg.DagsterRunStatus.NOT_STARTED,
+                dg.DagsterRunStatus.STARTING,
+                dg.DagsterRunStatus.STARTED,
+            ],
+        )
+    )
     pending = [r for r in pending if r.dagster_run.run_id != context.dagster_run.run_id]
     if pending:
         return dg.SkipReason(f"{len(pending)} runs of chain {chain[:8]} still running")

@@ -19,19 +19,25 @@ from rag_pipeline.settings import shard_key
 from rag_pipeline.storage import plans
 
 
-@dg.sensor(job=catalog_jobs.discover_job, minimum_interval_seconds=60,
-           description="Notices new, changed and deleted files in the sources (stat walk, "
-                       "hashing only what changed) and starts discovery for the shards they "
-                       "touch.")
+@dg.sensor(
+    job=catalog_jobs.discover_job,
+    minimum_interval_seconds=60,
+    description="Notices new, changed and deleted files in the sources (stat walk, "
+    "hashing only what changed) and starts discovery for the shards they "
+    "touch.",
+)
 def source_files_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineSettings):
     changes = detect_changes(pipeline.settings())
     if not changes.any:
         return dg.SkipReason("no new, changed or deleted files")
     shards = ",".join(shard_key(s) for s in sorted(changes.touched_shards))
-    context.log.info(f"{len(changes.new)} new, {len(changes.changed)} changed, "
-                     f"{len(changes.deleted)} deleted; shards {shards}")
-    return dg.RunRequest(run_key=changes.digest,
-                         tags={TRIGGER: "source_files_sensor", TOUCHED: shards})
+    context.log.info(
+        f"{len(changes.new)} new, {len(changes.changed)} changed, "
+        f"{len(changes.deleted)} deleted; shards {shards}"
+    )
+    return dg.RunRequest(
+        run_key=changes.digest, tags={TRIGGER: "source_files_sensor", TOUCHED: shards}
+    )
 
 
 def requests_for_touched(settings, touched: set[str], chain: str) -> list[dg.RunRequest]:
@@ -43,17 +49,24 @@ def requests_for_touched(settings, touched: set[str], chain: str) -> list[dg.Run
         for shard in sorted(touched):
             if plans.read_plan(settings, prof.name, shard):
                 pk = plans.partition_key(prof.name, shard)
-                requests.append(dg.RunRequest(run_key=f"{chain}:{pk}", job_name=job.name,
-                                              partition_key=pk, tags={CHAIN: chain}))
+                requests.append(
+                    dg.RunRequest(
+                        run_key=f"{chain}:{pk}",
+                        job_name=job.name,
+                        partition_key=pk,
+                        tags={CHAIN: chain},
+                    )
+                )
     return requests
 
 
-@dg.run_status_sensor(run_status=dg.DagsterRunStatus.SUCCESS,
-                      monitored_jobs=[catalog_jobs.discover_job],
-                      request_jobs=[analysis_jobs.cpu_job, analysis_jobs.gpu_job,
-                                    search_jobs.publish_job],
-                      description="After a sensor-started discovery: runs for the touched "
-                                  "shards' partitions that have work.")
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    monitored_jobs=[catalog_jobs.discover_job],
+    request_jobs=[analysis_jobs.cpu_job, analysis_jobs.gpu_job, search_jobs.publish_job],
+    description="After a sensor-started discovery: runs for the touched "
+    "shards' partitions that have work.",
+)
 def discover_done_sensor(context: dg.RunStatusSensorContext, pipeline: PipelineSettings):
     run = context.dagster_run
     if run.tags.get(TRIGGER) != "source_files_sensor":
@@ -61,6 +74,9 @@ def discover_done_sensor(context: dg.RunStatusSensorContext, pipeline: PipelineS
     touched = {s for s in run.tags.get(TOUCHED, "").split(",") if s}
     requests = requests_for_touched(pipeline.settings(), touched, run.run_id)
     if not requests:  # only deletions (or nothing to analyse): publish straight away
-        return dg.RunRequest(run_key=f"{run.run_id}:publish",
-                             job_name=search_jobs.publish_job.name, tags={CHAIN: run.run_id})
+        return dg.RunRequest(
+            run_key=f"{run.run_id}:publish",
+            job_name=search_jobs.publish_job.name,
+            tags={CHAIN: run.run_id},
+        )
     return requests

@@ -6,10 +6,16 @@ import dagster as dg
 from rag_pipeline.settings import Settings
 
 nightly_eval_job = dg.define_asset_job(
-    "nightly_eval_job", selection=["nightly_eval"],
-    description="Evaluate the promoted snapshot on the full gold set.")
+    "nightly_eval_job",
+    selection=["nightly_eval"],
+    description="Evaluate the promoted snapshot on the full gold set.",
+)
 
 nightly_eval_schedule = dg.ScheduleDefinition(
-    name="nightly_eval_schedule", job=nightly_eval_job, cron_schedule=Settings().nightly_cron,
-    execution_timezone="UTC", default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Nightly eval of the promoted snapshot (cron from RAG_NIGHTLY_CRON).")
+    name="nightly_eval_schedule",
+    job=nightly_eval_job,
+    cron_schedule=Settings().nightly_cron,
+    execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Nightly eval of the promoted snapshot (cron from RAG_NIGHTLY_CRON).",
+)

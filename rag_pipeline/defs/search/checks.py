@@ -19,12 +19,16 @@ from rag_pipeline.defs.resources import PipelineSettings
 
 
 @dg.asset_check(
-    asset="search_snapshot", name="smoke_eval_gates", blocking=True,
+    asset="search_snapshot",
+    name="smoke_eval_gates",
+    blocking=True,
     description="Smoke-set retrieval eval of the CURRENT snapshot gated against the PROMOTED "
-                "one (nDCG@10 -1 pp, Recall@50 -2 pp, p95 latency +20%, error rate +0.5 pp). "
-                "Blocking: a failing candidate is not promoted.")
-def smoke_eval_gates(context: dg.AssetCheckExecutionContext,
-                     pipeline: PipelineSettings) -> dg.AssetCheckResult:
+    "one (nDCG@10 -1 pp, Recall@50 -2 pp, p95 latency +20%, error rate +0.5 pp). "
+    "Blocking: a failing candidate is not promoted.",
+)
+def smoke_eval_gates(
+    context: dg.AssetCheckExecutionContext, pipeline: PipelineSettings
+) -> dg.AssetCheckResult:
     from evals.gates import apply_gates, load_gates
     from evals.goldsets import load_gold_jsonl
     from evals.stats import compare_runs
@@ -32,36 +36,55 @@ def smoke_eval_gates(context: dg.AssetCheckExecutionContext,
     settings = pipeline.settings()
     gold_path = ev.smoke_gold_path(settings)
     if gold_path is None or not gold_path.is_file():
-        return dg.AssetCheckResult(passed=True, metadata={
-            "status": "no smoke set", "gold": str(gold_path)})
+        return dg.AssetCheckResult(
+            passed=True, metadata={"status": "no smoke set", "gold": str(gold_path)}
+        )
     gold = load_gold_jsonl(gold_path).limit(ev.SMOKE_MAX_QUERIES)
     current = ev.pointer_id(settings, "CURRENT")
     if current is None:
         return dg.AssetCheckResult(passed=True, metadata={"status": "no snapshot published"})
     coverage = ev.coverage(settings, gold, current)
     if coverage < 0.5:
-        return dg.AssetCheckResult(passed=True, metadata={
-            "status": "smoke set does not cover this corpus", "gold": str(gold_path),
-            "coverage": dg.MetadataValue.float(coverage)})
+        return dg.AssetCheckResult(
+            passed=True,
+            metadata={
+                "status": "smoke set does not cover this corpus",
+                "gold": str(gold_path),
+                "coverage": dg.MetadataValue.float(coverage),
+            },
+        )
     promoted = ev.pointer_id(settings, ev.PROMOTED)
     # Heterogeneous values, all valid metadata (Dagster's own value union is private).
     meta: dict[str, Any] = {
-        "gold": str(gold_path), "queries": len(gold.queries), "candidate": current,
-        "promoted": promoted or "", "coverage": dg.MetadataValue.float(coverage)}
+        "gold": str(gold_path),
+        "queries": len(gold.queries),
+        "candidate": current,
+        "promoted": promoted or "",
+        "coverage": dg.MetadataValue.float(coverage),
+    }
     base = None
     if promoted is not None and promoted != current:
         try:
             base, cand = ev.evaluate_pair(settings, gold, promoted, current)
         except Exception as exc:  # promoted table gone: nothing to gate on
-            meta["status"] = (f"promoted snapshot unreadable ({type(exc).__name__}: {exc}): "
-                              "the candidate becomes the baseline")
+            meta["status"] = (
+                f"promoted snapshot unreadable ({type(exc).__name__}: {exc}): "
+                "the candidate becomes the baseline"
+            )
     if base is None:
         cand = ev.evaluate(settings, gold, current)
         ev.save_result(settings, f"{current}-smoke.json", cand)
-        meta.setdefault("status", "baseline recorded (nothing promoted yet)" if promoted is None
-                        else "candidate is the promoted snapshot")
-        meta |= {"verdict": "PASS", **ev.float_metadata(cand["metrics"]),
-                 "report": ev.eval_report([cand], f"Smoke eval: {current}")}
+        meta.setdefault(
+            "status",
+            "baseline recorded (nothing promoted yet)"
+            if promoted is None
+            else "candidate is the promoted snapshot",
+        )
+        meta |= {
+            "verdict": "PASS",
+            **ev.float_metadata(cand["metrics"]),
+            "report": ev.eval_report([cand], f"Smoke eval: {current}"),
+        }
         return dg.AssetCheckResult(passed=True, metadata=meta)
     ev.save_result(settings, f"{promoted}-smoke.json", base)
     ev.save_result(settings, f"{current}-smoke.json", cand)
@@ -71,10 +94,14 @@ def smoke_eval_gates(context: dg.AssetCheckExecutionContext,
     verdict = apply_gates(base["metrics"], cand["metrics"], load_gates(gate_file), cmp)
     cmp["gates"] = verdict.model_dump()
     ev.save_result(settings, f"{current}-vs-{promoted}-smoke-compare.json", cmp)
-    meta |= {"status": "gated against the promoted snapshot", "verdict": verdict.verdict,
-             "reasons": "; ".join(verdict.reasons) or "none",
-             **ev.float_metadata(base["metrics"], "promoted_"),
-             "report": ev.eval_report([base, cand], f"Smoke eval: {current} vs {promoted}", cmp)}
+    meta |= {
+        "status": "gated against the promoted snapshot",
+        "verdict": verdict.verdict,
+        "reasons": "; ".join(verdict.reasons) or "none",
+        **ev.float_metadata(base["metrics"], "promoted_"),
+        "report": ev.eval_report([base, cand], f"Smoke eval: {current} vs {promoted}", cmp),
+    }
     context.log.info(f"smoke eval gates: {verdict.verdict} {verdict.reasons}")
-    return dg.AssetCheckResult(passed=verdict.passed, severity=dg.AssetCheckSeverity.ERROR,
-                               metadata=meta)
+    return dg.AssetCheckResult(
+        passed=verdict.passed, severity=dg.AssetCheckSeverity.ERROR, metadata=meta
+    )

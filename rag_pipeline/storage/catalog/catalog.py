@@ -61,28 +61,45 @@ class Catalog:
         where = " WHERE tenant_id = ?" if tenant_id else ""
         params = [tenant_id] if tenant_id else []
         out = {}
-        for t in ("assets", "asset_versions", "analysis_runs", "results", "evidence_text",
-                  "dead_letters"):
+        for t in (
+            "assets",
+            "asset_versions",
+            "analysis_runs",
+            "results",
+            "evidence_text",
+            "dead_letters",
+        ):
             out[t] = int(self.scalar(f"SELECT count(*) FROM {t}{where}", params))
-        out["current_versions"] = int(self.scalar(
-            "SELECT count(*) FROM asset_versions WHERE is_current AND tombstoned_at IS NULL"
-            + (" AND tenant_id = ?" if tenant_id else ""), params))
+        out["current_versions"] = int(
+            self.scalar(
+                "SELECT count(*) FROM asset_versions WHERE is_current AND tombstoned_at IS NULL"
+                + (" AND tenant_id = ?" if tenant_id else ""),
+                params,
+            )
+        )
         return out
 
     def current_assets_with_text(self, tenant_id: str | None = None) -> int:
         """Current (tenant, asset) pairs with an ok text result (doc_text or image_meta, any
         profile): what a search snapshot is expected to cover (default: every tenant)."""
-        sql = ("SELECT count(DISTINCT (v.tenant_id, v.asset_id)) FROM asset_versions v JOIN "
-               "results r ON r.tenant_id = v.tenant_id AND r.asset_id = v.asset_id AND "
-               "r.status = 'ok' AND r.task_type IN ('doc_text', 'image_meta') "
-               "WHERE v.is_current")
+        sql = (
+            "SELECT count(DISTINCT (v.tenant_id, v.asset_id)) FROM asset_versions v JOIN "
+            "results r ON r.tenant_id = v.tenant_id AND r.asset_id = v.asset_id AND "
+            "r.status = 'ok' AND r.task_type IN ('doc_text', 'image_meta') "
+            "WHERE v.is_current"
+        )
         if tenant_id is None:
             return int(self.scalar(sql))
         return int(self.scalar(sql + " AND v.tenant_id = ?", [tenant_id]))
 
     # -- dead letters ----------------------------------------------------------------------
-    def dead_letter_count(self, *, error_class: str | None = None, tenant_id: str | None = None,
-                          unresolved_only: bool = True) -> int:
+    def dead_letter_count(
+        self,
+        *,
+        error_class: str | None = None,
+        tenant_id: str | None = None,
+        unresolved_only: bool = True,
+    ) -> int:
         """Dead letters, optionally of one error class and one tenant (default: all tenants)."""
         sql, params = "SELECT count(*) FROM dead_letters WHERE 1=1", []
         if error_class:
@@ -95,9 +112,18 @@ class Catalog:
             sql += " AND resolved_at IS NULL"
         return int(self.scalar(sql, params))
 
-    def record_dead_letter(self, *, tenant_id: str, uri: str, content_hash: str, stage: str,
-                           error_class: str, message: str, run_id: str | None = None,
-                           now: datetime | None = None) -> None:
+    def record_dead_letter(
+        self,
+        *,
+        tenant_id: str,
+        uri: str,
+        content_hash: str,
+        stage: str,
+        error_class: str,
+        message: str,
+        run_id: str | None = None,
+        now: datetime | None = None,
+    ) -> None:
         """Upsert: the same failure seen again refreshes last_seen_at, it adds no row."""
         now = now or utcnow()
         dl_id = stable_hash([tenant_id, uri, content_hash, stage, error_class], 32)
@@ -111,12 +137,23 @@ class Catalog:
                 last_seen_at = excluded.last_seen_at, message = excluded.message,
                 resolved_at = NULL
             """,
-            [dl_id, tenant_id, uri, content_hash, stage, error_class, message[:2000], run_id,
-             now, now],
+            [
+                dl_id,
+                tenant_id,
+                uri,
+                content_hash,
+                stage,
+                error_class,
+                message[:2000],
+                run_id,
+                now,
+                now,
+            ],
         )
 
-    def dead_letters(self, tenant_id: str | None = None,
-                     unresolved_only: bool = True) -> list[dict]:
+    def dead_letters(
+        self, tenant_id: str | None = None, unresolved_only: bool = True
+    ) -> list[dict]:
         sql = "SELECT * FROM dead_letters WHERE 1=1"
         params: list = []
         if tenant_id:
@@ -136,13 +173,16 @@ class Catalog:
             params.append(error_class)
         n = int(self.scalar(f"SELECT count(*) FROM results WHERE {cond}", params))
         self.con.execute(f"DELETE FROM results WHERE {cond}", params)
-        dl_cond, dl_params = ("tenant_id = coalesce(?, tenant_id) AND resolved_at IS NULL",
-                              [tenant_id])
+        dl_cond, dl_params = (
+            "tenant_id = coalesce(?, tenant_id) AND resolved_at IS NULL",
+            [tenant_id],
+        )
         if error_class:
             dl_cond += " AND error_class = ?"
             dl_params.append(error_class)
-        self.con.execute(f"UPDATE dead_letters SET resolved_at = ? WHERE {dl_cond}",
-                         [utcnow(), *dl_params])
+        self.con.execute(
+            f"UPDATE dead_letters SET resolved_at = ? WHERE {dl_cond}", [utcnow(), *dl_params]
+        )
         return n
 
 
@@ -151,22 +191,28 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(stmt)
     row = con.execute("SELECT value FROM schema_meta WHERE key = 'catalog_schema'").fetchone()
     if row is None:
-        con.execute("INSERT INTO schema_meta VALUES ('catalog_schema', ?)",
-                    [str(CATALOG_SCHEMA_VERSION)])
+        con.execute(
+            "INSERT INTO schema_meta VALUES ('catalog_schema', ?)", [str(CATALOG_SCHEMA_VERSION)]
+        )
     elif int(row[0]) > CATALOG_SCHEMA_VERSION:
-        raise RuntimeError(f"catalog schema {row[0]} is newer than this build "
-                           f"({CATALOG_SCHEMA_VERSION}); upgrade rag_pipeline")
+        raise RuntimeError(
+            f"catalog schema {row[0]} is newer than this build "
+            f"({CATALOG_SCHEMA_VERSION}); upgrade rag_pipeline"
+        )
     elif int(row[0]) < CATALOG_SCHEMA_VERSION:
         for version in range(int(row[0]) + 1, CATALOG_SCHEMA_VERSION + 1):
             for stmt in MIGRATIONS.get(version, ()):
                 con.execute(stmt)
-        con.execute("UPDATE schema_meta SET value = ? WHERE key = 'catalog_schema'",
-                    [str(CATALOG_SCHEMA_VERSION)])
+        con.execute(
+            "UPDATE schema_meta SET value = ? WHERE key = 'catalog_schema'",
+            [str(CATALOG_SCHEMA_VERSION)],
+        )
 
 
 @contextmanager
-def open_catalog(catalog_path: Path, lock_path: Path, *, read_only: bool = False,
-                 timeout_s: float = 600.0) -> Iterator[Catalog]:
+def open_catalog(
+    catalog_path: Path, lock_path: Path, *, read_only: bool = False, timeout_s: float = 600.0
+) -> Iterator[Catalog]:
     """Lock, open, migrate; commit nothing implicitly: callers use transactions."""
     catalog_path.parent.mkdir(parents=True, exist_ok=True)
     with writer_lock(lock_path, timeout_s=timeout_s) as waited:

@@ -154,7 +154,8 @@ DDL = [
 
 # Statements that bring a catalog of the previous version up to this one, by target version.
 MIGRATIONS: dict[int, list[str]] = {
-    2: ["ALTER TABLE asset_versions ADD COLUMN IF NOT EXISTS source_name VARCHAR DEFAULT ''",
-        "ALTER TABLE asset_versions ADD COLUMN IF NOT EXISTS acl_groups VARCHAR[] "
-        "DEFAULT ['all']"],
+    2: [
+        "ALTER TABLE asset_versions ADD COLUMN IF NOT EXISTS source_name VARCHAR DEFAULT ''",
+        "ALTER TABLE asset_versions ADD COLUMN IF NOT EXISTS acl_groups VARCHAR[] DEFAULT ['all']",
+    ],
 }

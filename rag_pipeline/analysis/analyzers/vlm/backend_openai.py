@@ -58,25 +58,37 @@ def openai_messages(messages: Messages, image: Image.Image) -> list[dict[str, An
     url = jpeg_data_url(image)
     out = []
     for msg in messages:
-        parts = [{"type": "image_url", "image_url": {"url": url}} if p["type"] == "image" else p
-                 for p in msg["content"]]
+        parts = [
+            {"type": "image_url", "image_url": {"url": url}} if p["type"] == "image" else p
+            for p in msg["content"]
+        ]
         out.append({"role": msg["role"], "content": parts})
     return out
 
 
-def chat_request_body(model: str, messages: Messages, image: Image.Image, step: Step,
-                      schema: dict[str, Any], max_new_tokens: int) -> dict[str, Any]:
+def chat_request_body(
+    model: str,
+    messages: Messages,
+    image: Image.Image,
+    step: Step,
+    schema: dict[str, Any],
+    max_new_tokens: int,
+) -> dict[str, Any]:
     return {
         "model": model,
         "messages": openai_messages(messages, image),
         "max_tokens": max_new_tokens,
         "temperature": 0.0,
-        "response_format": {"type": "json_schema", "json_schema": {
-            "name": f"image_{step}", "schema": schema,
-            # strict mode requires every property to be required; ours are optional on purpose
-            # (a missing confidence is derived from logprobs).
-            "strict": False,
-        }},
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {
+                "name": f"image_{step}",
+                "schema": schema,
+                # strict mode requires every property to be required; ours are optional on purpose
+                # (a missing confidence is derived from logprobs).
+                "strict": False,
+            },
+        },
         "logprobs": True,
     }
 
@@ -90,8 +102,9 @@ def generation_from_response(body: dict[str, Any], step: Step) -> Generation:
             raise TypeError("message content is not a string")
     except (KeyError, IndexError, TypeError) as exc:
         raw = json.dumps(body)[:RAW_CLAMP]
-        raise VlmOutputInvalid(f"{step}: malformed chat completion ({exc!r})", step=step,
-                               raw=raw) from None
+        raise VlmOutputInvalid(
+            f"{step}: malformed chat completion ({exc!r})", step=step, raw=raw
+        ) from None
     tokens = None
     content = (choice.get("logprobs") or {}).get("content")
     if isinstance(content, list) and content:
@@ -99,9 +112,12 @@ def generation_from_response(body: dict[str, Any], step: Step) -> Generation:
             tokens = [TokenLogprob(str(t["token"]), float(t["logprob"])) for t in content]
         except (KeyError, TypeError, ValueError):
             tokens = None  # logprobs are optional: fall back to the default confidence
-    return Generation(text=text, token_logprobs=tokens,
-                      n_tokens=len(tokens) if tokens else 0,
-                      finished=choice.get("finish_reason") != "length")
+    return Generation(
+        text=text,
+        token_logprobs=tokens,
+        n_tokens=len(tokens) if tokens else 0,
+        finished=choice.get("finish_reason") != "length",
+    )
 
 
 class OpenAICaptioner(TwoStepCaptioner):
@@ -114,8 +130,9 @@ class OpenAICaptioner(TwoStepCaptioner):
         if config.api_key_env:
             key = os.environ.get(config.api_key_env)
             if not key:
-                raise VlmUnavailable(f"environment variable {config.api_key_env} (api_key_env) "
-                                     "is not set")
+                raise VlmUnavailable(
+                    f"environment variable {config.api_key_env} (api_key_env) is not set"
+                )
             self._headers["Authorization"] = f"Bearer {key}"
         self.model = self._served_model()
         self._spec = ModelSpec(backend="openai", model_id=self.model, revision=config.revision)
@@ -143,13 +160,18 @@ class OpenAICaptioner(TwoStepCaptioner):
                 if exc.code in (401, 403, 404):
                     raise VlmUnavailable(f"{method} {url}: HTTP {exc.code}: {detail}") from None
                 raise VlmRequestRejected(f"{method} {url}: HTTP {exc.code}: {detail}") from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError,
-                    http.client.HTTPException) as exc:  # refused, timed out, cut off
+            except (
+                urllib.error.URLError,
+                TimeoutError,
+                ConnectionError,
+                http.client.HTTPException,
+            ) as exc:  # refused, timed out, cut off
                 last = str(getattr(exc, "reason", exc)) or type(exc).__name__
             except json.JSONDecodeError as exc:
                 raise VlmUnavailable(f"{method} {url}: answered with non-JSON ({exc})") from None
-        raise VlmUnavailable(f"{method} {url}: no answer after {self.config.max_retries + 1} "
-                             f"attempts; last: {last}")
+        raise VlmUnavailable(
+            f"{method} {url}: no answer after {self.config.max_retries + 1} attempts; last: {last}"
+        )
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         delay = self.config.retry_backoff_s * 2 ** (attempt - 1)
@@ -168,8 +190,9 @@ class OpenAICaptioner(TwoStepCaptioner):
             raise VlmUnavailable(f"{self.base_url}/models: unexpected answer ({exc!r})") from None
         if self.config.model:
             if self.config.model not in served:
-                raise VlmUnavailable(f"{self.base_url} does not serve {self.config.model!r}; "
-                                     f"it serves {served}")
+                raise VlmUnavailable(
+                    f"{self.base_url} does not serve {self.config.model!r}; it serves {served}"
+                )
             return self.config.model
         if len(served) != 1:
             raise VlmUnavailable(f"{self.base_url} serves {served}: set model in the config")
@@ -177,18 +200,20 @@ class OpenAICaptioner(TwoStepCaptioner):
 
     # -- generation ---------------------------------------------------------------------------
 
-    def _one(self, step: Step, schema: dict[str, Any],
-             request: GenerationRequest) -> Generation | AnalysisError:
-        body = chat_request_body(self.model, request.messages, request.image, step, schema,
-                                 self.config.max_new_tokens)
+    def _one(
+        self, step: Step, schema: dict[str, Any], request: GenerationRequest
+    ) -> Generation | AnalysisError:
+        body = chat_request_body(
+            self.model, request.messages, request.image, step, schema, self.config.max_new_tokens
+        )
         try:
-            return generation_from_response(self._request("POST", "/chat/completions", body),
-                                            step)
+            return generation_from_response(self._request("POST", "/chat/completions", body), step)
         except (VlmRequestRejected, VlmOutputInvalid) as exc:
             return exc
 
-    def _generate(self, step: Step, schema: dict[str, Any],
-                  requests: list[GenerationRequest]) -> list[Generation | AnalysisError]:
+    def _generate(
+        self, step: Step, schema: dict[str, Any], requests: list[GenerationRequest]
+    ) -> list[Generation | AnalysisError]:
         with ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(requests))) as pool:
             futures = [pool.submit(self._one, step, schema, r) for r in requests]
             # VlmUnavailable (endpoint down) propagates from result(): the batch fails.

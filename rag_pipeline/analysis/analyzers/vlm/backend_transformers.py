@@ -52,24 +52,35 @@ class TransformersCaptioner(TwoStepCaptioner):
         self.dtype = resolve_dtype(config.dtype, self.device)
         # PreTrainedModel.to is decorated with functools.wraps(nn.Module.to): its stub types it
         # as the unbound function.
-        self.model = AutoModelForImageTextToText.from_pretrained(
-            self.model_dir, dtype=self.dtype, local_files_only=True,
-        ).to(self.device).eval()  # type: ignore[arg-type]
+        self.model = (
+            AutoModelForImageTextToText.from_pretrained(
+                self.model_dir,
+                dtype=self.dtype,
+                local_files_only=True,
+            )
+            .to(self.device)
+            .eval()
+        )  # type: ignore[arg-type]
         self.inputs = ChatInputs(self.model_dir, self.model.config)
         gen_cfg = self.model.generation_config
         eos = gen_cfg.eos_token_id if gen_cfg.eos_token_id is not None else []
         self.stop_ids = set(eos if isinstance(eos, list) else [eos])
-        self.pad_id = gen_cfg.pad_token_id if gen_cfg.pad_token_id is not None else \
-            self.inputs.tokenizer.pad_token_id
+        self.pad_id = (
+            gen_cfg.pad_token_id
+            if gen_cfg.pad_token_id is not None
+            else self.inputs.tokenizer.pad_token_id
+        )
         if self.pad_id is not None:
             self.stop_ids.add(self.pad_id)
         self._lock = threading.Lock()  # one generate at a time on a shared model
         self._torch = torch
-        self._spec = local_model_spec(self.model_dir, "transformers",
-                                      dtype=str(self.dtype).removeprefix("torch."))
+        self._spec = local_model_spec(
+            self.model_dir, "transformers", dtype=str(self.dtype).removeprefix("torch.")
+        )
 
-    def _generate(self, step: Step, schema: dict[str, Any],
-                  requests: list[GenerationRequest]) -> list[Generation | AnalysisError]:
+    def _generate(
+        self, step: Step, schema: dict[str, Any], requests: list[GenerationRequest]
+    ) -> list[Generation | AnalysisError]:
         # transformers has no constrained decoding: the schema is in the prompt only.
         torch = self._torch
         prompts = [self.inputs.render(r.messages) for r in requests]
@@ -80,11 +91,24 @@ class TransformersCaptioner(TwoStepCaptioner):
         try:
             with self._lock, torch.inference_mode():
                 out = self.model.generate(
-                    **batch, max_new_tokens=self.config.max_new_tokens, do_sample=False,
-                    num_beams=1, temperature=None, top_p=None, top_k=None,
-                    pad_token_id=self.pad_id, return_dict_in_generate=True, output_scores=True)
-                logprobs = self.model.compute_transition_scores(
-                    out.sequences, out.scores, normalize_logits=True).float().cpu()
+                    **batch,
+                    max_new_tokens=self.config.max_new_tokens,
+                    do_sample=False,
+                    num_beams=1,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    pad_token_id=self.pad_id,
+                    return_dict_in_generate=True,
+                    output_scores=True,
+                )
+                logprobs = (
+                    self.model.compute_transition_scores(
+                        out.sequences, out.scores, normalize_logits=True
+                    )
+                    .float()
+                    .cpu()
+                )
         except (RuntimeError, ValueError) as exc:  # out of memory, shape errors
             raise ModelError(f"{self.spec.model_id} generate failed: {exc}") from exc
         generated = out.sequences[:, n_prompt:].cpu()
@@ -98,9 +122,16 @@ class TransformersCaptioner(TwoStepCaptioner):
                     break
                 ids.append(tid)
             tok = self.inputs.tokenizer
-            tokens = [TokenLogprob(tok.decode([tid], skip_special_tokens=True), float(lp))
-                      for tid, lp in zip(ids, logprobs[row, :len(ids)].tolist(), strict=True)]
-            results.append(Generation(
-                text=tok.decode(ids, skip_special_tokens=True), token_logprobs=tokens,
-                n_tokens=len(ids), finished=finished))
+            tokens = [
+                TokenLogprob(tok.decode([tid], skip_special_tokens=True), float(lp))
+                for tid, lp in zip(ids, logprobs[row, : len(ids)].tolist(), strict=True)
+            ]
+            results.append(
+                Generation(
+                    text=tok.decode(ids, skip_special_tokens=True),
+                    token_logprobs=tokens,
+                    n_tokens=len(ids),
+                    finished=finished,
+                )
+            )
         return results

@@ -40,8 +40,9 @@ def import_vllm():
     try:
         return importlib.import_module("vllm")
     except ImportError as exc:
-        raise VlmUnavailable(f"the vllm backend needs vLLM, which is not installed ({exc}); "
-                             f"{INSTALL_HINT}") from None
+        raise VlmUnavailable(
+            f"the vllm backend needs vLLM, which is not installed ({exc}); {INSTALL_HINT}"
+        ) from None
 
 
 def build_prompts(tokenizer, messages: list[Messages]) -> list[str]:
@@ -51,8 +52,10 @@ def build_prompts(tokenizer, messages: list[Messages]) -> list[str]:
 
 
 def build_requests(prompts: list[str], images: list[Image.Image]) -> list[dict[str, Any]]:
-    return [{"prompt": p, "multi_modal_data": {"image": im}}
-            for p, im in zip(prompts, images, strict=True)]
+    return [
+        {"prompt": p, "multi_modal_data": {"image": im}}
+        for p, im in zip(prompts, images, strict=True)
+    ]
 
 
 def sampling_params_dict(schema: dict[str, Any], max_new_tokens: int) -> dict[str, Any]:
@@ -76,8 +79,9 @@ def to_sampling_params(params: dict[str, Any], vllm: Any) -> Any:
         elif hasattr(sp_module, "GuidedDecodingParams"):
             kwargs["guided_decoding"] = sp_module.GuidedDecodingParams(**structured)
         else:
-            raise VlmUnavailable(f"vLLM {getattr(vllm, '__version__', '?')} has no structured "
-                                 "output API; upgrade it")
+            raise VlmUnavailable(
+                f"vLLM {getattr(vllm, '__version__', '?')} has no structured output API; upgrade it"
+            )
     return vllm.SamplingParams(**kwargs)
 
 
@@ -106,9 +110,12 @@ def generation_from_output(output: Any) -> Generation:
         for position, token_id in zip(completion.logprobs, completion.token_ids, strict=False):
             lp = position[token_id]
             tokens.append(TokenLogprob(lp.decoded_token or "", float(lp.logprob)))
-    return Generation(text=completion.text, token_logprobs=tokens,
-                      n_tokens=len(completion.token_ids),
-                      finished=completion.finish_reason != "length")
+    return Generation(
+        text=completion.text,
+        token_logprobs=tokens,
+        n_tokens=len(completion.token_ids),
+        finished=completion.finish_reason != "length",
+    )
 
 
 class VllmCaptioner(TwoStepCaptioner):
@@ -119,18 +126,24 @@ class VllmCaptioner(TwoStepCaptioner):
         self.model_dir = checked_model_dir(config.model_dir)
         self.tokenizer = load_tokenizer(self.model_dir)
         dtype = checkpoint_dtype(self.model_dir) if config.dtype == "auto" else config.dtype
-        self._spec = local_model_spec(self.model_dir, "vllm", dtype=dtype,
-                                      quantization=config.quantization)
+        self._spec = local_model_spec(
+            self.model_dir, "vllm", dtype=dtype, quantization=config.quantization
+        )
         self.llm = self._vllm.LLM(**engine_kwargs(config))
 
-    def _generate(self, step: Step, schema: dict[str, Any],
-                  requests: list[GenerationRequest]) -> list[Generation | AnalysisError]:
+    def _generate(
+        self, step: Step, schema: dict[str, Any], requests: list[GenerationRequest]
+    ) -> list[Generation | AnalysisError]:
         prompts = build_prompts(self.tokenizer, [r.messages for r in requests])
-        params = to_sampling_params(sampling_params_dict(schema, self.config.max_new_tokens),
-                                    self._vllm)
+        params = to_sampling_params(
+            sampling_params_dict(schema, self.config.max_new_tokens), self._vllm
+        )
         try:
-            outputs = self.llm.generate(build_requests(prompts, [r.image for r in requests]),
-                                        sampling_params=params, use_tqdm=False)
+            outputs = self.llm.generate(
+                build_requests(prompts, [r.image for r in requests]),
+                sampling_params=params,
+                use_tqdm=False,
+            )
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"{self.spec.model_id} vLLM generate failed: {exc}") from exc
         return [generation_from_output(o) for o in outputs]

@@ -86,8 +86,9 @@ class TwoStepCaptioner(ABC):
         return self._spec
 
     @abstractmethod
-    def _generate(self, step: Step, schema: dict[str, Any],
-                  requests: list[GenerationRequest]) -> list[Generation | AnalysisError]:
+    def _generate(
+        self, step: Step, schema: dict[str, Any], requests: list[GenerationRequest]
+    ) -> list[Generation | AnalysisError]:
         """Greedy generation for each request under ``schema`` (enforced where the backend can,
         asked for in the prompt everywhere). Per-request failures are returned, not raised."""
 
@@ -95,14 +96,17 @@ class TwoStepCaptioner(ABC):
         prepared = [prepare_image(im, self.config.max_image_side) for im in images]
         out: list[CaptionResult | AnalysisError] = []
         for start in range(0, len(prepared), self.config.batch_size):
-            out.extend(self._two_steps(prepared[start:start + self.config.batch_size]))
+            out.extend(self._two_steps(prepared[start : start + self.config.batch_size]))
         return out
 
     def _two_steps(self, images: list[Image.Image]) -> list[CaptionResult | AnalysisError]:
         results: list[CaptionResult | AnalysisError | None] = [None] * len(images)
         classes: dict[int, ImageClass] = {}
-        gens = self._generate("classify", SCHEMAS["classify"], [
-            GenerationRequest(im, messages_for("classify")) for im in images])
+        gens = self._generate(
+            "classify",
+            SCHEMAS["classify"],
+            [GenerationRequest(im, messages_for("classify")) for im in images],
+        )
         for i, gen in zip(range(len(images)), gens, strict=True):
             try:
                 classes[i] = parse_classification(*_checked(gen, "classify"))
@@ -110,9 +114,18 @@ class TwoStepCaptioner(ABC):
                 results[i] = exc
 
         todo = sorted(classes)
-        gens = self._generate("caption", SCHEMAS["caption"], [
-            GenerationRequest(images[i], messages_for("caption", classes[i].category))
-            for i in todo]) if todo else []
+        gens = (
+            self._generate(
+                "caption",
+                SCHEMAS["caption"],
+                [
+                    GenerationRequest(images[i], messages_for("caption", classes[i].category))
+                    for i in todo
+                ],
+            )
+            if todo
+            else []
+        )
         for i, gen in zip(todo, gens, strict=True):
             try:
                 text, logprobs = _checked(gen, "caption")
@@ -123,13 +136,14 @@ class TwoStepCaptioner(ABC):
         return results  # type: ignore[return-value]
 
 
-def _checked(gen: Generation | AnalysisError,
-             step: Step) -> tuple[str, list[TokenLogprob] | None]:
+def _checked(gen: Generation | AnalysisError, step: Step) -> tuple[str, list[TokenLogprob] | None]:
     if isinstance(gen, AnalysisError):
         raise gen
     if not gen.finished and not gen.text.rstrip().endswith(("}", "```")):
         raise VlmOutputInvalid(
             f"{step} output invalid: cut off at the token limit after {gen.n_tokens} tokens "
             f"(raise max_new_tokens?); model said {gen.text[:200]!r}",
-            step=step, raw=gen.text[:RAW_CLAMP])
+            step=step,
+            raw=gen.text[:RAW_CLAMP],
+        )
     return gen.text, gen.token_logprobs

@@ -54,6 +54,8 @@ class CaptionerConfig(BaseModel):
             if not self.base_url:
                 raise ValueError("backend 'openai' needs base_url")
             if not self.revision:
-                raise ValueError("backend 'openai' needs revision: the endpoint cannot say "
-                                 "which weights it serves")
+                raise ValueError(
+                    "backend 'openai' needs revision: the endpoint cannot say "
+                    "which weights it serves"
+                )
         return self

@@ -8,7 +8,10 @@ from rag_pipeline.contracts import EvidenceText
 
 def to_evidence(result: CaptionResult) -> list[EvidenceText]:
     caption = EvidenceText(
-        kind="caption", ordinal=0, text=result.caption, confidence=result.caption_confidence,
+        kind="caption",
+        ordinal=0,
+        text=result.caption,
+        confidence=result.caption_confidence,
         locator={
             "category": result.category,
             "category_confidence": result.category_confidence,
@@ -17,8 +20,13 @@ def to_evidence(result: CaptionResult) -> list[EvidenceText]:
         },
     )
     tags = [
-        EvidenceText(kind="tag", ordinal=i, text=tag.value, confidence=tag.confidence,
-                     locator={"tag_type": tag.type})
+        EvidenceText(
+            kind="tag",
+            ordinal=i,
+            text=tag.value,
+            confidence=tag.confidence,
+            locator={"tag_type": tag.type},
+        )
         for i, tag in enumerate(result.tags)
     ]
     return [caption, *tags]

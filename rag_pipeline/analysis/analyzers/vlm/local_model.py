@@ -47,21 +47,33 @@ def _model_id(model_dir: Path, cfg: dict[str, Any]) -> str:
     return model_dir.name
 
 
-def local_model_spec(model_dir: Path, backend: str, dtype: str,
-                     quantization: str | None = None) -> ModelSpec:
+def local_model_spec(
+    model_dir: Path, backend: str, dtype: str, quantization: str | None = None
+) -> ModelSpec:
     """Local dirs have no hub revision: the weights are the revision."""
     cfg = read_model_config(model_dir)
     checksum = weights_checksum(model_dir)
     quant = quantization or (cfg.get("quantization_config") or {}).get("quant_method") or "none"
-    return ModelSpec(backend=backend, model_id=_model_id(model_dir, cfg), revision=checksum[:12],
-                     dtype=dtype, quantization=str(quant), weights_checksum=checksum)
+    return ModelSpec(
+        backend=backend,
+        model_id=_model_id(model_dir, cfg),
+        revision=checksum[:12],
+        dtype=dtype,
+        quantization=str(quant),
+        weights_checksum=checksum,
+    )
 
 
 def checkpoint_dtype(model_dir: Path) -> str:
     cfg = read_model_config(model_dir)
     text_cfg = cfg.get("text_config") or {}
-    return str(cfg.get("dtype") or cfg.get("torch_dtype") or text_cfg.get("dtype")
-               or text_cfg.get("torch_dtype") or "float32")
+    return str(
+        cfg.get("dtype")
+        or cfg.get("torch_dtype")
+        or text_cfg.get("dtype")
+        or text_cfg.get("torch_dtype")
+        or "float32"
+    )
 
 
 def load_tokenizer(model_dir: Path):
@@ -74,8 +86,10 @@ def load_tokenizer(model_dir: Path):
         if path.is_file():
             tok.chat_template = json.loads(path.read_text())["chat_template"]
     if not tok.chat_template:
-        raise VlmUnavailable(f"{model_dir} has no chat template (chat_template.jinja, "
-                             "chat_template.json or tokenizer_config.json)")
+        raise VlmUnavailable(
+            f"{model_dir} has no chat template (chat_template.jinja, "
+            "chat_template.json or tokenizer_config.json)"
+        )
     return tok
 
 
@@ -101,28 +115,31 @@ class ChatInputs:
         except ImportError as exc:
             if "torchvision" not in str(exc).lower():
                 raise
-            self.image_processor = AutoImageProcessor.from_pretrained(model_dir,
-                                                                      local_files_only=True)
+            self.image_processor = AutoImageProcessor.from_pretrained(
+                model_dir, local_files_only=True
+            )
             image_token_id = getattr(model_config, "image_token_id", None)
             merge_size = getattr(self.image_processor, "merge_size", None)
             if image_token_id is None or merge_size is None:
                 raise VlmUnavailable(
                     f"{model_dir}: its processor needs torchvision (not installed) and it is not "
-                    "a Qwen-VL style model that can do without") from exc
+                    "a Qwen-VL style model that can do without"
+                ) from exc
             self.image_token_id: int = image_token_id
             self.merge_size: int = merge_size
             self.image_token = self.tokenizer.convert_ids_to_tokens(self.image_token_id)
             self.via = "tokenizer+image_processor"
-            log.info("%s: no torchvision, building Qwen-VL inputs from tokenizer and image "
-                     "processor", model_dir)
+            log.info(
+                "%s: no torchvision, building Qwen-VL inputs from tokenizer and image processor",
+                model_dir,
+            )
 
     def render(self, messages: Messages) -> str:
         return render_prompt(self.tokenizer, messages)
 
     def __call__(self, prompts: list[str], images: list[Image.Image]):
         if self.processor is not None:
-            return self.processor(text=prompts, images=images, padding=True,
-                                  return_tensors="pt")
+            return self.processor(text=prompts, images=images, padding=True, return_tensors="pt")
         return self._qwen_inputs(prompts, images)
 
     def _qwen_inputs(self, prompts: list[str], images: list[Image.Image]):
@@ -133,8 +150,10 @@ class ChatInputs:
         texts = []
         for prompt, n_tokens in zip(prompts, per_image, strict=True):
             if prompt.count(self.image_token) != 1:
-                raise ValueError(f"expected one {self.image_token} in the prompt, found "
-                                 f"{prompt.count(self.image_token)}")
+                raise ValueError(
+                    f"expected one {self.image_token} in the prompt, found "
+                    f"{prompt.count(self.image_token)}"
+                )
             texts.append(prompt.replace(self.image_token, self.image_token * int(n_tokens)))
         enc = self.tokenizer(texts, padding=True, return_tensors="pt")
         mm_token_type_ids = (enc["input_ids"] == self.image_token_id).int()

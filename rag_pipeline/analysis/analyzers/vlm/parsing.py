@@ -57,8 +57,9 @@ class TokenLogprob:
 
 def _invalid(step: Step, problem: str, raw: str) -> VlmOutputInvalid:
     shown = raw if len(raw) <= 200 else raw[:200] + "..."
-    return VlmOutputInvalid(f"{step} output invalid: {problem}; model said {shown!r}",
-                            step=step, raw=raw[:RAW_CLAMP])
+    return VlmOutputInvalid(
+        f"{step} output invalid: {problem}; model said {shown!r}", step=step, raw=raw[:RAW_CLAMP]
+    )
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -84,8 +85,9 @@ def extract_json_object(raw: str, step: Step) -> tuple[dict[str, Any], int]:
     if not text.startswith("{"):
         raise _invalid(step, "expected a JSON object and nothing else", raw)
     try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicate_keys,
-                         parse_constant=_reject_constant)
+        obj = json.loads(
+            text, object_pairs_hook=_no_duplicate_keys, parse_constant=_reject_constant
+        )
     except json.JSONDecodeError as exc:
         raise _invalid(step, f"not valid JSON ({exc.msg} at char {exc.pos})", raw) from None
     except ValueError as exc:
@@ -101,7 +103,8 @@ def _validate(model: type[M], obj: dict[str, Any], step: Step, raw: str) -> M:
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or 'object'}: {err['msg']}"
-            for err in exc.errors()[:5])
+            for err in exc.errors()[:5]
+        )
         raise _invalid(step, f"does not match the schema ({problems})", raw) from None
 
 
@@ -139,8 +142,9 @@ class _TokenProbs:
         return self._mean_prob([t.logprob for t in self.tokens]), "logprobs", start
 
 
-def _confidence(given: float | None, probs: _TokenProbs, value: str,
-                start: int) -> tuple[float, ConfidenceSource, int]:
+def _confidence(
+    given: float | None, probs: _TokenProbs, value: str, start: int
+) -> tuple[float, ConfidenceSource, int]:
     conf, source, end = probs.of(value, start)
     if given is not None:
         return given, "model", end
@@ -170,18 +174,19 @@ def _lower_field(obj: dict[str, Any], key: str) -> None:
         obj[key] = obj[key].strip().lower()
 
 
-def parse_classification(raw: str,
-                         token_logprobs: list[TokenLogprob] | None = None) -> ImageClass:
+def parse_classification(raw: str, token_logprobs: list[TokenLogprob] | None = None) -> ImageClass:
     obj, start = extract_json_object(raw, "classify")
     _lower_field(obj, "category")
     answer = _validate(ClassifyAnswer, obj, "classify", raw)
-    conf, source, _ = _confidence(answer.confidence, _TokenProbs(raw, token_logprobs),
-                                  answer.category, max(start, 0))
+    conf, source, _ = _confidence(
+        answer.confidence, _TokenProbs(raw, token_logprobs), answer.category, max(start, 0)
+    )
     return ImageClass(category=answer.category, confidence=conf, confidence_source=source)
 
 
-def parse_caption(raw: str, image_class: ImageClass,
-                  token_logprobs: list[TokenLogprob] | None = None) -> CaptionResult:
+def parse_caption(
+    raw: str, image_class: ImageClass, token_logprobs: list[TokenLogprob] | None = None
+) -> CaptionResult:
     obj, start = extract_json_object(raw, "caption")
     for tag in obj.get("tags") or []:
         if isinstance(tag, dict):
@@ -205,8 +210,11 @@ def parse_caption(raw: str, image_class: ImageClass,
         key = (tag.type, value)
         merged[key] = max(conf, merged.get(key, 0.0))
     return CaptionResult(
-        category=image_class.category, category_confidence=image_class.confidence,
-        caption=caption, caption_confidence=caption_conf, confidence_source=source,
+        category=image_class.category,
+        category_confidence=image_class.confidence,
+        caption=caption,
+        caption_confidence=caption_conf,
+        confidence_source=source,
         tags=[Tag(type=t, value=v, confidence=c) for (t, v), c in merged.items()],
         prompt_version=PROMPT_VERSION,
     )

@@ -28,24 +28,22 @@ SYSTEM_PROMPT = (
 )
 
 CLASSIFY_PROMPT = (
-    "What kind of image is this? Choose exactly one category from: "
-    + ", ".join(CATEGORIES) + ". "
+    "What kind of image is this? Choose exactly one category from: " + ", ".join(CATEGORIES) + ". "
     'Answer as JSON: {"category": "<category>", "confidence": <number from 0 to 1>}.'
 )
 
 # Per category: what the image is and what matters in its caption.
 CATEGORY_HINTS: dict[str, str] = {
-    "photo": "This image is a photo. Describe the main subject, what it is doing and the "
-             "setting.",
+    "photo": "This image is a photo. Describe the main subject, what it is doing and the setting.",
     "artwork": "This image is an artwork. Describe what is depicted and the medium or style.",
     "illustration": "This image is an illustration. Describe what is depicted and the drawing "
-                    "style.",
+    "style.",
     "document": "This image is a document. Say what kind of document it is and its topic; "
-                "legible key words become text tags.",
+    "legible key words become text tags.",
     "screenshot": "This image is a screenshot. Say what application, page or dialog it shows "
-                  "and what it is about.",
+    "and what it is about.",
     "diagram": "This image is a diagram. Say what kind of chart or diagram it is and what it "
-               "shows.",
+    "shows.",
     "other": "Say what the image shows.",
 }
 
@@ -74,8 +72,11 @@ def classify_messages() -> Messages:
 def caption_messages(category: str) -> Messages:
     if category not in CATEGORY_HINTS:
         raise ValueError(f"unknown category {category!r}; expected one of {CATEGORIES}")
-    return _messages(_CAPTION_PROMPT.format(hint=CATEGORY_HINTS[category], max_tags=MAX_TAGS,
-                                            tag_types=", ".join(TAG_TYPES)))
+    return _messages(
+        _CAPTION_PROMPT.format(
+            hint=CATEGORY_HINTS[category], max_tags=MAX_TAGS, tag_types=", ".join(TAG_TYPES)
+        )
+    )
 
 
 def messages_for(step: Step, category: str | None = None) -> Messages:

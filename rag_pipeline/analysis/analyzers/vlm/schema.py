@@ -14,8 +14,9 @@ from typing import Any, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Category = Literal["photo", "artwork", "illustration", "document", "screenshot", "diagram", "other"]
-TagType = Literal["object", "scene", "person", "activity", "color", "style", "text", "place",
-                  "other"]
+TagType = Literal[
+    "object", "scene", "person", "activity", "color", "style", "text", "place", "other"
+]
 # Where a confidence came from: the model's own number, the mean probability of the tokens that
 # spell the value, or DEFAULT_CONFIDENCE when the backend gives neither.
 ConfidenceSource = Literal["model", "logprobs", "default"]
