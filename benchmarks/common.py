@@ -289,8 +289,11 @@ def ensure_index(
 
 
 def open_searcher(index: BenchIndex, **kw: Any) -> Any:
+    """A searcher without the query-embedding cache (benchmarks time every encode)."""
+    from serving.cache import no_vector_cache
     from serving.searcher import Searcher
 
+    kw.setdefault("query_cache", no_vector_cache())
     return Searcher.from_settings(index.settings, **kw)
 
 

@@ -17,6 +17,19 @@ client cycles through the queries from its own offset and stops when the time is
 requests/s, p50/p95/p99 latency (ms) and errors per mode and concurrency, then the targets
 (HTTP p50 overhead at concurrency 1 <= 2 ms; 0 errors; HTTP throughput at 8 clients >= 0.8x the
 in-process throughput). Only 127.0.0.1 is ever contacted.
+
+``--cache`` measures the caches instead (issue #11):
+
+    python benchmarks/http_load.py --no-update --cache [--concurrency 1,8,32] [--seconds 10]
+        [--redis-url redis://127.0.0.1:6379/0]
+
+For each backend (in-process; Redis at ``--redis-url``) a server runs twice: *uncached* (result
+and embedding caches off, ``RAG_CACHE_TTL_S=0 RAG_EMBED_CACHE_TTL_S=0``; clients cycle through
+all the queries) and *cached* (caches on; the first ``--hot`` queries are asked once to fill the
+cache, then clients cycle through them: every answer must come back with ``X-Cache: hit``, any
+other is counted as an error). Targets: >= 1,000 requests/s for cached answers; cache-hit p99
+under 5 ms (at one client: with N clients, each waits behind the others, so latency is N /
+throughput by Little's law).
 """
 
 from __future__ import annotations
@@ -81,7 +94,7 @@ def run_clients(n: int, seconds: float, call, queries: list[str]) -> tuple[list[
     return [x for lat in latencies for x in lat], sum(errors)
 
 
-def http_call(port: int, key: str, k: int):
+def http_call(port: int, key: str, k: int, expect_cache: str | None = None):
     headers = {"Authorization": f"Bearer {key}", "Connection": "keep-alive"}
 
     def call(state: dict, query: str) -> bool:
@@ -93,7 +106,11 @@ def http_call(port: int, key: str, k: int):
         )
         resp = conn.getresponse()
         body = resp.read()
-        if resp.status != 200 or not body.startswith(b"{"):
+        if (
+            resp.status != 200
+            or not body.startswith(b"{")
+            or (expect_cache and resp.getheader("X-Cache") != expect_cache)
+        ):
             if resp.will_close:
                 conn.close()
                 state.clear()
@@ -103,7 +120,9 @@ def http_call(port: int, key: str, k: int):
     return call
 
 
-def start_server(index, key_db: str, log_path: Path) -> tuple[subprocess.Popen, int]:
+def start_server(
+    index, key_db: str, log_path: Path, extra_env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen, int]:
     from serving.server import free_port
 
     port = free_port(HOST)
@@ -116,6 +135,7 @@ def start_server(index, key_db: str, log_path: Path) -> tuple[subprocess.Popen, 
         LANCEDB_LOG="error",
         HF_HUB_OFFLINE="1",
         TRANSFORMERS_OFFLINE="1",
+        **(extra_env or {}),
     )
     log = open(log_path, "wb")  # noqa: SIM115 - the server's lifetime
     proc = subprocess.Popen(
@@ -173,6 +193,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=20, help="warm-up queries per mode")
+    parser.add_argument(
+        "--cache",
+        action="store_true",
+        help="cached vs uncached answers, in-process cache and Redis",
+    )
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--hot",
+        type=int,
+        default=200,
+        help="--cache: distinct queries the cached runs cycle through",
+    )
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     if not levels or min(levels) < 1 or max(levels) > 256 or args.seconds <= 0:
@@ -186,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         update=not args.no_update,
     )
     queries = list(ds.queries.values())
+    from serving.cache import no_vector_cache
     from serving.keys import KeyStore
     from serving.principal import Principal
     from serving.searcher import Searcher
@@ -197,9 +230,14 @@ def main(argv: list[str] | None = None) -> int:
     store.close()
     principal = Principal(tenant=info.tenant, groups=frozenset(info.groups))
 
+    if args.cache:
+        return cache_benchmark(args, index, queries, levels, key_db, key, tmp)
     eprint("starting rag-pipeline serve ...")
-    proc, port = start_server(index, key_db, tmp / "server.log")
-    searcher = Searcher.from_settings(index.settings)
+    # this comparison times searches: the caches (issue #11) are off on both sides
+    proc, port = start_server(
+        index, key_db, tmp / "server.log", {"RAG_CACHE_TTL_S": "0", "RAG_EMBED_CACHE_TTL_S": "0"}
+    )
+    searcher = Searcher.from_settings(index.settings, query_cache=no_vector_cache())
     k = args.k
 
     def inproc(state: dict, query: str) -> bool:
@@ -284,6 +322,105 @@ def main(argv: list[str] | None = None) -> int:
             f"({'meets' if ratio >= 0.8 else 'misses'} the >= 0.8 target)"
         )
     print(f"- errors: {errors} ({'meets' if errors == 0 else 'misses'} the 0 target)")
+    return 0
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def cache_benchmark(
+    args, index, queries: list[str], levels: list[int], key_db: str, key: str, tmp: Path
+) -> int:
+    hot = queries[: args.hot]
+    backends = {"in-process": {}, "Redis": {"RAG_REDIS_URL": args.redis_url}}
+    results: dict[tuple[str, str, int], tuple[list[float], int, float]] = {}
+    load_before = os.getloadavg()[0]
+    for backend, env in backends.items():
+        for mode in ("uncached", "cached"):
+            extra = dict(env)
+            if mode == "uncached":
+                extra.update(RAG_CACHE_TTL_S="0", RAG_EMBED_CACHE_TTL_S="0")
+            eprint(f"starting rag-pipeline serve ({backend}, {mode}) ...")
+            proc, port = start_server(index, key_db, tmp / f"server-{backend}-{mode}.log", extra)
+            try:
+                fill = http_call(port, key, args.k)
+                for q in hot if mode == "cached" else queries[: args.warmup]:
+                    fill({}, q)
+                call = http_call(
+                    port, key, args.k, expect_cache="hit" if mode == "cached" else None
+                )
+                for c in levels:
+                    eprint(f"  {backend}, {mode}, {c} clients: {args.seconds:g} s")
+                    lat, err = run_clients(
+                        c, args.seconds, call, hot if mode == "cached" else queries
+                    )
+                    results[(backend, mode, c)] = (lat, err, args.seconds)
+            finally:
+                stop_server(proc)
+    load_after = os.getloadavg()[0]
+    print(f"## HTTP API caches: {args.dataset} {args.split} queries (k={args.k})\n")
+    print(
+        f"Machine: {common.machine_info()}. {args.seconds:g} s per backend, mode and "
+        f"concurrency; one uvicorn worker, default limits; cached runs cycle through "
+        f"{len(hot)} queries asked once before; uncached runs through all {len(queries)} "
+        f"with both caches off; 1-minute load average {load_before:.2f} before, "
+        f"{load_after:.2f} after.\n"
+    )
+    rows = []
+    for (backend, mode, c), (lat, err, secs) in results.items():
+        st = latency_stats(lat)
+        rows.append(
+            [
+                backend,
+                mode,
+                c,
+                len(lat),
+                f"{len(lat) / secs:.1f}",
+                f"{st['p50']:.2f}",
+                f"{st['p95']:.2f}",
+                f"{st['p99']:.2f}",
+                err,
+            ]
+        )
+    print(
+        md_table(
+            [
+                "cache",
+                "mode",
+                "clients",
+                "requests",
+                "req/s",
+                "p50 ms",
+                "p95 ms",
+                "p99 ms",
+                "errors",
+            ],
+            rows,
+            align="lllrrrrrr",
+        )
+    )
+    print()
+    for backend in backends:
+        cached = [(c, results[(backend, "cached", c)]) for c in levels]
+        best = max(len(lat) / secs for _, (lat, _, secs) in cached)
+        print(
+            f"- {backend}: best cached throughput {best:.0f} req/s "
+            f"({'meets' if best >= 1000 else 'misses'} the >= 1,000 target)"
+        )
+        lat1 = results.get((backend, "cached", min(levels)))
+        if lat1:
+            p99 = latency_stats(lat1[0])["p99"]
+            print(
+                f"- {backend}: cache-hit p99 at {min(levels)} client(s) {p99:.2f} ms "
+                f"({'meets' if p99 < 5 else 'misses'} the < 5 ms target)"
+            )
+    errors = sum(v[1] for v in results.values())
+    print(f"- errors (any non-200, or a cached-run answer without X-Cache: hit): {errors}")
     return 0
 
 

@@ -196,6 +196,8 @@ def cmd_keys(args) -> int:
                 scopes=args.scopes.split(","),
                 name=args.name or "",
                 expires_at=parse_expiry(args.expires),
+                rate_per_min=args.rate,
+                burst=args.burst,
             )
             print(
                 f"created {info.key_id} (tenant {info.tenant}, groups "
@@ -562,6 +564,16 @@ def build_parser() -> argparse.ArgumentParser:
     kc.add_argument("--scopes", default="read", help="read[,write,admin] (default: read)")
     kc.add_argument("--name", help="what the key is for")
     kc.add_argument("--expires", help="30d, 12h, 90m or an ISO date/datetime (default: never)")
+    kc.add_argument(
+        "--rate",
+        type=int,
+        help="the key's own limit in requests/minute (0: none; default: RAG_RATE_PER_MIN)",
+    )
+    kc.add_argument(
+        "--burst",
+        type=int,
+        help="the key's token bucket size (default: its rate or RAG_RATE_BURST)",
+    )
     kl = ke_sub.add_parser("list", help="keys and their state (never the keys or hashes)")
     kl.add_argument("--json", action="store_true")
     kr = ke_sub.add_parser("revoke", help="revoke a key by its id")

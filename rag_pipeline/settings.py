@@ -218,6 +218,57 @@ class Settings(BaseSettings):
         description="OpenTelemetry OTLP/HTTP endpoint for request and search-stage spans "
         "(needs the `otel` extra; default: no tracing)",
     )
+    # Caches and rate limits (serving/cache.py, serving/ratelimit.py) --------------------
+    redis_url: str | None = Field(
+        None,
+        description="Redis for the caches and rate limits shared by all replicas, e.g. "
+        "`redis://127.0.0.1:6379/0`; default: in-process (per worker)",
+    )
+    redis_retry_s: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="after a Redis error, serve without it (no cache, "
+        "in-process limits) this long before trying again",
+    )
+    cache_ttl_s: float = Field(
+        300.0,
+        ge=0,
+        le=7 * 86400,
+        description="seconds a search result stays cached (0: no result "
+        "cache); a new snapshot never serves an old result",
+    )
+    cache_max_entries: int = Field(
+        10_000, ge=1, le=10_000_000, description="entries of each in-process cache (LRU)"
+    )
+    embed_cache_ttl_s: float = Field(
+        86_400.0,
+        ge=0,
+        le=30 * 86400,
+        description="seconds a query embedding stays cached (0: none)",
+    )
+    rate_per_min: int = Field(
+        0,
+        ge=0,
+        le=10_000_000,
+        description="requests per minute per API key (token bucket; 0: no "
+        "limit); a key's own `keys create --rate` wins",
+    )
+    rate_burst: int = Field(
+        0,
+        ge=0,
+        le=10_000_000,
+        description="token bucket size per API key (0: one minute's rate); "
+        "a key's own `keys create --burst` wins",
+    )
+    tenant_daily_quota: int = Field(
+        0, ge=0, description="requests per tenant per UTC day (0: no quota)"
+    )
+    tenant_quotas: dict[str, int] = Field(
+        default_factory=dict,
+        description="per-tenant daily quotas over the default, JSON: "
+        '`{"acme": 100000}` (0: none for that tenant)',
+    )
     # Evals and promotion ----------------------------------------------------------------
     smoke_gold: str = Field(
         "",
@@ -257,6 +308,7 @@ class Settings(BaseSettings):
         "serving_db_url",
         "sources_file",
         "otlp_endpoint",
+        "redis_url",
         mode="before",
     )
     @classmethod

@@ -155,7 +155,8 @@ def test_unavailable_axes(client, keys, monkeypatch):
     resp = client.get("/v1/search?q=dog&axes=mv", headers=h)
     body = _error(resp, 503, "axis_unavailable")
     assert "/models" not in body["message"] and int(resp.headers["retry-after"]) > 0
-    assert client.get("/v1/search?q=quokka", headers=h).json()["axes_used"] == ["fts"]
+    # (a query not answered before: a cached answer would keep the axes it was searched with)
+    assert client.get("/v1/search?q=wallaby", headers=h).json()["axes_used"] == ["fts"]
     health = client.get("/health", headers=h)
     assert health.status_code == 503 and health.json()["status"] == "degraded"
     assert "/models" not in health.text
@@ -330,8 +331,9 @@ def test_an_internal_error_is_json_without_details_and_logged_with_its_id(
 
     monkeypatch.setattr(Searcher, "search", broken)
     caplog.set_level(logging.ERROR)
+    # a query never asked before (a cached answer would not search)
     resp = client.get(
-        "/v1/search?q=quokka", headers={**auth(keys["read"]), "X-Request-ID": "trace-42"}
+        "/v1/search?q=probe500", headers={**auth(keys["read"]), "X-Request-ID": "trace-42"}
     )
     body = _error(resp, 500, "internal")
     assert body["request_id"] == "trace-42"
@@ -452,8 +454,10 @@ def test_full_concurrency_limit_is_503_with_retry_after(settings, keys, monkeypa
     monkeypatch.setattr(Searcher, "search", slow)
     limited = settings.model_copy(update={"max_concurrent_requests": 1, "max_queued_requests": 1})
     with api_client(limited) as c, concurrent.futures.ThreadPoolExecutor(4) as pool:
+        # four different queries: identical ones would share one search (single flight)
         futures = [
-            pool.submit(c.get, "/v1/search?q=quokka", headers=auth(keys["read"])) for _ in range(4)
+            pool.submit(c.get, f"/v1/search?q=quokka{i}", headers=auth(keys["read"]))
+            for i in range(4)
         ]
         results = [f.result() for f in futures]
     codes = sorted(r.status_code for r in results)

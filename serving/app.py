@@ -38,7 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from rag_pipeline.retrieval.fusion import AXES, QueryType
 from rag_pipeline.settings import Settings
 from serving import http_errors
-from serving.auth import Authenticator, Caller, require
+from serving.auth import Authenticator, Caller
+from serving.cache import CachedSearch, Caches, RedisHealth
 from serving.errors import AxisUnavailable, SearchError
 from serving.http_errors import ApiError, ErrorBody
 from serving.keys import KeyStore, KeyStoreError
@@ -55,6 +56,7 @@ from serving.models import (
 from serving.observe import Observer
 from serving.observe import install as install_observability
 from serving.principal import Principal
+from serving.ratelimit import RateLimitHeaders, RateLimits, limited
 from serving.searcher import Searcher
 
 log = logging.getLogger("serving.api")
@@ -228,6 +230,9 @@ class Health(BaseModel):
     axes: dict[str, Any] = Field(default_factory=dict)
     key_store: Check
     limits: dict[str, Any]
+    cache: dict[str, Any] = Field(
+        default_factory=dict, description="cache backend and whether it works"
+    )
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -265,7 +270,9 @@ def create_app(
     ``keys`` (default: the settings' key store). ``dev``: keyless requests are served as the
     settings' tenant (only ``serve --dev`` on a loopback address does this)."""
     settings = settings or Settings.from_env()
-    live = live if live is not None else LiveSearcher(settings)
+    redis_health = RedisHealth(settings.redis_retry_s)  # caches and limits share one breaker
+    caches = Caches.from_settings(settings, health=redis_health)
+    live = live if live is not None else LiveSearcher(settings, query_cache=caches.vectors)
     if keys is None and not dev:
         keys = KeyStore.from_settings(settings)
     dev_principal = Principal(tenant=settings.tenant_id) if dev else None
@@ -305,6 +312,8 @@ def create_app(
     app.state.keys = keys
     app.state.admission = admission
     app.state.auth = Authenticator(keys, dev_principal)
+    app.state.cached_search = cached_search = CachedSearch(caches, live)
+    app.state.rate_limits = RateLimits(settings, health=redis_health)
     http_errors.install(app)
     install_observability(app, observer)
     if settings.cors_origin_list:
@@ -313,9 +322,16 @@ def create_app(
             allow_origins=settings.cors_origin_list,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            expose_headers=[
+                "X-Request-ID",
+                "Retry-After",
+                "X-Cache",
+                "X-RateLimit-Limit",
+                "X-RateLimit-Remaining",
+            ],
             max_age=600,
         )
+    app.add_middleware(RateLimitHeaders)
     app.add_middleware(
         ApiMiddleware,
         max_body_bytes=settings.max_body_bytes,
@@ -324,7 +340,7 @@ def create_app(
         tracer=observer.tracer,
     )
 
-    read = Depends(require("read"))
+    read = Depends(limited("read"))  # the key's scope, then its rate limit and quota
 
     async def run(fn: Callable[[Searcher], Any]) -> Any:
         """``fn(searcher)`` on a search thread, with the live snapshot held for its duration."""
@@ -342,15 +358,23 @@ def create_app(
         return model.model_dump_json().encode()
 
     # -- search ------------------------------------------------------------------------------
+    def _count_cache(state: Any, cache: str) -> None:
+        """The result cache's outcome, for the access log line and /metrics."""
+        state.cache = cache
+        if cache != "off":
+            observer.metrics.cache_event("result", cache in ("hit", "shared"))
+
     async def do_search(req: SearchRequest, caller: Caller, state: Any) -> Response:
         _clean_text(req)
 
-        def fn(s: Searcher) -> bytes:
+        def fn(s: Searcher) -> tuple[bytes, str]:
             resp = s.search(req, caller.as_seen_by(s))
             observer.record(state, "search", caller, req, resp, req.query)
-            return json_response(resp)
+            return json_response(resp), s.manifest.snapshot_id
 
-        return Response(await run(fn), media_type=_JSON)
+        body, cache = await cached_search.answer("search", req, caller, lambda: run(fn))
+        _count_cache(state, cache)
+        return Response(body, media_type=_JSON, headers={"X-Cache": cache})
 
     @app.get(
         "/v1/search",
@@ -379,18 +403,19 @@ def create_app(
     async def do_similar(req: SimilarRequest, caller: Caller, state: Any) -> Response:
         _clean_text(req)
 
-        def fn(s: Searcher) -> bytes | None:
+        def fn(s: Searcher) -> tuple[bytes | None, str]:
             try:
                 resp = s.similar(req, caller.as_seen_by(s))
             except KeyError:  # an asset this tenant's snapshot does not have
-                return None
+                return None, s.manifest.snapshot_id
             observer.record(state, "similar", caller, req, resp, req.asset_id)
-            return json_response(resp)
+            return json_response(resp), s.manifest.snapshot_id
 
-        body = await run(fn)
+        body, cache = await cached_search.answer("similar", req, caller, lambda: run(fn))
+        _count_cache(state, cache)
         if body is None:
             raise ApiError(404, "not_found", "no such asset in the snapshot")
-        return Response(body, media_type=_JSON)
+        return Response(body, media_type=_JSON, headers={"X-Cache": cache})
 
     @app.get(
         "/v1/similar",
@@ -549,10 +574,15 @@ def create_app(
 
         info, lost = await anyio.to_thread.run_sync(detail)
         store = await key_store_check()
+        cache = await anyio.to_thread.run_sync(lambda: caches.health(ping=True))
         if not info:
             status = "unavailable"
         else:
-            status = "ok" if store.ok and not lost and info.get("status") == "ok" else "degraded"
+            status = (
+                "ok"
+                if (store.ok and not lost and info.get("status") == "ok" and cache["healthy"])
+                else "degraded"
+            )
         axes = info.pop("axes", {})
         for entry in axes.values():  # reasons may name local directories: keep them in logs
             if entry.get("reason"):
@@ -584,7 +614,9 @@ def create_app(
                 "max_queued_requests": settings.max_queued_requests,
                 "request_timeout_s": settings.request_timeout_s,
                 "max_body_bytes": settings.max_body_bytes,
+                "rate_limits": app.state.rate_limits.describe(),
             },
+            cache=cache,
         )
         return JSONResponse(
             body.model_dump(mode="json"), status_code=200 if status == "ok" else 503

@@ -59,7 +59,12 @@ api_keys = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True),
+    # the key's own rate limit (requests/minute, bucket size); NULL: the settings' defaults
+    sa.Column("rate_per_min", sa.Integer, nullable=True),
+    sa.Column("burst", sa.Integer, nullable=True),
 )
+# Columns added after the table's first release: added to older stores when they are opened.
+_ADDED_COLUMNS = {"rate_per_min": "INTEGER", "burst": "INTEGER"}
 
 
 class KeyStoreError(RuntimeError):
@@ -98,6 +103,8 @@ class KeyInfo:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    rate_per_min: int | None = None
+    burst: int | None = None
 
     def state(self, now: datetime | None = None) -> str:
         if self.revoked_at is not None:
@@ -122,6 +129,8 @@ class KeyInfo:
             "expires_at": iso(self.expires_at),
             "revoked_at": iso(self.revoked_at),
             "last_used_at": iso(self.last_used_at),
+            "rate_per_min": self.rate_per_min,
+            "burst": self.burst,
             "state": self.state(),
         }
 
@@ -137,6 +146,8 @@ def _info(row: Any) -> KeyInfo:
         expires_at=_utc(row.expires_at),
         revoked_at=_utc(row.revoked_at),
         last_used_at=_utc(row.last_used_at),
+        rate_per_min=getattr(row, "rate_per_min", None),
+        burst=getattr(row, "burst", None),
     )
 
 
@@ -194,6 +205,7 @@ class KeyStore:
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, tuple[float, KeyInfo | None]] = OrderedDict()
         self._touched: dict[str, float] = {}
+        self._limits: dict[str, tuple[int | None, int | None]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, *, create: bool = True) -> KeyStore:
@@ -208,6 +220,11 @@ class KeyStore:
         try:
             metadata.create_all(engine)
             create_log_tables(engine)  # query log, feedback, audit: the same database
+            have = {c["name"] for c in sa.inspect(engine).get_columns("api_keys")}
+            with engine.begin() as conn:
+                for name, type_ in _ADDED_COLUMNS.items():
+                    if name not in have:
+                        conn.execute(sa.text(f"ALTER TABLE api_keys ADD COLUMN {name} {type_}"))
         except sa.exc.SQLAlchemyError as exc:
             raise KeyStoreError(f"cannot open the key store: {type(exc).__name__}") from exc
         finally:
@@ -231,10 +248,16 @@ class KeyStore:
         scopes: list[str] | None = None,
         name: str = "",
         expires_at: datetime | None = None,
+        rate_per_min: int | None = None,
+        burst: int | None = None,
         actor: str | None = None,
     ) -> tuple[str, KeyInfo]:
         """A new key: (the key, shown once; its record). Audited (``key.create``) as
-        ``actor`` (default: ``cli:<user>``)."""
+        ``actor`` (default: ``cli:<user>``). ``rate_per_min`` / ``burst``: its own rate limit
+        (None: the server's defaults; a rate of 0: no limit)."""
+        for label, v in (("rate", rate_per_min), ("burst", burst)):
+            if v is not None and v < 0:
+                raise ValueError(f"--{label} must be 0 or more")
         principal = Principal(tenant=tenant, groups=groups or [TENANT_WIDE_GROUP])
         scopes = list(dict.fromkeys(s.strip() for s in (scopes or ["read"]) if s.strip()))
         bad = [s for s in scopes if s not in SCOPES]
@@ -254,6 +277,8 @@ class KeyStore:
             "expires_at": expires_at,
             "revoked_at": None,
             "last_used_at": None,
+            "rate_per_min": rate_per_min,
+            "burst": burst,
         }
         with self.engine.begin() as conn:
             conn.execute(api_keys.insert().values(**row))
@@ -339,6 +364,11 @@ class KeyStore:
             if row is not None and hmac.compare_digest(row.key_hash.encode(), digest.encode())
             else None
         )
+        if info is not None:
+            with self._lock:
+                if len(self._limits) > CACHE_MAX_ENTRIES:
+                    self._limits.clear()
+                self._limits[info.key_id] = (info.rate_per_min, info.burst)
         if self.cache_s > 0:
             with self._lock:
                 self._cache[digest] = (time.monotonic() + self.cache_s, info)
@@ -346,6 +376,10 @@ class KeyStore:
                 while len(self._cache) > CACHE_MAX_ENTRIES:
                     self._cache.popitem(last=False)
         return info
+
+    def limits_of(self, key_id: str) -> tuple[int | None, int | None]:
+        """The key's own (rate per minute, burst), as of its last lookup (no I/O)."""
+        return self._limits.get(key_id, (None, None))
 
     def clear_cache(self) -> None:
         with self._lock:

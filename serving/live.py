@@ -177,6 +177,11 @@ class LiveSearcher:
             if close_now:
                 self._close_entry(entry)
 
+    def current_snapshot_id(self) -> str | None:
+        """The snapshot requests acquire now (no I/O; for cache keys)."""
+        cur = self._current
+        return cur.snapshot_id if cur is not None else None
+
     # -- health --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         """What ``/health`` shows: the served snapshot, its age, in-flight requests, the lease,

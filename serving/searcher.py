@@ -59,6 +59,7 @@ from serving.axes import (
     fuse_candidates,
     vector_candidates,
 )
+from serving.cache import default_vector_cache
 from serving.errors import AxisUnavailable, ModelMismatch, SearchError
 from serving.filters import build_filter, sql_and, sql_str
 from serving.hits import HIT_COLUMNS, build_hit
@@ -99,6 +100,7 @@ class Searcher:
         max_workers: int = 4,
         vv_encoder: Any | None = None,
         vv_unavailable: str | None = None,
+        query_cache: Any | None = None,
     ):
         if fts_combine not in ("max", "sum"):
             raise ValueError(f"fts_combine must be 'max' or 'sum', not {fts_combine!r}")
@@ -111,6 +113,8 @@ class Searcher:
         self.encoder = encoder
         self.vv_encoder = vv_encoder
         self._vv_unavailable = vv_unavailable
+        # Query vectors by (model, text): ``serving.cache.VectorCache`` (default: in-process).
+        self.query_cache = query_cache if query_cache is not None else default_vector_cache()
         self.snapshots_dir = snapshots_dir
         self.lance_dir = lance_dir
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="search-axis")
@@ -203,6 +207,7 @@ class Searcher:
         pointer: str = "CURRENT",
         snapshot_id: str | None = None,
         fts_combine: FtsCombine = "max",
+        query_cache: Any | None = None,
     ) -> Searcher:
         """Open the snapshot named by ``pointer`` (or ``snapshot_id``) for reading.
 
@@ -239,6 +244,7 @@ class Searcher:
             fts_combine=fts_combine,
             vv_encoder=vv_encoder,
             vv_unavailable=vv_unavailable,
+            query_cache=query_cache,
         )
 
     @classmethod
@@ -400,14 +406,23 @@ class Searcher:
 
     def _mv_encode(self, req: SearchRequest) -> Any:
         assert self.encoder is not None
-        return self.encoder.encode_query(req.query)
+        return self.query_cache.encode(self._model_key("mv"), req.query, self.encoder.encode_query)
 
     def _mv_search(self, vec: Any, where: str | None, limit: int) -> AxisCandidates:
         return vector_candidates(self.dataset, "vector_mv", self.mv_clause, vec, where, limit)
 
     def _vv_encode(self, req: SearchRequest) -> Any:
         assert self.vv_encoder is not None
-        return self.vv_encoder.encode_query(req.query)  # the text tower: text -> image
+        return self.query_cache.encode(  # the text tower: text -> image
+            self._model_key("vv"), req.query, self.vv_encoder.encode_query
+        )
+
+    def _model_key(self, axis: str) -> str:
+        """What identifies an axis' query model in the embedding cache: its model key (id,
+        revision, weights) as the manifest records it."""
+        info = self.manifest.axes.get(axis)
+        spec = info.model if info is not None else None
+        return f"{axis}:{spec.key if spec is not None else self.manifest.snapshot_id}"
 
     def _vv_search(self, vec: Any, where: str | None, limit: int) -> AxisCandidates:
         return vector_candidates(self.dataset, "vector_vv", "has_vv = true", vec, where, limit)
