@@ -270,7 +270,7 @@ def test_three_tenants_one_snapshot(tenancy_env, tenancy_searcher):
     ]
     assert len({(r["tenant_id"], r["unit_id"]) for r in tbl}) == len(tbl)
     assert not any(str(corpus) in (r["source"] + r["path"]) for r in tbl)
-    indices = {i["name"]: i["type"] for i in s.dataset.list_indices()}
+    indices = {i.name: i.index_type for i in s.dataset.describe_indices()}
     assert indices.get("tenant_id_idx") == "BTree"
     assert indices.get("acl_groups_idx") == "LabelList"
 
