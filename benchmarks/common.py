@@ -87,6 +87,15 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", default="train", help="qrels split (default: train)")
 
 
+def dataset_and_index(args: argparse.Namespace) -> tuple[BeirDataset, BenchIndex]:
+    """The dataset and its index as ``add_dataset_args`` / ``add_index_args`` asked for."""
+    ds = load_dataset(args.dataset, args.split, args.limit)
+    index = ensure_index(
+        ds, bench_name(args.dataset, args.limit), rebuild=args.rebuild, update=not args.no_update
+    )
+    return ds, index
+
+
 def add_index_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--rebuild",

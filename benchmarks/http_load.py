@@ -210,13 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     if not levels or min(levels) < 1 or max(levels) > 256 or args.seconds <= 0:
         raise SystemExit("--concurrency: 1..256 each; --seconds > 0")
 
-    ds = common.load_dataset(args.dataset, args.split, args.limit)
-    index = common.ensure_index(
-        ds,
-        common.bench_name(args.dataset, args.limit),
-        rebuild=args.rebuild,
-        update=not args.no_update,
-    )
+    ds, index = common.dataset_and_index(args)
     queries = list(ds.queries.values())
     from serving.cache import no_vector_cache
     from serving.keys import KeyStore

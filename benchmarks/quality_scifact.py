@@ -66,13 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    ds = common.load_dataset(args.dataset, args.split, args.limit)
-    index = common.ensure_index(
-        ds,
-        common.bench_name(args.dataset, args.limit),
-        rebuild=args.rebuild,
-        update=not args.no_update,
-    )
+    ds, index = common.dataset_and_index(args)
     searchers = {c: common.open_searcher(index, fts_combine=c) for c in ("max", "sum")}
     encoder = searchers["max"].encoder
     if encoder is None:

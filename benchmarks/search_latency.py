@@ -41,13 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     from evals.baselines.lancedb_hybrid import lancedb_hybrid
     from evals.runner import eval_principal
 
-    ds = common.load_dataset(args.dataset, args.split, args.limit)
-    index = common.ensure_index(
-        ds,
-        common.bench_name(args.dataset, args.limit),
-        rebuild=args.rebuild,
-        update=not args.no_update,
-    )
+    ds, index = common.dataset_and_index(args)
     searcher = common.open_searcher(index, fts_combine=args.fts_combine)
     queries = list(ds.queries.values())
     k = args.k
