@@ -20,10 +20,13 @@ dead-letters   list (or re-drive) files that failed, with their error class
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 DEMO_DIR = Path("var/demo_corpus")
@@ -111,6 +114,42 @@ def _principal(searcher, settings, args):
     return searcher.operator_principal(getattr(args, "tenant", None) or settings.tenant_id, groups)
 
 
+# One line per CLI search / similar (like serving's access log): INFO on this logger, which the
+# CLI's WARNING root level lets through.
+access_log = logging.getLogger("rag_pipeline.cli.access")
+access_log.setLevel(logging.INFO)
+
+
+@contextlib.contextmanager
+def _logged(op: str, settings, tenant: str, query: str):
+    """Log one JSON line for a CLI search: request id, tenant, latency, snapshot id, hits
+    (the query text only with ``RAG_LOG_QUERY_TEXT``); the outcome if it raised."""
+    import uuid
+
+    fields: dict = {"request_id": "cli-" + uuid.uuid4().hex[:16], "op": op, "tenant": tenant}
+    if settings.log_query_text:
+        fields["query"] = query
+    t0 = time.perf_counter()
+    try:
+        yield fields
+        fields["status"] = "ok"
+    except BaseException as exc:
+        fields["status"] = "error"
+        fields["error"] = type(exc).__name__
+        raise
+    finally:
+        fields["latency_ms"] = round((time.perf_counter() - t0) * 1000.0, 3)
+        access_log.info(
+            "%s %s %s %.1fms snapshot=%s",
+            fields["request_id"],
+            op,
+            fields["status"],
+            fields["latency_ms"],
+            fields.get("snapshot_id", "-"),
+            extra={"fields": fields},
+        )
+
+
 def cmd_search(args) -> int:
     from serving import SearchFilters, SearchRequest
 
@@ -129,7 +168,11 @@ def cmd_search(args) -> int:
         axes=args.axes.split(",") if args.axes else None,
         collapse=not args.chunks,
     )
-    _print_response(searcher.search(req, _principal(searcher, settings, args)), args.json)
+    who = _principal(searcher, settings, args)
+    with _logged("search", settings, who.tenant, args.query) as fields:
+        resp = searcher.search(req, who)
+        fields.update(snapshot_id=resp.snapshot_id, hits=len(resp.hits))
+    _print_response(resp, args.json)
     return 0
 
 
@@ -150,10 +193,12 @@ def cmd_similar(args) -> int:
     filters = SearchFilters(kind=args.kind) if args.kind else None
     try:
         searcher = _searcher(settings)
-        resp = searcher.similar(
-            SimilarRequest(asset_id=target, k=args.k, axis=args.axis, filters=filters),
-            _principal(searcher, settings, args),
-        )
+        who = _principal(searcher, settings, args)
+        with _logged("similar", settings, who.tenant, target) as fields:
+            resp = searcher.similar(
+                SimilarRequest(asset_id=target, k=args.k, axis=args.axis, filters=filters), who
+            )
+            fields.update(snapshot_id=resp.snapshot_id, hits=len(resp.hits))
     except KeyError as exc:
         raise SystemExit(f"error: {exc.args[0]}") from None
     _print_response(resp, args.json)

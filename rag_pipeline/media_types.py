@@ -143,3 +143,27 @@ def is_sidecar(path: Path) -> bool:
     if suffix == ".xmp" and image_name and not _has_image_extension(image_name):
         return _existing_sibling_with_stem(path.parent, image_name)
     return False
+
+
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def upload_media_type(name: str, head: bytes) -> str:
+    """The media type of an uploaded file when its name and its bytes agree, else
+    ``application/octet-stream`` (what an upload allow-list refuses). Stricter than
+    ``detect_media_type``, which indexes what is already on disk: an image or PDF name needs
+    the matching magic bytes, a text name needs bytes that are text (no NUL unless UTF-16 with
+    a BOM, no binary signature), and a name without a known extension is judged by its magic
+    bytes alone. ``head``: the first few KiB."""
+    by_ext = _BY_EXTENSION.get(Path(name).suffix.lower())
+    sniffed = _sniff(head)
+    if by_ext is None:
+        return sniffed or OCTET_STREAM
+    if by_ext in IMAGE_TYPES:
+        return sniffed if sniffed in IMAGE_TYPES else OCTET_STREAM
+    if by_ext == PDF:
+        return PDF if sniffed == PDF else OCTET_STREAM
+    # text formats
+    if sniffed is not None or (b"\x00" in head and not head.startswith(_UTF16_BOMS)):
+        return OCTET_STREAM
+    return by_ext

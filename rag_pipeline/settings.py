@@ -269,6 +269,22 @@ class Settings(BaseSettings):
         description="per-tenant daily quotas over the default, JSON: "
         '`{"acme": 100000}` (0: none for that tenant)',
     )
+    # Uploads (POST /v1/documents) -------------------------------------------------------
+    upload_root: Path | None = Field(
+        None,
+        description="uploaded files, one source per tenant (`<root>/<tenant>/<groups>/<sha256>/"
+        "<name>`); default: `uploads` in the data dir",
+    )
+    upload_max_file_bytes: int = Field(
+        50 * 1024 * 1024, ge=1, description="largest uploaded file; beyond it: 413"
+    )
+    upload_max_files: int = Field(16, ge=1, le=1000, description="files per upload request")
+    upload_types: str = Field(
+        "text/markdown,text/plain,text/html,application/pdf,image/jpeg,image/png,image/webp,"
+        "image/gif,image/tiff",
+        description="media types an upload may have (sniffed from the bytes and the name); "
+        "others: 415",
+    )
     # Evals and promotion ----------------------------------------------------------------
     smoke_gold: str = Field(
         "",
@@ -309,6 +325,7 @@ class Settings(BaseSettings):
         "sources_file",
         "otlp_endpoint",
         "redis_url",
+        "upload_root",
         mode="before",
     )
     @classmethod
@@ -344,6 +361,15 @@ class Settings(BaseSettings):
     def serving_db_path(self) -> Path:
         """The default (SQLite) API key store, when ``serving_db_url`` is unset."""
         return self.data_dir / "serving.db"
+
+    @property
+    def upload_dir(self) -> Path:
+        """Where uploads are stored: ``upload_root``, else ``uploads`` in the data dir."""
+        return self.upload_root if self.upload_root is not None else self.data_dir / "uploads"
+
+    @property
+    def upload_type_set(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.upload_types.split(",") if t.strip())
 
     @property
     def cors_origin_list(self) -> list[str]:

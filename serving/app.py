@@ -6,6 +6,9 @@ API keys, with bounded resources everywhere.
     GET      /v1/thumbnails/{asset}  an image's stored JPEG thumbnail
     GET      /v1/units/{unit_id}     one unit as a hit, with its full explanation
     POST     /v1/feedback            judge a hit of a logged query (serving.observe)
+    POST     /v1/documents           upload files to index (write scope; serving.uploads)
+    GET      /v1/jobs/{job_id}       an ingest job's state, Dagster run, assets, dead letters
+    DELETE   /v1/documents/{asset}   remove an upload from the next promoted snapshot
     GET      /metrics                Prometheus metrics (admin scope; serving.metrics)
     GET      /health/live            the process answers (no key)
     GET      /health/ready           200 when a snapshot is open, its query models passed
@@ -13,7 +16,8 @@ API keys, with bounded resources everywhere.
     GET      /health                 axes, models, snapshot (a read key; 503 when degraded)
     GET      /openapi.json, /docs    the schema and its interactive page
 
-Every route but the probes and the docs needs an API key with the route's scope (read). The
+Every route but the probes and the docs needs an API key with the route's scope (read; write
+for uploads; admin for metrics). The
 principal (tenant + ACL groups) comes from the key, never from the request. Errors are JSON:
 ``{"code", "message", "request_id"}`` (``serving.http_errors``).
 
@@ -42,6 +46,7 @@ from serving.auth import Authenticator, Caller
 from serving.cache import CachedSearch, Caches, RedisHealth
 from serving.errors import AxisUnavailable, SearchError
 from serving.http_errors import ApiError, ErrorBody
+from serving.ingest import IngestStore
 from serving.keys import KeyStore, KeyStoreError
 from serving.limits import Admission
 from serving.live import LiveSearcher
@@ -58,6 +63,8 @@ from serving.observe import install as install_observability
 from serving.principal import Principal
 from serving.ratelimit import RateLimitHeaders, RateLimits, limited
 from serving.searcher import Searcher
+from serving.uploads import install as install_uploads
+from serving.uploads import upload_body_bytes
 
 log = logging.getLogger("serving.api")
 
@@ -316,11 +323,12 @@ def create_app(
     app.state.rate_limits = RateLimits(settings, health=redis_health)
     http_errors.install(app)
     install_observability(app, observer)
+    install_uploads(app, settings, IngestStore(keys.engine, settings) if keys is not None else None)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
-            allow_methods=["GET", "POST"],
+            allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
             expose_headers=[
                 "X-Request-ID",
@@ -335,6 +343,7 @@ def create_app(
     app.add_middleware(
         ApiMiddleware,
         max_body_bytes=settings.max_body_bytes,
+        upload_body_bytes=upload_body_bytes(settings),
         log_query_text=settings.log_query_text,
         metrics=observer.metrics,
         tracer=observer.tracer,

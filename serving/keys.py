@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
 from rag_pipeline.settings import Settings
+from serving.ingest import create_tables as create_ingest_tables
 from serving.principal import TENANT_WIDE_GROUP, Principal
 from serving.querylog import audit
 from serving.querylog import create_tables as create_log_tables
@@ -220,6 +221,7 @@ class KeyStore:
         try:
             metadata.create_all(engine)
             create_log_tables(engine)  # query log, feedback, audit: the same database
+            create_ingest_tables(engine)  # ingest jobs and uploads (serving.ingest)
             have = {c["name"] for c in sa.inspect(engine).get_columns("api_keys")}
             with engine.begin() as conn:
                 for name, type_ in _ADDED_COLUMNS.items():

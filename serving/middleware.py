@@ -60,18 +60,24 @@ def route_of(scope: Scope) -> str:
     return path if isinstance(path, str) else "unmatched"
 
 
+UPLOAD_PATH = "/v1/documents"
+
+
 class ApiMiddleware:
     def __init__(
         self,
         app: ASGIApp,
         *,
         max_body_bytes: int,
+        upload_body_bytes: int | None = None,
         log_query_text: bool = False,
         metrics: Any = None,
         tracer: Any = None,
     ):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # POST /v1/documents carries files: its own (larger) bound, checked the same way
+        self.upload_body_bytes = upload_body_bytes or max_body_bytes
         self.log_query_text = log_query_text
         self.metrics = metrics  # serving.metrics.Metrics, or None
         self.tracer = tracer  # an OpenTelemetry tracer (serving.tracing), or None
@@ -116,7 +122,11 @@ class ApiMiddleware:
                     raw.append((b"cache-control", b"no-store"))
             await send(message)
 
-        limit = self.max_body_bytes
+        limit = (
+            self.upload_body_bytes
+            if scope["path"] == UPLOAD_PATH and scope["method"] == "POST"
+            else self.max_body_bytes
+        )
         received = 0
 
         async def limited_receive() -> Message:

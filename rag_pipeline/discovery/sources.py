@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rag_pipeline import uploads
+
 if TYPE_CHECKING:
     from rag_pipeline.settings import Settings
 
@@ -167,8 +169,46 @@ def shorthand_sources(folders: list[Path], tenant: str) -> SourcesFile:
     return SourcesFile.model_construct(sources=out)
 
 
+def upload_sources(settings: Settings) -> list[SourceConfig]:
+    """One source per tenant with uploads (``rag_pipeline.uploads``): named
+    ``uploads-<tenant>``, each group folder an override with the uploading key's groups. The
+    source itself grants no group, so a file outside a group folder is readable by nobody."""
+    out = []
+    for tenant in uploads.upload_tenants(settings):
+        folders = uploads.group_folders(settings, tenant)
+        out.append(
+            SourceConfig(
+                name=uploads.upload_source_name(tenant),
+                path=uploads.tenant_dir(settings, tenant),
+                tenant=tenant,
+                groups=[],
+                overrides=[FolderOverride(folder=f, groups=g) for f, g in folders.items()],
+            )
+        )
+    return out
+
+
 def load_sources(settings: Settings) -> SourcesFile:
-    """The configured sources: the sources file if set, else the ``RAG_SOURCES`` shorthand."""
+    """The configured sources (the sources file if set, else the ``RAG_SOURCES``
+    shorthand), then the upload source of every tenant that has uploads."""
     if settings.sources_file is not None:
-        return read_sources_file(settings.sources_file)
-    return shorthand_sources(list(settings.sources), settings.tenant_id)
+        configured = read_sources_file(settings.sources_file)
+    else:
+        configured = shorthand_sources(list(settings.sources), settings.tenant_id)
+    extra = upload_sources(settings)
+    if not extra:
+        return configured
+    names = {s.name for s in configured.sources}
+    root = Path(os.path.abspath(settings.upload_dir))
+    for src in configured.sources:
+        if src.path == root or src.path in root.parents or root in src.path.parents:
+            raise SourcesFileError(
+                f"source {src.name!r} ({src.path}) overlaps the upload folder {root} "
+                "(RAG_UPLOAD_ROOT): a file must belong to one source"
+            )
+    for src in extra:
+        if src.name in names:
+            raise SourcesFileError(
+                f"source name {src.name!r} is reserved for that tenant's uploads; rename it"
+            )
+    return SourcesFile.model_construct(sources=[*configured.sources, *extra])

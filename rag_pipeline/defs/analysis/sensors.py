@@ -26,6 +26,7 @@ def profiles_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineSetti
     run_status=dg.DagsterRunStatus.SUCCESS,
     monitored_jobs=[analysis_jobs.cpu_job, analysis_jobs.gpu_job],
     request_job=search_jobs.publish_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="Publishes a new snapshot when every run of a chain is done.",
 )
 def analysis_done_sensor(context: dg.RunStatusSensorContext):

@@ -40,6 +40,10 @@ def source_files_sensor(context: dg.SensorEvaluationContext, pipeline: PipelineS
     )
 
 
+# Discoveries started by these carry TOUCHED and start a chain; others (the CLI, the UI) do not.
+CHAIN_TRIGGERS = ("source_files_sensor", "ingest_sensor")
+
+
 def requests_for_touched(settings, touched: set[str], chain: str) -> list[dg.RunRequest]:
     """One run per profile x shard partition that has work, among the touched shards."""
     profiles = load_profiles(settings)
@@ -64,13 +68,14 @@ def requests_for_touched(settings, touched: set[str], chain: str) -> list[dg.Run
     run_status=dg.DagsterRunStatus.SUCCESS,
     monitored_jobs=[catalog_jobs.discover_job],
     request_jobs=[analysis_jobs.cpu_job, analysis_jobs.gpu_job, search_jobs.publish_job],
+    default_status=dg.DefaultSensorStatus.RUNNING,
     description="After a sensor-started discovery: runs for the touched "
     "shards' partitions that have work.",
 )
 def discover_done_sensor(context: dg.RunStatusSensorContext, pipeline: PipelineSettings):
     run = context.dagster_run
-    if run.tags.get(TRIGGER) != "source_files_sensor":
-        return dg.SkipReason("discovery not started by the source sensor")
+    if run.tags.get(TRIGGER) not in CHAIN_TRIGGERS:
+        return dg.SkipReason("discovery not started by the source or ingest sensor")
     touched = {s for s in run.tags.get(TOUCHED, "").split(",") if s}
     requests = requests_for_touched(pipeline.settings(), touched, run.run_id)
     if not requests:  # only deletions (or nothing to analyse): publish straight away
