@@ -65,6 +65,7 @@ def test_dagster_definitions_load_every_stage():
         "source_files_sensor",
         "discover_done_sensor",
         "analysis_done_sensor",
+        "ingest_sensor",
     }
     assert {s.name for s in defs.schedules} == {"nightly_eval_schedule"}
     assert set(defs.resources) == {"pipeline"}
