@@ -119,10 +119,14 @@ def test_upload_source_is_the_tenants_with_the_keys_groups(pipeline_env, tmp_pat
         load_sources(overlapping)
 
 
-def test_upload_rules_over_the_api(pipeline_env, monkeypatch):
+def test_upload_rules_over_the_api(pipeline_env, monkeypatch, capsys):
+    from rag_pipeline.cli import main
+
     monkeypatch.setenv("RAG_UPLOAD_MAX_FILE_BYTES", str(UPLOAD_LIMIT))
     settings = Settings.from_env()
-    writer = make_key(settings, "default", scopes=["read", "write"])
+    assert main(["keys", "create", "--tenant", "default", "--scopes", "read,write"]) == 0
+    writer = capsys.readouterr().out.strip().splitlines()[0]  # the CLI's key, printed once
+    assert writer.startswith("rag_")
     reader = make_key(settings, "default", scopes=["read"])
     other = make_key(settings, "globex", scopes=["read", "write"])
     doc = b"# Moth traps\n\nLight traps for moth surveys at night.\n"
