@@ -28,7 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rag_pipeline import errors
 
-
 STARTUP_TIMEOUT_S = 120.0
 
 
