@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
@@ -172,6 +173,10 @@ def dagster_daemon(instance: dg.DagsterInstance, log=print, wait_s: float = 300.
     with open(log_path, "ab") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     log(f"dagster-daemon: started (pid {proc.pid}, log {log_path})")
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # A SIGTERM (a CI timeout, `kill`) must stop the daemon too, not orphan it.
+        previous = signal.signal(signal.SIGTERM, _terminated)
     try:
         deadline = time.monotonic() + wait_s
         while not _daemon_running(instance):
@@ -191,6 +196,12 @@ def dagster_daemon(instance: dg.DagsterInstance, log=print, wait_s: float = 300.
         with suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def launch_backfill(
