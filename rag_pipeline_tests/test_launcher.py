@@ -26,6 +26,7 @@ def _materialized(instance, asset: str) -> set[str]:
     return set(instance.get_materialized_partitions(dg.AssetKey(asset)))
 
 
+@pytest.mark.timeout(900)  # two materializes
 def test_idle_partitions_are_materialized_with_work_none(pipeline_env):
     import dagster as dg
 
@@ -55,6 +56,7 @@ def test_idle_partitions_are_materialized_with_work_none(pipeline_env):
     assert run_all()["idle_partitions_reported"] == 0
 
 
+@pytest.mark.timeout(1200)  # a daemon, its code server and a process per partition run
 def test_materialize_runs_the_partitions_as_one_backfill_through_a_daemon(pipeline_env):
     import dagster as dg
 
