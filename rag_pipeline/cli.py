@@ -56,7 +56,12 @@ def cmd_materialize(args) -> int:
     ensure_dagster_home()
     from rag_pipeline.definitions import defs
 
-    materialize_all(defs, shards=args.shard or None, all_partitions=args.all_partitions)
+    materialize_all(
+        defs,
+        shards=args.shard or None,
+        all_partitions=args.all_partitions,
+        launch="in_process" if args.in_process else "backfill",
+    )
     return 0
 
 
@@ -470,7 +475,7 @@ def cmd_demo(args) -> int:
     corpus = generate_demo_corpus(corpus_dir, DEMO_GOLD)
     print(f"demo corpus: {corpus.n_documents} documents, {corpus.n_images} images in {corpus_dir}")
     os.environ.setdefault("RAG_SOURCES", str(corpus_dir))
-    cmd_materialize(argparse.Namespace(shard=None, all_partitions=False))
+    cmd_materialize(argparse.Namespace(shard=None, all_partitions=False, in_process=False))
     settings = _settings()
     searcher = _searcher(settings)
     from serving import SearchRequest
@@ -543,6 +548,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--all-partitions",
         action="store_true",
         help="every profile x shard partition, even without work",
+    )
+    m.add_argument(
+        "--in-process",
+        action="store_true",
+        help="run the partitions in this process one by one instead of as a backfill through "
+        "dagster-daemon (no daemon needed; failures show their traceback here)",
     )
     m.set_defaults(func=cmd_materialize)
 

@@ -111,3 +111,15 @@ class ModelMismatch(RuntimeError):
     Not an ``AnalysisError``: nothing is wrong with the input, and retrying cannot help."""
 
     status = "model_mismatch"
+
+
+class Timeout(AnalysisError):
+    """Parsing one file ran past the per-file wall-time limit; the parser was stopped."""
+
+
+class MemoryLimit(AnalysisError):
+    """Parsing one file needed more memory than the per-file limit."""
+
+
+class ParserCrashed(AnalysisError):
+    """The parser process died on this file (a signal, a crash in a native library)."""

@@ -1,17 +1,31 @@
 """Materialize the whole graph through Dagster, from the CLI or a script.
 
-discover_job (one run), then cpu_job / gpu_job once per profile x shard partition that has work
-(a run per partition, as a backfill would launch them), then publish_job. Every run is recorded
-in the DAGSTER_HOME instance, so the UI shows them beside runs launched from it.
+discover_job (one run), then the profile x shard partitions that have work, then publish_job.
+The partitions go to Dagster as one asset backfill (``launch="backfill"``, what
+``rag-pipeline materialize`` does): the daemon submits a run per partition to the run queue,
+which runs them concurrently up to the instance's limits, grouped under the backfill in the UI.
+That needs a ``dagster-daemon``: the one already running for DAGSTER_HOME, else one started here
+for the duration. ``launch="in_process"`` runs each partition's job in this process, one after
+another: what tests and ``--in-process`` use (no daemon, no code server, no subprocess per run,
+and a failure surfaces as an exception with its traceback). Partitions without work get a
+runless ``work: none`` materialization either way, so the UI shows every partition
+materialized. Every run is recorded in the DAGSTER_HOME instance.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import threading
+import time
 from collections.abc import Callable
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Literal
 
 import dagster as dg
 
@@ -89,6 +103,179 @@ def partitions_with_work(settings: Settings) -> list[tuple[str, str]]:
     return out
 
 
+ANALYSIS_ASSETS = {
+    "cpu_job": dg.AssetKey("analysis_runs"),
+    "gpu_job": dg.AssetKey("inference_runs"),
+}
+
+
+def all_partitions_of(settings: Settings) -> list[tuple[str, str]]:
+    """(job name, partition key) of every profile x shard."""
+    profiles = load_profiles(settings)
+    return [
+        ("cpu_job" if p.pool == "cpu" else "gpu_job", plans.partition_key(p.name, s))
+        for p in profiles.by_name.values()
+        for s in (shard_key(i) for i in range(settings.shard_count))
+    ]
+
+
+def report_idle_partitions(
+    instance: dg.DagsterInstance, settings: Settings, work: list[tuple[str, str]]
+) -> int:
+    """A partition with nothing to do is up to date: record a runless materialization saying so
+    (``work: none``), once, so the UI counts it as materialized rather than missing (an empty
+    shard is done, not absent). Returns how many were reported."""
+    busy = set(work)
+    reported = 0
+    by_asset: dict[dg.AssetKey, set[str]] = {}
+    for job, pk in all_partitions_of(settings):
+        if (job, pk) in busy:
+            continue
+        key = ANALYSIS_ASSETS[job]
+        if key not in by_asset:
+            by_asset[key] = set(instance.get_materialized_partitions(key))
+        if pk in by_asset[key]:
+            continue
+        instance.report_runless_asset_event(
+            dg.AssetMaterialization(
+                asset_key=key,
+                partition=pk,
+                description="Nothing planned: this partition is up to date.",
+                metadata={"work": "none", "n_tasks": 0},
+            )
+        )
+        reported += 1
+    return reported
+
+
+def _daemon_running(instance: dg.DagsterInstance) -> bool:
+    from dagster._daemon.controller import get_daemon_statuses
+
+    needed = ["BACKFILL", "QUEUED_RUN_COORDINATOR"]
+    try:
+        statuses = get_daemon_statuses(instance, needed, ignore_errors=True)
+    except Exception:  # no heartbeat table yet
+        return False
+    return all(s.healthy for s in statuses.values())
+
+
+@contextmanager
+def dagster_daemon(instance: dg.DagsterInstance, log=print, wait_s: float = 300.0):
+    """A running dagster-daemon for the duration: the one already heartbeating into this
+    instance, else one started here as a child (its own process group, so it and the code
+    server and runs it started are stopped together) and stopped on exit."""
+    if _daemon_running(instance):
+        yield None
+        return
+    # The daemon loads the same definitions (code location) as `dagster dev` and the UI.
+    cmd = [sys.executable, "-m", "dagster._daemon", "run", "-m", "rag_pipeline.definitions"]
+    log_path = Path(os.environ["DAGSTER_HOME"]) / "daemon.log"
+    with open(log_path, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    log(f"dagster-daemon: started (pid {proc.pid}, log {log_path})")
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # A SIGTERM (a CI timeout, `kill`) must stop the daemon too, not orphan it.
+        previous = signal.signal(signal.SIGTERM, _terminated)
+    try:
+        deadline = time.monotonic() + wait_s
+        while not _daemon_running(instance):
+            if proc.poll() is not None:
+                raise RuntimeError(f"dagster-daemon exited with {proc.returncode}; see {log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"dagster-daemon did not start in {wait_s:g} s; see {log_path}")
+            time.sleep(1.0)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            with suppress(subprocess.TimeoutExpired):
+                proc.wait(30)
+        # The code server and any run still going (an interrupted materialize) go with it;
+        # run monitoring marks such runs failed when a daemon next runs.
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _terminated(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def launch_backfill(
+    defs: dg.Definitions, instance: dg.DagsterInstance, work: list[tuple[str, str]], tags: dict
+) -> str:
+    """One asset backfill over the analysis partitions with work: the daemon submits one run per
+    partition to the run queue, which runs them concurrently up to the instance's limits
+    (``max_concurrent_runs``; the ``gpu`` pool still meters inference steps)."""
+    from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
+    from dagster._core.definitions.events import AssetKeyPartitionKey
+    from dagster._core.execution.backfill import PartitionBackfill
+    from dagster._core.utils import make_new_backfill_id
+
+    asset_graph = defs.resolve_asset_graph()
+    subset = AssetGraphSubset.from_asset_partition_set(
+        {AssetKeyPartitionKey(ANALYSIS_ASSETS[job], pk) for job, pk in work}, asset_graph
+    )
+    backfill_id = make_new_backfill_id()
+    instance.add_backfill(
+        PartitionBackfill.from_asset_graph_subset(
+            backfill_id=backfill_id,
+            backfill_timestamp=time.time(),
+            tags=tags,
+            dynamic_partitions_store=instance,
+            asset_graph_subset=subset,
+            title=f"rag materialize: {len(work)} partitions",
+            description="Analysis partitions whose inputs changed (rag-pipeline materialize).",
+            run_config=None,
+        )
+    )
+    return backfill_id
+
+
+_DONE = {"COMPLETED_SUCCESS", "COMPLETED_FAILED", "COMPLETED", "FAILED", "CANCELED"}
+
+
+def wait_for_backfill(
+    instance: dg.DagsterInstance,
+    backfill_id: str,
+    log=print,
+    poll_s: float = 2.0,
+    daemon: subprocess.Popen | None = None,
+) -> list[str]:
+    """Block until the backfill is done; the run ids it launched. Raises when one failed."""
+    seen_done = 0
+    while True:
+        if daemon is not None and daemon.poll() is not None:
+            raise RuntimeError(
+                f"dagster-daemon exited with {daemon.returncode} before backfill {backfill_id} "
+                "finished; `rag-pipeline materialize` again resumes it"
+            )
+        backfill = instance.get_backfill(backfill_id)
+        if backfill is None:
+            raise RuntimeError(f"backfill {backfill_id} vanished")
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/backfill": backfill_id}))
+        done = [r for r in runs if r.is_finished]
+        if len(done) != seen_done:
+            seen_done = len(done)
+            log(f"backfill {backfill_id}: {seen_done}/{len(runs)} runs finished")
+        if backfill.status.value in _DONE and all(r.is_finished for r in runs):
+            failed = [r for r in runs if r.status != dg.DagsterRunStatus.SUCCESS]
+            if failed or backfill.status.value not in ("COMPLETED_SUCCESS", "COMPLETED"):
+                names = ", ".join(
+                    f"{r.tags.get('dagster/partition', r.run_id[:8])}" for r in failed
+                )
+                raise RuntimeError(
+                    f"backfill {backfill_id} ended {backfill.status.value}"
+                    + (f"; failed partitions: {names}" if names else "")
+                    + "; see the Dagster UI for their logs"
+                )
+            return [r.run_id for r in runs]
+        time.sleep(poll_s)
+
+
 def materialize_all(
     defs: dg.Definitions,
     instance: dg.DagsterInstance | None = None,
@@ -96,8 +283,10 @@ def materialize_all(
     all_partitions: bool = False,
     log=print,
     log_level: str = "WARNING",
+    launch: Literal["in_process", "backfill"] = "in_process",
 ) -> dict:
-    """discover_job, then cpu_job / gpu_job for each partition with work, then publish_job."""
+    """discover_job, then cpu_job / gpu_job for each partition with work (one backfill, or in
+    this process one by one), then publish_job."""
     instance = instance or dg.DagsterInstance.get()
     # Step events go to the instance (and the UI); the console gets warnings and our summary.
     quiet = {"loggers": {"console": {"config": {"log_level": log_level}}}}
@@ -114,27 +303,30 @@ def materialize_all(
         instance=instance, run_config=quiet, tags=tags
     )
     summary["runs"].append(res.run_id)
-    if all_partitions:
-        profiles = load_profiles(settings)
-        work = [
-            ("cpu_job" if p.pool == "cpu" else "gpu_job", plans.partition_key(p.name, s))
-            for p in profiles.by_name.values()
-            for s in (shard_key(i) for i in range(settings.shard_count))
-        ]
-    else:
-        work = partitions_with_work(settings)
+    work = all_partitions_of(settings) if all_partitions else partitions_with_work(settings)
     if shards is not None:
         work = [(j, pk) for j, pk in work if pk.split("|")[1] in shards]
     log(
         f"discover: run {res.run_id[:8]}; partitions with work: "
         f"{', '.join(pk for _, pk in work) or 'none'}"
     )
-    for job_name, pk in work:
-        r = defs.resolve_job_def(job_name).execute_in_process(
-            partition_key=pk, instance=instance, run_config=quiet, tags=tags
-        )
-        summary["runs"].append(r.run_id)
-        log(f"{pk}: run {r.run_id[:8]} ok")
+    summary["idle_partitions_reported"] = report_idle_partitions(instance, settings, work)
+    summary["launch"] = launch
+    if launch == "backfill" and work:
+        with dagster_daemon(instance, log=log) as daemon:
+            backfill_id = launch_backfill(
+                defs, instance, work, {"rag/launcher": "backfill", "rag/host": socket.gethostname()}
+            )
+            log(f"backfill {backfill_id}: {len(work)} partitions submitted")
+            summary["backfill_id"] = backfill_id
+            summary["runs"] += wait_for_backfill(instance, backfill_id, log=log, daemon=daemon)
+    else:
+        for job_name, pk in work:
+            r = defs.resolve_job_def(job_name).execute_in_process(
+                partition_key=pk, instance=instance, run_config=quiet, tags=tags
+            )
+            summary["runs"].append(r.run_id)
+            log(f"{pk}: run {r.run_id[:8]} ok")
     r = defs.resolve_job_def("publish_job").execute_in_process(
         instance=instance, run_config=quiet, tags=tags, raise_on_error=False
     )

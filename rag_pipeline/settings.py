@@ -120,6 +120,36 @@ class Settings(BaseSettings):
         64_000_000, description="larger images are treated as decompression bombs"
     )
     max_file_bytes: int = Field(512 * 1024 * 1024, description="larger files are dead-lettered")
+    discovery_threads: int = Field(
+        8,
+        ge=1,
+        le=256,
+        description="threads that list folders, stat files and hash changed files during "
+        "discovery (more help on network shares)",
+    )
+    max_text_chars: int = Field(
+        1_000_000,
+        gt=0,
+        description="characters of extracted text indexed per document; the rest is left out "
+        "and the document's last chunk is marked `truncated` with its original size",
+    )
+    max_chunks: int = Field(
+        500,
+        gt=0,
+        description="chunks indexed per document (the same `truncated` mark past it)",
+    )
+    parse_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="wall time to extract one file's text; past it the parser process is "
+        "killed and the file dead-lettered as `Timeout`",
+    )
+    parse_memory_mb: int = Field(
+        2048,
+        ge=0,
+        description="address-space cap of the parser process (MiB; 0: none); past it the file "
+        "is dead-lettered as `MemoryLimit`",
+    )
     snapshots_kept: int = Field(
         5,
         ge=1,
@@ -304,7 +334,9 @@ class Settings(BaseSettings):
     )
     # Tests ------------------------------------------------------------------------------
     fault: str | None = Field(
-        None, description="crash tests only: SIGKILL this process at the named fault point"
+        None,
+        description="crash tests only: SIGKILL this process at the named fault point "
+        "(`hang_parse:<file name>`: hang the parser on that file)",
     )
 
     @field_validator("sources", mode="before")

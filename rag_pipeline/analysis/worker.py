@@ -18,9 +18,8 @@ from pathlib import Path
 
 from rag_pipeline import errors
 from rag_pipeline.analysis import image_worker
-from rag_pipeline.analysis.analyzers.doc_text import analyze_document
-from rag_pipeline.analysis.analyzers.image_metadata import analyze_image
 from rag_pipeline.analysis.analyzers.text_embedding import TextEncoder, model_spec_for
+from rag_pipeline.analysis.isolation import ParseLimits, ParserProcess
 from rag_pipeline.analysis.profiles import (
     IMAGE_ONLY,
     Profile,
@@ -28,7 +27,8 @@ from rag_pipeline.analysis.profiles import (
     TaskProfile,
     load_profiles,
 )
-from rag_pipeline.analysis.task_inputs import error_info, read_verified
+from rag_pipeline.analysis.task_inputs import error_info
+from rag_pipeline.analysis.text_task import analyze_text_task
 from rag_pipeline.contracts import (
     AnalysisRun,
     ErrorInfo,
@@ -38,7 +38,6 @@ from rag_pipeline.contracts import (
     ResultEnvelope,
     TaskSpec,
 )
-from rag_pipeline.discovery.scanner import sidecar_bytes
 from rag_pipeline.errors import ModelMismatch
 from rag_pipeline.settings import Settings
 from rag_pipeline.storage import staging
@@ -59,6 +58,17 @@ class ShardResult:
     n_vectors: int = 0
     errors_by_class: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    n_truncated: int = 0  # documents indexed up to the per-file caps
+    limits: ParseLimits | None = None
+
+
+def parse_limits(settings: Settings) -> ParseLimits:
+    return ParseLimits(
+        max_text_chars=settings.max_text_chars,
+        max_chunks=settings.max_chunks,
+        timeout_s=settings.parse_timeout_s,
+        memory_mb=settings.parse_memory_mb,
+    )
 
 
 def embed_text_for(task_type: str, texts: list[EvidenceText]) -> list[tuple[str, str]]:
@@ -122,21 +132,6 @@ def check_model_parity(profile: Profile, tasks: list[TaskSpec]) -> ModelSpec | N
     return local
 
 
-def _analyze_text(task: TaskSpec, data: bytes, settings: Settings) -> list[EvidenceText]:
-    if task.task_type == "doc_text":
-        return analyze_document(
-            data,
-            task.media_type,
-            Path(task.uri).name,
-            chunk_tokens=int(task.config["chunk_tokens"]),
-            chunk_overlap=int(task.config["chunk_overlap"]),
-        )
-    analysis = analyze_image(
-        data, sidecar_bytes(Path(task.uri)), max_pixels=int(task.config["max_pixels"])
-    )
-    return analysis.evidence
-
-
 def run_partition(
     settings: Settings,
     profile_name: str,
@@ -150,7 +145,7 @@ def run_partition(
     profile = profiles[profile_name]
     part_key = partition_key(profile_name, shard)
     tasks = read_plan(settings, profile_name, shard)
-    out = ShardResult(partition_key=part_key, n_tasks=len(tasks))
+    out = ShardResult(partition_key=part_key, n_tasks=len(tasks), limits=parse_limits(settings))
     check_model_parity(profile, tasks)  # before any work: a mismatch writes nothing
     if not tasks:
         return out
@@ -190,21 +185,26 @@ def run_partition(
     }
     t0 = time.perf_counter()
     texts_for_mv: dict[tuple[str, str], tuple[str, list[EvidenceText]]] = {}
+    parser = ParserProcess(out.limits or parse_limits(settings))
     for asset_id in sorted(set(text_tasks) | set(mv_tasks)):
         task = text_tasks.get(asset_id)
         mv = mv_tasks.get(asset_id)
         probe = task if task is not None else mv_tasks[asset_id]  # one of the two has it
         text_type = _text_type_for(probe)
         try:
-            data = read_verified(probe)
-            texts = _analyze_text(
-                _as_text_task(probe, text_profile.tasks[text_type]), data, settings
+            texts = parser.call(
+                analyze_text_task,
+                _as_text_task(probe, text_profile.tasks[text_type]),
+                parser.limits,
+                settings.fault,
+                subject=probe.uri,
             )
             if not texts:
                 raise errors.NoTextContent(f"{probe.uri}: no text evidence")
             error = None
+            out.n_truncated += any(t.locator.get("truncated") for t in texts)
             if text_type == "image_meta" and task is not None:
-                _store_thumbnail(settings, probe, data)
+                _store_thumbnail(settings, probe, Path(probe.uri).read_bytes())
         except Exception as exc:
             texts, error = [], error_info(exc, probe.uri)
         if task is not None:
@@ -227,6 +227,7 @@ def run_partition(
                 )
             else:
                 texts_for_mv[asset_id] = (text_type, texts)
+    parser.close()
     out.seconds["text_analyzers"] = time.perf_counter() - t0
 
     # 2. MV embeddings, batched over the whole partition.

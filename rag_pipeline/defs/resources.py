@@ -29,4 +29,6 @@ class PipelineSettings(dg.ConfigurableResource):
         return Settings.from_env(**overrides)
 
 
-defs = dg.Definitions(resources={"pipeline": PipelineSettings()})
+# A run here is one partition of one asset (or discover's two steps): a step subprocess on top
+# of the run's own process would pay the imports (torch, the analyzers) twice per partition.
+defs = dg.Definitions(resources={"pipeline": PipelineSettings()}, executor=dg.in_process_executor)

@@ -15,8 +15,10 @@ import errno
 import hashlib
 import os
 import stat
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,9 +28,10 @@ from rag_pipeline import errors
 from rag_pipeline.contracts import stable_hash
 from rag_pipeline.discovery.sources import SourceConfig, load_sources
 from rag_pipeline.media_types import (
+    IMAGE_EXTENSIONS,
+    SIDECAR_SUFFIXES,
     detect_media_type,
     is_image,
-    is_sidecar,
     sidecar_candidates,
 )
 from rag_pipeline.settings import Settings, shard_of
@@ -46,11 +49,17 @@ class FileObservation:
     tenant: str = ""
     source_name: str = ""
     acl_groups: list[str] = field(default_factory=list)
+    inode: int = 0  # an atomic replace (write + rename) within one mtime tick changes only this
 
     @property
     def acl_state(self) -> str:
         """Tenant, source name and groups: a change is an ACL change, not a content change."""
-        return stable_hash([self.tenant, self.source_name, self.acl_groups], 16)
+        return _acl_state(self.tenant, self.source_name, tuple(self.acl_groups))
+
+
+@lru_cache(maxsize=4096)
+def _acl_state(tenant: str, source_name: str, groups: tuple[str, ...]) -> str:
+    return stable_hash([tenant, source_name, list(groups)], 16)
 
 
 @dataclass
@@ -94,97 +103,153 @@ def _classify_stat_error(path: Path, exc: OSError) -> errors.AnalysisError:
     return errors.UnreadableFile(f"{path}: {exc.strerror or exc}")
 
 
-def walk_source(root: Path) -> tuple[list[FileObservation], list[ScanFailure]]:
+def _has_image_ext(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def _is_sidecar_in(name: str, file_names: set[str], image_stems: set[str]) -> bool:
+    """``is_sidecar`` answered from the directory's listing instead of a stat per candidate."""
+    stem, suffix = os.path.splitext(name)
+    suffix = suffix.lower()
+    if suffix not in SIDECAR_SUFFIXES:
+        return False
+    if _has_image_ext(stem) and stem in file_names:
+        return True
+    return suffix == ".xmp" and bool(stem) and not _has_image_ext(stem) and stem in image_stems
+
+
+def _sidecar_state_in(folder: str, name: str, names: set[str]) -> str:
+    """Names, sizes and mtimes of the file's sidecars: only names the listing holds are stat'ed."""
+    parts = []
+    for sc in [name + s for s in SIDECAR_SUFFIXES] + [os.path.splitext(name)[0] + ".xmp"]:
+        if sc not in names:
+            continue
+        try:
+            st = os.stat(os.path.join(folder, sc))
+        except OSError:
+            continue
+        parts.append(f"{sc}:{st.st_size}:{st.st_mtime_ns}")
+    return "|".join(parts)
+
+
+@dataclass
+class _Listing:
+    files: list[tuple[str, str, os.stat_result, str]]  # (path, name, stat, sidecar state)
+    folders: list[tuple[str, tuple[int, int]]]  # (path, (dev, inode))
+    failed: list[ScanFailure]
+
+
+def _list_folder(folder: str) -> _Listing:
+    """One directory: its entries stat'ed (symlinks followed), sidecars told apart."""
+    out = _Listing([], [], [])
+    try:
+        with os.scandir(folder) as it:
+            entries = [e for e in it if not e.name.startswith(".")]
+    except OSError as exc:
+        out.failed.append(ScanFailure(folder, _classify_stat_error(Path(folder), exc)))
+        return out
+    names = {e.name for e in entries}
+    file_names = set()
+    for e in entries:
+        try:
+            if e.is_file():  # from the directory entry's type: no syscall unless a symlink
+                file_names.add(e.name)
+        except OSError:
+            pass
+    image_stems = {os.path.splitext(n)[0] for n in file_names if _has_image_ext(n)}
+    for e in entries:
+        try:
+            st = e.stat()  # follows symlinks
+        except OSError as exc:
+            out.failed.append(ScanFailure(e.path, _classify_stat_error(Path(e.path), exc)))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            out.folders.append((e.path, (st.st_dev, st.st_ino)))
+        elif not stat.S_ISREG(st.st_mode):
+            out.failed.append(
+                ScanFailure(
+                    e.path,
+                    errors.NotRegularFile(
+                        f"{e.path}: not a regular file (mode {stat.filemode(st.st_mode)})"
+                    ),
+                )
+            )
+        elif not _is_sidecar_in(e.name, file_names, image_stems):
+            out.files.append((e.path, e.name, st, _sidecar_state_in(folder, e.name, names)))
+    return out
+
+
+def walk_source(root: Path, threads: int = 8) -> tuple[list[FileObservation], list[ScanFailure]]:
     """All regular files below ``root``; directory symlinks followed, cycles refused.
 
     Hidden entries (dot files and dot folders) are skipped, as are sidecar description files,
-    which belong to their image.
+    which belong to their image. Folders are listed and their entries stat'ed by a pool of
+    ``threads`` (a stat releases the GIL; on a network share it is a round trip), one
+    ``scandir`` per folder and one ``stat`` per entry: sidecars are looked up in the listing.
+    Files come back sorted by path.
     """
     found: list[FileObservation] = []
     failed: list[ScanFailure] = []
     root = root.absolute()
     if not root.is_dir():
         raise FileNotFoundError(f"source folder {root} does not exist")
-    visited: set[tuple[int, int]] = set()
-
-    def visit(folder: Path) -> None:
-        try:
-            st = folder.stat()
-        except OSError as exc:
-            failed.append(ScanFailure(str(folder), _classify_stat_error(folder, exc)))
-            return
-        ident = (st.st_dev, st.st_ino)
-        if ident in visited:  # a directory symlink pointing back up the tree
-            failed.append(
-                ScanFailure(
-                    str(folder),
-                    errors.SymlinkLoop(f"{folder}: directory reached twice (symlink cycle)"),
-                )
-            )
-            return
-        visited.add(ident)
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError as exc:
-            failed.append(ScanFailure(str(folder), _classify_stat_error(folder, exc)))
-            return
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            path = Path(entry.path)
-            try:
-                st = path.stat()  # follows symlinks
-            except OSError as exc:
-                failed.append(ScanFailure(str(path), _classify_stat_error(path, exc)))
-                continue
-            if stat.S_ISDIR(st.st_mode):
-                visit(path)
-            elif not stat.S_ISREG(st.st_mode):
-                failed.append(
-                    ScanFailure(
-                        str(path),
-                        errors.NotRegularFile(
-                            f"{path}: not a regular file (mode {stat.filemode(st.st_mode)})"
-                        ),
+    root_s = str(root)
+    prefix = len(root_s) + 1
+    st = root.stat()
+    visited: set[tuple[int, int]] = {(st.st_dev, st.st_ino)}
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        pending = {pool.submit(_list_folder, root_s)}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                listing = fut.result()
+                failed += listing.failed
+                for path, _name, fst, sidecars in listing.files:
+                    found.append(
+                        FileObservation(
+                            uri=path,
+                            source=root_s,
+                            rel_path=path[prefix:].replace(os.sep, "/"),
+                            size=fst.st_size,
+                            mtime_ns=fst.st_mtime_ns,
+                            sidecar_state=sidecars,
+                            inode=fst.st_ino,
+                        )
                     )
-                )
-            elif is_sidecar(path):
-                continue
-            else:
-                found.append(
-                    FileObservation(
-                        uri=str(path),
-                        source=str(root),
-                        rel_path=path.relative_to(root).as_posix(),
-                        size=st.st_size,
-                        mtime_ns=st.st_mtime_ns,
-                        sidecar_state=_sidecar_state(path),
-                    )
-                )
-
-    visit(root)
+                for folder, ident in listing.folders:
+                    if ident in visited:  # a directory symlink pointing back up the tree
+                        failed.append(
+                            ScanFailure(
+                                folder,
+                                errors.SymlinkLoop(
+                                    f"{folder}: directory reached twice (symlink cycle)"
+                                ),
+                            )
+                        )
+                        continue
+                    visited.add(ident)
+                    pending.add(pool.submit(_list_folder, folder))
+    found.sort(key=lambda o: o.uri)
+    failed.sort(key=lambda f: f.uri)
     return found, failed
 
 
-def walk_configured(src: SourceConfig) -> tuple[list[FileObservation], list[ScanFailure]]:
+def walk_configured(
+    src: SourceConfig, threads: int = 8
+) -> tuple[list[FileObservation], list[ScanFailure]]:
     """``walk_source`` of one configured source, each file stamped with the source's tenant,
     name and the file's ACL groups."""
-    found, failed = walk_source(src.path)
+    found, failed = walk_source(src.path, threads)
+    # Groups depend on the folder only, and a tree has far fewer folders than files.
+    by_folder: dict[str, list[str]] = {}
     for obs in found:
+        folder = obs.rel_path.rpartition("/")[0]
+        groups = by_folder.get(folder)
+        if groups is None:
+            groups = by_folder[folder] = src.groups_for(obs.rel_path)
         obs.tenant, obs.source_name = src.tenant, src.name
-        obs.acl_groups = src.groups_for(obs.rel_path)
+        obs.acl_groups = groups
     return found, failed
-
-
-def _sidecar_state(path: Path) -> str:
-    parts = []
-    for sc in sidecar_candidates(path):
-        try:
-            st = sc.stat()
-        except OSError:
-            continue
-        parts.append(f"{sc.name}:{st.st_size}:{st.st_mtime_ns}")
-    return "|".join(parts)
 
 
 def sidecar_bytes(image_path: Path) -> dict[str, bytes]:
@@ -213,6 +278,37 @@ def _hash_file(path: Path, max_bytes: int) -> tuple[str, bytes]:
     return h.hexdigest(), head
 
 
+def _hash_or_error(path: str, max_bytes: int) -> tuple[str, bytes] | BaseException:
+    try:
+        return _hash_file(Path(path), max_bytes)
+    except (errors.AnalysisError, OSError) as exc:
+        return exc
+
+
+def hash_files(
+    paths: list[str], max_bytes: int, threads: int = 8
+) -> dict[str, tuple[str, bytes] | BaseException]:
+    """sha256 (and head) of each path, or the error reading it; hashed by a pool of threads
+    (hashlib releases the GIL on large updates, so files hash in parallel)."""
+    if not paths:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        results = pool.map(lambda p: _hash_or_error(p, max_bytes), paths)
+        return dict(zip(paths, results, strict=True))
+
+
+def _observed_inodes(settings: Settings) -> dict[str, int]:
+    """uri -> inode at the last scan (empty before the first, or from an older observed file)."""
+    path = observed_path(settings)
+    if not path.exists():
+        return {}
+    try:
+        tbl = pq.read_table(path, columns=["uri", "inode"])
+    except (KeyError, pa.ArrowInvalid, OSError):
+        return {}
+    return dict(zip(tbl.column("uri").to_pylist(), tbl.column("inode").to_pylist(), strict=True))
+
+
 def version_id_for(
     tenant_id: str, uri: str, content_hash: str, size: int, mtime_ns: int, sidecar_hash: str
 ) -> str:
@@ -239,8 +335,9 @@ def scan(settings: Settings, cat: Catalog, now: datetime | None = None) -> ScanR
         report.dead_letters += 1
         report.failures.append((uri, err.error_class))
 
+    threads = settings.discovery_threads
     for src in load_sources(settings).sources:
-        found, failed = walk_configured(src)
+        found, failed = walk_configured(src, threads)
         observations += found
         for fail in failed:
             letter(src.tenant, fail.uri, fail.error)
@@ -252,9 +349,6 @@ def scan(settings: Settings, cat: Catalog, now: datetime | None = None) -> ScanR
             "SELECT tenant_id, uri, version_id, size, mtime_ns, asset_id, sidecar_hash, "
             "media_type, source_name, acl_groups FROM asset_versions WHERE is_current"
         )
-    }
-    known_assets = {
-        (r["tenant_id"], r["asset_id"]) for r in cat.rows("SELECT tenant_id, asset_id FROM assets")
     }
 
     seen_version_ids: list[str] = []
@@ -276,16 +370,58 @@ def scan(settings: Settings, cat: Catalog, now: datetime | None = None) -> ScanR
             )
             report.touched_shards.add(shard_of(cur["asset_id"], settings.shard_count))
 
-    for obs in observations:
-        tenant = obs.tenant
-        cur = current.get((tenant, obs.uri))
-        sc_hash = stable_hash(obs.sidecar_state) if obs.sidecar_state else ""
-        if (
+    inodes = _observed_inodes(settings)
+
+    def unchanged(cur: dict | None, obs: FileObservation, sc_hash: str) -> bool:
+        # Size, mtime and sidecars as the catalog has them, and the inode as the last scan saw
+        # it (a rename over the file within one mtime tick changes only the inode).
+        return bool(
             cur
             and cur["size"] == obs.size
             and cur["mtime_ns"] == obs.mtime_ns
             and cur["sidecar_hash"] == sc_hash
-        ):
+            and inodes.get(obs.uri, obs.inode) == obs.inode
+        )
+
+    sidecar_hashes = {
+        (o.tenant, o.uri): stable_hash(o.sidecar_state) if o.sidecar_state else ""
+        for o in observations
+    }
+    # Hash only what changed, in parallel; the same uri in two tenants is hashed once.
+    hashed = hash_files(
+        sorted(
+            {
+                o.uri
+                for o in observations
+                if 0 < o.size <= settings.max_file_bytes
+                and not unchanged(
+                    current.get((o.tenant, o.uri)), o, sidecar_hashes[(o.tenant, o.uri)]
+                )
+            }
+        ),
+        settings.max_file_bytes,
+        threads,
+    )
+
+    # Only the assets this scan hashed can be new: look those up, not the whole table.
+    hashes = [h[0] for h in hashed.values() if not isinstance(h, BaseException)]
+    known_assets = (
+        {
+            (r["tenant_id"], r["asset_id"])
+            for r in cat.rows(
+                "SELECT tenant_id, asset_id FROM assets WHERE asset_id IN (SELECT unnest(?))",
+                [hashes],
+            )
+        }
+        if hashes
+        else set()
+    )
+
+    for obs in observations:
+        tenant = obs.tenant
+        cur = current.get((tenant, obs.uri))
+        sc_hash = sidecar_hashes[(tenant, obs.uri)]
+        if cur and unchanged(cur, obs, sc_hash):
             report.unchanged += 1
             seen_version_ids.append(cur["version_id"])
             same_acl(cur, obs)
@@ -298,7 +434,10 @@ def scan(settings: Settings, cat: Catalog, now: datetime | None = None) -> ScanR
                 raise errors.FileTooLarge(
                     f"{path}: {obs.size} bytes is over the {settings.max_file_bytes} byte limit"
                 )
-            content_hash, head = _hash_file(path, settings.max_file_bytes)
+            outcome = hashed[obs.uri]
+            if isinstance(outcome, BaseException):
+                raise outcome
+            content_hash, head = outcome
         except (errors.AnalysisError, OSError) as exc:
             err = exc if isinstance(exc, errors.AnalysisError) else _classify_stat_error(path, exc)
             letter(tenant, obs.uri, err)
@@ -429,7 +568,15 @@ def scan(settings: Settings, cat: Catalog, now: datetime | None = None) -> ScanR
     except Exception:
         con.execute("ROLLBACK")
         raise
-    _write_observed(settings, observations, cat)
+    asset_of = {
+        uri: r["asset_id"]
+        for (_, uri), r in current.items()
+        if r["version_id"] not in superseded_set
+    }
+    for gone_row in gone:
+        asset_of.pop(gone_row["uri"], None)
+    asset_of.update({v["uri"]: v["asset_id"] for v in new_versions})
+    _write_observed(settings, observations, asset_of)
     report.new_versions = len(new_versions)
     report.new_assets = len(new_assets)
     report.tombstoned = len(gone)
@@ -445,6 +592,7 @@ OBSERVED_SCHEMA = pa.schema(
         ("sidecar_state", pa.string()),
         ("shard", pa.int32()),
         ("acl_state", pa.string()),
+        ("inode", pa.int64()),
     ]
 )
 
@@ -453,17 +601,13 @@ def observed_path(settings: Settings) -> Path:
     return settings.data_dir / "observed.parquet"
 
 
-def _write_observed(settings: Settings, observations: list[FileObservation], cat: Catalog) -> None:
+def _write_observed(
+    settings: Settings, observations: list[FileObservation], asset_of: dict[str, str]
+) -> None:
     """What this scan saw (stat only), for the source sensor to diff against without opening
     the catalog. Files that failed to read are in it too (shard -1), so they do not look new
-    on every tick."""
-    shards = {
-        r["uri"]: r["shard"]
-        for r in cat.rows(
-            "SELECT v.uri, a.shard FROM asset_versions v JOIN assets a USING (tenant_id, asset_id) "
-            "WHERE v.is_current"
-        )
-    }
+    on every tick. ``asset_of``: each uri's current asset."""
+    shards = {uri: shard_of(asset, settings.shard_count) for uri, asset in asset_of.items()}
     tbl = pa.table(
         {
             "uri": [o.uri for o in observations],
@@ -472,6 +616,7 @@ def _write_observed(settings: Settings, observations: list[FileObservation], cat
             "sidecar_state": [o.sidecar_state for o in observations],
             "shard": [shards.get(o.uri, -1) for o in observations],
             "acl_state": [o.acl_state for o in observations],
+            "inode": [o.inode for o in observations],
         },
         schema=OBSERVED_SCHEMA,
     )
@@ -512,18 +657,20 @@ def detect_changes(settings: Settings) -> SourceChanges:
             before[r["uri"]] = r
     out = SourceChanges()
     seen: set[str] = set()
+    to_hash: list[str] = []
     for src in load_sources(settings).sources:
         if not src.path.is_dir():
             continue
-        found, _ = walk_configured(src)
+        found, _ = walk_configured(src, settings.discovery_threads)
         for obs in found:
             seen.add(obs.uri)
             prev = before.get(obs.uri)
-            if prev and (prev["size"], prev["mtime_ns"], prev["sidecar_state"]) == (
-                obs.size,
-                obs.mtime_ns,
-                obs.sidecar_state,
-            ):
+            if prev and (
+                prev["size"],
+                prev["mtime_ns"],
+                prev["sidecar_state"],
+                prev.get("inode") or obs.inode,
+            ) == (obs.size, obs.mtime_ns, obs.sidecar_state, obs.inode):
                 if prev.get("acl_state", obs.acl_state) != obs.acl_state:
                     # Sources file edited: same bytes, new tenant, source name or groups.
                     out.changed.append(obs.uri)
@@ -533,12 +680,13 @@ def detect_changes(settings: Settings) -> SourceChanges:
             (out.changed if prev else out.new).append(obs.uri)
             if prev and prev["shard"] >= 0:
                 out.touched_shards.add(prev["shard"])
-            try:
-                if obs.size:
-                    content_hash, _ = _hash_file(Path(obs.uri), settings.max_file_bytes)
-                    out.touched_shards.add(shard_of(content_hash, settings.shard_count))
-            except (OSError, errors.AnalysisError):
-                pass  # discovery will dead-letter it; no shard to touch
+            if obs.size:
+                to_hash.append(obs.uri)
+    for outcome in hash_files(
+        sorted(set(to_hash)), settings.max_file_bytes, settings.discovery_threads
+    ).values():
+        if not isinstance(outcome, BaseException):  # else discovery dead-letters it
+            out.touched_shards.add(shard_of(outcome[0], settings.shard_count))
     for uri, prev in before.items():
         if uri not in seen:
             out.deleted.append(uri)

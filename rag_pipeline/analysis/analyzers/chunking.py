@@ -15,7 +15,7 @@ span two sections, so never two pages.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,16 +58,17 @@ def _break_priorities(text: str, starts: list[int], ends: list[int]) -> list[int
     return prio
 
 
-def _split_points(prio: list[int], n: int, max_tokens: int, overlap: int) -> list[tuple[int, int]]:
+def _split_points(
+    prio: list[int], n: int, max_tokens: int, overlap: int
+) -> Iterator[tuple[int, int]]:
     """Token ranges [start, end) covering 0..n, each at most max_tokens long."""
-    ranges: list[tuple[int, int]] = []
     start = 0
     min_len = max(1, max_tokens // 2)
     while True:
         limit = start + max_tokens
         if limit >= n:
-            ranges.append((start, n))
-            return ranges
+            yield (start, n)
+            return
         end = limit  # hard cut if no better break exists
         lo = start + min_len
         for level in (_PARAGRAPH, _LINE, _SENTENCE):
@@ -76,7 +77,7 @@ def _split_points(prio: list[int], n: int, max_tokens: int, overlap: int) -> lis
             if found is not None:
                 end = found
                 break
-        ranges.append((start, end))
+        yield (start, end)
         if overlap <= 0:
             next_start = end
         else:
@@ -92,20 +93,27 @@ def _split_points(prio: list[int], n: int, max_tokens: int, overlap: int) -> lis
                 if candidates
                 else max(target, start + 1)
             )
-        start = max(next_start, ranges[-1][0] + 1)  # always make progress
+        start = max(next_start, start + 1)  # always make progress
 
 
 def chunk_sections(
     sections: Iterable[Section], max_tokens: int = 512, overlap: int = 64
 ) -> list[Chunk]:
     """Chunks of every section, numbered 0..n-1 across the document, in order."""
+    return list(iter_chunks(sections, max_tokens, overlap))
+
+
+def iter_chunks(
+    sections: Iterable[Section], max_tokens: int = 512, overlap: int = 64
+) -> Iterator[Chunk]:
+    """chunk_sections, lazily: a caller that caps the chunk count stops the work there."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be >= 1, got {max_tokens}")
     if overlap < 0 or overlap >= max_tokens:
         raise ValueError(
             f"overlap must be in [0, max_tokens), got {overlap} with max_tokens={max_tokens}"
         )
-    chunks: list[Chunk] = []
+    ordinal = 0
     for section in sections:
         text = section.text
         matches = list(TOKEN_RE.finditer(text))
@@ -119,12 +127,10 @@ def chunk_sections(
             base["section_char_start"] = section.locator["char_start"]
         for a, b in _split_points(prio, len(matches), max_tokens, overlap):
             char_start, char_end = starts[a], ends[b - 1]
-            chunks.append(
-                Chunk(
-                    ordinal=len(chunks),
-                    text=text[char_start:char_end],
-                    locator={**base, "char_start": char_start, "char_end": char_end},
-                    token_count=b - a,
-                )
+            yield Chunk(
+                ordinal=ordinal,
+                text=text[char_start:char_end],
+                locator={**base, "char_start": char_start, "char_end": char_end},
+                token_count=b - a,
             )
-    return chunks
+            ordinal += 1

@@ -7,14 +7,19 @@ so ``ANALYZER_REVISION`` must change whenever extraction or chunking output woul
 from __future__ import annotations
 
 import re
+from dataclasses import replace
+from itertools import islice
 from pathlib import PurePath
+from typing import Any
 
-from rag_pipeline.analysis.analyzers.chunking import chunk_sections
-from rag_pipeline.analysis.analyzers.documents import extract_document
+from rag_pipeline.analysis.analyzers.chunking import iter_chunks
+from rag_pipeline.analysis.analyzers.documents import Section, extract_document
 from rag_pipeline.contracts import EvidenceText
 from rag_pipeline.errors import NoTextContent
 
-ANALYZER_REVISION = "doc_text-1"
+# -2: HTML text from a single pass over the tag stream (heading parts joined without the
+# spaces the tree walk put between inline tags), and per-document caps on text and chunks.
+ANALYZER_REVISION = "doc_text-2"
 
 # Confidence of a title stated by the document (metadata, <title>, "# " heading) versus one
 # guessed from its first line or file name.
@@ -33,12 +38,60 @@ def title_from_filename(name: str) -> str | None:
     return " ".join(words) or None
 
 
+def _cap_chars(sections: list[Section], max_chars: int) -> list[Section]:
+    """The sections' first ``max_chars`` characters, in order (the last one cut short)."""
+    out: list[Section] = []
+    left = max_chars
+    for s in sections:
+        if left <= 0:
+            break
+        out.append(s if len(s.text) <= left else replace(s, text=s.text[:left]))
+        left -= len(s.text)
+    return out
+
+
 def analyze_document(
-    data: bytes, media_type: str, name: str, *, chunk_tokens: int, chunk_overlap: int
+    data: bytes,
+    media_type: str,
+    name: str,
+    *,
+    chunk_tokens: int,
+    chunk_overlap: int,
+    max_chars: int | None = None,
+    max_chunks: int | None = None,
 ) -> list[EvidenceText]:
-    """Evidence for one document. Raises the ``errors`` classes for bad input."""
+    """Evidence for one document. Raises the ``errors`` classes for bad input.
+
+    A document past ``max_chars`` characters of text or ``max_chunks`` chunks is indexed up to
+    the cap, and its last chunk says so: ``truncated`` with the original size in its locator
+    (one huge file must not cost the partition minutes of embedding and gigabytes of memory).
+    """
     doc = extract_document(data, media_type, name)
-    chunks = chunk_sections(doc.sections, max_tokens=chunk_tokens, overlap=chunk_overlap)
+    total_chars = sum(len(s.text) for s in doc.sections)
+    sections = doc.sections
+    truncated: dict[str, Any] = {}
+    if max_chars is not None and total_chars > max_chars:
+        sections = _cap_chars(sections, max_chars)
+        truncated = {"truncated_by": "max_chars", "limit": max_chars}
+    stream = iter_chunks(sections, max_tokens=chunk_tokens, overlap=chunk_overlap)
+    if max_chunks is not None:
+        chunks = list(islice(stream, max_chunks + 1))
+        if len(chunks) > max_chunks:
+            chunks = chunks[:max_chunks]
+            truncated = {"truncated_by": "max_chunks", "limit": max_chunks}
+    else:
+        chunks = list(stream)
+    if truncated:
+        last = chunks[-1]
+        locator = {
+            **last.locator,
+            "truncated": True,
+            **truncated,
+            "original_chars": total_chars,
+            "original_bytes": len(data),
+            "indexed_chunks": len(chunks),
+        }
+        chunks[-1] = replace(last, locator=locator)
     if not chunks:  # defensive: every non-blank section has tokens; never report nothing
         raise NoTextContent(f"{name}: no tokens to index")
 

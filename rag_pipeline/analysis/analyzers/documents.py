@@ -15,6 +15,7 @@ import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from typing import Any, Literal
 
 from rag_pipeline import media_types as mt
@@ -480,68 +481,162 @@ def _decode_html(data: bytes, name: str) -> str:
     return decode_text(data, name)
 
 
-def _extract_html(data: bytes, name: str) -> ExtractedDocument:
-    from bs4 import BeautifulSoup
+_VOID_TAGS = frozenset(
+    (
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "param",
+        "source",
+        "track",
+        "wbr",
+    )
+)
+_META_KEYS = {
+    "og:description": "description",
+    "og:title": "og:title",
+    "dc.creator": "author",
+    "dc.description": "description",
+    "dc.subject": "keywords",
+}
 
+
+class _HtmlText(HTMLParser):
+    """One pass over the tag stream, no tree: text with block and heading marks, the title and
+    the <meta> fields. Keeping no tree is what makes it linear in the input (a tree builder
+    that re-walks descendants per tag is quadratic in nesting depth: 20,000 nested <div>s took
+    18 s)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.meta: dict[str, str] = {}
+        self.title_parts: list[str] | None = None  # the first <title>'s text
+        self.first_h1: str | None = None
+        self._drop: dict[str, int] = {}  # open drop tags (and head), by name
+        self._in_title = False
+        self._title_done = False
+        self._heading: tuple[str, list[str]] | None = None
+
+    def _dropping(self) -> bool:
+        return any(self._drop.values())
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "meta":
+            self._meta(dict(attrs))
+            return
+        if tag == "title":
+            self._in_title = True
+            if not self._title_done:
+                self.title_parts = []
+            return
+        if tag == "body":
+            self._drop.pop("head", None)  # sloppy HTML: a <body> ends an unclosed <head>
+        if tag in _DROP_TAGS or tag == "head":
+            if tag not in _VOID_TAGS:
+                self._drop[tag] = self._drop.get(tag, 0) + 1
+            return
+        if self._dropping():
+            return
+        if tag in ("h1", "h2", "h3"):
+            if self._heading is None:
+                self._heading = (tag, [])
+            return
+        if tag in _BLOCK_TAGS:
+            self._emit(_BLOCK_MARK)
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        # <div/>: a start without content; only void tags (<br/>) need no end.
+        self.handle_starttag(tag, attrs)
+        if tag not in _VOID_TAGS:
+            self.handle_endtag(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "title":
+            if self._in_title and self.title_parts is not None:
+                self._title_done = True
+            self._in_title = False
+            return
+        if tag in self._drop:
+            self._drop[tag] -= 1
+            if not self._drop[tag]:
+                del self._drop[tag]
+            return
+        if self._dropping():
+            return
+        if self._heading is not None and tag == self._heading[0]:
+            heading = " ".join(" ".join(self._heading[1]).split())
+            self._heading = None
+            if tag == "h1" and heading and self.first_h1 is None:
+                self.first_h1 = heading
+            self.out.append(f"{_HEAD_MARK}{heading}{_HEAD_MARK}")
+            return
+        if tag in ("br", "hr") or tag in _BLOCK_TAGS:
+            self._emit(_BLOCK_MARK)
+        elif tag in ("td", "th"):
+            self._emit(" ")
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title:
+            if not self._title_done and self.title_parts is not None:
+                self.title_parts.append(data)
+            return
+        if not self._dropping():
+            self._emit(data)
+
+    def _emit(self, text: str) -> None:
+        if self._heading is not None:
+            if text != _BLOCK_MARK:
+                self._heading[1].append(text)
+        else:
+            self.out.append(text)
+
+    def _meta(self, attrs: dict[str, str | None]) -> None:
+        key = str(attrs.get("name") or attrs.get("property") or "").strip().lower()
+        content = " ".join(str(attrs.get("content") or "").split())
+        key = _META_KEYS.get(key, key)
+        if content and key in ("description", "keywords", "author", "og:title"):
+            self.meta.setdefault(key, content)
+
+    def finish(self) -> None:
+        self.close()
+        if self._heading is not None:  # an unclosed heading keeps its text
+            tag = self._heading[0]
+            self.handle_endtag(tag)
+
+
+def _extract_html(data: bytes, name: str) -> ExtractedDocument:
     text = _decode_html(data, name)
     if _is_blank(text):
         raise NoTextContent(f"{name}: contains only whitespace")
     text = text.replace(_BLOCK_MARK, "").replace(_HEAD_MARK, "")
+    parser = _HtmlText()
     try:
-        soup = BeautifulSoup(text, "html.parser")
+        parser.feed(text)
+        parser.finish()
     except Exception as exc:  # html.parser is lenient; anything it raises is corruption
         raise CorruptDocument(f"{name}: HTML parser failed: {type(exc).__name__}: {exc}") from exc
 
-    meta: dict[str, str] = {}
-    for tag in soup.find_all("meta"):
-        key = str(tag.get("name") or tag.get("property") or "").strip().lower()
-        content = " ".join(str(tag.get("content") or "").split())
-        if not content:
-            continue
-        key = {
-            "og:description": "description",
-            "og:title": "og:title",
-            "dc.creator": "author",
-            "dc.description": "description",
-            "dc.subject": "keywords",
-        }.get(key, key)
-        if key in ("description", "keywords", "author", "og:title") and key not in meta:
-            meta[key] = content
-
+    meta = parser.meta
     title: str | None = None
     source: TitleSource | None = None
-    if soup.title is not None:
-        title = " ".join(soup.title.get_text(" ").split()) or None
+    if parser.title_parts is not None:
+        title = " ".join(" ".join(parser.title_parts).split()) or None
         source = "metadata" if title else None
     if not title and meta.get("og:title"):
         title, source = meta["og:title"], "metadata"
     meta.pop("og:title", None)
-
-    for tag in soup.find_all(_DROP_TAGS):
-        tag.decompose()
-    for tag in soup.find_all("head"):
-        tag.decompose()
-    for tag in soup.find_all("title"):  # a <title> outside <head> in sloppy HTML
-        tag.decompose()
-
-    root = soup.body or soup
-    first_h1: str | None = None
-    for h in root.find_all(["h1", "h2", "h3"]):
-        heading = " ".join(h.get_text(" ").split())
-        if h.name == "h1" and heading and first_h1 is None:
-            first_h1 = heading
-        h.replace_with(f"{_HEAD_MARK}{heading}{_HEAD_MARK}")
-    for tag in root.find_all(_BLOCK_TAGS):
-        if tag.name in ("br", "hr"):
-            tag.replace_with(_BLOCK_MARK)
-        else:
-            tag.insert_before(_BLOCK_MARK)
-            tag.insert_after(_BLOCK_MARK)
-    for cell in root.find_all(["td", "th"]):
-        cell.insert_after(" ")
+    first_h1 = parser.first_h1
 
     # HTML whitespace is insignificant: collapse it, then turn block marks into line breaks.
-    flat = re.sub(r"\s+", " ", root.get_text())
+    flat = re.sub(r"\s+", " ", "".join(parser.out))
     parts = flat.split(_HEAD_MARK)
     # parts: [before first heading, heading1, body1, heading2, body2, ...]
     sections: list[Section] = []

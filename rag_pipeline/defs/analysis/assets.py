@@ -79,6 +79,8 @@ def _run_partition(context: dg.AssetExecutionContext, pipeline: PipelineSettings
             "n_failed": result.n_failed,
             "evidence_text": result.n_evidence_text,
             "vectors": result.n_vectors,
+            "truncated_documents": result.n_truncated,
+            **(result.limits.as_metadata() if result.limits else {}),
             "persisted_results": persisted.results,
             "duplicates_skipped": persisted.duplicates_skipped,
             "rejected_envelopes": persisted.rejected,
