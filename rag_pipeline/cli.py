@@ -53,7 +53,12 @@ def cmd_materialize(args) -> int:
     ensure_dagster_home()
     from rag_pipeline.definitions import defs
 
-    materialize_all(defs, shards=args.shard or None, all_partitions=args.all_partitions)
+    materialize_all(
+        defs,
+        shards=args.shard or None,
+        all_partitions=args.all_partitions,
+        full_snapshot=args.full,
+    )
     return 0
 
 
@@ -498,6 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--all-partitions",
         action="store_true",
         help="every profile x shard partition, even without work",
+    )
+    m.add_argument(
+        "--full",
+        action="store_true",
+        help="rebuild the whole snapshot table instead of applying the change since the "
+        "last snapshot",
     )
     m.set_defaults(func=cmd_materialize)
 

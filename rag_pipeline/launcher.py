@@ -12,6 +12,7 @@ import shutil
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -96,8 +97,10 @@ def materialize_all(
     all_partitions: bool = False,
     log=print,
     log_level: str = "WARNING",
+    full_snapshot: bool = False,
 ) -> dict:
-    """discover_job, then cpu_job / gpu_job for each partition with work, then publish_job."""
+    """discover_job, then cpu_job / gpu_job for each partition with work, then publish_job
+    (``full_snapshot``: rewrite the whole snapshot table, not only the change)."""
     instance = instance or dg.DagsterInstance.get()
     # Step events go to the instance (and the UI); the console gets warnings and our summary.
     quiet = {"loggers": {"console": {"config": {"log_level": log_level}}}}
@@ -135,8 +138,11 @@ def materialize_all(
         )
         summary["runs"].append(r.run_id)
         log(f"{pk}: run {r.run_id[:8]} ok")
+    publish_config: dict[str, Any] = dict(quiet)
+    if full_snapshot:
+        publish_config["ops"] = {"search_snapshot": {"config": {"full": True}}}
     r = defs.resolve_job_def("publish_job").execute_in_process(
-        instance=instance, run_config=quiet, tags=tags, raise_on_error=False
+        instance=instance, run_config=publish_config, tags=tags, raise_on_error=False
     )
     summary["runs"].append(r.run_id)
     failed_checks = [
