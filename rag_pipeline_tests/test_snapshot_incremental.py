@@ -20,7 +20,8 @@ from rag_pipeline.snapshot.schema import SNAPSHOT_TABLE, SnapshotManifest, open_
 from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 from rag_pipeline_tests.conftest import run_all
 from rag_pipeline_tests.tiny_models import build_tiny_sentence_model
-from serving import Principal, Searcher
+from serving import Searcher
+from serving.principal import Principal
 
 WHO = Principal(tenant="default")
 
@@ -54,6 +55,7 @@ def _tags(settings: Settings) -> set[str]:
     return set(lancedb.connect(str(settings.lance_dir)).open_table(SNAPSHOT_TABLE).tags.list())
 
 
+@pytest.mark.timeout(1800)  # five Dagster materializations of the demo corpus on a loaded box
 def test_incremental_publish_equals_full_rebuild(demo_env, tmp_path, monkeypatch):
     settings, corpus = demo_env
     # A second MV profile of the same dimension: switching to it and back goes through the
