@@ -99,6 +99,7 @@ def _results(cat, keys: dict[str, str], lo: int, hi: int, gen: int) -> None:
     writes new result keys, so their units change)."""
     import numpy as np
 
+    from rag_pipeline.settings import Settings
     from rag_pipeline.storage.vector_store import VectorStore
 
     p = {"lo": lo, "hi": hi, "gen": gen, **keys}
@@ -134,7 +135,7 @@ def _results(cat, keys: dict[str, str], lo: int, hi: int, gen: int) -> None:
             f"'doc_text', '{kind}', {ordinal}, {text}, 1.0, '{{}}' {rng}",
             p,
         )
-    store = VectorStore(Path(os.environ["RAG_DATA_DIR"]) / "lance")
+    store = VectorStore(Settings.from_env().lance_dir)
     gen_rng = np.random.default_rng(gen * 1_000_003 + lo)
     for start in range(lo, hi, 20000):
         end = min(start + 20000, hi)

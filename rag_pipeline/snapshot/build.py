@@ -66,6 +66,10 @@ BATCH_GROUPS = 1024
 # the small files it added instead of rewriting the table.
 FRAGMENT_ROWS = 16384
 _DELETE_CHUNK = 1000
+# The ANN index past ``RAG_VECTOR_ANN_MIN_UNITS`` and the query parameters serving uses with it
+# (recorded in the manifest): chosen on SciFact MiniLM vectors at 100k, docs/benchmarks.md.
+ANN_INDEX: dict[str, Any] = {"index_type": "IVF_HNSW_SQ", "m": 16, "ef_construction": 150}
+ANN_QUERY: dict[str, Any] = {"minimum_nprobes": 8, "ef": 150, "refine_factor": 4}
 
 
 def _latest(name: str, type_: str, key: str) -> str:
@@ -507,6 +511,23 @@ def _ensure_indexes(tbl: Any) -> list[str]:
     return made
 
 
+def _ensure_vector_indexes(tbl: Any, settings: Settings) -> dict[str, dict[str, Any]]:
+    """An ANN index on each vector column with more than ``vector_ann_min_units`` vectors
+    (kept up to date by ``_optimize`` once made); vector column -> serving's query parameters.
+    A column left without one is searched exactly (``serving.axes.ExactVectors``)."""
+    have = {c for idx in tbl.list_indices() for c in idx.columns}
+    out: dict[str, dict[str, Any]] = {}
+    for column, has in (("vector_mv", "has_mv = true"), ("vector_vv", "has_vv = true")):
+        if column not in tbl.schema.names:
+            continue
+        if column not in have:
+            if tbl.count_rows(has) <= settings.vector_ann_min_units:
+                continue
+            tbl.create_index(metric="cosine", vector_column_name=column, replace=True, **ANN_INDEX)
+        out[column] = dict(ANN_QUERY, index_type=ANN_INDEX["index_type"])
+    return out
+
+
 def _write_full(settings: Settings, plan: _Plan, cat: Catalog, db: Any) -> tuple[Any, dict]:
     """Overwrite the snapshot table with every unit: a new version (older tagged versions stay
     readable) written batch by batch in files of ``FRAGMENT_ROWS``."""
@@ -681,6 +702,10 @@ def build_snapshot(
         changed = made or change["rows_upserted"] or change["rows_deleted"]
         if mode == "incremental" and changed:
             _optimize(settings)
+        tbl.checkout_latest()
+        ann = _ensure_vector_indexes(tbl, settings)
+    else:
+        ann = {}
     tbl.checkout_latest()
     index_s = time.perf_counter() - t_idx
     version = int(tbl.version)
@@ -704,6 +729,7 @@ def build_snapshot(
         "table_version": version,
         "table_tag": snapshot_id,
         "publish_mode": mode,
+        "ann": ann,
         **change,
         "write_seconds": round(write_s, 3),
         "index_seconds": round(index_s, 3),
