@@ -47,14 +47,18 @@ def _snapshot_rows(
 ) -> tuple[str, list[dict]]:
     import lancedb
 
-    from rag_pipeline.snapshot.schema import read_current_manifest, read_manifest
+    from rag_pipeline.snapshot.schema import (
+        open_snapshot_table,
+        read_current_manifest,
+        read_manifest,
+    )
 
     m = (
         read_manifest(snapshots_dir, snapshot_id)
         if snapshot_id
         else read_current_manifest(snapshots_dir, pointer)
     )
-    table = lancedb.connect(str(lance_dir)).open_table(m.table_name)
+    table = open_snapshot_table(lancedb.connect(str(lance_dir)), m)
     n = int(table.count_rows())
     cols = ["asset_id", "uri", "source", "kind", "chunk_index", "title", "caption", "tags", "ocr"]
     cols += ["path"] if "path" in table.schema.names else []

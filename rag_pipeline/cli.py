@@ -61,6 +61,7 @@ def cmd_materialize(args) -> int:
         shards=args.shard or None,
         all_partitions=args.all_partitions,
         launch="in_process" if args.in_process else "backfill",
+        full_snapshot=args.full,
     )
     return 0
 
@@ -554,6 +555,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="run the partitions in this process one by one instead of as a backfill through "
         "dagster-daemon (no daemon needed; failures show their traceback here)",
+    )
+    m.add_argument(
+        "--full",
+        action="store_true",
+        help="rebuild the whole snapshot table instead of applying the change since the "
+        "last snapshot",
     )
     m.set_defaults(func=cmd_materialize)
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 
@@ -284,9 +284,11 @@ def materialize_all(
     log=print,
     log_level: str = "WARNING",
     launch: Literal["in_process", "backfill"] = "in_process",
+    full_snapshot: bool = False,
 ) -> dict:
     """discover_job, then cpu_job / gpu_job for each partition with work (one backfill, or in
-    this process one by one), then publish_job."""
+    this process one by one), then publish_job (``full_snapshot``: rewrite the whole snapshot
+    table, not only the change)."""
     instance = instance or dg.DagsterInstance.get()
     # Step events go to the instance (and the UI); the console gets warnings and our summary.
     quiet = {"loggers": {"console": {"config": {"log_level": log_level}}}}
@@ -327,8 +329,11 @@ def materialize_all(
             )
             summary["runs"].append(r.run_id)
             log(f"{pk}: run {r.run_id[:8]} ok")
+    publish_config: dict[str, Any] = dict(quiet)
+    if full_snapshot:
+        publish_config["ops"] = {"search_snapshot": {"config": {"full": True}}}
     r = defs.resolve_job_def("publish_job").execute_in_process(
-        instance=instance, run_config=quiet, tags=tags, raise_on_error=False
+        instance=instance, run_config=publish_config, tags=tags, raise_on_error=False
     )
     summary["runs"].append(r.run_id)
     failed_checks = [

@@ -155,6 +155,12 @@ class Settings(BaseSettings):
         ge=1,
         description="snapshot tables kept besides those a pointer names or a live reader leases",
     )
+    vector_ann_min_units: int = Field(
+        200_000,
+        ge=0,
+        description="past this many units with a vector, the snapshot gets an ANN index per "
+        "vector column; below it serving searches the vectors exactly, in memory",
+    )
     field_weights: FieldWeights = Field(default_factory=FieldWeights, exclude=True)
     # Serving ----------------------------------------------------------------------------
     query_model_dir: str | None = Field(

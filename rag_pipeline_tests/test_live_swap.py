@@ -24,7 +24,7 @@ import pytest
 from rag_pipeline.settings import FieldWeights, Settings
 from rag_pipeline.snapshot.build import _retain
 from rag_pipeline.snapshot.leases import PID_SPACE, Lease, leases_dir, live_leases
-from rag_pipeline.snapshot.schema import read_manifest, write_atomic
+from rag_pipeline.snapshot.schema import SNAPSHOT_TABLE, read_manifest, write_atomic
 from rag_pipeline_tests.test_serving_snapshot import build_snapshot, write_manifest
 from serving.live import LiveSearcher, SnapshotUnavailable
 from serving.principal import Principal
@@ -219,8 +219,12 @@ def retained(tmp_path) -> Settings:
 
 
 def _tables(settings: Settings) -> set[str]:
-    names = lancedb.connect(str(settings.lance_dir)).list_tables().tables
-    return {
+    """Snapshots still readable: tagged versions of the snapshot table, and (schema < 4) tables
+    of their own."""
+    db = lancedb.connect(str(settings.lance_dir))
+    names = db.list_tables().tables
+    tags = set(db.open_table(SNAPSHOT_TABLE).tags.list()) if SNAPSHOT_TABLE in names else set()
+    return tags | {
         n.removeprefix("snapshot_").replace("_", "-") for n in names if n.startswith("snapshot_")
     }
 

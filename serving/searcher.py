@@ -52,6 +52,7 @@ from serving.axes import (
     SERVABLE_AXES,
     AxisCandidates,
     AxisSource,
+    ExactVectors,
     FtsCombine,
     RowKeys,
     fts_candidates,
@@ -143,6 +144,54 @@ class Searcher:
             else "has_mv = true"
         )
         self.unavailable: dict[str, str] = self._unavailable_axes()
+        self._ann, self._exact = self._vector_paths(names)
+
+    def _vector_paths(
+        self, names: set[str]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, ExactVectors]]:
+        """Per vector column of a servable axis: Lance's ANN index when the publisher built one
+        (past ``RAG_VECTOR_ANN_MIN_UNITS``; its query parameters are in the manifest), else the
+        exact in-memory search (``ExactVectors``)."""
+        indexed: set[str] = set()
+        try:
+            for idx in self.table.list_indices():
+                kind = str(getattr(idx, "index_type", "")).lower()
+                if "ivf" in kind or "hnsw" in kind:
+                    indexed.update(idx.columns)
+        except Exception as exc:  # unknown: search as if there were none
+            log.warning("could not list the snapshot's indexes: %s", exc)
+        params = self.manifest.stats.get("ann") or {}
+        ann: dict[str, dict[str, Any]] = {}
+        exact: dict[str, ExactVectors] = {}
+        for axis, column, has in (
+            ("mv", "vector_mv", self.mv_clause),
+            ("vv", "vector_vv", "has_vv = true"),
+        ):
+            if column not in names or axis in self.unavailable:
+                continue
+            if column in indexed:
+                ann[column] = dict(params.get(column) or {})
+            else:
+                exact[column] = ExactVectors(self.dataset, column, has)
+        return ann, exact
+
+    def _vector_search(
+        self,
+        column: str,
+        has_clause: str | None,
+        vec: Any,
+        where: str | None,
+        limit: int,
+        exclude_rows: list[int] | None = None,
+        exclude: str | None = None,
+    ) -> AxisCandidates:
+        exact = self._exact.get(column)
+        if exact is not None:
+            rows = np.asarray(exclude_rows or [], dtype=np.uint64)
+            return exact.search(self.dataset, vec, where, limit, exclude_rows=rows)
+        return vector_candidates(
+            self.dataset, column, has_clause, vec, where, limit, exclude, ann=self._ann.get(column)
+        )
 
     def _only_value(self, column: str) -> Any:
         """The column's value if all rows have the same (non-null) one, else None."""
@@ -409,7 +458,7 @@ class Searcher:
         return self.query_cache.encode(self._model_key("mv"), req.query, self.encoder.encode_query)
 
     def _mv_search(self, vec: Any, where: str | None, limit: int) -> AxisCandidates:
-        return vector_candidates(self.dataset, "vector_mv", self.mv_clause, vec, where, limit)
+        return self._vector_search("vector_mv", self.mv_clause, vec, where, limit)
 
     def _vv_encode(self, req: SearchRequest) -> Any:
         assert self.vv_encoder is not None
@@ -425,7 +474,7 @@ class Searcher:
         return f"{axis}:{spec.key if spec is not None else self.manifest.snapshot_id}"
 
     def _vv_search(self, vec: Any, where: str | None, limit: int) -> AxisCandidates:
-        return vector_candidates(self.dataset, "vector_vv", "has_vv = true", vec, where, limit)
+        return self._vector_search("vector_vv", "has_vv = true", vec, where, limit)
 
     def _tags_search(self, entities: list[str], where: str | None, limit: int) -> AxisCandidates:
         row_ids, scores = self._tags.search(self.dataset, entities, where or "true", limit)
@@ -606,7 +655,9 @@ class Searcher:
         own = f"asset_id = {sql_str(req.asset_id)}"
         names = set(self.dataset.schema.names)
         cols = [c for c in ("vector_vv", "has_vv", "vector_mv", "has_mv") if c in names]
-        rows = self.dataset.to_table(columns=cols, filter=sql_and(where, own)).to_pylist()
+        rows = self.dataset.to_table(
+            columns=cols, filter=sql_and(where, own), with_row_id=True
+        ).to_pylist()
         if not rows:
             raise KeyError(
                 f"no unit of asset {req.asset_id} in snapshot "
@@ -627,13 +678,13 @@ class Searcher:
         query = np.mean(vecs, axis=0)
         query /= max(float(np.linalg.norm(query)), 1e-12)
         limit = max(100, req.k * 5)
-        found = vector_candidates(
-            self.dataset,
+        found = self._vector_search(
             f"vector_{axis}",
             f"has_{axis} = true",
             query,
             where,
             limit,
+            exclude_rows=[r["_rowid"] for r in rows],  # the asset's own units (all visible)
             exclude=f"asset_id <> {sql_str(req.asset_id)}",
         )
         weights: dict[str, float] = {axis: 1.0}

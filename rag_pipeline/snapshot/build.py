@@ -1,10 +1,22 @@
-"""Build and publish a search snapshot: a new, read-only LanceDB table per version.
+"""Build and publish a search snapshot: a tagged version of the one LanceDB snapshot table.
 
 One row per searchable unit (a document chunk, an image) with its current-best evidence per
 axis, every full-text field indexed for BM25 on its own (so each gets its own weight), its MV
 vector, filter columns and provenance (evidence items and the runs and models behind them).
-Publishing writes the manifest, then swaps the CURRENT pointer with a rename: readers of the
-previous snapshot keep reading an untouched table. If nothing changed, nothing is published.
+
+Publishing is incremental and streams: the catalog yields one light row per *unit group* (a
+file's units under one ACL set) with a hash of every input its rows come from; only groups whose
+hash is new are expanded into units, batch by batch (their evidence and vectors read for that
+batch alone), and upserted (``merge_insert`` on ``unit_key``); units of vanished or changed
+groups that are no longer produced are deleted; small fragments are compacted and the indexes
+brought up to date; the resulting table version is tagged with the snapshot id. A full rebuild
+(``full=True``, ``rag-pipeline materialize --full``) overwrites the table with a new version,
+and happens by itself when the table's schema must change (a new vector dimension).
+
+Publishing writes the manifest (table, version, tag), then swaps the CURRENT pointer with a
+rename: readers of a previous snapshot keep reading its tagged version, which retention
+removes only when no live reader leases it. If nothing changed, nothing is published. The
+publisher is the table's single writer (LanceDB's delete and merge_insert commits conflict).
 """
 
 from __future__ import annotations
@@ -13,13 +25,18 @@ import contextlib
 import json
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path, PurePosixPath
+from typing import Any
 
+import duckdb
+import lance
 import lancedb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from lancedb.index import FTS, BTree, LabelList
 
 from rag_pipeline.analysis.profiles import load_profiles
@@ -30,6 +47,7 @@ from rag_pipeline.snapshot.policy import effective_policy
 from rag_pipeline.snapshot.schema import (
     FTS_FIELDS,
     SNAPSHOT_SCHEMA_VERSION,
+    SNAPSHOT_TABLE,
     AxisInfo,
     SnapshotManifest,
     current_pointer,
@@ -42,10 +60,36 @@ from rag_pipeline.snapshot.schema import (
 from rag_pipeline.storage.catalog.catalog import Catalog, utcnow
 from rag_pipeline.storage.vector_store import VectorStore
 
-# Every tenant's current assets (content identity is (tenant, sha256)), one row per distinct
-# ACL group set of an asset's current paths: copies of one file readable by different groups
-# become separate units, so a unit's paths never name a copy its readers may not see.
-_SELECT_UNITS = """
+# Unit groups expanded per batch: bounds the evidence, vectors and rows held at once.
+BATCH_GROUPS = 1024
+# Rows per data file: full files are left alone by compaction, so a small change compacts only
+# the small files it added instead of rewriting the table.
+FRAGMENT_ROWS = 16384
+_DELETE_CHUNK = 1000
+# The ANN index past ``RAG_VECTOR_ANN_MIN_UNITS`` and the query parameters serving uses with it
+# (recorded in the manifest): chosen on SciFact MiniLM vectors at 100k, docs/benchmarks.md.
+ANN_INDEX: dict[str, Any] = {"index_type": "IVF_HNSW_SQ", "m": 16, "ef_construction": 150}
+ANN_QUERY: dict[str, Any] = {"minimum_nprobes": 8, "ef": 150, "refine_factor": 4}
+
+
+def _latest(name: str, type_: str, key: str) -> str:
+    """The newest ok result per (tenant, asset) of one task type, model and config."""
+    return f"""{name} AS (
+    SELECT * FROM (
+        SELECT r.tenant_id, r.asset_id, r.dedupe_key, r.run_id,
+               row_number() OVER (PARTITION BY tenant_id, asset_id
+               ORDER BY persisted_at DESC, dedupe_key) AS rn
+        FROM results r WHERE status = 'ok'
+          AND task_type = ${type_} AND model_key = ${key}_key AND config_hash = ${key}_cfg)
+    WHERE rn = 1)"""
+
+
+# One row per unit group: every tenant's current asset (content identity is (tenant, sha256))
+# per distinct ACL group set of its current paths (copies of one file readable by different
+# groups become separate units, so a unit's paths never name a copy its readers may not see),
+# with the results its units are built from and a hash of all of it: the group's rows change
+# exactly when the hash does (results and their evidence are immutable once persisted).
+_SELECT_GROUPS = f"""
 WITH v0 AS (
     SELECT v.*, list_sort(list_distinct(v.acl_groups)) AS acl
     FROM asset_versions v WHERE is_current),
@@ -72,15 +116,36 @@ mv_res AS (
                ORDER BY persisted_at DESC, dedupe_key) AS rn
         FROM results r WHERE status = 'ok'
           AND task_type = 'mv_embed' AND model_key = $mv_key AND config_hash = $mv_cfg)
-    WHERE rn = 1)
-SELECT c.tenant_id, c.asset_id, c.version_id, c.uri, c.uris, c.locations, c.source,
-       c.source_name, c.rel_path, c.acl, c.media_type, c.size, c.mtime_ns,
-       t.task_type AS text_type, t.dedupe_key AS text_key, t.run_id AS text_run,
-       m.dedupe_key AS mv_key, m.run_id AS mv_run
-FROM cur c JOIN text_res t ON t.tenant_id = c.tenant_id AND t.asset_id = c.asset_id
-LEFT JOIN mv_res m ON m.tenant_id = t.tenant_id AND m.input_dedupe_key = t.dedupe_key
-WHERE c.rn = 1
-ORDER BY c.tenant_id, c.asset_id, c.acl
+    WHERE rn = 1),
+{_latest("ocr_res", "ocr_type", "ocr")},
+{_latest("caption_res", "caption_type", "caption")},
+{_latest("vv_res", "vv_type", "vv")},
+grp AS (
+    SELECT c.tenant_id, c.asset_id, c.version_id, c.uri, c.uris, c.locations, c.source,
+           c.source_name, c.rel_path, c.acl, c.media_type, c.size, c.mtime_ns,
+           t.task_type AS text_type, t.dedupe_key AS text_key, t.run_id AS text_run,
+           m.dedupe_key AS mv_key, m.run_id AS mv_run,
+           o.dedupe_key AS ocr_key, o.run_id AS ocr_run,
+           p.dedupe_key AS caption_key, p.run_id AS caption_run,
+           g.dedupe_key AS vv_key, g.run_id AS vv_run,
+           count(*) OVER (PARTITION BY c.tenant_id, c.asset_id) AS n_acl
+    FROM cur c JOIN text_res t ON t.tenant_id = c.tenant_id AND t.asset_id = c.asset_id
+    LEFT JOIN mv_res m ON m.tenant_id = t.tenant_id AND m.input_dedupe_key = t.dedupe_key
+    LEFT JOIN ocr_res o ON t.task_type = 'image_meta'
+         AND o.tenant_id = c.tenant_id AND o.asset_id = c.asset_id
+    LEFT JOIN caption_res p ON t.task_type = 'image_meta'
+         AND p.tenant_id = c.tenant_id AND p.asset_id = c.asset_id
+    LEFT JOIN vv_res g ON t.task_type = 'image_meta'
+         AND g.tenant_id = c.tenant_id AND g.asset_id = c.asset_id
+    WHERE c.rn = 1)
+SELECT *,
+       tenant_id || '/' || asset_id || '/' || md5(CAST(acl AS VARCHAR))[:12] AS group_key,
+       md5(CAST(row($fmt, tenant_id, asset_id, version_id, uri, uris, locations, source,
+           source_name, rel_path, acl, media_type, size, mtime_ns, text_type, text_key,
+           text_run, mv_key, mv_run, ocr_key, ocr_run, caption_key, caption_run, vv_key, vv_run,
+           n_acl) AS VARCHAR)) AS group_hash
+FROM grp
+ORDER BY tenant_id, asset_id, acl
 """
 
 
@@ -89,6 +154,63 @@ class SnapshotResult:
     manifest: SnapshotManifest
     published: bool  # False: identical to the current snapshot, nothing new written
     seconds: float
+
+
+@dataclass
+class _Plan:
+    """What the next snapshot is made of: the policy's profiles and one row per unit group."""
+
+    policy: dict[str, str]
+    groups: pa.Table
+    dim: int
+    vv_dim: int
+    mv_model_key: str
+    mv_model_dir: str
+    vv_model_key: str | None
+    vv_model_dir: str | None
+    vv_unavailable: str | None
+
+
+def plan_groups(settings: Settings, cat: Catalog, policy: dict[str, str] | None = None) -> _Plan:
+    """One Arrow row per unit group (no evidence, no vectors), selected by the policy's
+    profiles: their model keys and config hashes, so the same evidence is chosen whichever
+    profile name first persisted it."""
+    profiles = load_profiles(settings)
+    policy = policy or effective_policy(profiles, cat)
+    text_prof, mv_prof = profiles[policy["text"]], profiles[policy["mv"]]
+    doc, img = text_prof.tasks["doc_text"], text_prof.tasks["image_meta"]
+    mv_task = mv_prof.tasks["mv_embed"]
+    params: dict[str, Any] = {
+        "fmt": SNAPSHOT_SCHEMA_VERSION,
+        "doc_key": doc.model.key,
+        "doc_cfg": stable_hash(doc.config),
+        "img_key": img.model.key,
+        "img_cfg": stable_hash(img.config),
+        "mv_key": mv_task.model.key,
+        "mv_cfg": stable_hash(mv_task.config),
+    }
+    # Image-only profiles named by the policy: OCR text, VLM captions and tags, VV vectors.
+    for slot in ("ocr", "caption", "vv"):
+        prof = profiles[policy[slot]] if policy.get(slot) else None
+        tp = prof.tasks[prof.analyzer] if prof is not None else None
+        params |= {
+            f"{slot}_type": tp.task_type if tp else "",
+            f"{slot}_key": tp.model.key if tp else "",
+            f"{slot}_cfg": stable_hash(tp.config) if tp else "",
+        }
+    groups = cat.con.sql(_SELECT_GROUPS, params=params).to_arrow_table()
+    vv_prof = profiles[policy["vv"]] if policy.get("vv") else None
+    return _Plan(
+        policy=dict(policy),
+        groups=groups,
+        dim=int(mv_task.model.dim or 0),
+        vv_dim=int(vv_prof.dim or 0) if vv_prof else 0,
+        mv_model_key=mv_task.model.key,
+        mv_model_dir=str(mv_prof.model_dir),
+        vv_model_key=vv_prof.tasks["vv_embed"].model.key if vv_prof else None,
+        vv_model_dir=str(vv_prof.model_dir) if vv_prof else None,
+        vv_unavailable=vv_prof.unavailable if vv_prof else None,
+    )
 
 
 def _run_info(cat: Catalog, run_ids: list[str]) -> dict[str, dict]:
@@ -136,32 +258,17 @@ def _taken_at(evs: list[dict]) -> datetime | None:
     return None
 
 
-def _image_results(cat: Catalog, profile) -> dict[tuple[str, str], dict]:
-    """(tenant, asset_id) -> the newest ok result of an image-only profile (matched by model
-    and config, like the text and MV results)."""
-    if profile is None:
-        return {}
-    tp = profile.tasks[profile.analyzer]
-    rows = cat.rows(
-        "SELECT tenant_id, asset_id, dedupe_key, run_id FROM (SELECT r.*, row_number() OVER "
-        "(PARTITION BY tenant_id, asset_id ORDER BY persisted_at DESC, dedupe_key) AS rn FROM "
-        "results r WHERE status = 'ok' AND task_type = ? AND model_key = ? AND config_hash = ?) "
-        "WHERE rn = 1",
-        [tp.task_type, tp.model.key, stable_hash(tp.config)],
-    )
-    return {(r["tenant_id"], r["asset_id"]): r for r in rows}
-
-
 def _vectors(
-    settings: Settings, axis: str, dim: int, run_ids: list[str]
+    store: VectorStore, axis: str, dim: int, keys: list[str], run_ids: list[str]
 ) -> dict[tuple[str, str], np.ndarray]:
+    """(dedupe_key, target) -> vector, for one batch's results."""
     out: dict[tuple[str, str], np.ndarray] = {}
-    vt = VectorStore(settings.lance_dir).read(axis, dim, run_ids) if dim else None
+    vt = store.read_keys(axis, dim, keys, run_ids) if dim else None
     if vt is not None and vt.num_rows:
-        keys = vt.column("dedupe_key").to_pylist()
-        targets = vt.column("target").to_pylist()
         mat = vt.column("vector").combine_chunks().flatten().to_numpy().reshape(-1, dim)
-        for k, t, v in zip(keys, targets, mat, strict=True):
+        for k, t, v in zip(
+            vt.column("dedupe_key").to_pylist(), vt.column("target").to_pylist(), mat, strict=True
+        ):
             out[(k, t)] = v
     return out
 
@@ -171,236 +278,374 @@ def _thumbnail(settings: Settings, asset_id: str) -> str:
     return str(rel) if (settings.data_dir / rel).exists() else ""
 
 
-def collect_units(
-    settings: Settings, cat: Catalog, policy: dict[str, str] | None = None
-) -> tuple[list[dict], dict]:
-    """Rows for the snapshot table, plus stats. Reads the catalog and the vector store.
-
-    Evidence is selected by the policy's profiles: their model keys and config hashes, so the
-    same evidence is chosen whichever profile name first persisted it.
-    """
-    profiles = load_profiles(settings)
-    policy = policy or effective_policy(profiles, cat)
-    text_prof, mv_prof = profiles[policy["text"]], profiles[policy["mv"]]
-    doc, img = text_prof.tasks["doc_text"], text_prof.tasks["image_meta"]
-    mv_task = mv_prof.tasks["mv_embed"]
-    mv_spec = mv_task.model
-    dim = int(mv_spec.dim or 0)
-    assets = cat.rows(
-        _SELECT_UNITS,
-        {
-            "doc_key": doc.model.key,
-            "doc_cfg": stable_hash(doc.config),
-            "img_key": img.model.key,
-            "img_cfg": stable_hash(img.config),
-            "mv_key": mv_spec.key,
-            "mv_cfg": stable_hash(mv_task.config),
-        },
-    )
-    # Image-only profiles named by the policy: OCR text, VLM captions and tags, VV vectors.
-    extra = {
-        slot: _image_results(cat, profiles[policy[slot]])
-        for slot in ("ocr", "caption", "vv")
-        if policy.get(slot)
+def _group_units(
+    settings: Settings,
+    a: dict,
+    evidence: dict[str, list[dict]],
+    runs: dict[str, dict],
+    vectors: dict[tuple[str, str], np.ndarray],
+    vv_vectors: dict[tuple[str, str], np.ndarray],
+) -> Iterator[dict]:
+    """The units of one group (one file under one ACL set), vectors as numpy arrays or None."""
+    # Unit ids are unique within a tenant; a copy under another ACL gets its own suffix.
+    suffix = f"~{stable_hash(list(a['acl']), 8)}" if a["n_acl"] > 1 else ""
+    evs = evidence.get(a["text_key"], [])
+    by_kind: dict[str, list[dict]] = defaultdict(list)
+    for ev in evs:
+        by_kind[ev["kind"]].append(ev)
+    unit_runs = {a["text_type"]: runs.get(a["text_run"], {"run_id": a["text_run"]})}
+    if a["mv_run"]:
+        unit_runs["mv_embed"] = runs.get(a["mv_run"], {"run_id": a["mv_run"]})
+    folder = str(PurePosixPath(a["rel_path"]).parent)
+    base = {
+        "tenant_id": a["tenant_id"],
+        "acl_groups": list(a["acl"]),
+        "asset_id": a["asset_id"],
+        "version_id": a["version_id"],
+        "uri": a["uri"],
+        "uris": list(a["uris"]),
+        "source": a["source_name"] or PurePosixPath(a["source"]).name,
+        "path": a["rel_path"],
+        "locations": list(a["locations"]),
+        "folder": "" if folder == "." else folder,
+        "media_type": a["media_type"],
+        "mtime": _ts(a["mtime_ns"]),
+        "size": a["size"],
+        "taken_at": _taken_at(evs),
+        "content_tags": [],
+        "thumbnail": "",
+        "has_vv": False,
+        "vector_vv": None,
+        "title": " ".join(e["text"] for e in by_kind["title"]),
+        "metadata": "\n".join(e["text"] for e in by_kind["metadata"]),
+        "group_key": a["group_key"],
+        "group_hash": a["group_hash"],
     }
-    vv_prof = profiles[policy["vv"]] if policy.get("vv") else None
-    vv_dim = int(vv_prof.dim or 0) if vv_prof else 0
-    text_keys = [a["text_key"] for a in assets] + [
-        r["dedupe_key"] for slot in ("ocr", "caption") for r in extra.get(slot, {}).values()
+    head = [_evidence_item(e, "title") for e in by_kind["title"]] + [
+        _evidence_item(e, "metadata") for e in by_kind["metadata"]
     ]
-    ev_rows = cat.rows(
-        "SELECT dedupe_key, kind, ordinal, text, confidence, locator, run_id FROM evidence_text "
-        "WHERE dedupe_key IN (SELECT unnest(?)) ORDER BY dedupe_key, kind, ordinal",
-        [text_keys],
-    )
-    evidence: dict[str, list[dict]] = defaultdict(list)
-    for ev in ev_rows:
-        evidence[ev["dedupe_key"]].append(ev)
-
-    mv_runs = sorted({a["mv_run"] for a in assets if a["mv_run"]})
-    vectors = _vectors(settings, "mv", dim, mv_runs)
-    vv_runs = sorted({r["run_id"] for r in extra.get("vv", {}).values()})
-    vv_vectors = _vectors(settings, "vv", vv_dim, vv_runs)
-    extra_runs = {r["run_id"] for rows in extra.values() for r in rows.values()}
-    runs = _run_info(cat, sorted({a["text_run"] for a in assets} | set(mv_runs) | extra_runs))
-
-    units: list[dict] = []
-    zero = np.zeros(dim, dtype=np.float32)
-    zero_vv = np.zeros(vv_dim, dtype=np.float32)
-    n_docs = n_images = n_with_mv = n_with_vv = 0
-    acl_sets: dict[tuple[str, str], int] = defaultdict(int)
-    for a in assets:
-        acl_sets[(a["tenant_id"], a["asset_id"])] += 1
-    for a in assets:
-        ident = (a["tenant_id"], a["asset_id"])
-        # Unit ids are unique within a tenant; a copy under another ACL gets its own suffix.
-        suffix = f"~{stable_hash(list(a['acl']), 8)}" if acl_sets[ident] > 1 else ""
-        evs = evidence.get(a["text_key"], [])
-        by_kind: dict[str, list[dict]] = defaultdict(list)
-        for ev in evs:
-            by_kind[ev["kind"]].append(ev)
-        unit_runs = {a["text_type"]: runs.get(a["text_run"], {"run_id": a["text_run"]})}
-        if a["mv_run"]:
-            unit_runs["mv_embed"] = runs.get(a["mv_run"], {"run_id": a["mv_run"]})
-        folder = str(PurePosixPath(a["rel_path"]).parent)
-        base = {
-            "tenant_id": a["tenant_id"],
-            "acl_groups": list(a["acl"]),
-            "asset_id": a["asset_id"],
-            "version_id": a["version_id"],
-            "uri": a["uri"],
-            "uris": list(a["uris"]),
-            "source": a["source_name"] or PurePosixPath(a["source"]).name,
-            "path": a["rel_path"],
-            "locations": list(a["locations"]),
-            "folder": "" if folder == "." else folder,
-            "media_type": a["media_type"],
-            "mtime": _ts(a["mtime_ns"]),
-            "size": a["size"],
-            "taken_at": _taken_at(evs),
-            "content_tags": [],
-            "thumbnail": "",
-            "has_vv": False,
-            "vector_vv": zero_vv,
-            "title": " ".join(e["text"] for e in by_kind["title"]),
-            "metadata": "\n".join(e["text"] for e in by_kind["metadata"]),
-        }
-        head = [_evidence_item(e, "title") for e in by_kind["title"]] + [
-            _evidence_item(e, "metadata") for e in by_kind["metadata"]
-        ]
-        if a["text_type"] == "doc_text":
-            n_docs += 1
-            for ch in by_kind["chunk"]:
-                vec = vectors.get((a["mv_key"], f"chunk:{ch['ordinal']}")) if a["mv_key"] else None
-                n_with_mv += vec is not None
-                units.append(
-                    base
-                    | {
-                        "unit_id": f"{a['asset_id']}:{ch['ordinal']}{suffix}",
-                        "kind": "document",
-                        "chunk_index": int(ch["ordinal"]),
-                        "locator": ch["locator"],
-                        "body": ch["text"],
-                        "caption": "",
-                        "tags": "",
-                        "ocr": "",
-                        "has_mv": vec is not None,
-                        "vector_mv": vec if vec is not None else zero,
-                        "runs": json.dumps(unit_runs, sort_keys=True),
-                        "evidence": json.dumps([*head, _evidence_item(ch, "body")]),
-                    }
-                )
-        else:
-            n_images += 1
-            vec = vectors.get((a["mv_key"], "unit:0")) if a["mv_key"] else None
-            n_with_mv += vec is not None
-            for slot, task_type in (("ocr", "ocr"), ("caption", "caption"), ("vv", "vv_embed")):
-                r = extra.get(slot, {}).get(ident)
-                if r is not None:
-                    unit_runs[task_type] = runs.get(r["run_id"], {"run_id": r["run_id"]})
-                    if slot != "vv":
-                        for ev in evidence.get(r["dedupe_key"], []):
-                            by_kind[ev["kind"]].append(ev)
-            vv_res = extra.get("vv", {}).get(ident)
-            vv_vec = vv_vectors.get((vv_res["dedupe_key"], "unit:0")) if vv_res else None
-            n_with_vv += vv_vec is not None
-            captions = by_kind["description"] + by_kind["caption"]
-            tags = by_kind["keyword"] + by_kind["tag"]
-            units.append(
-                base
-                | {
-                    "unit_id": f"{a['asset_id']}:img{suffix}",
-                    "kind": "image",
-                    "chunk_index": -1,
-                    "locator": "{}",
-                    "body": "",
-                    "caption": "\n".join(e["text"] for e in captions),
-                    "tags": ", ".join(e["text"] for e in tags),
-                    "ocr": "\n".join(e["text"] for e in by_kind["ocr"]),
-                    "content_tags": sorted({normalize_tag(e["text"]) for e in tags} - {""}),
-                    "thumbnail": _thumbnail(settings, a["asset_id"]),
-                    "has_mv": vec is not None,
-                    "vector_mv": vec if vec is not None else zero,
-                    "has_vv": vv_vec is not None,
-                    "vector_vv": vv_vec if vv_vec is not None else zero_vv,
-                    "runs": json.dumps(unit_runs, sort_keys=True),
-                    "evidence": json.dumps(
-                        head
-                        + [_evidence_item(e, "caption") for e in captions]
-                        + [_evidence_item(e, "tags") for e in tags]
-                        + [_evidence_item(e, "ocr") for e in by_kind["ocr"]]
-                    ),
-                }
-            )
-    # Units with text the MV axis embeds but no vector: a gap, unlike a bare image.
-    missing = sum(
-        1
-        for u in units
-        if not u["has_mv"] and (u["kind"] == "document" or u["title"] or u["caption"] or u["tags"])
-    )
-    per_tenant: dict[str, int] = defaultdict(int)
-    for u in units:
-        per_tenant[u["tenant_id"]] += 1
-    stats = {
-        "policy": dict(policy),
-        "n_units_missing_mv": missing,
-        "n_assets": len(acl_sets),
-        "n_documents": n_docs,
-        "n_images": n_images,
-        "tenants": sorted(per_tenant),
-        "n_units_per_tenant": dict(sorted(per_tenant.items())),
-        "n_units": len(units),
-        "n_units_with_mv": n_with_mv,
-        "mv_dim": dim,
-        "mv_model_key": mv_spec.key,
-        "mv_model_dir": str(mv_prof.model_dir),
-        "n_units_with_vv": n_with_vv,
-        "vv_dim": vv_dim,
-        "vv_model_key": vv_prof.tasks["vv_embed"].model.key if vv_prof else None,
-        "vv_model_dir": str(vv_prof.model_dir) if vv_prof else None,
-        "vv_unavailable": vv_prof.unavailable if vv_prof else None,
-        "n_images_with_ocr": sum(1 for u in units if u["ocr"]),
-        "n_images_with_caption": sum(
-            1 for a in assets if a["asset_id"] in extra.get("caption", {})
+    if a["text_type"] == "doc_text":
+        for ch in by_kind["chunk"]:
+            vec = vectors.get((a["mv_key"], f"chunk:{ch['ordinal']}")) if a["mv_key"] else None
+            yield base | {
+                "unit_id": f"{a['asset_id']}:{ch['ordinal']}{suffix}",
+                "kind": "document",
+                "chunk_index": int(ch["ordinal"]),
+                "locator": ch["locator"],
+                "body": ch["text"],
+                "caption": "",
+                "tags": "",
+                "ocr": "",
+                "has_mv": vec is not None,
+                "vector_mv": vec,
+                "runs": json.dumps(unit_runs, sort_keys=True),
+                "evidence": json.dumps([*head, _evidence_item(ch, "body")]),
+            }
+        return
+    vec = vectors.get((a["mv_key"], "unit:0")) if a["mv_key"] else None
+    for slot, task_type in (("ocr", "ocr"), ("caption", "caption"), ("vv", "vv_embed")):
+        key, run = a[f"{slot}_key"], a[f"{slot}_run"]
+        if key is not None:
+            unit_runs[task_type] = runs.get(run, {"run_id": run})
+            if slot != "vv":
+                for ev in evidence.get(key, []):
+                    by_kind[ev["kind"]].append(ev)
+    vv_vec = vv_vectors.get((a["vv_key"], "unit:0")) if a["vv_key"] else None
+    captions = by_kind["description"] + by_kind["caption"]
+    tags = by_kind["keyword"] + by_kind["tag"]
+    yield base | {
+        "unit_id": f"{a['asset_id']}:img{suffix}",
+        "kind": "image",
+        "chunk_index": -1,
+        "locator": "{}",
+        "body": "",
+        "caption": "\n".join(e["text"] for e in captions),
+        "tags": ", ".join(e["text"] for e in tags),
+        "ocr": "\n".join(e["text"] for e in by_kind["ocr"]),
+        "content_tags": sorted({normalize_tag(e["text"]) for e in tags} - {""}),
+        "thumbnail": _thumbnail(settings, a["asset_id"]),
+        "has_mv": vec is not None,
+        "vector_mv": vec,
+        "has_vv": vv_vec is not None,
+        "vector_vv": vv_vec,
+        "runs": json.dumps(unit_runs, sort_keys=True),
+        "evidence": json.dumps(
+            head
+            + [_evidence_item(e, "caption") for e in captions]
+            + [_evidence_item(e, "tags") for e in tags]
+            + [_evidence_item(e, "ocr") for e in by_kind["ocr"]]
         ),
     }
-    n_docs_assets = {
-        (a["tenant_id"], a["asset_id"]) for a in assets if a["text_type"] == "doc_text"
-    }
-    stats["n_documents"] = len(n_docs_assets)
-    stats["n_images"] = len(acl_sets) - len(n_docs_assets)
-    return units, stats
 
 
-def fingerprint(units: list[dict], settings: Settings) -> str:
-    """Identity of a snapshot's content: same evidence and settings -> same fingerprint."""
-    ident = [
-        (
-            u["tenant_id"],
-            u["unit_id"],
-            u["version_id"],
-            u["runs"],
-            tuple(u["uris"]),
-            u["source"],
-            u["path"],
-            tuple(u["locations"]),
-            tuple(u["acl_groups"]),
+def _fixed_size(vecs: list[np.ndarray | None], dim: int) -> pa.FixedSizeListArray:
+    mat = np.zeros((len(vecs), dim), dtype=np.float32)
+    for i, v in enumerate(vecs):
+        if v is not None:
+            mat[i] = v
+    return pa.FixedSizeListArray.from_arrays(pa.array(mat.ravel()), dim)
+
+
+def unit_batches(
+    settings: Settings,
+    cat: Catalog,
+    plan: _Plan,
+    groups: pa.Table | None = None,
+    batch_groups: int = BATCH_GROUPS,
+    emitted: set[str] | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """The snapshot rows of ``groups`` (default: every group of the plan) as record batches
+    of the snapshot schema: each batch reads the evidence and vectors of its own groups only,
+    so memory is bounded by the batch, not the corpus. ``emitted`` collects the unit keys."""
+    groups = plan.groups if groups is None else groups
+    schema = snapshot_arrow_schema(plan.dim, plan.vv_dim)
+    store = VectorStore(settings.lance_dir)
+    for start in range(0, groups.num_rows, batch_groups):
+        rows = groups.slice(start, batch_groups).to_pylist()
+        text_keys = [r[k] for r in rows for k in ("text_key", "ocr_key", "caption_key") if r[k]]
+        ev_rows = cat.rows(
+            "SELECT dedupe_key, kind, ordinal, text, confidence, locator, run_id "
+            "FROM evidence_text WHERE dedupe_key IN (SELECT unnest(?)) "
+            "ORDER BY dedupe_key, kind, ordinal",
+            [text_keys],
         )
-        for u in units
+        evidence: dict[str, list[dict]] = defaultdict(list)
+        for ev in ev_rows:
+            evidence[ev["dedupe_key"]].append(ev)
+        del ev_rows
+        run_ids = {r[k] for r in rows for k in ("text_run", "mv_run", "ocr_run", "caption_run")}
+        run_ids |= {r["vv_run"] for r in rows}
+        runs = _run_info(cat, sorted(run_ids - {None}))
+
+        def keys_runs(k: str, rk: str, rows: list[dict] = rows) -> tuple[list[str], list[str]]:
+            return [r[k] for r in rows if r[k]], sorted({r[rk] for r in rows if r[rk]})
+
+        vectors = _vectors(store, "mv", plan.dim, *keys_runs("mv_key", "mv_run"))
+        vv_vectors = _vectors(store, "vv", plan.vv_dim, *keys_runs("vv_key", "vv_run"))
+        cols: dict[str, list] = {name: [] for name in schema.names}
+        for a in rows:
+            for u in _group_units(settings, a, evidence, runs, vectors, vv_vectors):
+                u["unit_key"] = f"{u['tenant_id']}/{u['unit_id']}"
+                for name in schema.names:
+                    cols[name].append(u.get(name))
+        if not cols["unit_id"]:
+            continue
+        if emitted is not None:
+            emitted.update(cols["unit_key"])
+        arrays = []
+        for field in schema:
+            if field.name in ("vector_mv", "vector_vv"):
+                arrays.append(_fixed_size(cols[field.name], field.type.list_size))
+            else:
+                arrays.append(pa.array(cols[field.name], type=field.type))
+        yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _table_uri(settings: Settings, name: str) -> str:
+    return str(Path(settings.lance_dir) / f"{name}.lance")
+
+
+def _same_schema(a: pa.Schema, b: pa.Schema) -> bool:
+    return [(f.name, f.type) for f in a] == [(f.name, f.type) for f in b]
+
+
+def _plan_digest(groups: pa.Table) -> str:
+    """Order-independent identity of every group's inputs."""
+    con = duckdb.connect()
+    con.register("g", groups.select(["group_key", "group_hash"]))
+    row = con.execute(
+        "SELECT md5(coalesce(string_agg(group_key || ':' || group_hash, ',' "
+        "ORDER BY group_key, group_hash), '')) FROM g"
+    ).fetchone()
+    con.close()
+    return str(row[0] if row else "")
+
+
+def _diff(groups: pa.Table, old: pa.Table) -> tuple[pa.Table, list[str]]:
+    """The groups whose hash the table does not hold yet, and the unit keys of table rows whose
+    group vanished or changed (to delete unless the upsert writes them again)."""
+    con = duckdb.connect()
+    con.register("plan", groups)
+    con.register("old", old)
+    changed = con.sql(
+        "SELECT p.* FROM plan p WHERE NOT EXISTS (SELECT 1 FROM old o "
+        "WHERE o.group_key = p.group_key AND o.group_hash = p.group_hash) "
+        "ORDER BY tenant_id, asset_id, acl"
+    ).to_arrow_table()
+    stale = [
+        r[0]
+        for r in con.execute(
+            "SELECT unit_key FROM old o WHERE NOT EXISTS (SELECT 1 FROM plan p "
+            "WHERE o.group_key = p.group_key AND o.group_hash = p.group_hash)"
+        ).fetchall()
     ]
-    return stable_hash(
-        [SNAPSHOT_SCHEMA_VERSION, sorted(ident), settings.field_weights.model_dump()], 32
-    )
+    con.close()
+    return changed, stale
 
 
-def _stats_fingerprint(units: list[dict], stats: dict, settings: Settings) -> str:
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _ensure_indexes(tbl: Any) -> list[str]:
+    """Create the indexes a table lacks (a new table, or one first written empty)."""
+    have = {c for idx in tbl.list_indices() for c in idx.columns}
+    made = []
+    for f in FTS_FIELDS:
+        if f not in have:
+            # English stemming and stop words: BM25 over word stems, per field.
+            tbl.create_index(
+                f,
+                replace=True,
+                config=FTS(
+                    stem=True, remove_stop_words=True, language="English", with_position=False
+                ),
+            )
+            made.append(f)
+    # The principal's prefilter (tenant_id = ? AND array_has_any(acl_groups, ?)) is answered
+    # by scalar indexes inside every index query.
+    for col, cfg in (("tenant_id", BTree()), ("acl_groups", LabelList())):
+        if col not in have:
+            tbl.create_index(col, config=cfg, replace=True)
+            made.append(col)
+    return made
+
+
+def _ensure_vector_indexes(tbl: Any, settings: Settings) -> dict[str, dict[str, Any]]:
+    """An ANN index on each vector column with more than ``vector_ann_min_units`` vectors
+    (kept up to date by ``_optimize`` once made); vector column -> serving's query parameters.
+    A column left without one is searched exactly (``serving.axes.ExactVectors``)."""
+    have = {c for idx in tbl.list_indices() for c in idx.columns}
+    out: dict[str, dict[str, Any]] = {}
+    for column, has in (("vector_mv", "has_mv = true"), ("vector_vv", "has_vv = true")):
+        if column not in tbl.schema.names:
+            continue
+        if column not in have:
+            if tbl.count_rows(has) <= settings.vector_ann_min_units:
+                continue
+            tbl.create_index(metric="cosine", vector_column_name=column, replace=True, **ANN_INDEX)
+        out[column] = dict(ANN_QUERY, index_type=ANN_INDEX["index_type"])
+    return out
+
+
+def _write_full(settings: Settings, plan: _Plan, cat: Catalog, db: Any) -> tuple[Any, dict]:
+    """Overwrite the snapshot table with every unit: a new version (older tagged versions stay
+    readable) written batch by batch in files of ``FRAGMENT_ROWS``."""
+    schema = snapshot_arrow_schema(plan.dim, plan.vv_dim)
+    reader = pa.RecordBatchReader.from_batches(schema, unit_batches(settings, cat, plan))
+    uri = _table_uri(settings, SNAPSHOT_TABLE)
+    exists = Path(uri).exists()
+    lance.write_dataset(
+        reader, uri, schema=schema, mode="overwrite" if exists else "create",
+        max_rows_per_file=FRAGMENT_ROWS,
+    )  # fmt: skip
+    tbl = db.open_table(SNAPSHOT_TABLE)
+    n = tbl.count_rows()
+    return tbl, {"rows_upserted": n, "rows_deleted": 0, "groups_changed": plan.groups.num_rows}
+
+
+def _write_incremental(settings: Settings, plan: _Plan, cat: Catalog, tbl: Any) -> dict[str, int]:
+    """Upsert the units of new and changed groups, delete those no longer produced."""
+    old = tbl.to_lance().to_table(columns=["unit_key", "group_key", "group_hash"])
+    changed, stale = _diff(plan.groups, old)
+    del old
+    emitted: set[str] = set()
+    upserted = 0
+    if changed.num_rows:
+        schema = snapshot_arrow_schema(plan.dim, plan.vv_dim)
+        reader = pa.RecordBatchReader.from_batches(
+            schema, unit_batches(settings, cat, plan, changed, emitted=emitted)
+        )
+        res = (
+            tbl.merge_insert("unit_key")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute(reader)
+        )
+        upserted = int(res.num_updated_rows) + int(res.num_inserted_rows)
+    gone = sorted(set(stale) - emitted)
+    for i in range(0, len(gone), _DELETE_CHUNK):
+        chunk = gone[i : i + _DELETE_CHUNK]
+        tbl.delete(f"unit_key IN ({', '.join(_quote(k) for k in chunk)})")
+    return {
+        "rows_upserted": upserted,
+        "rows_deleted": len(gone),
+        "groups_changed": changed.num_rows,
+    }
+
+
+def _optimize(settings: Settings) -> None:
+    """Compact the small files a change added (full files are not touched) and bring every
+    index up to date: LanceDB's FTS indexes take new rows only through this step (until then
+    they are searched unindexed). Old versions are retention's business (``_retain``)."""
+    ds = lance.dataset(_table_uri(settings, SNAPSHOT_TABLE))
+    ds.optimize.compact_files(target_rows_per_fragment=FRAGMENT_ROWS)
+    ds = lance.dataset(_table_uri(settings, SNAPSHOT_TABLE))
+    ds.optimize.optimize_indices()
+
+
+def _table_stats(tbl: Any, plan: _Plan) -> dict[str, Any]:
+    """Counts of the written version (the table, not the change) and of the plan."""
+    ds = tbl.to_lance()
+    n_units = ds.count_rows()
+    per_tenant: dict[str, int] = {}
+    if n_units:
+        vc = pc.value_counts(ds.to_table(columns=["tenant_id"]).column(0).combine_chunks())
+        per_tenant = {
+            str(v["values"]): int(v["counts"]) for v in vc.to_pylist()
+        }  # small: one entry per tenant
+
+    def count(where: str) -> int:
+        return int(ds.count_rows(filter=where)) if n_units else 0
+
+    g = plan.groups
+    con = duckdb.connect()
+    con.register("g", g.select(["tenant_id", "asset_id", "text_type", "caption_key"]))
+    row = con.execute(
+        "SELECT count(DISTINCT (tenant_id, asset_id)), "
+        "count(DISTINCT (tenant_id, asset_id)) FILTER (WHERE text_type = 'doc_text'), "
+        "count(DISTINCT (tenant_id, asset_id)) FILTER (WHERE text_type = 'image_meta' "
+        "AND caption_key IS NOT NULL) FROM g"
+    ).fetchone()
+    con.close()
+    n_assets, n_docs, n_captioned = (int(x or 0) for x in (row or (0, 0, 0)))
+    return {
+        "policy": dict(plan.policy),
+        # Units with text the MV axis embeds but no vector: a gap, unlike a bare image.
+        "n_units_missing_mv": count(
+            "has_mv = false AND (kind = 'document' OR title <> '' OR caption <> '' OR tags <> '')"
+        ),
+        "n_assets": n_assets,
+        "n_documents": n_docs,
+        "n_images": n_assets - n_docs,
+        "tenants": sorted(per_tenant),
+        "n_units_per_tenant": dict(sorted(per_tenant.items())),
+        "n_units": n_units,
+        "n_units_with_mv": count("has_mv = true"),
+        "mv_dim": plan.dim,
+        "mv_model_key": plan.mv_model_key,
+        "mv_model_dir": plan.mv_model_dir,
+        "n_units_with_vv": count("has_vv = true") if plan.vv_dim else 0,
+        "vv_dim": plan.vv_dim,
+        "vv_model_key": plan.vv_model_key,
+        "vv_model_dir": plan.vv_model_dir,
+        "vv_unavailable": plan.vv_unavailable,
+        "n_images_with_ocr": count("ocr <> ''"),
+        "n_images_with_caption": n_captioned,
+    }
+
+
+def _fingerprint(plan: _Plan, settings: Settings) -> str:
+    """Identity of a snapshot's content: same evidence, policy and settings -> same value."""
     return stable_hash(
         [
-            fingerprint(units, settings),
-            stats["policy"],
-            stats["mv_model_key"],
-            stats["vv_model_key"],
-            stats["vv_unavailable"],
+            SNAPSHOT_SCHEMA_VERSION,
+            _plan_digest(plan.groups),
+            settings.field_weights.model_dump(),
+            plan.policy,
+            plan.mv_model_key,
+            plan.vv_model_key,
+            plan.vv_unavailable,
         ],
         32,
     )
@@ -412,95 +657,110 @@ def build_snapshot(
     dagster_run_id: str | None = None,
     force: bool = False,
     policy: dict[str, str] | None = None,
+    full: bool = False,
 ) -> SnapshotResult:
+    """Publish the catalog's current state as a new snapshot (a tagged table version).
+
+    ``full``: rewrite every unit (else only the change since the table's latest version).
+    ``force``: publish even when nothing changed."""
     t0 = time.perf_counter()
-    units, stats = collect_units(settings, cat, policy)
-    fp = _stats_fingerprint(units, stats, settings)
+    plan = plan_groups(settings, cat, policy)
+    fp = _fingerprint(plan, settings)
     try:
         current = read_current_manifest(settings.snapshots_dir)
     except FileNotFoundError:
         current = None
-    if current and current.stats.get("fingerprint") == fp and not force:
+    if current and current.stats.get("fingerprint") == fp and not force and not full:
         return SnapshotResult(current, published=False, seconds=time.perf_counter() - t0)
 
     now = utcnow()
     snapshot_id = f"{now:%Y%m%dT%H%M%S}-{fp[:8]}"
-    table_name = f"snapshot_{snapshot_id.replace('-', '_')}"
-    dim, vv_dim = stats["mv_dim"], stats["vv_dim"]
-    schema = snapshot_arrow_schema(dim, vv_dim)
-    vector_cols = {"vector_mv": dim, "vector_vv": vv_dim}
-    cols: dict[str, list] = {
-        name: [u.get(name) for u in units] for name in schema.names if name not in vector_cols
-    }
-    arrays = {name: pa.array(cols[name], type=schema.field(name).type) for name in cols}
-    for name, d in vector_cols.items():
-        if name in schema.names:
-            flat = (
-                np.stack([u[name] for u in units]).astype(np.float32).ravel()
-                if units
-                else np.zeros(0, dtype=np.float32)
-            )
-            arrays[name] = pa.FixedSizeListArray.from_arrays(pa.array(flat), d)
-    table = pa.table([arrays[n] for n in schema.names], schema=schema)
-
+    schema = snapshot_arrow_schema(plan.dim, plan.vv_dim)
     db = lancedb.connect(str(settings.lance_dir))
-    tbl = db.create_table(table_name, data=table, mode="create")
+    tbl = db.open_table(SNAPSHOT_TABLE) if SNAPSHOT_TABLE in db else None  # type: ignore[operator]
+    if full:
+        mode = "full"
+    elif tbl is None:
+        mode = "full: first snapshot table"
+    elif not _same_schema(tbl.schema, schema):
+        # A new vector dimension (a policy switch to another model) or an older schema:
+        # no row of the old table fits, so every row is written again.
+        mode = "full: the table schema changed"
+    else:
+        mode = "incremental"
+    t_write = time.perf_counter()
+    if mode == "incremental":
+        assert tbl is not None
+        change = _write_incremental(settings, plan, cat, tbl)
+    else:
+        tbl, change = _write_full(settings, plan, cat, db)
+    write_s = time.perf_counter() - t_write
     t_idx = time.perf_counter()
-    if units:
-        for f in FTS_FIELDS:
-            # English stemming and stop words: BM25 over word stems, per field.
-            tbl.create_index(
-                f,
-                replace=True,
-                config=FTS(
-                    stem=True, remove_stop_words=True, language="English", with_position=False
-                ),
-            )
-        # The principal's prefilter (tenant_id = ? AND array_has_any(acl_groups, ?)) is
-        # answered by scalar indexes inside every index query.
-        tbl.create_index("tenant_id", config=BTree(), replace=True)
-        tbl.create_index("acl_groups", config=LabelList(), replace=True)
+    tbl.checkout_latest()
+    if tbl.count_rows():
+        made = _ensure_indexes(tbl)
+        changed = made or change["rows_upserted"] or change["rows_deleted"]
+        if mode == "incremental" and changed:
+            _optimize(settings)
+        tbl.checkout_latest()
+        ann = _ensure_vector_indexes(tbl, settings)
+    else:
+        ann = {}
+    tbl.checkout_latest()
     index_s = time.perf_counter() - t_idx
+    version = int(tbl.version)
+    tbl.tags.create(snapshot_id, version)
 
+    stats = _table_stats(tbl, plan)
     profiles = load_profiles(settings)
-    mv = profiles[stats["policy"]["mv"]].tasks["mv_embed"].model
-    vv_slot = stats["policy"].get("vv")
+    mv = profiles[plan.policy["mv"]].tasks["mv_embed"].model
+    vv_slot = plan.policy.get("vv")
     vv_model = profiles[vv_slot].tasks["vv_embed"].model if vv_slot else None
     if not vv_slot:
         vv_reason = "no visual (VV) profile in the snapshot policy"
-    elif stats["vv_unavailable"]:
-        vv_reason = f"VV model unavailable: {stats['vv_unavailable']}"
+    elif plan.vv_unavailable:
+        vv_reason = f"VV model unavailable: {plan.vv_unavailable}"
     elif not stats["n_units_with_vv"]:
         vv_reason = "no VV vectors persisted for the policy's profile"
     else:
         vv_reason = None
-    stats |= {"fingerprint": fp, "index_seconds": round(index_s, 3)}
+    stats |= {
+        "fingerprint": fp,
+        "table_version": version,
+        "table_tag": snapshot_id,
+        "publish_mode": mode,
+        "ann": ann,
+        **change,
+        "write_seconds": round(write_s, 3),
+        "index_seconds": round(index_s, 3),
+    }
+    n_units = stats["n_units"]
     manifest = SnapshotManifest(
         snapshot_id=snapshot_id,
-        table_name=table_name,
+        table_name=SNAPSHOT_TABLE,
         created_at=now,
         tenants=stats["tenants"],
-        n_units=len(units),
+        n_units=n_units,
         n_documents=stats["n_documents"],
         n_images=stats["n_images"],
         axes={
-            "fts": AxisInfo(available=bool(units)),
+            "fts": AxisInfo(available=bool(n_units)),
             "mv": AxisInfo(
                 available=stats["n_units_with_mv"] > 0,
                 model=mv,
-                model_dir=stats["mv_model_dir"],
-                dim=dim,
+                model_dir=plan.mv_model_dir,
+                dim=plan.dim,
                 reason=None if stats["n_units_with_mv"] else "no MV vectors persisted",
             ),
             "vv": AxisInfo(
                 available=vv_reason is None,
                 model=vv_model,
-                model_dir=stats["vv_model_dir"],
-                dim=vv_dim or None,
+                model_dir=plan.vv_model_dir,
+                dim=plan.vv_dim or None,
                 reason=vv_reason,
             ),
         },
-        policy=dict(stats["policy"]),
+        policy=dict(plan.policy),
         field_weights=settings.field_weights.model_dump(),
         dagster_run_id=dagster_run_id,
         stats=stats,
@@ -522,10 +782,26 @@ def _age_key(manifest: Path) -> tuple[str, int]:
     return manifest.stem.split("-", 1)[0], mtime
 
 
+def _manifest_table(path: Path) -> tuple[str, str | None]:
+    """(table, tag) of a manifest file: a tagged version of the snapshot table, or (before
+    schema 4) a table of its own."""
+    legacy = f"snapshot_{path.stem.replace('-', '_')}"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return legacy, None
+    tag = (data.get("stats") or {}).get("table_tag")
+    return data.get("table_name") or legacy, tag if isinstance(tag, str) else None
+
+
 def _retain(settings: Settings, db) -> list[str]:
-    """Drop snapshot tables beyond the newest ``snapshots_kept``, never a pointed-at one and
-    never one a live reader holds a lease on (``rag_pipeline.snapshot.leases``); stale leases
-    (dead process, heartbeat older than ``lease_ttl_s``) are removed on the way."""
+    """Drop snapshots beyond the newest ``snapshots_kept``, never a pointed-at one and never
+    one a live reader holds a lease on (``rag_pipeline.snapshot.leases``); stale leases (dead
+    process, heartbeat older than ``lease_ttl_s``) are removed on the way.
+
+    Dropping a snapshot deletes its tag (or its own table, before schema 4); then the snapshot
+    table's versions that no tag names are cleaned up (their files deleted), except the latest.
+    """
     snapshots_dir = settings.snapshots_dir
     pinned = set()
     for ptr in snapshots_dir.glob("[A-Z]*"):
@@ -541,8 +817,19 @@ def _retain(settings: Settings, db) -> list[str]:
         # Checked right before the drop: a reader writes its lease before it opens the table.
         if snapshot_leases(snapshots_dir, sid, settings.lease_ttl_s):
             continue
+        table, tag = _manifest_table(old)
         with contextlib.suppress(Exception):  # already gone: only the manifest is left to clean
-            db.drop_table(f"snapshot_{sid.replace('-', '_')}")
+            if tag is None:
+                db.drop_table(table)
+            else:
+                db.open_table(table).tags.delete(tag)
         old.unlink(missing_ok=True)
         dropped.append(sid)
+    uri = _table_uri(settings, SNAPSHOT_TABLE)
+    if Path(uri).exists():
+        # Untagged versions (a publish's intermediate commits, dropped snapshots): no manifest
+        # names them, so no reader opens them. Tagged ones are skipped, not an error.
+        lance.dataset(uri).cleanup_old_versions(
+            older_than=timedelta(0), error_if_tagged_old_versions=False
+        )
     return dropped

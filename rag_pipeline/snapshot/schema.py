@@ -18,7 +18,11 @@ from pydantic import BaseModel, Field
 from rag_pipeline.contracts import ModelSpec
 
 # 3: acl_groups, path and locations; source is the source's name; one snapshot, all tenants.
-SNAPSHOT_SCHEMA_VERSION = 3
+# 4: one table, a tagged version per snapshot; unit_key, group_key and group_hash for upserts.
+SNAPSHOT_SCHEMA_VERSION = 4
+
+# The one LanceDB table every snapshot since schema 4 is a tagged version of.
+SNAPSHOT_TABLE = "search_units"
 
 # Full-text fields, each with its own FTS index and BM25 weight (settings.FieldWeights).
 FTS_FIELDS = ("title", "body", "caption", "tags", "ocr", "metadata")
@@ -65,6 +69,11 @@ def snapshot_arrow_schema(mv_dim: int, vv_dim: int | None = None) -> pa.Schema:
             pa.field("evidence", pa.string()),
             # JSON object: task_type -> {run_id, model_key, model_id, revision, backend, ...}
             pa.field("runs", pa.string()),
+            # Incremental publishing: "<tenant>/<unit_id>" (the merge key), the unit's file group
+            # "<tenant>/<asset_id>/<acl hash>" and the hash of every input its rows come from.
+            pa.field("unit_key", pa.string()),
+            pa.field("group_key", pa.string()),
+            pa.field("group_hash", pa.string()),
         ]
     )
 
@@ -113,6 +122,16 @@ def write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def open_snapshot_table(db: Any, manifest: SnapshotManifest) -> Any:
+    """The manifest's LanceDB table at the version it published (its tag names the same
+    version); a table from before schema 4 has one version and no ``table_version``."""
+    table = db.open_table(manifest.table_name)
+    version = manifest.stats.get("table_version")
+    if isinstance(version, int):
+        table.checkout(version)
+    return table
 
 
 def read_current_manifest(snapshots_dir: Path, pointer: str = "CURRENT") -> SnapshotManifest:

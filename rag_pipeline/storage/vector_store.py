@@ -94,3 +94,23 @@ class VectorStore:
             .limit(None)
             .to_arrow()
         )
+
+    def read_keys(
+        self, axis: str, dim: int, dedupe_keys: list[str], run_ids: list[str]
+    ) -> pa.Table | None:
+        """The vectors of some results (a snapshot batch's): Lance filters on the two key
+        columns first and reads the vectors of the matching rows only."""
+        tbl = self._table(axis, dim, create=False)
+        if tbl is None or not dedupe_keys or not run_ids:
+            return None
+        cond = (
+            f"dedupe_key IN ({', '.join(_quote(k) for k in dedupe_keys)}) "
+            f"AND run_id IN ({', '.join(_quote(r) for r in run_ids)})"
+        )
+        return (
+            tbl.search()
+            .where(cond)
+            .select(["dedupe_key", "target", "vector"])
+            .limit(None)
+            .to_arrow()
+        )

@@ -1,10 +1,12 @@
-"""The search group: ``search_snapshot`` (a new read-only LanceDB table per version, published
-atomically as CURRENT) and ``promoted_snapshot`` (the PROMOTED pointer serving follows, moved
-only when the blocking ``smoke_eval_gates`` check in ``checks.py`` passes)."""
+"""The search group: ``search_snapshot`` (a tagged version of the snapshot table, written
+incrementally and published atomically as CURRENT) and ``promoted_snapshot`` (the PROMOTED
+pointer serving follows, moved only when the blocking ``smoke_eval_gates`` check in
+``checks.py`` passes)."""
 
 import json
 
 import dagster as dg
+from pydantic import Field
 
 from rag_pipeline.defs import evaluation as ev
 from rag_pipeline.defs.metadata import md_doc, md_metrics
@@ -13,6 +15,14 @@ from rag_pipeline.defs.resources import PipelineSettings
 from rag_pipeline.snapshot.build import build_snapshot
 from rag_pipeline.snapshot.schema import write_atomic
 from rag_pipeline.storage.catalog.catalog import open_settings_catalog
+
+
+class SnapshotConfig(dg.Config):
+    full: bool = Field(
+        False,
+        description="rewrite every unit of the snapshot table (a full rebuild) instead of "
+        "applying the change since the last snapshot",
+    )
 
 
 @dg.asset(
@@ -24,8 +34,9 @@ from rag_pipeline.storage.catalog.catalog import open_settings_catalog
     pool="catalog_writer",
     description="Materialized, versioned search snapshot: one row per document chunk or image "
     "with its current-best evidence per axis, BM25 indexes per text field, MV "
-    "vectors, filter columns and provenance. Publishing swaps the CURRENT pointer; "
-    "an unchanged catalog publishes nothing new.",
+    "vectors, filter columns and provenance. Publishing upserts the changed units into "
+    "the snapshot table (config full: rewrite all), tags the version and swaps the "
+    "CURRENT pointer; an unchanged catalog publishes nothing new.",
     check_specs=[
         dg.AssetCheckSpec(
             "covers_current_assets",
@@ -40,10 +51,12 @@ from rag_pipeline.storage.catalog.catalog import open_settings_catalog
         ),
     ],
 )
-def search_snapshot(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
+def search_snapshot(
+    context: dg.AssetExecutionContext, config: SnapshotConfig, pipeline: PipelineSettings
+):
     settings = pipeline.settings()
     with open_settings_catalog(settings) as cat:
-        result = build_snapshot(settings, cat, dagster_run_id=context.run.run_id)
+        result = build_snapshot(settings, cat, dagster_run_id=context.run.run_id, full=config.full)
         expected = cat.current_assets_with_text()  # every tenant
     m = result.manifest
     stats = m.stats
@@ -51,7 +64,12 @@ def search_snapshot(context: dg.AssetExecutionContext, pipeline: PipelineSetting
         metadata={
             "snapshot_id": m.snapshot_id,
             "table": m.table_name,
+            "table_version": stats.get("table_version", -1),
             "published": result.published,
+            # full (asked, first table, or schema change) or incremental, and what it wrote
+            "publish_mode": stats.get("publish_mode", "") if result.published else "unchanged",
+            "rows_upserted": stats.get("rows_upserted", 0) if result.published else 0,
+            "rows_deleted": stats.get("rows_deleted", 0) if result.published else 0,
             "dagster/row_count": m.n_units,
             "documents": m.n_documents,
             "images": m.n_images,
