@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PACKAGE_CONFIG = "rag_pipeline.config"
@@ -269,6 +269,37 @@ class Settings(BaseSettings):
         description="per-tenant daily quotas over the default, JSON: "
         '`{"acme": 100000}` (0: none for that tenant)',
     )
+    # Answers (POST /v1/ask; rag_pipeline/answers) --------------------------------------
+    generator_url: str | None = Field(
+        None,
+        description="OpenAI-compatible endpoint for generative answers, e.g. a vLLM server "
+        "`http://gpu-host:8000/v1`, or `local` for vLLM in-process (the `gpu` extra); "
+        "default: extractive answers only",
+    )
+    generator_model: str = Field(
+        "",
+        description="model name sent to the generator (vLLM: the served model, or the "
+        "local model directory)",
+    )
+    generator_api_key: SecretStr | None = Field(
+        None, description="bearer key for the generator endpoint (never logged)"
+    )
+    generator_max_tokens: int = Field(
+        512, ge=16, le=8192, description="most tokens a generated answer may have"
+    )
+    generator_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="time limit of one generation (then the extractive answer, with `fallback`)",
+    )
+    answer_min_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="refuse to answer below this evidence score (default: the threshold "
+        "calibrated on the demo golden QA, `rag_pipeline.answers.REFUSAL_THRESHOLD`)",
+    )
     # Evals and promotion ----------------------------------------------------------------
     smoke_gold: str = Field(
         "",
@@ -309,6 +340,9 @@ class Settings(BaseSettings):
         "sources_file",
         "otlp_endpoint",
         "redis_url",
+        "generator_url",
+        "generator_api_key",
+        "answer_min_score",
         mode="before",
     )
     @classmethod
