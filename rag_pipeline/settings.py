@@ -313,6 +313,11 @@ class Settings(BaseSettings):
         "", description="gold set of the nightly eval (default: the smoke gold set)"
     )
     nightly_engines: str = Field("hybrid,bm25,mv", description="engines the nightly eval compares")
+    nightly_qa: str = Field(
+        "",
+        description="golden QA file the nightly eval scores answers on (`off`: none; default: "
+        "the packaged demo golden QA, `rag_pipeline/demo/data/golden_qa.jsonl`)",
+    )
     nightly_cron: str = Field("0 2 * * *", description="schedule of the nightly eval")
     shared_data: Path = Field(
         Path("../shared/data"), description="SciFact and coco_mini for benchmarks and data tests"
