@@ -41,7 +41,8 @@ def _plain_replies(chat):
 
 
 @pytest.fixture(scope="module")
-def server(built_demo_index, chat, tmp_path_factory):
+def server(built_demo_index, chat, keys, tmp_path_factory):
+    # `serve` refuses to start without an API key: the keys come first.
     srv = Server(
         built_demo_index.settings.data_dir,
         tmp_path_factory.mktemp("ask") / "server.log",
