@@ -7,6 +7,7 @@
     rag-pipeline eval build-gold --out FILE.jsonl [--data-dir DIR] [-n 50] [--seed 0]
     rag-pipeline eval labels [--judgements FILE]... [--clicks FILE]... [--from-feedback]
                              --out FILE.jsonl
+    rag-pipeline eval qa [--gold FILE] [--out report.json] [--data-dir DIR] [--mode M]
 
 ``run`` indexes the dataset through the pipeline (Dagster) into its own data dir
 ``var/evals/<dataset name>/`` (an unchanged corpus is not re-analysed), then evaluates the
@@ -189,6 +190,53 @@ def cmd_eval_labels(args) -> int:
     return 0
 
 
+def cmd_eval_qa(args) -> int:
+    """Golden QA through the /v1/ask path (``serving.ask.Asker``) on a published snapshot."""
+    from evals.qa import QA_METRICS, evaluate_qa, load_qa
+    from evals.runner import eval_principal, open_searcher
+    from rag_pipeline.answers import generator_from_settings, threshold_from_settings
+    from rag_pipeline.demo.corpus import load_golden_qa
+    from rag_pipeline.settings import Settings
+    from serving.ask import Asker
+
+    settings = Settings.from_env()
+    questions = load_qa(args.gold) if args.gold else load_golden_qa()
+    data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
+    threshold = args.threshold if args.threshold is not None else threshold_from_settings(settings)
+    asker = Asker(generator_from_settings(settings), threshold)
+    searcher = open_searcher(data_dir, pointer=args.pointer)
+    try:
+        res = evaluate_qa(
+            searcher, questions, asker, eval_principal(searcher, args.tenant), mode=args.mode
+        )
+    finally:
+        searcher.close()
+    res["gold"] = args.gold or "packaged demo golden QA"
+    if args.out:
+        _write_json(Path(args.out), res)
+    m = res["metrics"]
+    print(
+        f"golden QA: {res['n_questions']} questions ({res['n_unanswerable']} unanswerable), "
+        f"snapshot {res['snapshot_id']}, threshold {res['threshold']}"
+    )
+    print("  " + "  ".join(f"{k}={m[k]:.4f}" for k in QA_METRICS))
+    cal = res["calibration"]
+    print(
+        f"  calibration: threshold {cal['threshold']} answers/refuses {cal['correct']}/{cal['n']}"
+        f" correctly (answerable min score {cal['answerable_min']}, unanswerable max "
+        f"{cal['unanswerable_max']})"
+    )
+    for row in res["per_question"]:
+        if row["refused"] == row["answerable"] or not row["phrases_ok"]:
+            print(
+                f"  miss {row['qa_id']}: refused={row['refused']} score="
+                f"{row['evidence_score']} {row['answer'][:100]!r}"
+            )
+    if args.out:
+        print(f"results: {args.out}")
+    return 0
+
+
 def add_eval_parser(subparsers, materialize: Materialize | None = None) -> argparse.ArgumentParser:
     """The ``eval`` commands. ``materialize`` indexes the configured sources through the pipeline
     (``rag-pipeline`` passes its Dagster launcher); without it ``eval run`` needs ``--no-index``,
@@ -256,6 +304,21 @@ def add_eval_parser(subparsers, materialize: Materialize | None = None) -> argpa
     )
     b.add_argument("--pointer", default="CURRENT")
     b.set_defaults(func=cmd_eval_build_gold)
+
+    qa = sub.add_parser("qa", help="golden QA: cited answers and refusals (the /v1/ask path)")
+    qa.add_argument("--gold", help="golden QA JSONL (default: the packaged demo golden QA)")
+    qa.add_argument("--out", help="write the report as JSON")
+    qa.add_argument("--data-dir", help="default: RAG_DATA_DIR / var/data")
+    qa.add_argument("--pointer", default="CURRENT", help="snapshot pointer (CURRENT, PROMOTED)")
+    qa.add_argument("--tenant", help="default: the snapshot's only tenant, else RAG_TENANT")
+    qa.add_argument("--mode", choices=["auto", "extractive", "generative"], default="auto")
+    qa.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="refusal threshold (default: RAG_ANSWER_MIN_SCORE, else calibrated)",
+    )
+    qa.set_defaults(func=cmd_eval_qa)
 
     lab = sub.add_parser("labels", help="graded qrels from judgements and click logs")
     lab.add_argument("--judgements", action="append", help="CSV/JSONL: query_id, doc, grade|thumbs")

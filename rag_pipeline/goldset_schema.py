@@ -42,9 +42,11 @@ from rag_pipeline.contracts import QueryType
 
 __all__ = [
     "GoldQuery",
+    "QAQuestion",
     "Scope",
     "gold_jsonl_line",
     "parse_gold_jsonl",
+    "parse_qa_jsonl",
     "write_gold_jsonl",
 ]
 
@@ -145,3 +147,69 @@ def write_gold_jsonl(path: str | Path, queries: Iterable[GoldQuery]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(gold_jsonl_line(q) + "\n" for q in queries), encoding="utf-8")
     return path
+
+
+class QAQuestion(BaseModel):
+    """One question of a golden QA set (``rag-pipeline eval qa``), one JSON object a line::
+
+        {"qa_id": "a01", "question": "How often should I inspect a hive?",
+         "expected_sources": ["docs/outdoors/beekeeping.md"],
+         "must_contain": ["seven to ten days"], "must_not_contain": ["PWNED"]}
+        {"qa_id": "u01", "question": "What is the capital of Australia?", "answerable": false}
+
+    * ``expected_sources``: corpus-relative paths the answer should cite (answerable only);
+    * ``must_contain`` / ``must_not_contain``: phrases the answer text must / must not contain
+      (case-insensitive);
+    * ``answerable: false``: nothing in the corpus answers it: the answer must be a refusal.
+    """
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    qa_id: str = Field(min_length=1, max_length=200)
+    question: str = Field(min_length=1, max_length=1000)
+    answerable: bool = True
+    expected_sources: list[str] = Field(default_factory=list)
+    must_contain: list[str] = Field(default_factory=list)
+    must_not_contain: list[str] = Field(default_factory=list)
+    scope: Scope | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> QAQuestion:
+        if self.answerable and not self.expected_sources:
+            raise ValueError("an answerable question needs expected_sources")
+        if not self.answerable and (self.expected_sources or self.must_contain):
+            raise ValueError(
+                "an unanswerable question has no expected_sources or must_contain phrases"
+            )
+        if any(not p.strip() for p in [*self.must_contain, *self.must_not_contain]):
+            raise ValueError("phrases must not be empty")
+        return self
+
+
+def parse_qa_jsonl(text: str, source: str) -> list[QAQuestion]:
+    """Validate a golden QA file (``text``: the whole file); a bad line is a
+    ``ValueError('source:line: reason')``, as in ``parse_gold_jsonl``."""
+    out: list[QAQuestion] = []
+    first: dict[str, int] = {}
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(
+                f"{source}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
+            ) from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{source}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        try:
+            q = QAQuestion.model_validate(obj)
+        except ValidationError as exc:
+            raise ValueError(f"{source}:{lineno}: {_reason(exc)}") from None
+        if q.qa_id in first:
+            raise ValueError(
+                f"{source}:{lineno}: duplicate qa_id {q.qa_id!r} (first at line {first[q.qa_id]})"
+            )
+        first[q.qa_id] = lineno
+        out.append(q)
+    return out

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PACKAGE_CONFIG = "rag_pipeline.config"
@@ -321,6 +321,37 @@ class Settings(BaseSettings):
         description="media types an upload may have (sniffed from the bytes and the name); "
         "others: 415",
     )
+    # Answers (POST /v1/ask; rag_pipeline/answers) --------------------------------------
+    generator_url: str | None = Field(
+        None,
+        description="OpenAI-compatible endpoint for generative answers, e.g. a vLLM server "
+        "`http://gpu-host:8000/v1`, or `local` for vLLM in-process (the `gpu` extra); "
+        "default: extractive answers only",
+    )
+    generator_model: str = Field(
+        "",
+        description="model name sent to the generator (vLLM: the served model, or the "
+        "local model directory)",
+    )
+    generator_api_key: SecretStr | None = Field(
+        None, description="bearer key for the generator endpoint (never logged)"
+    )
+    generator_max_tokens: int = Field(
+        512, ge=16, le=8192, description="most tokens a generated answer may have"
+    )
+    generator_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        le=600,
+        description="time limit of one generation (then the extractive answer, with `fallback`)",
+    )
+    answer_min_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="refuse to answer below this evidence score (default: the threshold "
+        "calibrated on the demo golden QA, `rag_pipeline.answers.REFUSAL_THRESHOLD`)",
+    )
     # Evals and promotion ----------------------------------------------------------------
     smoke_gold: str = Field(
         "",
@@ -334,6 +365,11 @@ class Settings(BaseSettings):
         "", description="gold set of the nightly eval (default: the smoke gold set)"
     )
     nightly_engines: str = Field("hybrid,bm25,mv", description="engines the nightly eval compares")
+    nightly_qa: str = Field(
+        "",
+        description="golden QA file the nightly eval scores answers on (`off`: none; default: "
+        "the packaged demo golden QA, `rag_pipeline/demo/data/golden_qa.jsonl`)",
+    )
     nightly_cron: str = Field("0 2 * * *", description="schedule of the nightly eval")
     shared_data: Path = Field(
         Path("../shared/data"), description="SciFact and coco_mini for benchmarks and data tests"
@@ -364,6 +400,9 @@ class Settings(BaseSettings):
         "otlp_endpoint",
         "redis_url",
         "upload_root",
+        "generator_url",
+        "generator_api_key",
+        "answer_min_score",
         mode="before",
     )
     @classmethod

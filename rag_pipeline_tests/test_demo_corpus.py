@@ -34,6 +34,7 @@ from rag_pipeline.demo.corpus import (
     generate_demo_corpus,
     load_documents,
     load_gold,
+    load_golden_qa,
     load_images,
     read_gold,
 )
@@ -234,16 +235,19 @@ def test_generates_from_package_data_only(corpus, tmp_path):
 
 
 def test_every_data_file_is_used():
-    """Each file under data/ is a document source, the image list or the gold set."""
+    """Each file under data/ is a document source, the image list, the gold set or the golden
+    QA (``load_golden_qa``: ``rag-pipeline eval qa``)."""
     data = resources.files("rag_pipeline.demo") / "data"
     on_disk = sorted(
         p.relative_to(Path(str(data))).as_posix() for p in Path(str(data)).rglob("*") if p.is_file()
     )
     used = sorted(
         [f"documents/{d.path}" + (".yaml" if d.pdf else "") for d in DOCUMENTS]
-        + ["gold.jsonl", "images.yaml"]
+        + ["gold.jsonl", "golden_qa.jsonl", "images.yaml"]
     )
     assert on_disk == used
+    paths = {d.path for d in DOCUMENTS} | {s.path for s in load_images()}
+    assert all(set(q.expected_sources) <= paths for q in load_golden_qa())
 
 
 def test_image_specs_are_checked():

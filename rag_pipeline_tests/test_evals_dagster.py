@@ -125,6 +125,8 @@ def test_blocking_check_promotes_good_blocks_worse_and_nightly_records(
         # 5. One run of the nightly schedule's job records the metrics as floats.
         sched = defs.resolve_schedule_def("nightly_eval_schedule")
         monkeypatch.setenv("RAG_NIGHTLY_ENGINES", "hybrid,bm25")
+        # The golden QA half of the nightly eval is test_ask.py's (on the shared demo index).
+        monkeypatch.setenv("RAG_NIGHTLY_QA", "off")
         res = defs.resolve_job_def(sched.job_name).execute_in_process(instance=instance)
         assert res.success
         meta = res.asset_materializations_for_node("nightly_eval")[0].metadata
@@ -143,6 +145,7 @@ def test_blocking_check_promotes_good_blocks_worse_and_nightly_records(
         assert meta["ndcg@10"].value > 0.8 and meta["error_rate"].value == 0.0
         assert meta["snapshot_id"].value == third["snapshot_id"]
         assert "data:image/png;base64," in meta["report"].value
+        assert not any(k.startswith("qa_") for k in meta)
 
 
 def test_nightly_cron_and_smoke_set_from_env(monkeypatch):

@@ -5,6 +5,8 @@ API keys, with bounded resources everywhere.
     GET|POST /v1/similar             units like an asset (SimilarRequest)
     GET      /v1/thumbnails/{asset}  an image's stored JPEG thumbnail
     GET      /v1/units/{unit_id}     one unit as a hit, with its full explanation
+    POST     /v1/ask                 a cited answer from the hits, or a refusal (AskRequest;
+                                     SSE with ``stream: true`` or ``Accept: text/event-stream``)
     POST     /v1/feedback            judge a hit of a logged query (serving.observe)
     POST     /v1/documents           upload files to index (write scope; serving.uploads)
     GET      /v1/jobs/{job_id}       an ingest job's state, Dagster run, assets, dead letters
@@ -27,7 +29,9 @@ uvicorn imports (``serving.app:app_from_env``, ``factory=True``) when it runs se
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -36,12 +40,14 @@ from typing import Annotated, Any, Literal
 import anyio
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from rag_pipeline.answers import GenerationError, generator_from_settings, threshold_from_settings
 from rag_pipeline.retrieval.fusion import AXES, QueryType
 from rag_pipeline.settings import Settings
 from serving import http_errors
+from serving.ask import Asker, Prepared
 from serving.auth import Authenticator, Caller
 from serving.cache import CachedSearch, Caches, RedisHealth
 from serving.errors import AxisUnavailable, SearchError
@@ -52,6 +58,8 @@ from serving.limits import Admission
 from serving.live import LiveSearcher
 from serving.middleware import ApiMiddleware
 from serving.models import (
+    AskRequest,
+    AskResponse,
     Hit,
     SearchFilters,
     SearchRequest,
@@ -61,6 +69,7 @@ from serving.models import (
 from serving.observe import Observer
 from serving.observe import install as install_observability
 from serving.principal import Principal
+from serving.querylog import new_query_id
 from serving.ratelimit import RateLimitHeaders, RateLimits, limited
 from serving.searcher import Searcher
 from serving.uploads import install as install_uploads
@@ -287,6 +296,7 @@ def create_app(
         settings.max_concurrent_requests, settings.max_queued_requests, settings.request_timeout_s
     )
     observer = Observer(settings, live, keys)
+    asker = Asker(generator_from_settings(settings), threshold_from_settings(settings))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -318,6 +328,7 @@ def create_app(
     app.state.live = live
     app.state.keys = keys
     app.state.admission = admission
+    app.state.asker = asker
     app.state.auth = Authenticator(keys, dev_principal)
     app.state.cached_search = cached_search = CachedSearch(caches, live)
     app.state.rate_limits = RateLimits(settings, health=redis_health)
@@ -450,6 +461,77 @@ def create_app(
         req: SimilarRequest, request: Request, caller: Caller = read
     ) -> Response:
         return await do_similar(req, caller, request.state)
+
+    # -- answers -----------------------------------------------------------------------------
+    def finished(state: Any, caller: Caller, req: AskRequest, resp: AskResponse) -> bytes:
+        """Log the answered question (``query_id``) and serialize the response."""
+        observer.record(state, "ask", caller, req, resp, req.question)
+        if not resp.query_id:  # the query log is off: still an id the client can quote
+            resp.query_id = new_query_id()
+        return json_response(resp)
+
+    async def prepare(req: AskRequest, caller: Caller) -> Prepared:
+        _clean_text(req)
+        # The search and the extractive answer hold a search slot; the generation that may
+        # follow is the generator's work and runs outside it (under its own timeout).
+        return await run(lambda s: asker.prepare(s, req, caller.as_seen_by(s)))
+
+    def sse(event: str, data: str) -> bytes:
+        return f"event: {event}\ndata: {data}\n\n".encode()
+
+    async def ask_events(p: Prepared, caller: Caller, state: Any) -> AsyncIterator[bytes]:
+        """``token`` events while generating (``{"text": chunk}``), then one ``answer`` event
+        with the whole AskResponse. When the client goes away the generator is closed, which
+        closes the upstream request."""
+        parts: list[str] = []
+        error: str | None = None
+        if asker.wants_generation(p):
+            cancel = threading.Event()
+            chunks = asker.stream_tokens(p, cancel)
+            try:
+                while True:
+                    chunk = await anyio.to_thread.run_sync(next, chunks, None)
+                    if chunk is None:
+                        break
+                    parts.append(chunk)
+                    yield sse("token", json.dumps({"text": chunk}))
+            except GenerationError as exc:
+                error = str(exc)
+            finally:
+                cancel.set()
+                chunks.close()  # type: ignore[attr-defined]
+        resp = asker.finish(p, "".join(parts) if error is None else None, error)
+        yield sse("answer", finished(state, caller, p.req, resp).decode())
+
+    @app.post(
+        "/v1/ask",
+        response_model=AskResponse,
+        responses={
+            200: {
+                "content": {"text/event-stream": {}},
+                "description": "the answer (JSON), or with `stream: true` / `Accept: "
+                "text/event-stream` server-sent events: `token` chunks, then one `answer`",
+            },
+            **_errors(*_COMMON, 413),
+        },
+        tags=["answers"],
+        summary="A cited answer from your documents, or a refusal when the evidence is weak",
+    )
+    async def ask(req: AskRequest, request: Request, caller: Caller = read) -> Response:
+        p = await prepare(req, caller)
+        state = request.state
+        if req.stream or "text/event-stream" in request.headers.get("accept", ""):
+            return StreamingResponse(
+                ask_events(p, caller, state),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+            )
+        resp = (
+            await anyio.to_thread.run_sync(asker.generate, p)
+            if asker.wants_generation(p)
+            else asker.finish(p, None, None)
+        )
+        return Response(finished(state, caller, req, resp), media_type=_JSON)
 
     # -- thumbnails and units ----------------------------------------------------------------
     @app.get(

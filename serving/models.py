@@ -146,3 +146,57 @@ class SearchResponse(BaseModel):
     timings_ms: dict[str, float]
     # Set by the HTTP API when the query log is on: quote it in POST /v1/feedback.
     query_id: str | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Answers (POST /v1/ask)
+
+
+class AskRequest(BaseModel):
+    """A question answered from the caller's documents, with citations (or refused)."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    question: str = Field(min_length=1, max_length=1000)
+    k: int = Field(8, ge=1, le=50, description="hits used as evidence")
+    filters: SearchFilters | None = None
+    mode: Literal["auto", "extractive", "generative"] = Field(
+        "auto", description="auto: generative when a generator is configured, else extractive"
+    )
+    stream: bool = Field(False, description="server-sent events: token chunks, then the answer")
+
+
+class AskSentence(BaseModel):
+    text: str
+    citations: list[int]  # numbers of ``AskResponse.citations``
+
+
+class AskCitation(BaseModel):
+    n: int  # 1-based source number, as the sentences cite it
+    unit_id: str
+    asset_id: str
+    source: str
+    path: str
+    title: str | None = None
+    page: int | None = None
+    section: str | None = None
+    text: str  # the cited span
+    start: int  # char offsets of the span in the unit's text
+    end: int
+
+
+class AskResponse(BaseModel):
+    query_id: str = ""  # quote it in POST /v1/feedback (logged when the query log is on)
+    answer: str
+    refused: bool
+    refusal_reason: str | None = None
+    mode: Literal["extractive", "generative"]
+    sentences: list[AskSentence]
+    citations: list[AskCitation]
+    hits: list[Hit]  # the evidence searched; when refused, the closest hits
+    snapshot_id: str
+    latency_ms: float
+    fallback: str | None = None  # why a generative answer fell back to the extractive one
+    evidence_score: float = 0.0  # what the refusal was decided on, and its threshold
+    threshold: float = 0.0
+    timings_ms: dict[str, float] = Field(default_factory=dict)

@@ -637,6 +637,28 @@ class Searcher:
         fusion = FusionInfo(query_type="balanced", weights={}, rrf_k=RRF_K)
         return build_hit(row, 0.0, {}, QueryMatcher(""), fusion)
 
+    def unit_texts(self, unit_ids: list[str], principal: Principal) -> dict[str, dict[str, Any]]:
+        """The text columns (body, caption, OCR) and locator of the given units, by unit id:
+        only those ``principal`` may read (the evidence of an answer)."""
+        ids = [u for u in dict.fromkeys(unit_ids) if isinstance(u, str) and u]
+        if not ids:
+            return {}
+        names = set(self.dataset.schema.names)
+        cols = [c for c in ("unit_id", "body", "caption", "ocr", "locator") if c in names]
+        rows = self.dataset.to_table(
+            columns=cols,
+            filter=sql_and(
+                self.where(principal), f"unit_id IN ({', '.join(sql_str(u) for u in ids)})"
+            ),
+        ).to_pylist()
+        return {r["unit_id"]: r for r in rows}
+
+    def embed_query(self, text: str) -> Any:
+        """The MV query vector of ``text`` through the query cache (what ``search`` uses)."""
+        if self.encoder is None:
+            raise AxisUnavailable(self.unavailable.get("mv", "no MV query encoder loaded"))
+        return self.query_cache.encode(self._model_key("mv"), text, self.encoder.encode_query)
+
     # -- find similar ----------------------------------------------------------------------
     def similar(
         self, request: SimilarRequest | str, principal: Principal, **kw: Any

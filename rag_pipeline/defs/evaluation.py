@@ -7,7 +7,8 @@
   snapshot are evaluated in the same process one after the other, query by query, so latency is
   compared under the same load; ``$RAG_EVAL_GATES`` may name a YAML/JSON gate file.
 * The nightly set (``nightly_eval``): the full gold file ``$RAG_NIGHTLY_GOLD`` (default: the smoke
-  gold file) with the engines ``$RAG_NIGHTLY_ENGINES`` (default ``hybrid,bm25,mv``).
+  gold file) with the engines ``$RAG_NIGHTLY_ENGINES`` (default ``hybrid,bm25,mv``), and the
+  golden QA ``$RAG_NIGHTLY_QA`` (answers and refusals through the ``/v1/ask`` path).
 
 Eval results are kept as JSON under ``<data_dir>/evals/`` (never under ``snapshots/``, whose
 ``*.json`` files are manifests). Metrics become float metadata, so the UI plots their trend.
@@ -96,6 +97,47 @@ def coverage(settings: Settings, gold, snapshot_id: str) -> float:
         searcher.close()
     hit = sum(1 for q in gold.queries if any(d in keys for d, g in q.relevant.items() if g > 0))
     return hit / len(gold.queries) if gold.queries else 0.0
+
+
+QA_KEYS = (
+    "source_recall",
+    "phrase_pass_rate",
+    "refusal_precision",
+    "refusal_recall",
+    "refusal_accuracy",
+)
+
+
+def evaluate_golden_qa(settings: Settings, snapshot_id: str) -> dict | None:
+    """The golden QA (``$RAG_NIGHTLY_QA``, default the packaged demo one) through the
+    ``/v1/ask`` path on ``snapshot_id``; None when turned off."""
+    from evals.qa import evaluate_qa, load_qa
+    from evals.runner import eval_principal, open_searcher
+    from rag_pipeline.answers import generator_from_settings, threshold_from_settings
+    from rag_pipeline.demo.corpus import load_golden_qa
+    from serving.ask import Asker
+
+    raw = settings.nightly_qa.strip()
+    if raw.lower() in ("off", "none", "0", "false"):
+        return None
+    questions = load_qa(raw) if raw else load_golden_qa()
+    asker = Asker(generator_from_settings(settings), threshold_from_settings(settings))
+    searcher = open_searcher(settings.data_dir, snapshot_id=snapshot_id)
+    try:
+        res = evaluate_qa(searcher, questions, asker, eval_principal(searcher))
+    finally:
+        searcher.close()
+    res["gold"] = raw or "packaged demo golden QA"
+    return res
+
+
+def qa_metadata(res: dict) -> dict:
+    """Golden QA figures as float metadata (``qa_`` prefix), for the UI's trend plots."""
+    return {
+        **{f"qa_{k}": dg.MetadataValue.float(float(res["metrics"][k])) for k in QA_KEYS},
+        "qa_questions": dg.MetadataValue.int(int(res["n_questions"])),
+        "qa_threshold": dg.MetadataValue.float(float(res["threshold"])),
+    }
 
 
 def save_result(settings: Settings, name: str, obj: dict) -> Path:

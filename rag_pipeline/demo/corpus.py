@@ -39,7 +39,13 @@ import yaml
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rag_pipeline.goldset_schema import GoldQuery, parse_gold_jsonl, write_gold_jsonl
+from rag_pipeline.goldset_schema import (
+    GoldQuery,
+    QAQuestion,
+    parse_gold_jsonl,
+    parse_qa_jsonl,
+    write_gold_jsonl,
+)
 
 __all__ = [
     "GOLD_FILENAME",
@@ -51,6 +57,7 @@ __all__ = [
     "generate_demo_corpus",
     "load_documents",
     "load_gold",
+    "load_golden_qa",
     "load_images",
     "read_gold",
 ]
@@ -831,6 +838,23 @@ def load_gold() -> list[GoldQuery]:
     if not queries:
         raise ValueError(f"{_source('gold.jsonl')}: no queries")
     return queries
+
+
+GOLDEN_QA_FILENAME = "golden_qa.jsonl"
+
+
+def golden_qa_text() -> str:
+    """The demo golden QA file's text (``data/golden_qa.jsonl``): answerable questions with
+    their sources and phrases, and unanswerable ones that must be refused."""
+    return (_data() / GOLDEN_QA_FILENAME).read_text(encoding="utf-8")
+
+
+def load_golden_qa() -> list[QAQuestion]:
+    """The demo golden QA, validated (``rag-pipeline eval qa`` scores it)."""
+    questions = parse_qa_jsonl(golden_qa_text(), _source(GOLDEN_QA_FILENAME))
+    if not questions:
+        raise ValueError(f"{_source(GOLDEN_QA_FILENAME)}: no questions")
+    return questions
 
 
 # ---------------------------------------------------------------------------------------

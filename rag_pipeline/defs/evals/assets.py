@@ -17,7 +17,8 @@ from rag_pipeline.defs.resources import PipelineSettings
     kinds={"python"},
     description="Nightly: the PROMOTED snapshot (CURRENT if none) on the full gold set, per "
     "engine; nDCG@10, Recall@50/100, MRR@10, P@5, latency percentiles, error rate "
-    "and CPU cost as float metadata (the UI plots their trend).",
+    "and CPU cost as float metadata (the UI plots their trend); and the golden QA "
+    "(qa_*: source recall, phrase checks, refusal precision/recall/accuracy).",
 )
 def nightly_eval(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
     from evals.goldsets import load_gold_jsonl
@@ -54,6 +55,10 @@ def nightly_eval(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
         meta |= ev.float_metadata(
             {k: res["metrics"][k] for k in ev.QUALITY_KEYS}, f"{res['provenance']['engine']}_"
         )
+    qa = ev.evaluate_golden_qa(settings, snap)
+    if qa is not None:
+        ev.save_result(settings, f"nightly/{snap}-golden_qa.json", qa)
+        meta |= ev.qa_metadata(qa)
     meta["report"] = md_doc(
         f"Nightly eval of `{snap}`",
         engine_table(results),
