@@ -5,6 +5,8 @@ API keys, with bounded resources everywhere.
     GET|POST /v1/similar             units like an asset (SimilarRequest)
     GET      /v1/thumbnails/{asset}  an image's stored JPEG thumbnail
     GET      /v1/units/{unit_id}     one unit as a hit, with its full explanation
+    GET      /v1/tags                the caller's content tags, most used first
+    GET      /, /static/*, /session  the search page and its sign-in (serving.page)
     POST     /v1/feedback            judge a hit of a logged query (serving.observe)
     GET      /metrics                Prometheus metrics (admin scope; serving.metrics)
     GET      /health/live            the process answers (no key)
@@ -52,9 +54,12 @@ from serving.models import (
     SearchRequest,
     SearchResponse,
     SimilarRequest,
+    TagCount,
+    TagsResponse,
 )
 from serving.observe import Observer
 from serving.observe import install as install_observability
+from serving.page import install as install_page
 from serving.principal import Principal
 from serving.ratelimit import RateLimitHeaders, RateLimits, limited
 from serving.searcher import Searcher
@@ -85,6 +90,8 @@ class _FilterParams(BaseModel):
     media_type: str | None = Field(None, max_length=255)
     modified_after: datetime | None = None
     modified_before: datetime | None = None
+    taken_after: datetime | None = Field(None, description="an image's EXIF/XMP date, from")
+    taken_before: datetime | None = Field(None, description="an image's EXIF/XMP date, before")
     tags: list[str] | None = Field(
         None, max_length=32, description="content tags, all required (comma-separated or repeated)"
     )
@@ -99,6 +106,8 @@ class _FilterParams(BaseModel):
             "media_type": self.media_type,
             "modified_after": self.modified_after,
             "modified_before": self.modified_before,
+            "taken_after": self.taken_after,
+            "taken_before": self.taken_before,
             "tags": self.tags,
         }
         f = {k: v for k, v in f.items() if v not in (None, "")}
@@ -316,6 +325,7 @@ def create_app(
     app.state.rate_limits = RateLimits(settings, health=redis_health)
     http_errors.install(app)
     install_observability(app, observer)
+    install_page(app)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -487,6 +497,27 @@ def create_app(
         if body is None:
             raise ApiError(404, "not_found", "no such unit in the snapshot")
         return Response(body, media_type=_JSON)
+
+    @app.get(
+        "/v1/tags",
+        response_model=TagsResponse,
+        responses=_errors(*_COMMON),
+        tags=["assets"],
+        summary="The caller's content tags (image keywords, VLM tags), most used first",
+    )
+    async def tags(
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200, caller: Caller = read
+    ) -> Response:
+        def fn(s: Searcher) -> bytes:
+            counts = s.tag_counts(caller.as_seen_by(s), limit)
+            return json_response(
+                TagsResponse(
+                    snapshot_id=s.manifest.snapshot_id,
+                    tags=[TagCount(tag=t, units=n) for t, n in counts],
+                )
+            )
+
+        return Response(await run(fn), media_type=_JSON)
 
     # -- probes and health -------------------------------------------------------------------
     def snapshot_check() -> tuple[Check, Check, Searcher | None]:
