@@ -175,3 +175,21 @@ def test_unit_names_its_snapshot(client, keys):
             "/v1/search", params={"q": "quokka"}, headers={"X-API-Key": keys["read"]}
         ).json()["snapshot_id"]
     )
+
+
+def test_demo_ends_with_the_page_address_and_a_working_key(tmp_path):
+    from rag_pipeline.cli import demo_page_instructions
+    from serving.keys import KEY_PATTERN
+
+    settings = Settings(data_dir=tmp_path / "data")
+    text = demo_page_instructions(settings)
+    assert "http://127.0.0.1:8080/" in text and "rag-pipeline serve --port 8080" in text
+    (key,) = re.findall(r"key:\s+(\S+)", text)
+    assert KEY_PATTERN.match(key)
+    store = KeyStore.from_settings(settings)
+    try:
+        info = store.lookup(key)
+    finally:
+        store.close()
+    assert info is not None and info.tenant == settings.tenant_id and "read" in info.scopes
+    assert info.state(datetime.now(UTC)) == "active"

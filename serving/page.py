@@ -19,6 +19,7 @@ cookie-authenticated change (``serving.auth``). In dev mode (``serve --dev``, lo
 from __future__ import annotations
 
 from importlib import resources
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, Response
@@ -83,7 +84,9 @@ def install(app: FastAPI) -> None:
     static = str(STATIC_DIR)
     app.mount("/static", StaticFiles(directory=static), name="static")
     index = f"{static}/index.html"
-    errors = {s: {"model": ErrorBody} for s in (401, 403, 422, 503)}
+    errors: dict[int | str, dict[str, Any]] = {
+        s: {"model": ErrorBody} for s in (401, 403, 422, 503)
+    }
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

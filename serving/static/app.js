@@ -2,6 +2,7 @@
 import { api, ApiError, query } from "./api.js";
 import { download, toCsv } from "./export.js";
 import {
+  axisLabel,
   badges,
   el,
   highlighted,
@@ -251,8 +252,19 @@ function show(kind, resp, ms, label) {
     `${hits.length} result${hits.length === 1 ? "" : "s"} for ${label} in ${ms} ms` +
     (server != null ? ` (server ${Math.round(server)} ms)` : "");
   const notices = $("notices");
-  for (const [axis, why] of Object.entries(resp.axes_unavailable || {})) {
-    notices.append(el("p", { class: "notice warn", text: `${axis.toUpperCase()} axis unavailable: ${why}` }));
+  const used = (resp.axes_used || []).map(axisLabel);
+  const missing = Object.entries(resp.axes_unavailable || {});
+  if (used.length || missing.length) {
+    notices.append(
+      el(
+        "p",
+        { class: "axes-note" },
+        used.length ? `Axes used: ${used.join(", ")}.` : "",
+        ...missing.map(([axis, why]) =>
+          el("span", { class: "axis-unavailable", text: ` ${axisLabel(axis)} unavailable: ${why}.` }),
+        ),
+      ),
+    );
   }
   if (resp.fallback) notices.append(el("p", { class: "notice warn", text: `Fallback: ${resp.fallback}` }));
   if (kind === "ask") renderAnswer(resp);
@@ -306,12 +318,14 @@ function actions(hit, resp) {
     let panel = card.querySelector(".why");
     if (panel) {
       panel.remove();
+      card.classList.remove("open");
       why.setAttribute("aria-expanded", "false");
       return;
     }
     panel = whyPanel(hit, resp.snapshot_id);
     panel.id = whyId;
     card.append(panel);
+    card.classList.add("open"); // an image card spans the grid's width while it explains
     why.setAttribute("aria-expanded", "true");
   });
   return bar;
