@@ -184,7 +184,7 @@ def test_demo_ends_with_the_page_address_and_a_working_key(tmp_path):
     settings = Settings(data_dir=tmp_path / "data")
     text = demo_page_instructions(settings)
     assert "http://127.0.0.1:8080/" in text and "rag-pipeline serve --port 8080" in text
-    (key,) = re.findall(r"key:\s+(\S+)", text)
+    (key,) = re.findall(r"^  key:  (\S+)$", text, re.MULTILINE)
     assert KEY_PATTERN.match(key)
     store = KeyStore.from_settings(settings)
     try:
@@ -193,3 +193,23 @@ def test_demo_ends_with_the_page_address_and_a_working_key(tmp_path):
         store.close()
     assert info is not None and info.tenant == settings.tenant_id and "read" in info.scopes
     assert info.state(datetime.now(UTC)) == "active"
+
+
+def test_taken_dates_are_a_prefilter_on_taken_at():
+    from serving.filters import build_filter
+    from serving.models import SearchFilters
+    from serving.principal import Principal
+
+    where = build_filter(
+        Principal(tenant="default"),
+        SearchFilters(
+            taken_after=datetime(2024, 1, 1, tzinfo=UTC),
+            taken_before=datetime(2024, 2, 1, 12, tzinfo=UTC),
+        ),
+        sole_tenant="default",
+        all_readable=True,
+    )
+    assert where == (
+        "(taken_at >= TIMESTAMP '2024-01-01T00:00:00.000000Z') AND "
+        "(taken_at < TIMESTAMP '2024-02-01T12:00:00.000000Z')"
+    )

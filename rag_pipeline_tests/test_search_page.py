@@ -212,6 +212,30 @@ def test_search_page_end_to_end(browser, served, key, settings):
         context.close()
 
 
+def test_tags_are_the_callers_and_taken_dates_filter_images(served, key, settings):
+    """What the page's filters offer and send, over real HTTP."""
+    status, _, mine = request(f"{served.base}/v1/tags", headers={"X-API-Key": key})
+    assert status == 200
+    counts = {t["tag"]: t["units"] for t in mine["tags"]}
+    assert counts.get("lighthouse", 0) >= 1
+    assert [t["units"] for t in mine["tags"]] == sorted(counts.values(), reverse=True)
+    other = make_key(settings, "other", scopes=["read"])
+    status, _, theirs = request(f"{served.base}/v1/tags", headers={"X-API-Key": other})
+    assert status == 200 and theirs["tags"] == []  # another tenant sees none of them
+
+    def n_images(**dates: str) -> int:
+        body = {"query": "photo", "k": 100, "filters": {"kind": "image", **dates}}
+        status, _, found = request(
+            f"{served.base}/v1/search", method="POST", headers={"X-API-Key": key}, body=body
+        )
+        assert status == 200, found
+        return len(found["hits"])
+
+    every, dated = n_images(), n_images(taken_after="1900-01-01T00:00:00Z")
+    assert 0 < dated < every  # images without an EXIF/XMP date drop out
+    assert n_images(taken_before="1900-01-01T00:00:00Z") == 0
+
+
 def test_wrong_key_and_ended_session_show_the_sign_in_error(browser, served, settings):
     context, page, _ = new_page(browser)
     try:

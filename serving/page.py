@@ -85,7 +85,7 @@ def install(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=static), name="static")
     index = f"{static}/index.html"
     errors: dict[int | str, dict[str, Any]] = {
-        s: {"model": ErrorBody} for s in (401, 403, 422, 503)
+        s: {"model": ErrorBody} for s in (400, 401, 403, 413, 422, 503)
     }
 
     @app.get("/", include_in_schema=False)
@@ -138,7 +138,13 @@ def install(app: FastAPI) -> None:
             info = _info(caller)
         return Response(info.model_dump_json(), media_type="application/json")
 
-    @app.delete("/session", status_code=204, tags=["page"], summary="Sign out")
+    @app.delete(
+        "/session",
+        status_code=204,
+        tags=["page"],
+        responses={403: {"model": ErrorBody, "description": "no X-Requested-With header"}},
+        summary="Sign out",
+    )
     async def sign_out(request: Request) -> Response:
         _csrf(request)
         response = Response(status_code=204)
