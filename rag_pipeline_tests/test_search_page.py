@@ -439,7 +439,9 @@ def test_ask_shows_a_cited_answer_and_a_refusal(browser, served, key):
         page.check("input[name=mode][value=ask]")
         page.fill("#q", "How do beekeepers treat varroa mites with oxalic acid?")
         page.press("#q", "Enter")
-        page.wait_for_selector("#answer:not([hidden])", timeout=60_000)
+        page.wait_for_selector("#answer:not([hidden]), #error:not([hidden])", timeout=60_000)
+        # without the route, the page says "Ask is not available on this server"
+        assert page.locator("#error").is_hidden(), page.inner_text("#error")
         assert page.locator(".refusal").count() == 0, page.inner_text("#answer")
         assert page.locator("#answer .cite").count() >= 1
         page.locator("#answer .cite").first.click()
