@@ -25,6 +25,11 @@ setup: $(VENV)/.installed
 	  command -v apt-get >/dev/null || { echo "tesseract is missing: install tesseract-ocr (with English data) by hand" >&2; exit 1; }; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y tesseract-ocr tesseract-ocr-eng; }
+	@# The search page's browser tests drive Debian's Chromium (Playwright never downloads one).
+	@test -x /usr/bin/chromium || { \
+	  command -v apt-get >/dev/null || { echo "chromium is missing: install it as /usr/bin/chromium" >&2; exit 1; }; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 	@mkdir -p $(DAGSTER_HOME)
 	@test -f $(DAGSTER_HOME)/dagster.yaml || cp rag_pipeline/config/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 

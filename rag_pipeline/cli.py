@@ -494,15 +494,33 @@ def cmd_demo(args) -> int:
         "\nNext: `make ui` starts the Dagster UI on http://127.0.0.1:3000 (asset graph, runs, "
         'shard partitions); `.venv/bin/rag-pipeline search "your query"` queries the index.'
     )
-    print(
-        f"\nThe HTTP API (API keys; schema on /docs):\n"
-        f"  KEY=$(.venv/bin/rag-pipeline keys create --tenant {settings.tenant_id} "
-        f"--scopes read --name demo)\n"
-        f"  .venv/bin/rag-pipeline serve --port 8080 &\n"
-        f'  curl -s -H "Authorization: Bearer $KEY" '
-        f"'http://127.0.0.1:8080/v1/search?q=red+lighthouse&k=3'"
-    )
+    print(demo_page_instructions(settings))
     return 0
+
+
+def demo_page_instructions(settings) -> str:
+    """How to open the search page over the demo index: the ``serve`` command, the page's
+    address and a new key (read scope: search, similar, thumbnails, feedback) in the store
+    ``serve`` reads. The demo starts no server."""
+    from serving.keys import KeyStore
+
+    store = KeyStore.from_settings(settings)
+    try:
+        key, info = store.create(settings.tenant_id, scopes=["read"], name="demo-page")
+    finally:
+        store.close()
+    return (
+        f"\nThe HTTP API (API keys; schema on /docs):\n"
+        f"  .venv/bin/rag-pipeline serve --port 8080 &\n"
+        f'  curl -s -H "Authorization: Bearer {key}" '
+        f"'http://127.0.0.1:8080/v1/search?q=red+lighthouse&k=3'\n"
+        f"\nThe search page: start the server, open the address, sign in with the key:\n"
+        f"  .venv/bin/rag-pipeline serve --port 8080\n"
+        f"  page: http://127.0.0.1:8080/\n"
+        f"  key:  {key}\n"
+        f"  ({info.key_id}, tenant {info.tenant}, scope read; "
+        f"`.venv/bin/rag-pipeline keys revoke {info.key_id}` drops it)"
+    )
 
 
 def _materialize_configured(log=print) -> dict:

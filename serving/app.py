@@ -7,6 +7,8 @@ API keys, with bounded resources everywhere.
     GET      /v1/units/{unit_id}     one unit as a hit, with its full explanation
     POST     /v1/ask                 a cited answer from the hits, or a refusal (AskRequest;
                                      SSE with ``stream: true`` or ``Accept: text/event-stream``)
+    GET      /v1/tags                the caller's content tags, most used first
+    GET      /, /static/*, /session  the search page and its sign-in (serving.page)
     POST     /v1/feedback            judge a hit of a logged query (serving.observe)
     POST     /v1/documents           upload files to index (write scope; serving.uploads)
     GET      /v1/jobs/{job_id}       an ingest job's state, Dagster run, assets, dead letters
@@ -65,9 +67,12 @@ from serving.models import (
     SearchRequest,
     SearchResponse,
     SimilarRequest,
+    TagCount,
+    TagsResponse,
 )
 from serving.observe import Observer
 from serving.observe import install as install_observability
+from serving.page import install as install_page
 from serving.principal import Principal
 from serving.querylog import new_query_id
 from serving.ratelimit import RateLimitHeaders, RateLimits, limited
@@ -101,6 +106,8 @@ class _FilterParams(BaseModel):
     media_type: str | None = Field(None, max_length=255)
     modified_after: datetime | None = None
     modified_before: datetime | None = None
+    taken_after: datetime | None = Field(None, description="an image's EXIF/XMP date, from")
+    taken_before: datetime | None = Field(None, description="an image's EXIF/XMP date, before")
     tags: list[str] | None = Field(
         None, max_length=32, description="content tags, all required (comma-separated or repeated)"
     )
@@ -115,6 +122,8 @@ class _FilterParams(BaseModel):
             "media_type": self.media_type,
             "modified_after": self.modified_after,
             "modified_before": self.modified_before,
+            "taken_after": self.taken_after,
+            "taken_before": self.taken_before,
             "tags": self.tags,
         }
         f = {k: v for k, v in f.items() if v not in (None, "")}
@@ -335,6 +344,7 @@ def create_app(
     http_errors.install(app)
     install_observability(app, observer)
     install_uploads(app, settings, IngestStore(keys.engine, settings) if keys is not None else None)
+    install_page(app)
     if settings.cors_origin_list:
         app.add_middleware(
             CORSMiddleware,
@@ -578,6 +588,27 @@ def create_app(
         if body is None:
             raise ApiError(404, "not_found", "no such unit in the snapshot")
         return Response(body, media_type=_JSON)
+
+    @app.get(
+        "/v1/tags",
+        response_model=TagsResponse,
+        responses=_errors(*_COMMON),
+        tags=["assets"],
+        summary="The caller's content tags (image keywords, VLM tags), most used first",
+    )
+    async def tags(
+        limit: Annotated[int, Query(ge=1, le=1000)] = 200, caller: Caller = read
+    ) -> Response:
+        def fn(s: Searcher) -> bytes:
+            counts = s.tag_counts(caller.as_seen_by(s), limit)
+            return json_response(
+                TagsResponse(
+                    snapshot_id=s.manifest.snapshot_id,
+                    tags=[TagCount(tag=t, units=n) for t, n in counts],
+                )
+            )
+
+        return Response(await run(fn), media_type=_JSON)
 
     # -- probes and health -------------------------------------------------------------------
     def snapshot_check() -> tuple[Check, Check, Searcher | None]:

@@ -1,6 +1,13 @@
 """API key authentication: ``Authorization: Bearer rag_...`` or ``X-API-Key: rag_...`` ->
 the key's ``Principal`` (tenant, ACL groups) and scopes.
 
+The search page (``serving.page``) sends the same key in its HttpOnly session cookie
+(``rag_session``, set by ``POST /session``). A header key wins over the cookie. A request that
+changes state (any method but GET / HEAD / OPTIONS) authenticated by the cookie must carry
+``X-Requested-With``: a cross-site form cannot set that header, and a cross-site script cannot
+send it without a CORS preflight that the API refuses (CSRF protection on top of
+``SameSite=Strict``).
+
 401 ``unauthorized`` (with ``WWW-Authenticate: Bearer``) for a missing, malformed, unknown,
 revoked or expired key; 403 ``forbidden`` for a key without the route's scope; 503
 ``key_store_unavailable`` when the store does not answer. Cached lookups do no I/O on the event
@@ -39,6 +46,25 @@ api_key_header = APIKeyHeader(
 )
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="rag"'}
+
+SESSION_COOKIE = "rag_session"
+CSRF_HEADER = "X-Requested-With"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def cookie_key(request: Request) -> str | None:
+    """The key of the page's session cookie; a state-changing request without the CSRF header
+    is refused (403) rather than authenticated by a cookie the browser attached on its own."""
+    key = request.cookies.get(SESSION_COOKIE)
+    if not key:
+        return None
+    if request.method not in SAFE_METHODS and not request.headers.get(CSRF_HEADER):
+        raise ApiError(
+            403,
+            "forbidden",
+            f"a request signed in by the session cookie needs the {CSRF_HEADER} header",
+        )
+    return key
 
 
 @dataclass(frozen=True)
@@ -129,7 +155,8 @@ def require(scope: str):
         header_key: Annotated[str | None, Depends(api_key_header)],
     ) -> Caller:
         auth: Authenticator = request.app.state.auth
-        caller = await auth.caller(request, _key_of(credentials, header_key))
+        key = _key_of(credentials, header_key) or cookie_key(request)
+        caller = await auth.caller(request, key)
         if scope not in caller.scopes:
             raise ApiError(403, "forbidden", f"this API key lacks the {scope!r} scope")
         return caller

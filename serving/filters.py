@@ -92,6 +92,10 @@ def build_filter(
             clauses.append(f"mtime >= {_sql_ts(filters.modified_after)}")
         if filters.modified_before is not None:
             clauses.append(f"mtime < {_sql_ts(filters.modified_before)}")
+        if filters.taken_after is not None:
+            clauses.append(f"taken_at >= {_sql_ts(filters.taken_after)}")
+        if filters.taken_before is not None:
+            clauses.append(f"taken_at < {_sql_ts(filters.taken_before)}")
         tags = [t for t in (normalize_tag(x) for x in filters.tags or ()) if t]
         if tags:
             clauses.append(f"array_has_all(content_tags, {sql_list(tags)})")

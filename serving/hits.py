@@ -115,7 +115,17 @@ def build_hit(
             matched_tags=[t for t in entities if t in (row.get("content_tags") or ())],
         ),
         thumbnail=row.get("thumbnail") or None,
+        caption=_start(row.get("caption")) if row.get("kind") == "image" else None,
+        ocr=_start(row.get("ocr")) if row.get("kind") == "image" else None,
     )
+
+
+def _start(text: Any, width: int = 300) -> str | None:
+    """The start of an image's caption or OCR text, whitespace collapsed (None: none)."""
+    text = " ".join(str(text or "").split())
+    if not text:
+        return None
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
 def best_snippet(row: dict[str, Any], matcher: QueryMatcher, width: int = 200) -> str:

@@ -23,6 +23,8 @@ class SearchFilters(BaseModel):
     media_type: str | None = None  # exact, or "image/*"-style major type
     modified_after: datetime | None = None  # mtime >= this (naive datetimes are UTC)
     modified_before: datetime | None = None  # mtime < this
+    taken_after: datetime | None = None  # an image's EXIF/XMP date >= this (no date: no match)
+    taken_before: datetime | None = None  # taken_at < this
     tags: list[str] | None = None  # every one of these content tags (pre-filter)
 
 
@@ -116,6 +118,9 @@ class Explanation(BaseModel):
     fusion: FusionInfo
     # Query entities found in this unit's content_tags (the tag boost).
     matched_tags: list[str] = Field(default_factory=list)
+    # The snapshot that answered (set by ``Searcher.unit``; a search names it once, in its
+    # response).
+    snapshot_id: str | None = None
 
 
 class Hit(BaseModel):
@@ -134,6 +139,10 @@ class Hit(BaseModel):
     axes: dict[str, AxisHit]
     explanation: Explanation
     thumbnail: str | None = None  # relative to the data dir (HTTP: /thumbnail/<asset_id>)
+    # An image's caption and OCR text (start, about 300 characters): what a result page shows
+    # under the thumbnail and its alt text.
+    caption: str | None = None
+    ocr: str | None = None
 
 
 class SearchResponse(BaseModel):
@@ -200,3 +209,11 @@ class AskResponse(BaseModel):
     evidence_score: float = 0.0  # what the refusal was decided on, and its threshold
     threshold: float = 0.0
     timings_ms: dict[str, float] = Field(default_factory=dict)
+class TagCount(BaseModel):
+    tag: str
+    units: int  # searchable units (document chunks, images) the caller may read that carry it
+
+
+class TagsResponse(BaseModel):
+    snapshot_id: str
+    tags: list[TagCount]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -635,7 +636,21 @@ class Searcher:
         row_id = int(tbl.column("_rowid")[0].as_py())
         row = self._fetch_rows([row_id])[row_id]
         fusion = FusionInfo(query_type="balanced", weights={}, rrf_k=RRF_K)
-        return build_hit(row, 0.0, {}, QueryMatcher(""), fusion)
+        hit = build_hit(row, 0.0, {}, QueryMatcher(""), fusion)
+        hit.explanation.snapshot_id = self.manifest.snapshot_id
+        return hit
+
+    def tag_counts(self, principal: Principal, limit: int = 200) -> list[tuple[str, int]]:
+        """The content tags on the units ``principal`` may read, with how many units carry
+        each, most used first (ties by name): the vocabulary a tag filter can offer."""
+        if "content_tags" not in self.dataset.schema.names:
+            return []
+        col = self.dataset.to_table(
+            columns=["content_tags"],
+            filter=sql_and(self.where(principal), "array_length(content_tags) > 0"),
+        ).column("content_tags")
+        counts = Counter(t for tags in col.to_pylist() for t in set(tags or ()))
+        return sorted(counts.items(), key=lambda tn: (-tn[1], tn[0]))[:limit]
 
     def unit_texts(self, unit_ids: list[str], principal: Principal) -> dict[str, dict[str, Any]]:
         """The text columns (body, caption, OCR) and locator of the given units, by unit id:
