@@ -165,6 +165,7 @@ def test_upload_rules_over_the_api(pipeline_env, monkeypatch, capsys):
 
         job = client.get(f"/v1/jobs/{first['job_id']}", headers=auth(writer)).json()
         assert job["state"] == "queued" and job["kind"] == "upload"
+        assert job["created_at"].endswith(("Z", "+00:00")) and job["asset_ids"] is None
         assert job["files"][0]["source"] == "uploads-default"
 
         big = post(writer, [("big.md", b"a" * (UPLOAD_LIMIT + 1))])
@@ -298,7 +299,10 @@ def test_upload_is_searchable_after_dagster_and_gone_after_delete(pipeline_env, 
 
     try:
         server.wait_live()
-        status, accepted = post_files(server.base, writer, [("lantern moths.md", doc)])
+        # With an empty file, which discovery dead-letters: the job reports it.
+        status, accepted = post_files(
+            server.base, writer, [("lantern moths.md", doc), ("blank.md", b"")]
+        )
         assert status == 202, accepted
         job_id = accepted["job_id"]
         assert not hits(word)
@@ -310,7 +314,12 @@ def test_upload_is_searchable_after_dagster_and_gone_after_delete(pipeline_env, 
             assert job["run_id"] == runs[0]  # the discovery run the sensor requested
             discovery = instance.get_run_by_id(runs[0])
             assert discovery is not None and discovery.job_name == "discover_job"
-            assert job["asset_ids"] == [sha] and job["dead_letters"] == []
+            blank = hashlib.sha256(b"").hexdigest()
+            assert job["asset_ids"] == sorted([sha, blank]) and job["promoted"]
+            assert [
+                (d["asset_id"], d["name"], d["stage"], d["error_class"])
+                for d in job["dead_letters"]
+            ] == [(blank, "blank.md", "discover", "EmptyFile")]
 
             found = wait_for(lambda: hits(word), what="the upload in the promoted snapshot")
             assert found[0]["source"] == "uploads-default"

@@ -56,6 +56,7 @@ ingest_jobs = sa.Table(
     sa.Column("shards", sa.JSON, nullable=False),  # shards the job touches (TOUCHED tag)
     sa.Column("files", sa.JSON, nullable=False),  # [{asset_id, name, path, size, media_type}]
     sa.Column("dead_letters", sa.JSON, nullable=True),
+    sa.Column("promoted", sa.Boolean, nullable=True),  # did the chain's snapshot pass its gate
     sa.Column("error", sa.String(500), nullable=True),
     sa.Column("request_id", sa.String(128), nullable=True),
     sa.Column("created_at", _TS, nullable=False),
@@ -86,6 +87,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    """Timestamps are stored in UTC; SQLite returns them naive."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def new_job_id() -> str:
     return "job_" + uuid.uuid4().hex
 
@@ -100,6 +108,7 @@ class IngestJob:
     shards: list[str]
     files: list[dict[str, Any]]
     dead_letters: list[dict[str, Any]] | None = None
+    promoted: bool | None = None
     error: str | None = None
     key_id: str | None = None
     created_at: datetime | None = None
@@ -116,10 +125,11 @@ class IngestJob:
             shards=list(row.shards or []),
             files=list(row.files or []),
             dead_letters=row.dead_letters,
+            promoted=row.promoted,
             error=row.error,
             key_id=row.key_id,
-            created_at=row.created_at,
-            finished_at=row.finished_at,
+            created_at=_utc(row.created_at),
+            finished_at=_utc(row.finished_at),
         )
 
 
@@ -329,7 +339,6 @@ class IngestStore:
                         media_type="",
                     )
                 )
-                shutil.rmtree(path.parent, ignore_errors=True)  # the <sha256> folder
                 conn.execute(
                     ingest_uploads.update()
                     .where(ingest_uploads.c.tenant == tenant, ingest_uploads.c.path == r.path)
@@ -346,6 +355,8 @@ class IngestStore:
                 tenant=tenant,
                 details={"asset_id": asset_id, "paths": [r.path for r in rows]},
             )
+        for r in rows:  # once the rows say so: a failed commit leaves the files in place
+            shutil.rmtree((base / r.path).parent, ignore_errors=True)  # the <sha256> folder
         return job
 
     def _queue(
@@ -414,9 +425,12 @@ class IngestStore:
         state: str,
         run_id: str | None = None,
         dead_letters: list[dict[str, Any]] | None = None,
+        promoted: bool | None = None,
         error: str | None = None,
     ) -> None:
         values: dict[str, Any] = {"state": state, "updated_at": _now()}
+        if promoted is not None:
+            values["promoted"] = promoted
         if run_id is not None:
             values["run_id"] = run_id
         if dead_letters is not None:
