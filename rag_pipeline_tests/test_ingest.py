@@ -383,3 +383,36 @@ def test_cli_search_logs_one_json_line(pipeline_env):
     assert line["hits"] >= 1
     assert "secret" not in out.stderr, "no query text unless RAG_LOG_QUERY_TEXT"
     assert Path(settings.data_dir).exists()
+
+
+def test_concurrent_uploads_of_the_same_bytes_store_one_file(pipeline_env):
+    import concurrent.futures
+
+    from serving.ingest import Received, open_store, spool
+    from serving.keys import KeyStore
+
+    settings = pipeline_env
+    KeyStore.from_settings(settings).close()  # the serving database and its tables
+    store = open_store(settings)
+    assert store is not None
+    doc = b"# Same bytes\n\nPosted by two clients at once.\n"
+
+    def one(name: str):
+        got = spool(settings, "default", [doc], UPLOAD_LIMIT)
+        assert got is not None
+        tmp, sha, size = got
+        rec = Received(tmp=tmp, name="same.md", sha256=sha, size=size, media_type="text/markdown")
+        return store.store_upload(
+            "default", frozenset({"all"}), [rec], key_id=None, request_id=name
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, [f"r{i}" for i in range(4)]))
+    jobs = {job.job_id for job, _ in results if job is not None}
+    assert len(jobs) == 1, "one request stored the file, the others were duplicates of it"
+    assert all(files[0].job_id in jobs for _, files in results)
+    assert sum(not files[0].duplicate for _, files in results) == 1
+    stored = list((settings.upload_dir / "default").rglob("same.md"))
+    assert len(stored) == 1 and stored[0].read_bytes() == doc
+    assert not list((settings.upload_dir / "default" / ".incoming").iterdir())
+    store.engine.dispose()

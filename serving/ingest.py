@@ -209,7 +209,23 @@ class IngestStore:
         Bytes already uploaded by this tenant with these groups are not stored again: their
         entry says ``duplicate`` and names the job that ingested them. Returns (the new job,
         or None when every file was a duplicate; one entry per file)."""
+        try:
+            return self._store_upload(tenant, groups, files, key_id, request_id)
+        except sa.exc.IntegrityError:
+            # The same bytes in a concurrent request won the (tenant, path) key: now they are
+            # duplicates of its job.
+            return self._store_upload(tenant, groups, files, key_id, request_id)
+
+    def _store_upload(
+        self,
+        tenant: str,
+        groups: frozenset[str],
+        files: list[Received],
+        key_id: str | None,
+        request_id: str | None,
+    ) -> tuple[IngestJob | None, list[StoredFile]]:
         job_id = new_job_id()
+        moves: list[tuple[Path, Path]] = []
         folder = uploads.groups_folder(groups)
         out: list[StoredFile] = []
         new: list[StoredFile] = []
@@ -251,14 +267,14 @@ class IngestStore:
                         )
                     )
                     continue
-                target_dir = uploads.content_dir(self.settings, tenant, groups, rec.sha256)
-                target_dir.mkdir(parents=True, exist_ok=True)
-                target = target_dir / rec.name
-                os.replace(rec.tmp, target)  # atomic: discovery never sees half a file
+                target = uploads.content_dir(self.settings, tenant, groups, rec.sha256)
+                moves.append((rec.tmp, target / rec.name))
                 rel = f"{folder}/{rec.sha256}/{rec.name}"
                 conn.execute(  # an earlier upload of this path that was deleted
                     ingest_uploads.delete().where(
-                        ingest_uploads.c.tenant == tenant, ingest_uploads.c.path == rel
+                        ingest_uploads.c.tenant == tenant,
+                        ingest_uploads.c.path == rel,
+                        ingest_uploads.c.deleted_at.is_not(None),
                     )
                 )
                 conn.execute(
@@ -300,6 +316,11 @@ class IngestStore:
                     "request_id": request_id,
                 },
             )
+        # After the commit: a key conflict above has moved nothing. Each rename is atomic, so
+        # discovery never sees half a file.
+        for tmp, target in moves:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
         return job, out
 
     def delete_upload(
