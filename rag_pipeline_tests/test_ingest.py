@@ -165,6 +165,7 @@ def test_upload_rules_over_the_api(pipeline_env, monkeypatch, capsys):
 
         job = client.get(f"/v1/jobs/{first['job_id']}", headers=auth(writer)).json()
         assert job["state"] == "queued" and job["kind"] == "upload"
+        assert job["created_at"].endswith(("Z", "+00:00")) and job["asset_ids"] is None
         assert job["files"][0]["source"] == "uploads-default"
 
         big = post(writer, [("big.md", b"a" * (UPLOAD_LIMIT + 1))])
@@ -298,7 +299,10 @@ def test_upload_is_searchable_after_dagster_and_gone_after_delete(pipeline_env, 
 
     try:
         server.wait_live()
-        status, accepted = post_files(server.base, writer, [("lantern moths.md", doc)])
+        # With an empty file, which discovery dead-letters: the job reports it.
+        status, accepted = post_files(
+            server.base, writer, [("lantern moths.md", doc), ("blank.md", b"")]
+        )
         assert status == 202, accepted
         job_id = accepted["job_id"]
         assert not hits(word)
@@ -310,7 +314,12 @@ def test_upload_is_searchable_after_dagster_and_gone_after_delete(pipeline_env, 
             assert job["run_id"] == runs[0]  # the discovery run the sensor requested
             discovery = instance.get_run_by_id(runs[0])
             assert discovery is not None and discovery.job_name == "discover_job"
-            assert job["asset_ids"] == [sha] and job["dead_letters"] == []
+            blank = hashlib.sha256(b"").hexdigest()
+            assert job["asset_ids"] == sorted([sha, blank]) and job["promoted"]
+            assert [
+                (d["asset_id"], d["name"], d["stage"], d["error_class"])
+                for d in job["dead_letters"]
+            ] == [(blank, "blank.md", "discover", "EmptyFile")]
 
             found = wait_for(lambda: hits(word), what="the upload in the promoted snapshot")
             assert found[0]["source"] == "uploads-default"
@@ -374,3 +383,36 @@ def test_cli_search_logs_one_json_line(pipeline_env):
     assert line["hits"] >= 1
     assert "secret" not in out.stderr, "no query text unless RAG_LOG_QUERY_TEXT"
     assert Path(settings.data_dir).exists()
+
+
+def test_concurrent_uploads_of_the_same_bytes_store_one_file(pipeline_env):
+    import concurrent.futures
+
+    from serving.ingest import Received, open_store, spool
+    from serving.keys import KeyStore
+
+    settings = pipeline_env
+    KeyStore.from_settings(settings).close()  # the serving database and its tables
+    store = open_store(settings)
+    assert store is not None
+    doc = b"# Same bytes\n\nPosted by two clients at once.\n"
+
+    def one(name: str):
+        got = spool(settings, "default", [doc], UPLOAD_LIMIT)
+        assert got is not None
+        tmp, sha, size = got
+        rec = Received(tmp=tmp, name="same.md", sha256=sha, size=size, media_type="text/markdown")
+        return store.store_upload(
+            "default", frozenset({"all"}), [rec], key_id=None, request_id=name
+        )
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, [f"r{i}" for i in range(4)]))
+    jobs = {job.job_id for job, _ in results if job is not None}
+    assert len(jobs) == 1, "one request stored the file, the others were duplicates of it"
+    assert all(files[0].job_id in jobs for _, files in results)
+    assert sum(not files[0].duplicate for _, files in results) == 1
+    stored = list((settings.upload_dir / "default").rglob("same.md"))
+    assert len(stored) == 1 and stored[0].read_bytes() == doc
+    assert not list((settings.upload_dir / "default" / ".incoming").iterdir())
+    store.engine.dispose()

@@ -56,6 +56,7 @@ ingest_jobs = sa.Table(
     sa.Column("shards", sa.JSON, nullable=False),  # shards the job touches (TOUCHED tag)
     sa.Column("files", sa.JSON, nullable=False),  # [{asset_id, name, path, size, media_type}]
     sa.Column("dead_letters", sa.JSON, nullable=True),
+    sa.Column("promoted", sa.Boolean, nullable=True),  # did the chain's snapshot pass its gate
     sa.Column("error", sa.String(500), nullable=True),
     sa.Column("request_id", sa.String(128), nullable=True),
     sa.Column("created_at", _TS, nullable=False),
@@ -86,6 +87,13 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    """Timestamps are stored in UTC; SQLite returns them naive."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 def new_job_id() -> str:
     return "job_" + uuid.uuid4().hex
 
@@ -100,6 +108,7 @@ class IngestJob:
     shards: list[str]
     files: list[dict[str, Any]]
     dead_letters: list[dict[str, Any]] | None = None
+    promoted: bool | None = None
     error: str | None = None
     key_id: str | None = None
     created_at: datetime | None = None
@@ -116,10 +125,11 @@ class IngestJob:
             shards=list(row.shards or []),
             files=list(row.files or []),
             dead_letters=row.dead_letters,
+            promoted=row.promoted,
             error=row.error,
             key_id=row.key_id,
-            created_at=row.created_at,
-            finished_at=row.finished_at,
+            created_at=_utc(row.created_at),
+            finished_at=_utc(row.finished_at),
         )
 
 
@@ -199,7 +209,23 @@ class IngestStore:
         Bytes already uploaded by this tenant with these groups are not stored again: their
         entry says ``duplicate`` and names the job that ingested them. Returns (the new job,
         or None when every file was a duplicate; one entry per file)."""
+        try:
+            return self._store_upload(tenant, groups, files, key_id, request_id)
+        except sa.exc.IntegrityError:
+            # The same bytes in a concurrent request won the (tenant, path) key: now they are
+            # duplicates of its job.
+            return self._store_upload(tenant, groups, files, key_id, request_id)
+
+    def _store_upload(
+        self,
+        tenant: str,
+        groups: frozenset[str],
+        files: list[Received],
+        key_id: str | None,
+        request_id: str | None,
+    ) -> tuple[IngestJob | None, list[StoredFile]]:
         job_id = new_job_id()
+        moves: list[tuple[Path, Path]] = []
         folder = uploads.groups_folder(groups)
         out: list[StoredFile] = []
         new: list[StoredFile] = []
@@ -241,14 +267,14 @@ class IngestStore:
                         )
                     )
                     continue
-                target_dir = uploads.content_dir(self.settings, tenant, groups, rec.sha256)
-                target_dir.mkdir(parents=True, exist_ok=True)
-                target = target_dir / rec.name
-                os.replace(rec.tmp, target)  # atomic: discovery never sees half a file
+                target = uploads.content_dir(self.settings, tenant, groups, rec.sha256)
+                moves.append((rec.tmp, target / rec.name))
                 rel = f"{folder}/{rec.sha256}/{rec.name}"
                 conn.execute(  # an earlier upload of this path that was deleted
                     ingest_uploads.delete().where(
-                        ingest_uploads.c.tenant == tenant, ingest_uploads.c.path == rel
+                        ingest_uploads.c.tenant == tenant,
+                        ingest_uploads.c.path == rel,
+                        ingest_uploads.c.deleted_at.is_not(None),
                     )
                 )
                 conn.execute(
@@ -290,6 +316,11 @@ class IngestStore:
                     "request_id": request_id,
                 },
             )
+        # After the commit: a key conflict above has moved nothing. Each rename is atomic, so
+        # discovery never sees half a file.
+        for tmp, target in moves:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
         return job, out
 
     def delete_upload(
@@ -329,7 +360,6 @@ class IngestStore:
                         media_type="",
                     )
                 )
-                shutil.rmtree(path.parent, ignore_errors=True)  # the <sha256> folder
                 conn.execute(
                     ingest_uploads.update()
                     .where(ingest_uploads.c.tenant == tenant, ingest_uploads.c.path == r.path)
@@ -346,6 +376,8 @@ class IngestStore:
                 tenant=tenant,
                 details={"asset_id": asset_id, "paths": [r.path for r in rows]},
             )
+        for r in rows:  # once the rows say so: a failed commit leaves the files in place
+            shutil.rmtree((base / r.path).parent, ignore_errors=True)  # the <sha256> folder
         return job
 
     def _queue(
@@ -414,9 +446,12 @@ class IngestStore:
         state: str,
         run_id: str | None = None,
         dead_letters: list[dict[str, Any]] | None = None,
+        promoted: bool | None = None,
         error: str | None = None,
     ) -> None:
         values: dict[str, Any] = {"state": state, "updated_at": _now()}
+        if promoted is not None:
+            values["promoted"] = promoted
         if run_id is not None:
             values["run_id"] = run_id
         if dead_letters is not None:

@@ -88,6 +88,11 @@ class JobStatus(BaseModel):
     dead_letters: list[JobDeadLetter] | None = Field(
         description="once done: the job's files that could not be read or analysed"
     )
+    promoted: bool | None = Field(
+        None,
+        description="once succeeded: whether the snapshot it published was promoted (false: "
+        "the smoke-eval gate kept the previous one, or nothing changed)",
+    )
     error: str | None = None
 
 
@@ -113,6 +118,7 @@ def _job_status(job: IngestJob) -> JobStatus:
         ],
         asset_ids=sorted({f["asset_id"] for f in job.files}) if done else None,
         dead_letters=[JobDeadLetter(**d) for d in (job.dead_letters or [])] if done else None,
+        promoted=job.promoted,
         error=job.error,
     )
 

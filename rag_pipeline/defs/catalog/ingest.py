@@ -20,6 +20,7 @@ from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 from serving.ingest import IngestJob, IngestStore, open_store
 
 INGEST_TRIGGER = "ingest_sensor"
+PROMOTED = dg.AssetKey("promoted_snapshot")
 _FAILED = (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
@@ -55,10 +56,14 @@ def follow(instance: dg.DagsterInstance, store: IngestStore, job: IngestJob) -> 
     ]
     failed = [r for r in [discover, *chain] if r.status in _FAILED]
     if failed:
+        bad = failed[0]
+        why = (
+            " (a blocking check, such as the smoke-eval gate, may have refused the snapshot)"
+            if bad.job_name == "publish_job"
+            else ""
+        )
         store.update(
-            job.job_id,
-            state="failed",
-            error=f"run {failed[0].run_id} ({failed[0].job_name}) failed",
+            job.job_id, state="failed", error=f"run {bad.run_id} ({bad.job_name}) failed{why}"
         )
         return "failed"
     published = [
@@ -66,7 +71,16 @@ def follow(instance: dg.DagsterInstance, store: IngestStore, job: IngestJob) -> 
     ]
     if not published:
         return "running"
-    store.update(job.job_id, state="succeeded", dead_letters=_dead_letters(store, job))
+    records = instance.get_records_for_run(
+        published[0].run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    promoted = any(
+        (m := r.event_log_entry.asset_materialization) is not None and m.asset_key == PROMOTED
+        for r in records
+    )
+    store.update(
+        job.job_id, state="succeeded", dead_letters=_dead_letters(store, job), promoted=promoted
+    )
     return "succeeded"
 
 
