@@ -334,8 +334,8 @@ def _ask_reply(base: str, key: str, question: str, refused: bool) -> dict[str, A
     hits = found["hits"]
     citations = []
     for n, hit in enumerate(hits[:2], start=1):
-        text = hit["snippet"]
-        start = max(text.lower().find("oxalic"), 0)
+        # the cited span is a sentence of the passage; start / end: offsets in the unit
+        sentence = hit["snippet"].strip("…").split(". ")[0]
         citations.append(
             {
                 "n": n,
@@ -346,9 +346,9 @@ def _ask_reply(base: str, key: str, question: str, refused: bool) -> dict[str, A
                 "title": hit["title"],
                 "page": hit["locator"].get("page"),
                 "section": hit["locator"].get("section"),
-                "text": text,
-                "start": start,
-                "end": min(len(text), start + 40),
+                "text": sentence,
+                "start": 100,
+                "end": 100 + len(sentence),
             }
         )
     sentences = [
@@ -414,8 +414,10 @@ def test_ask_mode_renders_the_ask_contract(browser, served, key):
         page.locator("#answer .cite").nth(2).click()
         cited = page.locator(".hit.cited-hit")
         cited.wait_for()
-        mark = cited.locator("mark.cited")
-        assert mark.count() == 1 and mark.inner_text()
+        span = json.loads(replies[False])["citations"][1]["text"]
+        # the span is marked in the passage shown and quoted under it
+        assert cited.locator(".snippet mark.cited").inner_text() == span
+        assert cited.locator(".cited-passage mark.cited").inner_text() == span
         assert page.locator(".hit.cited-hit").count() == 1
         page.evaluate("window.scrollTo(0, 0)")
         shot(page, "ask-answer")
@@ -447,7 +449,8 @@ def test_ask_shows_a_cited_answer_and_a_refusal(browser, served, key):
         page.locator("#answer .cite").first.click()
         cited = page.locator(".hit.cited-hit")
         cited.wait_for()
-        assert cited.locator("mark.cited").count() == 1
+        assert cited.locator(".cited-passage mark.cited").inner_text()
+        page.evaluate("window.scrollTo(0, 0)")
         shot(page, "ask-answer")
 
         page.fill("#q", "What was the winning lottery number in Ohio on 3 March 1987?")

@@ -248,8 +248,9 @@ function show(kind, resp, ms, label) {
   state.last = { kind, resp, label };
   const hits = resp.hits || [];
   const server = resp.latency_ms ?? resp.timings_ms?.total;
+  const noun = kind === "ask" ? "passage" : "result";
   $("status").textContent =
-    `${hits.length} result${hits.length === 1 ? "" : "s"} for ${label} in ${ms} ms` +
+    `${hits.length} ${noun}${hits.length === 1 ? "" : "s"} for ${label} in ${ms} ms` +
     (server != null ? ` (server ${Math.round(server)} ms)` : "");
   const notices = $("notices");
   const used = (resp.axes_used || []).map(axisLabel);
@@ -472,12 +473,24 @@ function openCitation(c) {
   for (const old of document.querySelectorAll(".hit.cited-hit")) old.classList.remove("cited-hit");
   card.querySelector(".cited-passage")?.remove();
   card.classList.add("cited-hit");
+  // `text` is the cited span itself (`start`/`end`: its offsets in the unit's text).
+  const span = c.text || "";
+  const snippet = card.querySelector(".snippet");
+  const at = snippet ? snippet.textContent.indexOf(span) : -1;
+  if (snippet && span && at >= 0) {
+    // the span inside the passage already shown, in its context
+    const text = snippet.textContent;
+    snippet.replaceChildren(spanHighlighted(text, at, at + span.length));
+  }
   card.append(
     el(
       "blockquote",
       { class: "cited-passage", tabindex: "-1" },
       el("span", { class: "label", text: `Cited [${c.n}]: ` }),
-      spanHighlighted(c.text, c.start, c.end),
+      el("mark", { class: "cited", text: span }),
+      Number.isInteger(c.start) && Number.isInteger(c.end)
+        ? el("span", { class: "muted", text: ` (characters ${c.start}–${c.end})` })
+        : null,
     ),
   );
   card.scrollIntoView({ behavior: "smooth", block: "center" });
