@@ -13,7 +13,7 @@ SciFact train queries embedded by the same model. Recall@10 is the overlap of an
 top 10 with the exact top 10 under the same filter; every query asks for ``--depth``
 candidates (the searcher's per-axis depth).
 
-    python benchmarks/vector_search.py --units 100000 --queries 200
+    OMP_NUM_THREADS=1 python benchmarks/vector_search.py --units 100000 --queries 200 --docs 2000
 """
 
 from __future__ import annotations
@@ -55,14 +55,15 @@ ANN = [
 ]
 
 
-def embeddings(n_docs: int | None) -> tuple[Any, Any]:
+def embeddings(n_docs: int | None, n_queries: int) -> tuple[Any, Any]:
     import numpy as np
 
     from rag_pipeline.analysis.analyzers.text_embedding import TextEncoder
     from rag_pipeline.settings import Settings
 
     ROOT.mkdir(parents=True, exist_ok=True)
-    docs_f, queries_f = ROOT / "scifact_docs.npy", ROOT / "scifact_queries.npy"
+    docs_f = ROOT / f"scifact_docs_{n_docs or 'all'}.npy"
+    queries_f = ROOT / f"scifact_queries_{n_queries}.npy"
     if docs_f.exists() and queries_f.exists():
         return np.load(docs_f), np.load(queries_f)
     ds = load_dataset("scifact", "train")
@@ -70,7 +71,7 @@ def embeddings(n_docs: int | None) -> tuple[Any, Any]:
     texts = [f"{d['title']}\n{d['text']}"[:2000] for d in ds.corpus.values()][:n_docs]
     t0 = time.perf_counter()
     docs = enc.encode(texts).astype(np.float32)
-    queries = enc.encode(list(ds.queries.values())).astype(np.float32)
+    queries = enc.encode(list(ds.queries.values())[:n_queries]).astype(np.float32)
     eprint(
         f"embedded {len(texts)} docs, {len(queries)} queries in {time.perf_counter() - t0:.0f} s"
     )
@@ -148,7 +149,7 @@ def main() -> None:
 
     from serving.axes import ExactVectors, vector_candidates
 
-    docs, qs = embeddings(a.docs)
+    docs, qs = embeddings(a.docs, a.queries)
     mat = grow(docs, a.units)
     queries = [q / np.linalg.norm(q) for q in qs[: a.queries].astype(np.float32)]
     eprint(f"writing {len(mat)} x {mat.shape[1]} vectors")

@@ -74,6 +74,8 @@ def test_incremental_publish_equals_full_rebuild(demo_env, tmp_path, monkeypatch
     models.write_text(yaml.safe_dump(doc, sort_keys=False))
     monkeypatch.setenv("RAG_MODELS_FILE", str(models))
     monkeypatch.setenv("RAG_SNAPSHOTS_KEPT", "1")  # retention drops all it may, every publish
+    # The test's lease is not heartbeated (a LiveSearcher's is): fresh for the whole test.
+    monkeypatch.setenv("RAG_LEASE_TTL_S", "7200")
     settings = Settings.from_env()
 
     first = run_all()

@@ -1,0 +1,97 @@
+"""The vector axes' two paths against real LanceDB: the exact in-memory search returns what
+Lance's flat scan returns (with prefilters and exclusions), and past the threshold the publisher
+indexes a vector column whose ANN answers agree with the exact ones."""
+
+from __future__ import annotations
+
+import lancedb
+import numpy as np
+import pyarrow as pa
+import pytest
+from lancedb.index import BTree
+
+from rag_pipeline.settings import Settings
+from rag_pipeline.snapshot.build import ANN_QUERY, _ensure_vector_indexes
+from serving.axes import ExactVectors, vector_candidates
+
+DIM = 32
+
+
+def _table(tmp_path, n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((20, DIM)).astype(np.float32)
+    vecs = centers[rng.integers(0, 20, n)] + 0.3 * rng.standard_normal((n, DIM)).astype(np.float32)
+    has = rng.random(n) > 0.1  # some units have no vector (zeros, has_mv false)
+    vecs[~has] = 0.0
+    db = lancedb.connect(str(tmp_path / "lance"))
+    tbl = db.create_table(
+        "units",
+        pa.table(
+            {
+                "unit_id": [f"u{i}" for i in range(n)],
+                "tenant_id": [f"t{i % 3}" for i in range(n)],
+                "asset_id": [f"a{i // 2}" for i in range(n)],
+                "has_mv": has.tolist(),
+                "vector_mv": pa.FixedSizeListArray.from_arrays(pa.array(vecs.ravel()), DIM),
+            }
+        ),
+    )
+    tbl.create_index("tenant_id", config=BTree())
+    return tbl, rng
+
+
+def test_exact_path_equals_lance_flat_scan(tmp_path):
+    tbl, rng = _table(tmp_path, 2000)
+    ds = tbl.to_lance()
+    exact = ExactVectors(ds, "vector_mv", "has_mv = true")
+    assert exact.matrix.shape == (ds.count_rows("has_mv = true"), DIM)
+    for where in (None, "tenant_id = 't1'", "tenant_id = 't2' AND unit_id <> 'u5'"):
+        for _ in range(5):
+            q = rng.standard_normal(DIM).astype(np.float32)
+            got = exact.search(ds, q, where, 20)
+            flat = vector_candidates(ds, "vector_mv", "has_mv = true", q, where, 20)
+            assert got.row_ids == flat.row_ids
+            np.testing.assert_allclose(got.scores, flat.scores, atol=1e-5)
+    # an exclusion (similar: the asset's own units) removes exactly those rows
+    q = rng.standard_normal(DIM).astype(np.float32)
+    top = exact.search(ds, q, None, 5)
+    drop = np.asarray(top.row_ids[:2], dtype=np.uint64)
+    rest = exact.search(ds, q, None, 5, exclude_rows=drop)
+    assert not set(rest.row_ids) & set(top.row_ids[:2])
+    assert rest.row_ids[:3] == top.row_ids[2:]
+    # a filter nothing passes: no candidates, not an error
+    assert exact.search(ds, q, "tenant_id = 'nobody'", 5).row_ids == []
+
+
+def test_publisher_indexes_past_the_threshold_and_ann_agrees(tmp_path):
+    tbl, rng = _table(tmp_path, 3000, seed=1)
+    below = Settings(data_dir=tmp_path / "d", vector_ann_min_units=10_000)
+    assert _ensure_vector_indexes(tbl, below) == {}
+    above = Settings(data_dir=tmp_path / "d", vector_ann_min_units=1000)
+    ann = _ensure_vector_indexes(tbl, above)
+    assert set(ann) == {"vector_mv"}
+    assert {k: ann["vector_mv"][k] for k in ANN_QUERY} == ANN_QUERY
+    assert any("vector_mv" in idx.columns for idx in tbl.list_indices())
+    ds = tbl.to_lance()
+    exact = ExactVectors(ds, "vector_mv", "has_mv = true")
+    recalls = []
+    for where in (None, "tenant_id = 't0'"):
+        for _ in range(10):
+            q = rng.standard_normal(DIM).astype(np.float32)
+            truth = set(exact.search(ds, q, where, 10).row_ids)
+            got = vector_candidates(
+                ds, "vector_mv", "has_mv = true", q, where, 10, ann=ann["vector_mv"]
+            )
+            recalls.append(len(truth & set(got.row_ids)) / 10)
+    assert np.mean(recalls) >= 0.9, recalls
+
+
+@pytest.mark.parametrize("n", [0])
+def test_empty_exact_search(tmp_path, n):
+    db = lancedb.connect(str(tmp_path / "lance"))
+    tbl = db.create_table(
+        "units",
+        schema=pa.schema([("unit_id", pa.string()), ("vector_mv", pa.list_(pa.float32(), DIM))]),
+    )
+    exact = ExactVectors(tbl.to_lance(), "vector_mv", None)
+    assert exact.search(tbl.to_lance(), np.ones(DIM), None, 5).row_ids == []
