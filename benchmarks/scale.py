@@ -230,7 +230,7 @@ def main() -> None:
                 label,
                 f"{secs:.1f} s",
                 f"{len(summary['partitions'])} partitions",
-                f"peak RSS {own:.0f} MB (runs {kids:.0f} MB)",
+                f"peak RSS {own:.0f} MB (largest child process {kids:.0f} MB)",
             ]
         )
         return summary

@@ -16,10 +16,12 @@ multiprocessing one: a fork of the run process would copy locks held by its othe
 
 from __future__ import annotations
 
+import atexit
 import os
 import resource
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -82,6 +84,8 @@ class ParserProcess:
         self._send: Connection | None = None
         self._recv: Connection | None = None
         self.restarts = 0
+        self.owner_pid = os.getpid()  # a forked copy must not talk over its parent's pipes
+        self._lock = threading.Lock()  # one file at a time per child
 
     def __enter__(self) -> ParserProcess:
         return self
@@ -131,6 +135,10 @@ class ParserProcess:
         """``fn(*args)`` in the child; its exceptions are re-raised here. Raises errors.Timeout
         past the time limit, errors.MemoryLimit past the memory cap, errors.ParserCrashed when
         the child dies."""
+        with self._lock:
+            return self._call(fn, args, subject)
+
+    def _call(self, fn: Callable[..., Any], args: tuple, subject: str) -> Any:
         send, recv = self._start()
         try:
             send.send((fn, args))
@@ -170,6 +178,22 @@ class ParserProcess:
                 self._proc.kill()
                 self._proc.wait(5)
         self._proc = self._send = self._recv = None
+
+
+_shared: ParserProcess | None = None
+
+
+def shared_parser(limits: ParseLimits) -> ParserProcess:
+    """This process's parser child, reused across partitions (an in-process materialize runs
+    every partition in one process: one interpreter start, not one per partition); a new one
+    when the limits change."""
+    global _shared
+    if _shared is None or _shared.limits != limits or _shared.owner_pid != os.getpid():
+        if _shared is not None and _shared.owner_pid == os.getpid():
+            _shared.close()
+        _shared = ParserProcess(limits)
+        atexit.register(_shared.close)
+    return _shared
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 from rag_pipeline import errors
 from rag_pipeline.analysis import image_worker
 from rag_pipeline.analysis.analyzers.text_embedding import TextEncoder, model_spec_for
-from rag_pipeline.analysis.isolation import ParseLimits, ParserProcess
+from rag_pipeline.analysis.isolation import ParseLimits, shared_parser
 from rag_pipeline.analysis.profiles import (
     IMAGE_ONLY,
     Profile,
@@ -185,7 +185,7 @@ def run_partition(
     }
     t0 = time.perf_counter()
     texts_for_mv: dict[tuple[str, str], tuple[str, list[EvidenceText]]] = {}
-    parser = ParserProcess(out.limits or parse_limits(settings))
+    parser = shared_parser(out.limits or parse_limits(settings))
     for asset_id in sorted(set(text_tasks) | set(mv_tasks)):
         task = text_tasks.get(asset_id)
         mv = mv_tasks.get(asset_id)
@@ -227,7 +227,6 @@ def run_partition(
                 )
             else:
                 texts_for_mv[asset_id] = (text_type, texts)
-    parser.close()
     out.seconds["text_analyzers"] = time.perf_counter() - t0
 
     # 2. MV embeddings, batched over the whole partition.
