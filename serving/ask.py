@@ -120,12 +120,7 @@ class Asker:
 
     @staticmethod
     def _embed(searcher: Searcher) -> Any:
-        def embed(texts: list[str]) -> Any:
-            if searcher.encoder is None:
-                raise GenerationError("no MV model to embed sentences with")
-            return searcher.encoder.encode(texts)
-
-        return embed
+        return searcher.embed_texts  # the query model and its embedding cache
 
     def mode(self, req: AskRequest) -> str:
         return resolve_mode(req.mode, self.generator)
