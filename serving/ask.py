@@ -1,6 +1,6 @@
 """Questions answered from the snapshot: search as the caller, read the hits' unit texts, and
-let ``rag_pipeline.answers`` compose a cited answer or refuse. ``POST /v1/ask`` and
-``rag-pipeline eval qa`` both go through ``Asker``."""
+let ``rag_pipeline.answers`` compose a cited answer or refuse. ``POST /v1/ask``, the nightly
+eval and ``rag-pipeline eval qa`` all go through ``Asker``."""
 
 from __future__ import annotations
 
