@@ -50,8 +50,10 @@ def main(argv: list[str] | None = None) -> int:
                 continue  # warm-up
             for stage in ("total", "evidence", "extractive"):
                 stages.setdefault(stage, []).append(resp.timings_ms.get(stage, 0.0))
-            search = resp.timings_ms["total"] - resp.timings_ms.get("evidence", 0.0) - (
-                resp.timings_ms.get("extractive", 0.0)
+            search = (
+                resp.timings_ms["total"]
+                - resp.timings_ms.get("evidence", 0.0)
+                - (resp.timings_ms.get("extractive", 0.0))
             )
             stages.setdefault("search", []).append(search)
     eprint(f"{len(questions)} questions x {args.rounds} rounds, k={args.k}")

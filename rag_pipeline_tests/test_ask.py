@@ -205,7 +205,8 @@ def test_the_injection_document_is_quoted_as_data_and_never_followed(server, key
 
 def test_answers_stream_as_server_sent_events(server, keys, chat):
     chat.chunk_words = 2
-    events = list(sse_events(server, keys["read"], {"question": HIVE_Q, "stream": True}))
+    body = {"question": HIVE_Q, "stream": True, "filters": {"kind": "document"}}
+    events = list(sse_events(server, keys["read"], body))
     kinds = [e for e, _ in events]
     assert kinds[-1] == "answer" and set(kinds[:-1]) == {"token"} and len(kinds) > 3
     final = events[-1][1]

@@ -525,6 +525,7 @@ def test_openapi_describes_every_route(client):
         "/v1/similar",
         "/v1/thumbnails/{asset_id}",
         "/v1/units/{unit_id}",
+        "/v1/ask",
         "/health/live",
         "/health/ready",
         "/health",
@@ -536,5 +537,12 @@ def test_openapi_describes_every_route(client):
         "SearchResponse"
     )
     assert {"401", "403", "422", "503", "504"} <= set(search["responses"])
+    ask = spec["paths"]["/v1/ask"]
+    assert set(ask) == {"post"}
+    answers = ask["post"]["responses"]["200"]["content"]
+    assert answers["application/json"]["schema"]["$ref"].endswith("AskResponse")
+    assert "text/event-stream" in answers
+    asked = spec["components"]["schemas"]["AskRequest"]["properties"]
+    assert {"question", "k", "filters", "mode", "stream"} == set(asked)
     assert {"bearer", "apiKey"} <= set(spec["components"]["securitySchemes"])
     assert client.get("/docs").status_code == 200

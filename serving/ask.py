@@ -1,6 +1,6 @@
 """Questions answered from the snapshot: search as the caller, read the hits' unit texts, and
-let ``rag_pipeline.answers`` compose a cited answer or refuse. ``POST /v1/ask`` and
-``rag-pipeline eval qa`` both go through ``Asker``."""
+let ``rag_pipeline.answers`` compose a cited answer or refuse. ``POST /v1/ask``, the nightly
+eval and ``rag-pipeline eval qa`` all go through ``Asker``."""
 
 from __future__ import annotations
 
@@ -120,12 +120,7 @@ class Asker:
 
     @staticmethod
     def _embed(searcher: Searcher) -> Any:
-        def embed(texts: list[str]) -> Any:
-            if searcher.encoder is None:
-                raise GenerationError("no MV model to embed sentences with")
-            return searcher.encoder.encode(texts)
-
-        return embed
+        return searcher.embed_texts  # the query model and its embedding cache
 
     def mode(self, req: AskRequest) -> str:
         return resolve_mode(req.mode, self.generator)

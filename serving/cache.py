@@ -229,6 +229,29 @@ class VectorCache:
         self.cache.set(key, vector_bytes(vec), self.ttl_s)
         return vec
 
+    def encode_many(self, model_key: str, texts: list[str], fn: Any) -> list[Any]:
+        """``encode`` for many texts: the cached ones read back, the others encoded in one
+        batch (``fn(list of texts)`` -> rows) and stored (an answer's evidence sentences)."""
+        if self.ttl_s <= 0:
+            return list(fn(texts)) if texts else []
+        keys = ["v:" + digest(f"{model_key}\x00{t}") for t in texts]
+        out: list[Any] = [None] * len(texts)
+        for i, key in enumerate(keys):
+            data = self.cache.get(key)
+            if data is not None:
+                try:
+                    out[i] = vector_from_bytes(data)
+                except (ValueError, OSError):
+                    out[i] = None
+        missing = [i for i, v in enumerate(out) if v is None]
+        self.hits += len(texts) - len(missing)
+        self.misses += len(missing)
+        if missing:
+            for i, vec in zip(missing, fn([texts[i] for i in missing]), strict=True):
+                out[i] = vec
+                self.cache.set(keys[i], vector_bytes(vec), self.ttl_s)
+        return out
+
 
 def no_vector_cache() -> VectorCache:
     """A pass-through (every query encoded): for benchmarks that time the encoders."""

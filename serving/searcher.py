@@ -674,6 +674,14 @@ class Searcher:
             raise AxisUnavailable(self.unavailable.get("mv", "no MV query encoder loaded"))
         return self.query_cache.encode(self._model_key("mv"), text, self.encoder.encode_query)
 
+    def embed_texts(self, texts: list[str]) -> Any:
+        """MV vectors of ``texts`` (rows), through the query cache: an answer's evidence
+        sentences recur across questions about the same documents."""
+        if self.encoder is None:
+            raise AxisUnavailable(self.unavailable.get("mv", "no MV query encoder loaded"))
+        rows = self.query_cache.encode_many(self._model_key("mv"), texts, self.encoder.encode)
+        return np.stack(rows) if rows else np.zeros((0, self.encoder.dim), dtype=np.float32)
+
     # -- find similar ----------------------------------------------------------------------
     def similar(
         self, request: SimilarRequest | str, principal: Principal, **kw: Any

@@ -1,8 +1,10 @@
-"""Answers with citations, or a refusal when the evidence is weak (``POST /v1/ask`` and
-``rag-pipeline eval qa`` both call ``answer_question``).
+"""Answers with citations, or a refusal when the evidence is weak.
 
 Serving finds the evidence (a search as the caller's principal, then the hits' unit texts) and
-hands it here numbered; this package imports neither serving nor Dagster.
+hands it here numbered; this package imports neither serving nor Dagster. ``POST /v1/ask`` and
+``rag-pipeline eval qa`` both go through ``serving.ask.Asker``, which calls
+``extractive_answer`` and, when generating (streamed or not), ``build_messages`` and
+``finish_generated``; ``answer_question`` is the same sequence in one call.
 
 * extractive (default, no model): MMR over the evidence's sentences embedded with the MV model;
 * generative (``RAG_GENERATOR_URL``): an OpenAI-compatible endpoint, its answer validated

@@ -126,9 +126,15 @@ class _Candidate:
 def candidates(evidence: Sequence[Evidence]) -> list[_Candidate]:
     out: list[_Candidate] = []
     for ev in evidence:
+        # A document's title and its section headings name a topic; they answer nothing.
+        headings = {" ".join(h.lower().split()) for h in (ev.title, ev.section) if h}
         for s, e in split_sentences(ev.text):
             c = _Candidate(ev, s, e, len(out))
-            if len(c.text.split()) >= MIN_WORDS and not looks_like_injection(c.text):
+            if (
+                len(c.text.split()) >= MIN_WORDS
+                and c.text.strip("#_* ").lower() not in headings
+                and not looks_like_injection(c.text)
+            ):
                 out.append(c)
     return out
 
