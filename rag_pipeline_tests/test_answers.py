@@ -112,6 +112,15 @@ def test_extractive_refuses_when_the_evidence_is_off_the_question(embed):
     assert extractive_answer("anything", [], embed).refused
 
 
+def test_titles_and_headings_are_not_answers(embed):
+    text = (
+        "Seed Swap at the Library\nThe library holds its seed swap on the first Saturday of April."
+    )
+    doc = ev(1, text, title="Seed Swap at the Library", section="Seed Swap at the Library")
+    ans = extractive_answer("When is the seed swap at the library?", [doc], embed)
+    assert [s.text for s in ans.sentences] == [text.split("\n")[1]]
+
+
 def test_extractive_never_quotes_an_injection(embed):
     ans = extractive_answer("When is the library seed swap?", [ev(1, SWAP)], embed)
     assert not ans.refused and "first Saturday of April" in ans.answer
