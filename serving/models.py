@@ -209,6 +209,8 @@ class AskResponse(BaseModel):
     evidence_score: float = 0.0  # what the refusal was decided on, and its threshold
     threshold: float = 0.0
     timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
 class TagCount(BaseModel):
     tag: str
     units: int  # searchable units (document chunks, images) the caller may read that carry it
