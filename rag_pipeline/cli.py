@@ -622,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["transformers", "vllm"],
         help="caption profiles: run the VLM with transformers (default) or vLLM",
     )
-    ma.add_argument("--text-profile", default="text-v1")
+    ma.add_argument("--text-profile", default="text-v2")
     ma.add_argument(
         "--pin",
         action="store_true",

@@ -21,6 +21,7 @@ from rag_pipeline.analysis import image_worker
 from rag_pipeline.analysis.analyzers.doc_text import analyze_document
 from rag_pipeline.analysis.analyzers.image_metadata import analyze_image
 from rag_pipeline.analysis.analyzers.text_embedding import TextEncoder, model_spec_for
+from rag_pipeline.analysis.analyzers.token_budget import ModelTokenizer
 from rag_pipeline.analysis.profiles import (
     IMAGE_ONLY,
     Profile,
@@ -59,6 +60,8 @@ class ShardResult:
     n_vectors: int = 0
     errors_by_class: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    # MV inputs longer than the model's window (the model would embed only their start).
+    truncated_chunks: int = 0
 
 
 def embed_text_for(task_type: str, texts: list[EvidenceText]) -> list[tuple[str, str]]:
@@ -122,14 +125,18 @@ def check_model_parity(profile: Profile, tasks: list[TaskSpec]) -> ModelSpec | N
     return local
 
 
-def _analyze_text(task: TaskSpec, data: bytes, settings: Settings) -> list[EvidenceText]:
+def _analyze_text(
+    task: TaskSpec, data: bytes, settings: Settings, text_profile: Profile | None = None
+) -> list[EvidenceText]:
     if task.task_type == "doc_text":
+        tokenizer_dir = text_profile.runtime.get("chunk_model_dir") if text_profile else None
         return analyze_document(
             data,
             task.media_type,
             Path(task.uri).name,
             chunk_tokens=int(task.config["chunk_tokens"]),
             chunk_overlap=int(task.config["chunk_overlap"]),
+            tokenizer=ModelTokenizer.load(tokenizer_dir) if tokenizer_dir else None,
         )
     analysis = analyze_image(
         data, sidecar_bytes(Path(task.uri)), max_pixels=int(task.config["max_pixels"])
@@ -198,7 +205,7 @@ def run_partition(
         try:
             data = read_verified(probe)
             texts = _analyze_text(
-                _as_text_task(probe, text_profile.tasks[text_type]), data, settings
+                _as_text_task(probe, text_profile.tasks[text_type]), data, settings, text_profile
             )
             if not texts:
                 raise errors.NoTextContent(f"{probe.uri}: no text evidence")
@@ -237,14 +244,45 @@ def run_partition(
             raise ModelMismatch(
                 f"model_mismatch: encoder {enc.model_dir} is not the profile's model"
             )
+        # Chunks fitted to the model's window (a word-piece text profile) must fit: one that
+        # does not fails its asset (ChunkTooLong) instead of being embedded cut short.
+        doc_cfg = text_profile.tasks["doc_text"].config
+        fitted = doc_cfg.get("chunk_unit") == "word_piece" and doc_cfg.get("chunk_model") == (
+            enc.spec.key
+        )
+        window = ModelTokenizer.load(enc.model_dir)
         pairs: list[tuple[tuple[str, str], str, str]] = []
+        too_long: dict[tuple[str, str], int] = {}
         for asset_id, (text_type, texts) in texts_for_mv.items():
-            pairs += [(asset_id, target, text) for target, text in embed_text_for(text_type, texts)]
+            asset_pairs = [
+                (asset_id, target, text) for target, text in embed_text_for(text_type, texts)
+            ]
+            n_long = sum(window.truncated(p[2]) for p in asset_pairs)
+            out.truncated_chunks += n_long
+            if n_long and fitted and text_type == "doc_text":
+                too_long[asset_id] = n_long
+                continue
+            pairs += asset_pairs
         vectors = enc.encode([p[2] for p in pairs], batch_size=settings.mv_batch_size)
         per_asset: dict[tuple[str, str], list[EvidenceVector]] = defaultdict(list)
         for (asset_id, target, _), vec in zip(pairs, vectors, strict=True):
             per_asset[asset_id].append(EvidenceVector.from_array("mv", target, vec))
+        for asset_id, n_long in too_long.items():
+            envelopes["mv_embed"].append(
+                ResultEnvelope.build(
+                    mv_tasks[asset_id],
+                    run_ids["mv_embed"],
+                    error=ErrorInfo(
+                        error_class="ChunkTooLong",
+                        message=f"{n_long} chunk(s) longer than the model's "
+                        f"{window.budget} word pieces",
+                        retryable=False,
+                    ),
+                )
+            )
         for asset_id in texts_for_mv:
+            if asset_id in too_long:
+                continue
             # An image with no description has nothing for the MV axis: that is an ok
             # result with no vectors (the unit stays searchable by its other fields).
             envelopes["mv_embed"].append(

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePath
+from typing import TYPE_CHECKING
 
 from rag_pipeline.analysis.analyzers.chunking import chunk_sections
 from rag_pipeline.analysis.analyzers.documents import extract_document
 from rag_pipeline.contracts import EvidenceText
 from rag_pipeline.errors import NoTextContent
+
+if TYPE_CHECKING:
+    from rag_pipeline.analysis.analyzers.token_budget import ModelTokenizer
 
 ANALYZER_REVISION = "doc_text-1"
 
@@ -34,11 +38,27 @@ def title_from_filename(name: str) -> str | None:
 
 
 def analyze_document(
-    data: bytes, media_type: str, name: str, *, chunk_tokens: int, chunk_overlap: int
+    data: bytes,
+    media_type: str,
+    name: str,
+    *,
+    chunk_tokens: int,
+    chunk_overlap: int,
+    tokenizer: ModelTokenizer | None = None,
 ) -> list[EvidenceText]:
-    """Evidence for one document. Raises the ``errors`` classes for bad input."""
+    """Evidence for one document. Raises the ``errors`` classes for bad input.
+
+    ``tokenizer``: chunk lengths are the MV model's word pieces, the title (which the MV axis
+    puts in front of every chunk) included, so no chunk overflows ``chunk_tokens``."""
     doc = extract_document(data, media_type, name)
-    chunks = chunk_sections(doc.sections, max_tokens=chunk_tokens, overlap=chunk_overlap)
+    title = doc.title or title_from_filename(name) or ""
+    chunks = chunk_sections(
+        doc.sections,
+        max_tokens=chunk_tokens,
+        overlap=chunk_overlap,
+        tokenizer=tokenizer,
+        prefix=title if tokenizer is not None else "",
+    )
     if not chunks:  # defensive: every non-blank section has tokens; never report nothing
         raise NoTextContent(f"{name}: no tokens to index")
 

@@ -79,6 +79,7 @@ def _run_partition(context: dg.AssetExecutionContext, pipeline: PipelineSettings
             "n_failed": result.n_failed,
             "evidence_text": result.n_evidence_text,
             "vectors": result.n_vectors,
+            "truncated_chunks": result.truncated_chunks,
             "persisted_results": persisted.results,
             "duplicates_skipped": persisted.duplicates_skipped,
             "rejected_envelopes": persisted.rejected,
