@@ -27,6 +27,8 @@ from rag_pipeline.contracts import stable_hash
 from rag_pipeline.settings import Settings
 from rag_pipeline.snapshot.leases import live_leases, snapshot_leases
 from rag_pipeline.snapshot.policy import effective_policy
+from rag_pipeline.snapshot.rankers import effective_ranker
+from rag_pipeline.snapshot.rankers import resolve as resolve_ranker
 from rag_pipeline.snapshot.schema import (
     FTS_FIELDS,
     SNAPSHOT_SCHEMA_VERSION,
@@ -398,6 +400,7 @@ def _stats_fingerprint(units: list[dict], stats: dict, settings: Settings) -> st
         [
             fingerprint(units, settings),
             stats["policy"],
+            stats.get("ranker"),
             stats["mv_model_key"],
             stats["vv_model_key"],
             stats["vv_unavailable"],
@@ -415,6 +418,10 @@ def build_snapshot(
 ) -> SnapshotResult:
     t0 = time.perf_counter()
     units, stats = collect_units(settings, cat, policy)
+    # The ranker the policy names travels in the manifest: serving reads it from there.
+    ranker_version = effective_ranker(settings, cat)
+    ranker = resolve_ranker(settings, ranker_version)
+    stats["ranker"] = ranker_version
     fp = _stats_fingerprint(units, stats, settings)
     try:
         current = read_current_manifest(settings.snapshots_dir)
@@ -500,10 +507,11 @@ def build_snapshot(
                 reason=vv_reason,
             ),
         },
-        policy=dict(stats["policy"]),
+        policy={**stats["policy"], "ranker": ranker_version},
         field_weights=settings.field_weights.model_dump(),
         dagster_run_id=dagster_run_id,
         stats=stats,
+        ranker=ranker.model_dump(mode="json") if ranker is not None else None,
     )
     write_atomic(
         manifest_path(settings.snapshots_dir, snapshot_id), manifest.model_dump_json(indent=2)
