@@ -285,8 +285,9 @@ class Settings(BaseSettings):
     # Evals and promotion ----------------------------------------------------------------
     smoke_gold: str = Field(
         "",
-        description="gold set of the blocking smoke eval (`off`: none; default: "
-        "`var/demo_gold.jsonl`, written by `rag-pipeline demo`)",
+        description="gold set of the blocking smoke eval (default: `var/demo_gold.jsonl`, "
+        "written by `rag-pipeline demo`); one that does not cover the corpus gives way to "
+        "feedback labels, then a known-item set; `off`: no gate",
     )
     eval_gates: Path | None = Field(
         None, description="gate file (YAML/JSON) for promotion; default: the built-in gates"

@@ -38,6 +38,7 @@ from rag_pipeline.retrieval.features import AxisEvidence, QueryFeatures
 from rag_pipeline.retrieval.fusion import (
     AXES,
     RRF_K,
+    SEMANTIC_MIN_WORDS,
     QueryType,
     classify_query,
     weights_for,
@@ -520,8 +521,12 @@ class Searcher:
                 f"snapshot {self.manifest.snapshot_id} has no servable axis: {self.unavailable}"
             )
 
-        query_type: QueryType = req.query_type or classify_query(req.query)
-        weights = weights_for(query_type, axes)
+        # Fusion weights and the query classifier's threshold learned beside the ranker.
+        learned = (self.ranker.fusion or {}) if self.ranker is not None else {}
+        query_type: QueryType = req.query_type or classify_query(
+            req.query, int(learned.get("semantic_min_words", SEMANTIC_MIN_WORDS))
+        )
+        weights = weights_for(query_type, axes, learned.get("fts_share"))
         axes = [a for a in axes if a in weights]
         # Metadata first: tags named in the query pull the units carrying them up (not when the
         # request restricts the axes: then it gets exactly those).
