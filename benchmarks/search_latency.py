@@ -1,7 +1,7 @@
 """Search latency on an indexed SciFact snapshot: our hybrid versus LanceDB's built-in hybrid.
 
     python benchmarks/search_latency.py [--limit N] [--k 10] [--fts-combine max|sum] [--no-update]
-                                        [--ranker FILE] [--rerank-depth 100]
+                                        [--queries N] [--ranker FILE] [--rerank-depth 100]
 
 Uses (or builds, or brings up to date) the index under ``var/bench/scifact`` (see
 ``common.py``). Every query of the split runs through four methods, after a warm-up of 20
@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10, help="results per query (default 10)")
     parser.add_argument("--warmup", type=int, default=20, help="warm-up queries (default 20)")
     parser.add_argument("--fts-combine", choices=["max", "sum"], default="max")
+    parser.add_argument("--queries", type=int, default=None, help="only the first N queries")
     parser.add_argument("--ranker", help="ranker file (default: the snapshot's, else packaged)")
     parser.add_argument("--rerank-depth", type=int, default=100, help="candidates reranked")
     parser.add_argument(
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.ranker or searcher.ranker is None:
         searcher.ranker = RankerModel.read(Path(args.ranker)) if args.ranker else packaged_ranker()
-    queries = list(ds.queries.values())
+    queries = list(ds.queries.values())[: args.queries]
     k = args.k
     who = eval_principal(searcher)  # the index's one tenant, every group
 
