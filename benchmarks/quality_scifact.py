@@ -76,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         "--rerank", action="store_true", help="measure the rerank stage (out-of-fold)"
     )
     parser.add_argument("--ranker-out", help="where --rerank writes its ranker file")
+    parser.add_argument(
+        "--queries", type=int, default=None, help="--rerank: only the first N queries (quick)"
+    )
+    parser.add_argument(
+        "--no-axes", action="store_true", help="--rerank: skip the BM25/MV runs and the fusion"
+    )
     args = parser.parse_args(argv)
     if args.rerank:
         return rerank_quality(args)
@@ -194,6 +200,8 @@ def rerank_quality(args) -> int:
     asset_docs = common.unit_doc_map(searcher, index.mapping, key="asset_id")
     who = eval_principal(searcher)
     queries, qrels = ds.queries, ds.qrels
+    if args.queries:
+        queries = dict(list(queries.items())[: args.queries])
 
     def keys_of(row) -> list[str]:
         locs = [loc.split("/", 1)[1] for loc in row.get("locations") or () if "/" in loc]
@@ -214,7 +222,7 @@ def rerank_quality(args) -> int:
     # Every configuration from the fused candidates (what Searcher.search would rank, without
     # building 100 explained hits per query): single axes, then the hybrid with features.
     runs: dict[str, dict[str, list[str]]] = {}
-    for label, axes in (("BM25", ["fts"]), ("MV", ["mv"])):
+    for label, axes in () if args.no_axes else (("BM25", ["fts"]), ("MV", ["mv"])):
         t0 = time.perf_counter()
         runs[label] = {
             qid: ranked(searcher.fused_candidates(text, who, rerank_depth=K_UNITS, axes=axes))
@@ -237,7 +245,7 @@ def rerank_quality(args) -> int:
         f"{time.perf_counter() - t0:.0f}s"
     )
     # The fused candidates are Searcher.search's ranking: checked on a sample.
-    sample = list(queries)[:50]
+    sample = list(queries)[: 10 if args.queries else 50]
     same = sum(
         _dedupe(
             [h.asset_id for h in searcher.search(queries[q], who, k=K_UNITS, rerank=False).hits],
@@ -246,7 +254,7 @@ def rerank_quality(args) -> int:
         == runs["hybrid"][q]
         for q in sample
     )
-    fusion = choose_fusion(runs["BM25"], runs["MV"], dict(queries), qrels)
+    fusion = None if args.no_axes else choose_fusion(runs["BM25"], runs["MV"], dict(queries), qrels)
     eprint(f"fusion: {fusion}")
     figures, _fused_run, rerank_run = cross_validate(judged, folds=5)
     runs["hybrid + rerank (out-of-fold)"] = rerank_run
@@ -276,9 +284,11 @@ def rerank_quality(args) -> int:
         rows.append([name, *cells])
     print(md_table(["configuration", "nDCG@10", "Recall@100", "MRR@10"], rows))
     model = fit(judged, version=f"ranker-{args.dataset}-{args.split}")
-    cvf = fusion["cv"]
+    cvf = fusion["cv"] if fusion else None
     print(
-        f"\nFusion learned per query type (5-fold, out-of-fold nDCG@10 of offline BM25+MV RRF): "
+        ""
+        if cvf is None or fusion is None
+        else "\nFusion learned per query type (5-fold, out-of-fold nDCG@10, offline BM25+MV RRF): "
         f"built-in {cvf['builtin']:.4f} -> learned {cvf['learned_out_of_fold']:.4f} "
         f"({cvf['diff']['diff']:+.4f} [{cvf['diff']['lo']:+.4f}, {cvf['diff']['hi']:+.4f}]); "
         f"chosen on all queries: FTS share {fusion['fts_share']}, semantic_min_words "
