@@ -200,8 +200,9 @@ def rerank_quality(args) -> int:
     asset_docs = common.unit_doc_map(searcher, index.mapping, key="asset_id")
     who = eval_principal(searcher)
     queries, qrels = ds.queries, ds.qrels
-    if args.queries:
+    if args.queries:  # the table averages over the judged queries: these alone
         queries = dict(list(queries.items())[: args.queries])
+        qrels = {q: qrels[q] for q in queries if q in qrels}
 
     def keys_of(row) -> list[str]:
         locs = [loc.split("/", 1)[1] for loc in row.get("locations") or () if "/" in loc]
