@@ -86,11 +86,11 @@ def persister(path: Path, n_rows: int, batch: int) -> tuple[float, int]:
         run_id="doc_text-bench-00",
         tenant_id="default",
         analyzer="doc_text",
-        profile="text-v1",
+        profile="text-v2",
         model=spec,
         config={},
         config_hash=stable_hash({}),
-        partition_key="text-v1|00",
+        partition_key="text-v2|00",
         started_at=datetime.now(UTC),
         finished_at=datetime.now(UTC),
         status="reported",
@@ -105,9 +105,9 @@ def persister(path: Path, n_rows: int, batch: int) -> tuple[float, int]:
             uri=f"/bench/{a}.md",
             media_type="text/markdown",
             size=100,
-            partition_key="text-v1|00",
+            partition_key="text-v2|00",
             model=spec,
-            profile="text-v1",
+            profile="text-v2",
         )
         texts = [
             EvidenceText(kind="chunk", ordinal=o, text=f"{a} {o} {TEXT}", confidence=1.0)

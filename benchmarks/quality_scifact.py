@@ -1,6 +1,7 @@
 """Retrieval quality on SciFact (BEIR, train split): BM25, MV, our hybrid and LanceDB's hybrid.
 
     python benchmarks/quality_scifact.py [--limit N] [--explore] [--no-update]
+                                         [--rerank [--ranker-out FILE]]
 
 Uses (or builds, or brings up to date) the index under ``var/bench/scifact`` (``common.py``).
 Every judged query runs through ``Searcher.search`` with ``k=100`` (per-axis candidates: the
@@ -21,6 +22,13 @@ without changing the serving code: it fuses the BM25 and MV file rankings offlin
 ``Searcher.search`` exactly), varies the per-axis candidate depth (real searches), breaks
 nDCG@10 down by classified query type, tries alternative query typings, and sweeps the BM25
 title boost (in memory only: the searcher's per-field boosts are overridden for the run).
+
+``--rerank`` measures the rerank stage instead (BM25, MV, the default hybrid and hybrid +
+rerank only): every query's top 100 fused candidates (``Searcher.fused_candidates``) get their
+features, a ranker is trained by ``evals.ranker_training`` with 5-fold cross-validation over
+the queries, and the **out-of-fold** reranked rankings are scored against the hybrid's, with
+paired bootstrap CIs (10,000 resamples); the ranker fitted on all queries is written to
+``--ranker-out`` (default ``var/bench/<dataset>/ranker.json``) with those figures in it.
 
 Query vectors are cached per query text (the same vector every time: results are identical,
 it only saves re-encoding each query once per configuration).
@@ -64,7 +72,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--explore", action="store_true", help="also sweep fusion weights and RRF k offline"
     )
+    parser.add_argument(
+        "--rerank", action="store_true", help="measure the rerank stage (out-of-fold)"
+    )
+    parser.add_argument("--ranker-out", help="where --rerank writes its ranker file")
+    parser.add_argument(
+        "--queries", type=int, default=None, help="--rerank: only the first N queries (quick)"
+    )
+    parser.add_argument(
+        "--no-axes", action="store_true", help="--rerank: skip the BM25/MV runs and the fusion"
+    )
     args = parser.parse_args(argv)
+    if args.rerank:
+        return rerank_quality(args)
 
     ds, index = common.dataset_and_index(args)
     searchers = {c: common.open_searcher(index, fts_combine=c) for c in ("max", "sum")}
@@ -162,6 +182,142 @@ def main(argv: list[str] | None = None) -> int:
         explore(queries, qrels, key_runs, asset_docs, doc_runs, searchers["max"])
     for s in searchers.values():
         s.close()
+    return 0
+
+
+def rerank_quality(args) -> int:
+    """BM25, MV, hybrid and hybrid + rerank (out-of-fold), with CIs against the hybrid."""
+    from evals.fusion_sweep import choose_fusion
+    from evals.ranker_training import collect, cross_validate, fit, ranked_keys
+    from evals.stats import paired_bootstrap
+    from rag_pipeline.datasets import doc_id_for_uri
+
+    ds, index = common.dataset_and_index(args)
+    searcher = common.open_searcher(index, fts_combine="max")
+    if searcher.encoder is None:
+        raise SystemExit("the snapshot has no MV axis")
+    searcher.encoder.encode_query = lru_cache(maxsize=None)(searcher.encoder.encode_query)
+    asset_docs = common.unit_doc_map(searcher, index.mapping, key="asset_id")
+    who = eval_principal(searcher)
+    queries, qrels = ds.queries, ds.qrels
+    if args.queries:  # the table averages over the judged queries: these alone
+        queries = dict(list(queries.items())[: args.queries])
+        qrels = {q: qrels[q] for q in queries if q in qrels}
+
+    def keys_of(row) -> list[str]:
+        locs = [loc.split("/", 1)[1] for loc in row.get("locations") or () if "/" in loc]
+        out: dict[str, None] = {}
+        for rel in [row.get("path") or "", *locs]:
+            d = doc_id_for_uri(rel, index.mapping)
+            if d is not None:
+                out.setdefault(d, None)
+        return list(out)
+
+    def ranked(cands) -> list[str]:
+        out: dict[str, None] = {}
+        for c in cands:
+            for d in keys_of(c.row):
+                out.setdefault(d, None)
+        return list(out)
+
+    # Every configuration from the fused candidates (what Searcher.search would rank, without
+    # building 100 explained hits per query): single axes, then the hybrid with features.
+    runs: dict[str, dict[str, list[str]]] = {}
+    for label, axes in () if args.no_axes else (("BM25", ["fts"]), ("MV", ["mv"])):
+        t0 = time.perf_counter()
+        runs[label] = {
+            qid: ranked(searcher.fused_candidates(text, who, rerank_depth=K_UNITS, axes=axes))
+            for qid, text in queries.items()
+        }
+        eprint(
+            f"{label}: {evaluate(runs[label], qrels, METRICS)} ({time.perf_counter() - t0:.0f}s)"
+        )
+    t0 = time.perf_counter()
+    judged = collect(
+        searcher,
+        [(qid, text, qrels.get(qid, {})) for qid, text in queries.items()],
+        keys_of,
+        who,
+        depth=K_UNITS,
+    )
+    runs["hybrid"] = {q.query_id: ranked_keys(q, range(len(q.keys))) for q in judged}
+    eprint(
+        f"hybrid + features of {len(judged)} queries x {K_UNITS} candidates: "
+        f"{time.perf_counter() - t0:.0f}s"
+    )
+    # The fused candidates are Searcher.search's ranking: checked on a sample.
+    sample = list(queries)[: 10 if args.queries else 50]
+    same = sum(
+        _dedupe(
+            [h.asset_id for h in searcher.search(queries[q], who, k=K_UNITS, rerank=False).hits],
+            asset_docs,
+        )
+        == runs["hybrid"][q]
+        for q in sample
+    )
+    fusion = None if args.no_axes else choose_fusion(runs["BM25"], runs["MV"], dict(queries), qrels)
+    eprint(f"fusion: {fusion}")
+    figures, _fused_run, rerank_run = cross_validate(judged, folds=5)
+    runs["hybrid + rerank (out-of-fold)"] = rerank_run
+    per = {name: evaluate_per_query(run, qrels, METRICS) for name, run in runs.items()}
+    ids = list(queries)
+    print(
+        f"## Rerank stage: {args.dataset} {args.split} ({len(queries)} queries, "
+        f"{len(ds.corpus)} docs); 5-fold cross-validation over queries, out-of-fold figures\n"
+    )
+    print(
+        f"The fused candidates reproduce Searcher.search's ranking on {same}/{len(sample)} "
+        "sampled queries. CI: paired bootstrap (10,000 resamples) of the difference with the "
+        "hybrid.\n"
+    )
+    rows = []
+    for name, run in runs.items():
+        r = evaluate(run, qrels, METRICS)
+        cells = []
+        for m in METRICS:
+            if name == "hybrid":
+                cells.append(f"{r[m]:.4f}")
+                continue
+            ci = paired_bootstrap(
+                [per["hybrid"][m].get(q, 0.0) for q in ids], [per[name][m].get(q, 0.0) for q in ids]
+            )
+            cells.append(f"{r[m]:.4f} ({ci['diff']:+.4f} [{ci['lo']:+.4f}, {ci['hi']:+.4f}])")
+        rows.append([name, *cells])
+    print(md_table(["configuration", "nDCG@10", "Recall@100", "MRR@10"], rows))
+    model = fit(judged, version=f"ranker-{args.dataset}-{args.split}")
+    cvf = fusion["cv"] if fusion else None
+    print(
+        ""
+        if cvf is None or fusion is None
+        else "\nFusion learned per query type (5-fold, out-of-fold nDCG@10, offline BM25+MV RRF): "
+        f"built-in {cvf['builtin']:.4f} -> learned {cvf['learned_out_of_fold']:.4f} "
+        f"({cvf['diff']['diff']:+.4f} [{cvf['diff']['lo']:+.4f}, {cvf['diff']['hi']:+.4f}]); "
+        f"chosen on all queries: FTS share {fusion['fts_share']}, semantic_min_words "
+        f"{fusion['semantic_min_words']}"
+    )
+    model = model.model_copy(
+        update={
+            "fusion": fusion,
+            "cv": figures,
+            "trained": {
+                **model.trained,
+                "gold": f"{args.dataset} {args.split} (BEIR qrels)",
+                "snapshot_id": searcher.manifest.snapshot_id,
+                "depth": K_UNITS,
+            },
+        }
+    )
+    out = Path(args.ranker_out) if args.ranker_out else index.root / "ranker.json"
+    model.write(out)
+    top = sorted(model.weights.items(), key=lambda kv: -abs(kv[1]))[:8]
+    print(
+        "\nWeights fitted on all queries (standardised features; largest first): "
+        + ", ".join(f"{k} {v:+.3f}" for k, v in top)
+        + "; penalties: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in model.penalty_weights.items())
+        + f". Ranker file: {out}"
+    )
+    searcher.close()
     return 0
 
 

@@ -1,12 +1,15 @@
 """Search latency on an indexed SciFact snapshot: our hybrid versus LanceDB's built-in hybrid.
 
     python benchmarks/search_latency.py [--limit N] [--k 10] [--fts-combine max|sum] [--no-update]
+                                        [--queries N] [--ranker FILE] [--rerank-depth 100]
 
 Uses (or builds, or brings up to date) the index under ``var/bench/scifact`` (see
 ``common.py``). Every query of the split runs through four methods, after a warm-up of 20
 queries each:
 
-* ``Searcher.search`` (default hybrid: BM25 + MV, weighted RRF, hits with explanations),
+* ``Searcher.search`` (default hybrid: BM25 + MV, weighted RRF, hits with explanations), with
+  the rerank stage (the snapshot's ranker, else ``--ranker``, else the packaged one; the top
+  ``--rerank-depth`` fused candidates) and without it (``rerank=False``, same searcher),
 * ``evals.baselines.lancedb_hybrid`` (LanceDB's hybrid query with its RRFReranker, same
   filters and BM25 fields; unit ids only),
 * ``Searcher.search(axes=["fts"])`` and ``Searcher.search(axes=["mv"])``.
@@ -37,18 +40,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=10, help="results per query (default 10)")
     parser.add_argument("--warmup", type=int, default=20, help="warm-up queries (default 20)")
     parser.add_argument("--fts-combine", choices=["max", "sum"], default="max")
+    parser.add_argument("--queries", type=int, default=None, help="only the first N queries")
+    parser.add_argument("--ranker", help="ranker file (default: the snapshot's, else packaged)")
+    parser.add_argument("--rerank-depth", type=int, default=100, help="candidates reranked")
+    parser.add_argument(
+        "--rerank-budget-ms", type=float, default=1000.0, help="the stage's time ceiling"
+    )
     args = parser.parse_args(argv)
     from evals.baselines.lancedb_hybrid import lancedb_hybrid
     from evals.runner import eval_principal
 
     ds, index = common.dataset_and_index(args)
-    searcher = common.open_searcher(index, fts_combine=args.fts_combine)
-    queries = list(ds.queries.values())
+    from rag_pipeline.retrieval.ranker import RankerModel, packaged_ranker
+
+    searcher = common.open_searcher(
+        index,
+        fts_combine=args.fts_combine,
+        rerank_depth=args.rerank_depth,
+        rerank_budget_ms=args.rerank_budget_ms,
+    )
+    if args.ranker or searcher.ranker is None:
+        searcher.ranker = RankerModel.read(Path(args.ranker)) if args.ranker else packaged_ranker()
+    queries = list(ds.queries.values())[: args.queries]
     k = args.k
     who = eval_principal(searcher)  # the index's one tenant, every group
 
     methods = {
-        "hybrid (Searcher.search)": lambda q: searcher.search(q, who, k=k),
+        "hybrid (Searcher.search)": lambda q: searcher.search(q, who, k=k, rerank=False),
+        "hybrid + rerank": lambda q: searcher.search(q, who, k=k),
         "LanceDB built-in hybrid": lambda q: lancedb_hybrid(searcher, q, who, k=k),
         "FTS only (axes=[fts])": lambda q: searcher.search(q, who, k=k, axes=["fts"]),
         "MV only (axes=[mv])": lambda q: searcher.search(q, who, k=k, axes=["mv"]),
@@ -62,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     eprint(f"measuring {len(queries)} queries x {len(names)} methods ...")
     ms: dict[str, list[float]] = {n: [] for n in names}
     inner: dict[str, list[float]] = {}
+    timed_out = 0
     load_before = os.getloadavg()[0]
     for i, q in enumerate(queries):
         for j in range(len(names)):
@@ -69,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             out = methods[name](q)
             ms[name].append((time.perf_counter() - t0) * 1000.0)
-            if name == names[0]:
+            if name == names[1]:  # with the rerank stage: every stage, rerank included
                 for key, v in out.timings_ms.items():
                     inner.setdefault(key, []).append(v)
+                timed_out += bool(out.rerank and out.rerank.timed_out)
     load_after = os.getloadavg()[0]
 
     stats = {n: latency_stats(v) for n, v in ms.items()}
@@ -123,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         "there), fusion, reading the hits' columns (fetch), building hits with "
         "explanations:\n"
     )
-    order = ["mv_encode", "mv", "fts", "axes_wall", "fuse", "fetch", "build", "total"]
+    order = ["mv_encode", "mv", "fts", "axes_wall", "fuse", "rerank", "fetch", "build", "total"]
     print(
         md_table(
             ["stage", "mean ms", "p95 ms"],
@@ -139,6 +160,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
 
+    with_rr = stats[names[1]]
+    paired = [b - a for a, b in zip(ms[names[0]], ms[names[1]], strict=True)]
+    stage = inner.get("rerank", [0.0])
+    print(
+        f"\nrerank stage (ranker {searcher.ranker.version}, depth {args.rerank_depth}): "
+        f"p50 {with_rr['p50'] - stats[names[0]]['p50']:+.2f} ms, p95 "
+        f"{with_rr['p95'] - stats[names[0]]['p95']:+.2f} ms over the hybrid without it; the "
+        f"stage itself (timings_ms.rerank) p50 {common.percentile(stage, 50):.2f} / p95 "
+        f"{common.percentile(stage, 95):.2f} ms; paired per-query difference p50 "
+        f"{common.percentile(paired, 50):+.2f} / p95 {common.percentile(paired, 95):+.2f} ms; "
+        f"timed out on {timed_out} of {len(queries)} queries"
+    )
     hybrid = stats[names[0]]
     ok_p95 = hybrid["p95"] <= 50.0
     faster = hybrid["p50"] < builtin["p50"] and hybrid["p95"] < builtin["p95"]

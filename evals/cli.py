@@ -8,6 +8,8 @@
     rag-pipeline eval labels [--judgements FILE]... [--clicks FILE]... [--from-feedback]
                              --out FILE.jsonl
     rag-pipeline eval qa [--gold FILE] [--out report.json] [--data-dir DIR] [--mode M]
+    rag-pipeline eval train-ranker --gold FILE.jsonl --out ranker.json [--version V]
+                                   [--depth 100] [--folds 5] [--data-dir DIR]
 
 ``run`` indexes the dataset through the pipeline (Dagster) into its own data dir
 ``var/evals/<dataset name>/`` (an unchanged corpus is not re-analysed), then evaluates the
@@ -237,6 +239,56 @@ def cmd_eval_qa(args) -> int:
     return 0
 
 
+def cmd_eval_train_ranker(args) -> int:
+    from evals import ranker_training, runner
+    from evals.goldsets import is_beir_dir, load_beir_gold, load_gold_jsonl
+    from rag_pipeline.settings import Settings
+
+    settings = Settings.from_env()
+    data_dir = Path(args.data_dir) if args.data_dir else settings.data_dir
+    if is_beir_dir(Path(args.gold)):
+        gs = load_beir_gold(Path(args.gold), args.split)
+        mapping_root = Path(args.corpus) if args.corpus else data_dir.parent / "corpus"
+        mapper = runner.DocMapper(
+            beir_map={p.stem: p.stem for p in mapping_root.rglob("*.md")}
+            if mapping_root.is_dir()
+            else {}
+        )
+    else:
+        gs = load_gold_jsonl(args.gold, name=Path(args.gold).stem)
+        mapper = runner.DocMapper()
+    searcher = runner.open_searcher(data_dir, pointer=args.pointer)
+    try:
+        who = runner.eval_principal(searcher)
+        queries = [(q.query_id, q.query, dict(q.relevant)) for q in gs.queries]
+        judged = ranker_training.collect(searcher, queries, mapper.row_keys, who, depth=args.depth)
+        snapshot_id = searcher.manifest.snapshot_id
+    finally:
+        searcher.close()
+    version = args.version or f"ranker-{gs.name}-{snapshot_id}"
+    model = ranker_training.train(
+        judged,
+        version=version,
+        folds=args.folds,
+        trained_on={
+            "gold": str(args.gold),
+            "gold_queries": len(gs.queries),
+            "snapshot_id": snapshot_id,
+            "depth": args.depth,
+        },
+    )
+    model.write(Path(args.out))
+    cv = model.cv
+    print(f"ranker {model.version}: {cv['queries']} queries, {cv['folds']}-fold out-of-fold:")
+    for m, d in cv["diff"].items():
+        print(
+            f"  {m}: fused {cv['fused'][m]:.4f} -> reranked {cv['reranked'][m]:.4f} "
+            f"(diff {d['diff']:+.4f}, 95% CI [{d['lo']:+.4f}, {d['hi']:+.4f}])"
+        )
+    print(f"written: {args.out} (promote it: rag-pipeline ranker promote {args.out})")
+    return 0
+
+
 def add_eval_parser(subparsers, materialize: Materialize | None = None) -> argparse.ArgumentParser:
     """The ``eval`` commands. ``materialize`` indexes the configured sources through the pipeline
     (``rag-pipeline`` passes its Dagster launcher); without it ``eval run`` needs ``--no-index``,
@@ -334,6 +386,20 @@ def add_eval_parser(subparsers, materialize: Materialize | None = None) -> argpa
     lab.add_argument("--out", required=True, help="extended JSONL gold set")
     lab.add_argument("--qrels", help="also write a BEIR qrels TSV")
     lab.set_defaults(func=cmd_eval_labels)
+
+    tr = sub.add_parser(
+        "train-ranker", help="learn the rerank stage's weights from a gold set (5-fold CV)"
+    )
+    tr.add_argument("--gold", required=True, help="extended JSONL gold set, or a BEIR folder")
+    tr.add_argument("--split", default="train", help="BEIR qrels split (default: train)")
+    tr.add_argument("--corpus", help="BEIR: the exported corpus folder (default: beside data)")
+    tr.add_argument("--out", required=True, help="the ranker file to write (JSON)")
+    tr.add_argument("--version", help="ranker version (default: ranker-<gold>-<snapshot>)")
+    tr.add_argument("--data-dir", help="default: RAG_DATA_DIR")
+    tr.add_argument("--pointer", default="CURRENT", help="snapshot pointer (CURRENT, PROMOTED)")
+    tr.add_argument("--depth", type=int, default=100, help="fused candidates per query")
+    tr.add_argument("--folds", type=int, default=5, help="cross-validation folds over queries")
+    tr.set_defaults(func=cmd_eval_train_ranker)
     return ev
 
 

@@ -27,9 +27,12 @@ from evals.goldsets import GoldQuery, GoldSet
 from evals.metrics import EVAL_METRICS, evaluate_per_query, latency_summary
 from rag_pipeline.settings import Settings, packaged_file
 
-ENGINES = ("hybrid", "bm25", "mv", "vv", "lancedb-hybrid")
+# "hybrid": what serving answers (fusion, then the rerank stage when the snapshot has a
+# ranker); "hybrid-fused": the fused order alone; the single axes are never reranked.
+ENGINES = ("hybrid", "hybrid-fused", "bm25", "mv", "vv", "lancedb-hybrid")
 ENGINE_AXES: dict[str, list[str] | None] = {
     "hybrid": None,
+    "hybrid-fused": None,
     "bm25": ["fts"],
     "mv": ["mv"],
     "vv": ["vv"],
@@ -66,12 +69,20 @@ class DocMapper:
     def hit_keys(self, hits: Sequence[Any]) -> list[str]:
         """Document keys of serving hits, which name files by source and relative path: the
         hit's path and every other location of its content."""
-        rels: list[str] = []
-        for h in hits:
-            rels.append(h.path)
-            rels += [
-                loc.split("/", 1)[1] for loc in h.explanation.file_version.locations if "/" in loc
+        return self._rel_keys(
+            [
+                rel
+                for h in hits
+                for rel in (h.path, *_rel_locations(h.explanation.file_version.locations))
             ]
+        )
+
+    def row_keys(self, row: Any) -> list[str]:
+        """Document keys of a snapshot row (its ``path`` and ``locations``): a rerank
+        candidate's."""
+        return self._rel_keys([row.get("path") or "", *_rel_locations(row.get("locations"))])
+
+    def _rel_keys(self, rels: Sequence[str]) -> list[str]:
         out: dict[str, None] = {}
         for rel in rels:
             if not rel:
@@ -108,6 +119,11 @@ class DocMapper:
             else:
                 out.setdefault(PurePath(uri).as_posix(), None)
         return list(out)
+
+
+def _rel_locations(locations: Sequence[str] | None) -> list[str]:
+    """``<source>/<path>`` locations -> their paths."""
+    return [loc.split("/", 1)[1] for loc in locations or () if "/" in loc]
 
 
 def _violates(q: GoldQuery, text: str) -> bool:
@@ -203,7 +219,13 @@ def query_runner(
             return mapper.keys([u for uid in ids for u in (uris_of or {}).get(uid, [])]), None
         qt = q.query_type if use_gold_types else None  # gold types are serving's types
         resp = searcher.search(
-            q.query, principal, k=k, axes=ENGINE_AXES[engine], filters=filters, query_type=qt
+            q.query,
+            principal,
+            k=k,
+            axes=ENGINE_AXES[engine],
+            filters=filters,
+            query_type=qt,
+            rerank=engine == "hybrid",
         )
         hits = [h for h in resp.hits if not ((q.must or q.exclude) and _violates(q, _hit_text(h)))]
         return mapper.hit_keys(hits), resp.query_type
@@ -290,7 +312,9 @@ def evaluate_interleaved(
     extra_provenance: dict | None = None,
 ) -> list[dict]:
     """Evaluate several snapshots query by query, alternating which goes first, so that load
-    on the machine (another job, a GC pause) hits every snapshot alike: latencies compare."""
+    on the machine (another job, a GC pause) hits every snapshot alike: latencies compare.
+    With ``warmup`` each query first runs once untimed (like with like: the embedding cache
+    they share is warm for both)."""
     runners = [
         query_runner(s, mapper, engine=engine, k=k, use_gold_types=use_gold_types)
         for s in searchers
@@ -300,6 +324,11 @@ def evaluate_interleaved(
             _timed(run_one, gold.queries[0], k)
     per_query: list[list[dict]] = [[] for _ in searchers]
     for i, q in enumerate(gold.queries):
+        if warmup and len(runners) > 1:
+            # Untimed first: the snapshots share the query-embedding cache, so whichever ran a
+            # query first would pay its encoding alone (seconds under load, against
+            # milliseconds): timed, both now search with the same cached vector.
+            _timed(runners[i % len(runners)], q, k)
         order = range(len(runners)) if i % 2 == 0 else reversed(range(len(runners)))
         for j in order:
             per_query[j].append(_timed(runners[j], q, k))

@@ -10,6 +10,7 @@ keys           API keys: create, list, revoke
 querylog       query log retention (purge) and the audit log
 status         catalog counts and the current snapshot
 policy         which profile serves each axis; promote / roll back (no recompute)
+ranker         the rerank stage's ranker file: show, promote, roll back (then publishes)
 models         list, init, sync or add analyzer profiles (models.yaml)
 config         the effective settings; --markdown: the README's table of variables
 tasks          task states per profile x shard partition
@@ -334,6 +335,46 @@ def cmd_dead_letters(args) -> int:
         )
     print(f"{len(rows)} unresolved dead letters")
     return 0
+
+
+def cmd_ranker(args) -> int:
+    from rag_pipeline.retrieval.ranker import RankerModel
+    from rag_pipeline.snapshot import rankers
+    from rag_pipeline.storage.catalog.catalog import open_settings_catalog
+
+    settings = _settings()
+    with open_settings_catalog(settings) as cat:
+        if args.ranker_cmd == "show":
+            current = rankers.effective_ranker(settings, cat)
+            model = rankers.resolve(settings, current)
+            print(f"ranker: {current}")
+            if model is not None and model.cv:
+                cv = model.cv
+                for m, d in cv.get("diff", {}).items():
+                    print(
+                        f"  {m}: fused {cv['fused'][m]:.4f} -> reranked {cv['reranked'][m]:.4f} "
+                        f"(out-of-fold, 95% CI [{d['lo']:+.4f}, {d['hi']:+.4f}])"
+                    )
+            for h in rankers.ranker_history(cat):
+                print(f"  {h['set_at']:%Y-%m-%d %H:%M:%S}  {h['version']}  {h['note']}")
+            return 0
+        if args.ranker_cmd == "promote":
+            target = args.ranker
+            if Path(target).is_file():
+                model = RankerModel.read(Path(target))
+                rankers.register(settings, model)
+                target = model.version
+            rankers.set_ranker(settings, cat, target, args.note or "promote")
+        else:
+            target = rankers.rollback_target(settings, cat)
+            rankers.set_ranker(settings, cat, target, args.note or "rollback")
+    print(f"ranker -> {target}")
+    if args.no_publish:
+        print("publish it with: rag-pipeline materialize")
+        return 0
+    # The ranker travels in the snapshot: publishing a new one (no analysis reruns) makes the
+    # change live; a running server follows the promoted snapshot.
+    return cmd_materialize(argparse.Namespace(shard=None, all_partitions=False))
 
 
 def cmd_policy(args) -> int:
@@ -677,6 +718,19 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--note", help="why (kept in the history)")
     po.set_defaults(func=cmd_policy)
 
+    rk = sub.add_parser("ranker", help="the rerank stage's ranker: show, promote, roll back")
+    rk_sub = rk.add_subparsers(dest="ranker_cmd", required=True)
+    rk_sub.add_parser("show", help="the ranker served, its out-of-fold figures, its history")
+    rp = rk_sub.add_parser("promote", help="serve a ranker file (or a registered version)")
+    rp.add_argument("ranker", help="ranker.json (written by eval train-ranker) or a version")
+    rr = rk_sub.add_parser("rollback", help="serve the ranker served before the current one")
+    for q in (rp, rr):
+        q.add_argument("--note", help="why (kept in the history)")
+        q.add_argument(
+            "--no-publish", action="store_true", help="only set the policy (publish later)"
+        )
+    rk.set_defaults(func=cmd_ranker)
+
     cf = sub.add_parser("config", help="the effective settings (every RAG_* variable)")
     cf.add_argument(
         "--markdown",
@@ -703,7 +757,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["transformers", "vllm"],
         help="caption profiles: run the VLM with transformers (default) or vLLM",
     )
-    ma.add_argument("--text-profile", default="text-v1")
+    ma.add_argument("--text-profile", default="text-v2")
     ma.add_argument(
         "--pin",
         action="store_true",

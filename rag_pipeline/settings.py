@@ -231,6 +231,19 @@ class Settings(BaseSettings):
     cors_origins: str = Field(
         "", description="comma-separated origins allowed by CORS (default: CORS off)"
     )
+    rerank_depth: int = Field(
+        100,
+        ge=1,
+        le=1000,
+        description="fused candidates the rerank stage reorders (a request's `rerank_depth` wins)",
+    )
+    rerank_budget_ms: float = Field(
+        20.0,
+        gt=0,
+        le=10_000,
+        description="time ceiling of the rerank stage (ms): past it the fused order stands and "
+        "the response says `timed_out`",
+    )
     log_query_text: bool = Field(
         False, description="put query strings in the access log (default: path only)"
     )
@@ -355,8 +368,9 @@ class Settings(BaseSettings):
     # Evals and promotion ----------------------------------------------------------------
     smoke_gold: str = Field(
         "",
-        description="gold set of the blocking smoke eval (`off`: none; default: "
-        "`var/demo_gold.jsonl`, written by `rag-pipeline demo`)",
+        description="gold set of the blocking smoke eval (default: `var/demo_gold.jsonl`, "
+        "written by `rag-pipeline demo`); one that does not cover the corpus gives way to "
+        "feedback labels, then a known-item set; `off`: no gate",
     )
     eval_gates: Path | None = Field(
         None, description="gate file (YAML/JSON) for promotion; default: the built-in gates"

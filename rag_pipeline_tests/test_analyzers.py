@@ -706,3 +706,73 @@ def test_decompression_bombs() -> None:
         analyze_image(patch_png_size(small, 100_000, 100_000), {}, max_pixels=64_000_000)
     # The same small image under the limit is fine, and the CRC patch helper is honest.
     assert analyze_image(patch_png_size(small, 4, 4), {}, max_pixels=16).width == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Chunks that fit the MV model's window (word pieces, title included)
+
+
+def test_word_piece_chunks_fit_the_model_window(mv_model_dir):
+    from rag_pipeline.analysis.analyzers.doc_text import analyze_document
+    from rag_pipeline.analysis.analyzers.token_budget import ModelTokenizer
+
+    tok = ModelTokenizer.load(mv_model_dir)
+    assert (tok.max_seq_length, tok.special_tokens, tok.budget) == (256, 2, 254)
+    rng = random.Random(7)
+    words = ["immunohistochemistry", "of", "mitochondrial", "dysfunction", "in", "cardiomyocytes"]
+    paras = [
+        ". ".join(" ".join(rng.choice(words) for _ in range(rng.randint(5, 30))) for _ in range(6))
+        for _ in range(12)
+    ]
+    # A token far longer than the window (a hash) must be cut, not embedded truncated.
+    paras.insert(3, "sha " + "f3a9c1" * 400)
+    text = "# Cardiac pathology notes\n\n" + "\n\n".join(paras)
+    ev = analyze_document(
+        text.encode(),
+        "text/markdown",
+        "notes.md",
+        chunk_tokens=254,
+        chunk_overlap=32,
+        tokenizer=tok,
+    )
+    title = next(e.text for e in ev if e.kind == "title")
+    chunks = [e for e in ev if e.kind == "chunk"]
+    assert len(chunks) > 5
+    lengths = [tok.count(f"{title}\n{c.text}") for c in chunks]
+    assert max(lengths) <= 254
+    assert not any(tok.truncated(f"{title}\n{c.text}") for c in chunks)
+    # Chunks are reasonably full, and consecutive ones overlap.
+    assert sorted(lengths)[len(lengths) // 2] > 254 // 2
+    spans = [(c.locator["char_start"], c.locator["char_end"]) for c in chunks]
+    assert any(b[0] < a[1] for a, b in itertools.pairwise(spans))
+    # The regex-token profile's chunks of the same text overflow the window: the problem fixed.
+    old = analyze_document(
+        text.encode(), "text/markdown", "notes.md", chunk_tokens=512, chunk_overlap=64
+    )
+    assert any(tok.truncated(f"{title}\n{e.text}") for e in old if e.kind == "chunk")
+
+
+def test_word_piece_profile_is_new_evidence_beside_the_old(mv_model_dir, tmp_path, monkeypatch):
+    import yaml
+
+    from rag_pipeline.analysis.profiles import load_profiles
+    from rag_pipeline.settings import Settings, packaged_file
+
+    # The regex-token profiles declared again beside the packaged ones (how an A/B is set up).
+    doc = yaml.safe_load(packaged_file("models.yaml").read_text())
+    mv = next(p for p in doc["profiles"] if p["name"] == "minilm-l6-fit")
+    doc["profiles"] += [
+        {"name": "text-v1", "analyzer": "text"},
+        {**mv, "name": "minilm-l6", "config": {"text_profile": "text-v1"}},
+    ]
+    (tmp_path / "models.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    monkeypatch.setenv("RAG_MODELS_FILE", str(tmp_path / "models.yaml"))
+    profiles = load_profiles(Settings.from_env())
+    old, new = profiles["text-v1"], profiles["text-v2"]
+    cfg = new.tasks["doc_text"].config
+    assert cfg["chunk_unit"] == "word_piece" and cfg["chunk_tokens"] == 254
+    assert "all-MiniLM-L6-v2" in cfg["chunk_model"]
+    assert old.tasks["doc_text"].config != cfg  # another config hash: old evidence is kept
+    assert profiles.policy["text"] == "text-v2" and profiles.policy["mv"] == "minilm-l6-fit"
+    assert profiles.text_profile_for(profiles["minilm-l6-fit"]).name == "text-v2"
+    assert profiles.text_profile_for(profiles["minilm-l6"]).name == "text-v1"

@@ -48,7 +48,7 @@ def test_four_shards_concurrently_match_a_sequential_run(tmp_path, pipeline_env,
                 "--select",
                 "inference_runs",
                 "--partition",
-                f"minilm-l6|{shard_key(i)}",
+                f"minilm-l6-fit|{shard_key(i)}",
             ],
             env=env,
             stdout=subprocess.PIPE,
@@ -72,11 +72,11 @@ def test_four_shards_concurrently_match_a_sequential_run(tmp_path, pipeline_env,
         runs = instance.get_runs()
         assert sum(r.status == dg.DagsterRunStatus.SUCCESS for r in runs) >= 5
         assert {r.tags.get("dagster/partition") for r in runs} >= {
-            f"minilm-l6|{shard_key(i)}" for i in range(4)
+            f"minilm-l6-fit|{shard_key(i)}" for i in range(4)
         }
 
     after_concurrent = persisted_rows(settings)
-    assert after_concurrent["run_partitions"] == [f"minilm-l6|{shard_key(i)}" for i in range(4)]
+    assert after_concurrent["run_partitions"] == [f"minilm-l6-fit|{shard_key(i)}" for i in range(4)]
     assert after_concurrent["run_status"] == {"persisted"}
     assert len(after_concurrent["vectors"]) == len(set(after_concurrent["vectors"])) > 0
 
@@ -84,7 +84,7 @@ def test_four_shards_concurrently_match_a_sequential_run(tmp_path, pipeline_env,
     first = run_all()
     # (and OCR for the shards that hold images)
     assert {pk for pk in first["partitions"] if not pk.startswith("ocr-tesseract|")} == {
-        f"text-v1|{shard_key(i)}" for i in range(4)
+        f"text-v2|{shard_key(i)}" for i in range(4)
     }
     assert any(pk.startswith("ocr-tesseract|") for pk in first["partitions"])
     assert run_all()["partitions"] == []

@@ -143,8 +143,8 @@ def test_asset_graph_and_shard_rematerialization_from_the_ui(dagster_dev):
                 },
                 "executionMetadata": {
                     "tags": [
-                        {"key": "dagster/partition", "value": "minilm-l6|01"},
-                        {"key": "dagster/partition/profile", "value": "minilm-l6"},
+                        {"key": "dagster/partition", "value": "minilm-l6-fit|01"},
+                        {"key": "dagster/partition/profile", "value": "minilm-l6-fit"},
                         {"key": "dagster/partition/shard", "value": "01"},
                     ]
                 },
@@ -173,7 +173,7 @@ def test_asset_graph_and_shard_rematerialization_from_the_ui(dagster_dev):
     mats = {
         ("/".join(m["assetKey"]["path"]), m["partition"]) for m in events["assetMaterializations"]
     }
-    assert mats == {("inference_runs", "minilm-l6|01")}
+    assert mats == {("inference_runs", "minilm-l6-fit|01")}
     with open_settings_catalog(settings) as cat:
         # Reprocessing an up-to-date shard changes nothing: same rows, no duplicates.
         assert cat.counts(settings.tenant_id) == before

@@ -51,7 +51,7 @@ def test_blocking_check_promotes_good_blocks_worse_and_nightly_records(
             "name": "tiny-b",
             "analyzer": "mv_embed",
             "model": {"model_dir": str(tiny)},
-            "config": {"text_profile": "text-v1"},
+            "config": {"text_profile": "text-v2"},
         }
     )
     models = tmp_path / "models.yaml"
@@ -109,7 +109,7 @@ def test_blocking_check_promotes_good_blocks_worse_and_nightly_records(
 
         # 3. Roll back the policy: an identical-to-promoted candidate passes and is promoted.
         with open_settings_catalog(settings) as cat:
-            set_policy(load_profiles(settings), cat, "mv", "minilm-l6", "rollback")
+            set_policy(load_profiles(settings), cat, "mv", "minilm-l6-fit", "rollback")
         third = _materialize(defs, instance)
         ev = _check_evals(instance)[0]
         assert ev.passed, {k: v.value for k, v in ev.metadata.items() if k != "report"}

@@ -66,6 +66,14 @@ def test_demo_corpus_end_to_end(demo_index):
                 dg.AssetCheckKey(dg.AssetKey(asset), check), limit=1
             )
             evals[check] = recs[0].event.asset_check_evaluation
+        # Chunks fit the MV model's window: no inference run embedded a truncated text.
+        mv_runs = [
+            r.asset_materialization.metadata
+            for r in instance.fetch_materializations(
+                dg.AssetKey("inference_runs"), limit=100
+            ).records
+        ]
+        assert mv_runs and all(m["truncated_chunks"].value == 0 for m in mv_runs)
     assert evals["envelopes_verified"].passed
     assert evals["envelopes_verified"].metadata["rejected_unresolved"].value == 0
     assert evals["covers_current_assets"].passed

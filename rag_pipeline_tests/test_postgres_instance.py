@@ -91,9 +91,9 @@ def test_materialization_and_backfill_on_postgres(pg_instance, tmp_path):
             dynamic_partitions_store=instance
         )
         assert sorted(all_keys) == sorted(
-            f"{p}|{i:02d}" for p in ("text-v1", "ocr-tesseract") for i in range(4)
+            f"{p}|{i:02d}" for p in ("text-v2", "ocr-tesseract") for i in range(4)
         )
-        keys = [k for k in all_keys if k.startswith("text-v1|")]  # backfill one profile
+        keys = [k for k in all_keys if k.startswith("text-v2|")]  # backfill one profile
 
     # 2. A backfill over every shard from the CLI, executed by the daemon through the queue.
     daemon_log = open(tmp_path / "daemon.log", "w")
@@ -165,8 +165,8 @@ def test_materialization_and_backfill_on_postgres(pg_instance, tmp_path):
     assert summary["published"]
     # The rest: MV for every shard, OCR for the shards holding images.
     rest = set(summary["partitions"])
-    assert {k.replace("text-v1", "minilm-l6") for k in keys} <= rest
-    assert {k.split("|")[0] for k in rest} == {"minilm-l6", "ocr-tesseract"}
+    assert {k.replace("text-v2", "minilm-l6-fit") for k in keys} <= rest
+    assert {k.split("|")[0] for k in rest} == {"minilm-l6-fit", "ocr-tesseract"}
     conn = _connect(db)
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM runs")

@@ -24,7 +24,7 @@ WHO = Principal(tenant="default")  # the test corpus is one tenant, every unit t
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _models_file(path: Path, extra: list[dict] | None = None, mv: str = "minilm-l6") -> Path:
+def _models_file(path: Path, extra: list[dict] | None = None, mv: str = "minilm-l6-fit") -> Path:
     doc = yaml.safe_load(packaged_file("models.yaml").read_text())
     doc["profiles"] += extra or []
     doc["policy"]["mv"] = mv
@@ -65,7 +65,7 @@ def test_two_profiles_side_by_side_switch_and_roll_back(demo_env, tmp_path, monk
     monkeypatch.setenv("RAG_MODELS_FILE", str(models))
     first = run_all()
     runs_a = _run_counts(Settings.from_env())
-    assert set(runs_a) == {"text-v1", "minilm-l6", "ocr-tesseract"}
+    assert set(runs_a) == {"text-v2", "minilm-l6-fit", "ocr-tesseract"}
 
     # Profile B: another model. Backfilling it runs only B's partitions.
     tiny = build_tiny_sentence_model(tmp_path / "tiny-b")
@@ -76,7 +76,7 @@ def test_two_profiles_side_by_side_switch_and_roll_back(demo_env, tmp_path, monk
                 "name": "tiny-b",
                 "analyzer": "mv_embed",
                 "model": {"model_dir": str(tiny)},
-                "config": {"text_profile": "text-v1"},
+                "config": {"text_profile": "text-v2"},
             }
         ],
     )
@@ -105,7 +105,7 @@ def test_two_profiles_side_by_side_switch_and_roll_back(demo_env, tmp_path, monk
     assert _run_counts(settings) == runs_ab
 
     # Roll back to A: again no recompute, and A's snapshot content is back.
-    _cli("policy", "set", "mv", "minilm-l6", "--note", "rollback")
+    _cli("policy", "set", "mv", "minilm-l6-fit", "--note", "rollback")
     back = run_all()
     assert back["published"] and back["partitions"] == []
     assert _run_counts(settings) == runs_ab
@@ -133,7 +133,7 @@ def test_model_mismatch_is_refused_and_writes_nothing(demo_env, tmp_path, monkey
     settings, _ = demo_env
     doc = yaml.safe_load(packaged_file("models.yaml").read_text())
     for p in doc["profiles"]:
-        if p["name"] == "minilm-l6":
+        if p["name"] == "minilm-l6-fit":
             p["model"]["weights_checksum"] = "0" * 64  # not the weights on this machine
     (tmp_path / "models.yaml").write_text(yaml.safe_dump(doc))
     monkeypatch.setenv("RAG_MODELS_FILE", str(tmp_path / "models.yaml"))
@@ -146,7 +146,7 @@ def test_model_mismatch_is_refused_and_writes_nothing(demo_env, tmp_path, monkey
         sync_profiles(instance, settings)
         defs.resolve_job_def("discover_job").execute_in_process(instance=instance)
         result = defs.resolve_job_def("gpu_job").execute_in_process(
-            partition_key="minilm-l6|00", instance=instance, raise_on_error=False
+            partition_key="minilm-l6-fit|00", instance=instance, raise_on_error=False
         )
     assert not result.success
     failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
@@ -164,9 +164,9 @@ def test_model_mismatch_is_refused_and_writes_nothing(demo_env, tmp_path, monkey
 @pytest.mark.parametrize(
     "bad, message",
     [
-        ({"policy": {"text": "text-v1", "mv": "nope"}}, "no such profile"),
+        ({"policy": {"text": "text-v2", "mv": "nope"}}, "no such profile"),
         ({"profiles": [{"name": "Bad Name", "analyzer": "text"}]}, "name"),
-        ({"policy": {"text": "minilm-l6", "mv": "minilm-l6"}}, "serves the 'mv' axis"),
+        ({"policy": {"text": "minilm-l6-fit", "mv": "minilm-l6-fit"}}, "serves the 'mv' axis"),
     ],
 )
 def test_models_file_errors_are_clear(tmp_path, bad, message):

@@ -71,7 +71,7 @@ def test_source_sensor_requests_only_touched_shards(demo_env):
         # shard, for every profile. Deletions need no analysis, just a new snapshot.
         assert keys == {
             f"{p}|{s}"
-            for p in ("text-v1", "minilm-l6")
+            for p in ("text-v2", "minilm-l6-fit")
             for s in {_shard(changed, settings), _shard(new, settings)}
         }
         assert {r.partition_key.split("|")[1] for r in requests} <= expected
@@ -115,9 +115,9 @@ def test_profiles_sensor_registers_new_profiles(pipeline_env):
             for k in r.partition_keys
         }
         assert added == {
-            ("cpu_profiles", "text-v1"),
+            ("cpu_profiles", "text-v2"),
             ("cpu_profiles", "ocr-tesseract"),
-            ("gpu_profiles", "minilm-l6"),
+            ("gpu_profiles", "minilm-l6-fit"),
         }
         for r in result.dynamic_partitions_requests:
             instance.add_dynamic_partitions(r.partitions_def_name, list(r.partition_keys))
@@ -145,7 +145,7 @@ def test_transient_io_failure_is_retried(demo_env, monkeypatch):
         sync_profiles(instance, settings)
         defs.resolve_job_def("discover_job").execute_in_process(instance=instance)
         result = defs.resolve_job_def("cpu_job").execute_in_process(
-            partition_key="text-v1|00", instance=instance
+            partition_key="text-v2|00", instance=instance
         )
     assert result.success and calls["n"] == 2
     kinds = [e.event_type_value for e in result.all_events]

@@ -141,6 +141,8 @@ class SearchParams(_FilterParams):
     )
     candidates: int = Field(100, ge=1, le=1000, description="per-axis candidate depth")
     collapse: bool = True
+    rerank: bool = Field(True, description="rerank the fused candidates (false: fused order)")
+    rerank_depth: int | None = Field(None, ge=1, le=1000, description="candidates reranked")
 
     _axes = field_validator("axes", mode="before")(classmethod(lambda cls, v: _split_list(v)))
 
@@ -152,6 +154,8 @@ class SearchParams(_FilterParams):
             axes=self.axes,
             candidates=self.candidates,
             collapse=self.collapse,
+            rerank=self.rerank,
+            rerank_depth=self.rerank_depth,
             filters=self.filters(),
         )
 

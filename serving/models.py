@@ -43,6 +43,10 @@ class SearchRequest(BaseModel):
     # One hit per file (its best chunk) rather than one per chunk. Collapsing happens per axis
     # before fusion, so each axis ranks files, not chunks.
     collapse: bool = True
+    # The rerank stage after fusion (when the snapshot names a ranker): False keeps the fused
+    # order; rerank_depth: how many fused candidates it reorders (default: RAG_RERANK_DEPTH).
+    rerank: bool = True
+    rerank_depth: int | None = Field(None, ge=1, le=1000)
 
     @field_validator("axes")
     @classmethod
@@ -111,6 +115,25 @@ class FusionInfo(BaseModel):
     rrf_k: int
 
 
+class RerankExplanation(BaseModel):
+    """Why the rerank stage put a hit where it is: its ranker score, each feature's share of it
+    (penalties negative; they sum to the score), the features' values and its fused rank."""
+
+    score: float
+    fused_rank: int
+    contributions: dict[str, float]
+    features: dict[str, float]
+
+
+class RerankInfo(BaseModel):
+    """What the rerank stage did for this response."""
+
+    applied: bool  # False: the fused order (no ranker, switched off, or timed out)
+    reranked: int  # candidates reordered
+    timed_out: bool  # the time ceiling was reached: the fused order stands
+    ranker_version: str | None = None
+
+
 class Explanation(BaseModel):
     matched_evidence: list[MatchedEvidence]
     runs: dict[str, Any]  # task_type -> {run_id, model_key, model_id, revision, ...}
@@ -121,6 +144,8 @@ class Explanation(BaseModel):
     # The snapshot that answered (set by ``Searcher.unit``; a search names it once, in its
     # response).
     snapshot_id: str | None = None
+    # The rerank stage's reasons (None: the hit kept its fused rank).
+    rerank: RerankExplanation | None = None
 
 
 class Hit(BaseModel):
@@ -219,3 +244,4 @@ class TagCount(BaseModel):
 class TagsResponse(BaseModel):
     snapshot_id: str
     tags: list[TagCount]
+    rerank: RerankInfo | None = None  # None: a request the stage does not apply to

@@ -35,12 +35,22 @@ from lance import query as lance_query
 
 from rag_pipeline.analysis.analyzers.text_embedding import TextEncoder, model_spec_for
 from rag_pipeline.retrieval.explain import QueryMatcher, query_terms
+from rag_pipeline.retrieval.features import AxisEvidence, QueryFeatures
 from rag_pipeline.retrieval.fusion import (
     AXES,
     RRF_K,
+    SEMANTIC_MIN_WORDS,
     QueryType,
     classify_query,
     weights_for,
+)
+from rag_pipeline.retrieval.ranker import RankerModel
+from rag_pipeline.retrieval.rerank import (
+    DEFAULT_BUDGET_MS,
+    DEFAULT_DEPTH,
+    Candidate,
+    explain,
+    rerank,
 )
 from rag_pipeline.settings import Settings
 from rag_pipeline.snapshot.schema import (
@@ -55,6 +65,7 @@ from serving.axes import (
     AxisSource,
     ExactVectors,
     FtsCombine,
+    FusedHit,
     RowKeys,
     fts_candidates,
     fts_query,
@@ -68,6 +79,8 @@ from serving.hits import HIT_COLUMNS, build_hit
 from serving.models import (
     FusionInfo,
     Hit,
+    RerankExplanation,
+    RerankInfo,
     SearchFilters,
     SearchRequest,
     SearchResponse,
@@ -81,6 +94,8 @@ log = logging.getLogger(__name__)
 
 # Share of the fused score given to tag matches when the query names tags (metadata first).
 TAG_WEIGHT = 0.25
+# ``Searcher(ranker=...)`` default: the ranker the snapshot's manifest carries.
+FROM_SNAPSHOT = "snapshot"
 
 
 def _ms(t0: float) -> float:
@@ -103,6 +118,9 @@ class Searcher:
         vv_encoder: Any | None = None,
         vv_unavailable: str | None = None,
         query_cache: Any | None = None,
+        ranker: RankerModel | str | None = FROM_SNAPSHOT,
+        rerank_depth: int = DEFAULT_DEPTH,
+        rerank_budget_ms: float = DEFAULT_BUDGET_MS,
     ):
         if fts_combine not in ("max", "sum"):
             raise ValueError(f"fts_combine must be 'max' or 'sum', not {fts_combine!r}")
@@ -146,6 +164,21 @@ class Searcher:
         )
         self.unavailable: dict[str, str] = self._unavailable_axes()
         self._ann, self._exact = self._vector_paths(names)
+        # The rerank stage: the ranker the snapshot's policy named (or one given), applied to
+        # the top ``rerank_depth`` fused candidates within ``rerank_budget_ms``.
+        if ranker == FROM_SNAPSHOT:
+            ranker = RankerModel.model_validate(manifest.ranker) if manifest.ranker else None
+        self.ranker: RankerModel | None = ranker if isinstance(ranker, RankerModel) else None
+        self.rerank_depth = rerank_depth
+        self.rerank_budget_ms = rerank_budget_ms
+        # What features read: the text fields with text, tags, and the evidence (confidences)
+        # only where a model read some of the text (OCR, captions, VLM tags).
+        machine_read = {"caption", "ocr", "tags"} & set(self._fts_fields)
+        self._feature_columns = [
+            c
+            for c in (*self._fts_fields, "content_tags", *(["evidence"] if machine_read else []))
+            if c in names
+        ]
 
     def _vector_paths(
         self, names: set[str]
@@ -258,6 +291,7 @@ class Searcher:
         snapshot_id: str | None = None,
         fts_combine: FtsCombine = "max",
         query_cache: Any | None = None,
+        **rerank_kw: Any,
     ) -> Searcher:
         """Open the snapshot named by ``pointer`` (or ``snapshot_id``) for reading.
 
@@ -295,6 +329,7 @@ class Searcher:
             vv_encoder=vv_encoder,
             vv_unavailable=vv_unavailable,
             query_cache=query_cache,
+            **rerank_kw,
         )
 
     @classmethod
@@ -303,6 +338,8 @@ class Searcher:
         RAG_QUERY_MODEL_DIR points elsewhere (another copy of the same weights, say)."""
         kw.setdefault("mv_model_dir", settings.query_model_dir)
         kw.setdefault("vv_model_dir", settings.query_vv_model_dir)
+        kw.setdefault("rerank_depth", settings.rerank_depth)
+        kw.setdefault("rerank_budget_ms", settings.rerank_budget_ms)
         if "snapshot_id" not in kw:  # serving follows the promoted snapshot once there is one
             promoted = (settings.snapshots_dir / "PROMOTED").exists()
             kw.setdefault("pointer", "PROMOTED" if promoted else "CURRENT")
@@ -490,12 +527,15 @@ class Searcher:
             _ms(t0),
         )
 
-    def _fetch_rows(self, row_ids: list[int]) -> dict[int, dict[str, Any]]:
-        """The hit columns of the given rows, by row id."""
+    def _fetch_rows(
+        self, row_ids: list[int], columns: list[str] | None = None
+    ) -> dict[int, dict[str, Any]]:
+        """The hit columns (or ``columns``) of the given rows, by row id."""
         if not row_ids:
             return {}
+        cols = self._hit_columns if columns is None else columns
         rows = self.dataset.take(
-            self._row_keys.offsets(row_ids), columns=[*self._hit_columns, "_rowid"]
+            self._row_keys.offsets(row_ids), columns=[*cols, "_rowid"]
         ).to_pylist()
         out = {int(r.pop("_rowid")): r for r in rows}
         if out.keys() != set(row_ids):
@@ -503,19 +543,16 @@ class Searcher:
         return out
 
     # -- search ----------------------------------------------------------------------------
-    def search(
-        self, request: SearchRequest | str, principal: Principal, **kw: Any
-    ) -> SearchResponse:
-        """Search as ``principal``: only its tenant's units that carry one of its groups."""
-        t_start = time.perf_counter()
-        if isinstance(request, str):
-            req = SearchRequest(query=request, **kw)
-        elif kw:
-            req = SearchRequest.model_validate({**request.model_dump(), **kw})
-        else:
-            req = request
-        timings: dict[str, float] = {}
-
+    def _fused(
+        self,
+        req: SearchRequest,
+        principal: Principal,
+        n: int,
+        timings: dict[str, float],
+        t_start: float,
+    ) -> tuple[list[FusedHit], QueryType, dict[str, float], list[str], list[str], QueryMatcher]:
+        """The top ``n`` fused candidates of a request, with what fusion decided on the way
+        (query type, weights, axes, query entities) and the query's matcher."""
         if req.axes is not None:
             bad = [a for a in req.axes if a in self.unavailable]
             if bad:
@@ -534,8 +571,12 @@ class Searcher:
                 f"snapshot {self.manifest.snapshot_id} has no servable axis: {self.unavailable}"
             )
 
-        query_type: QueryType = req.query_type or classify_query(req.query)
-        weights = weights_for(query_type, axes)
+        # Fusion weights and the query classifier's threshold learned beside the ranker.
+        learned = (self.ranker.fusion or {}) if self.ranker is not None else {}
+        query_type: QueryType = req.query_type or classify_query(
+            req.query, int(learned.get("semantic_min_words", SEMANTIC_MIN_WORDS))
+        )
+        weights = weights_for(query_type, axes, learned.get("fts_share"))
         axes = [a for a in axes if a in weights]
         # Metadata first: tags named in the query pull the units carrying them up (not when the
         # request restricts the axes: then it gets exactly those).
@@ -570,9 +611,52 @@ class Searcher:
 
         t_fuse = time.perf_counter()
         fused = fuse_candidates(
-            results, weights, req.k, partial(self._row_keys.keys, collapse=req.collapse)
+            results, weights, n, partial(self._row_keys.keys, collapse=req.collapse)
         )
         timings["fuse"] = _ms(t_fuse)
+        return fused, query_type, weights, axes, entities, matcher
+
+    def fused_candidates(
+        self, request: SearchRequest | str, principal: Principal, **kw: Any
+    ) -> list[Candidate]:
+        """The fused candidates the rerank stage would see (``rerank_depth`` of them, default
+        ``self.rerank_depth``), in fused order, with their path and locations besides the
+        feature columns: what a ranker is trained on."""
+        req = (
+            SearchRequest(query=request, **kw)
+            if isinstance(request, str)
+            else SearchRequest.model_validate({**request.model_dump(), **kw})
+        )
+        depth = req.rerank_depth or self.rerank_depth
+        fused = self._fused(req, principal, depth, {}, time.perf_counter())[0]
+        return self.rerank_candidates(fused, extra_columns=["path", "locations", "unit_id"])
+
+    def search(
+        self, request: SearchRequest | str, principal: Principal, **kw: Any
+    ) -> SearchResponse:
+        """Search as ``principal``: only its tenant's units that carry one of its groups."""
+        t_start = time.perf_counter()
+        if isinstance(request, str):
+            req = SearchRequest(query=request, **kw)
+        elif kw:
+            req = SearchRequest.model_validate({**request.model_dump(), **kw})
+        else:
+            req = request
+        timings: dict[str, float] = {}
+
+        depth = req.rerank_depth or self.rerank_depth
+        reranking = self.ranker is not None and req.rerank
+        fused, query_type, weights, axes, entities, matcher = self._fused(
+            req, principal, max(req.k, depth) if reranking else req.k, timings, t_start
+        )
+
+        why: dict[int, RerankExplanation] = {}
+        rerank_info = None
+        if reranking:
+            t_rerank = time.perf_counter()
+            fused, why, rerank_info = self._rerank(req.query, fused, depth, req.k)
+            timings["rerank"] = _ms(t_rerank)
+        fused = fused[: req.k]
 
         t_fetch = time.perf_counter()
         rows = self._fetch_rows([f.row_id for f in fused])
@@ -583,6 +667,8 @@ class Searcher:
         hits = [
             build_hit(rows[f.row_id], f.score, f.axes, matcher, fusion, entities) for f in fused
         ]
+        for hit, f in zip(hits, fused, strict=True):
+            hit.explanation.rerank = why.get(f.key)
         timings["build"] = _ms(t_build)
         timings["total"] = _ms(t_start)
         return SearchResponse(
@@ -593,7 +679,65 @@ class Searcher:
             axes_unavailable=dict(self.unavailable),
             hits=hits,
             timings_ms=timings,
+            rerank=rerank_info,
         )
+
+    def rerank_candidates(
+        self, fused: list[FusedHit], extra_columns: list[str] | None = None
+    ) -> list[Candidate]:
+        """The fused hits as the rerank stage sees them: their feature columns, axes and
+        fused ranks (also what training computes features from)."""
+        cols = list(dict.fromkeys([*self._feature_columns, *(extra_columns or [])]))
+        rows = self._fetch_rows([f.row_id for f in fused], cols)
+        return [
+            Candidate(
+                row=rows[f.row_id],
+                axes={a: AxisEvidence(h.rank, h.score) for a, h in f.axes.items()},
+                fused_rank=i,
+                fused_score=f.score,
+            )
+            for i, f in enumerate(fused, start=1)
+        ]
+
+    def _rerank(
+        self, query: str, fused: list[FusedHit], depth: int, k: int
+    ) -> tuple[list[FusedHit], dict[int, RerankExplanation], RerankInfo]:
+        """The fused hits reordered by the ranker (or as they were, past the time ceiling),
+        each reranked one's reasons by fusion key, and what the stage did."""
+        assert self.ranker is not None
+        t0 = time.perf_counter()
+        candidates = self.rerank_candidates(fused[:depth])
+        spent_ms = (time.perf_counter() - t0) * 1000.0
+        outcome = rerank(
+            QueryFeatures(query),
+            candidates,
+            self.ranker,
+            depth=depth,
+            budget_ms=max(0.0, self.rerank_budget_ms - spent_ms),
+        )
+        info = RerankInfo(
+            applied=outcome.applied,
+            reranked=outcome.reranked,
+            timed_out=outcome.timed_out,
+            ranker_version=self.ranker.version,
+        )
+        if not outcome.applied:
+            return fused, {}, info
+        # Explained: the hits a response can show (the top ``k`` is cut by the caller).
+        shown = outcome.order[: max(k, 1)]
+        why = {
+            fused[i].key: RerankExplanation(
+                score=round(outcome.scores[i], 6),
+                fused_rank=i + 1,
+                contributions={
+                    name: round(v, 6) for name, v in explain(outcome, self.ranker, i).items()
+                },
+                features={name: round(v, 6) for name, v in outcome.features[i].items()},
+            )
+            for i in shown
+            if i in outcome.scores
+        }
+        return [fused[i] for i in outcome.order], why, info
 
     def thumbnail_file(self, asset_id: str, principal: Principal) -> Path | None:
         """The stored thumbnail of an asset this snapshot serves to ``principal`` (None: none,

@@ -261,8 +261,42 @@ def _local_dir(spec: ProfileSpec, model_dir: Path | None) -> Path:
     return model_dir
 
 
-def _resolve_text(spec: ProfileSpec, settings: Settings) -> Profile:
+def _resolve_text(spec: ProfileSpec, settings: Settings, base: Path | None = None) -> Profile:
     cfg = spec.config
+    doc_cfg: dict[str, Any] = {
+        "chunk_tokens": int(cfg.get("chunk_tokens", settings.chunk_tokens)),
+        "chunk_overlap": int(cfg.get("chunk_overlap", settings.chunk_overlap)),
+    }
+    runtime: dict[str, Any] = {}
+    if cfg.get("chunk_model"):
+        # Chunks measured in the MV model's word pieces and bounded by its window: the model
+        # (by its weights) is part of the config, so this is new evidence beside the old.
+        from rag_pipeline.analysis.analyzers.text_embedding import model_spec_for
+        from rag_pipeline.analysis.analyzers.token_budget import ModelTokenizer
+
+        ref = str(cfg["chunk_model"])
+        model_dir = resolve_model_dir(ref, base)
+        if settings.mv_model_dir and ref == PACKAGED_MV_MODEL:
+            model_dir = Path(settings.mv_model_dir)
+        try:
+            tokenizer = ModelTokenizer.load(model_dir)
+            model_key = model_spec_for(model_dir).key
+        except (OSError, ValueError) as exc:
+            raise ProfileError(f"profile {spec.name!r}: chunk_model {ref!r}: {exc}") from exc
+        window = tokenizer.budget
+        if "chunk_tokens" in cfg and int(cfg["chunk_tokens"]) > window:
+            raise ProfileError(
+                f"profile {spec.name!r}: chunk_tokens {cfg['chunk_tokens']} exceed the "
+                f"{window} word pieces the model's window holds"
+            )
+        doc_cfg = {
+            "chunk_tokens": int(cfg.get("chunk_tokens", window)),
+            "chunk_overlap": int(cfg.get("chunk_overlap", settings.chunk_overlap)),
+            "chunk_unit": "word_piece",
+            "chunk_model": model_key,
+            "title_prefix": True,
+        }
+        runtime["chunk_model_dir"] = str(model_dir)
     return Profile(
         name=spec.name,
         analyzer="text",
@@ -270,12 +304,7 @@ def _resolve_text(spec: ProfileSpec, settings: Settings) -> Profile:
         description=spec.description,
         tasks={
             "doc_text": TaskProfile(
-                "doc_text",
-                builtin_spec("doc_text", doc_text.ANALYZER_REVISION),
-                {
-                    "chunk_tokens": int(cfg.get("chunk_tokens", settings.chunk_tokens)),
-                    "chunk_overlap": int(cfg.get("chunk_overlap", settings.chunk_overlap)),
-                },
+                "doc_text", builtin_spec("doc_text", doc_text.ANALYZER_REVISION), doc_cfg
             ),
             "image_meta": TaskProfile(
                 "image_meta",
@@ -283,6 +312,7 @@ def _resolve_text(spec: ProfileSpec, settings: Settings) -> Profile:
                 {"max_pixels": int(cfg.get("max_pixels", settings.max_image_pixels))},
             ),
         },
+        runtime=runtime,
     )
 
 
@@ -376,7 +406,7 @@ def _resolve_model(spec: ProfileSpec, settings: Settings, base: Path | None) -> 
 
 def _resolve(spec: ProfileSpec, settings: Settings, base: Path | None) -> Profile:
     if spec.analyzer == "text":
-        return _resolve_text(spec, settings)
+        return _resolve_text(spec, settings, base)
     if spec.analyzer == "ocr":
         return _resolve_ocr(spec, settings)
     return _resolve_model(spec, settings, base)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rag_pipeline.analysis.analyzers.doc_text import analyze_document
 from rag_pipeline.analysis.analyzers.image_metadata import analyze_image
+from rag_pipeline.analysis.analyzers.token_budget import ModelTokenizer
 from rag_pipeline.analysis.limits import ParseLimits
 from rag_pipeline.analysis.task_inputs import read_verified
 from rag_pipeline.contracts import EvidenceText, TaskSpec
@@ -15,8 +16,13 @@ from rag_pipeline.storage.faults import hang_point
 
 
 def analyze_text_task(
-    task: TaskSpec, limits: ParseLimits, fault: str | None = None
+    task: TaskSpec,
+    limits: ParseLimits,
+    fault: str | None = None,
+    tokenizer_dir: str | None = None,
 ) -> list[EvidenceText]:
+    """``tokenizer_dir``: the MV model whose word pieces measure the chunks (the profile's
+    ``chunk_model``), loaded once per child process."""
     data = read_verified(task)
     hang_point(fault, "parse", Path(task.uri).name)
     if task.task_type == "doc_text":
@@ -28,6 +34,7 @@ def analyze_text_task(
             chunk_overlap=int(task.config["chunk_overlap"]),
             max_chars=limits.max_text_chars,
             max_chunks=limits.max_chunks,
+            tokenizer=ModelTokenizer.load(tokenizer_dir) if tokenizer_dir else None,
         )
     analysis = analyze_image(
         data, sidecar_bytes(Path(task.uri)), max_pixels=int(task.config["max_pixels"])

@@ -19,6 +19,7 @@ from pathlib import Path
 from rag_pipeline import errors
 from rag_pipeline.analysis import image_worker
 from rag_pipeline.analysis.analyzers.text_embedding import TextEncoder, model_spec_for
+from rag_pipeline.analysis.analyzers.token_budget import ModelTokenizer
 from rag_pipeline.analysis.isolation import shared_parser
 from rag_pipeline.analysis.limits import ParseLimits
 from rag_pipeline.analysis.profiles import (
@@ -61,6 +62,8 @@ class ShardResult:
     seconds: dict[str, float] = field(default_factory=dict)
     n_truncated: int = 0  # documents indexed up to the per-file caps
     limits: ParseLimits | None = None
+    # MV inputs longer than the model's window (the model would embed only their start).
+    truncated_chunks: int = 0
 
 
 def parse_limits(settings: Settings) -> ParseLimits:
@@ -198,6 +201,7 @@ def run_partition(
                 _as_text_task(probe, text_profile.tasks[text_type]),
                 parser.limits,
                 settings.fault,
+                text_profile.runtime.get("chunk_model_dir"),
                 subject=probe.uri,
             )
             if not texts:
@@ -238,14 +242,45 @@ def run_partition(
             raise ModelMismatch(
                 f"model_mismatch: encoder {enc.model_dir} is not the profile's model"
             )
+        # Chunks fitted to the model's window (a word-piece text profile) must fit: one that
+        # does not fails its asset (ChunkTooLong) instead of being embedded cut short.
+        doc_cfg = text_profile.tasks["doc_text"].config
+        fitted = doc_cfg.get("chunk_unit") == "word_piece" and doc_cfg.get("chunk_model") == (
+            enc.spec.key
+        )
+        window = ModelTokenizer.load(enc.model_dir)
         pairs: list[tuple[tuple[str, str], str, str]] = []
+        too_long: dict[tuple[str, str], int] = {}
         for asset_id, (text_type, texts) in texts_for_mv.items():
-            pairs += [(asset_id, target, text) for target, text in embed_text_for(text_type, texts)]
+            asset_pairs = [
+                (asset_id, target, text) for target, text in embed_text_for(text_type, texts)
+            ]
+            n_long = sum(window.truncated(p[2]) for p in asset_pairs)
+            out.truncated_chunks += n_long
+            if n_long and fitted and text_type == "doc_text":
+                too_long[asset_id] = n_long
+                continue
+            pairs += asset_pairs
         vectors = enc.encode([p[2] for p in pairs], batch_size=settings.mv_batch_size)
         per_asset: dict[tuple[str, str], list[EvidenceVector]] = defaultdict(list)
         for (asset_id, target, _), vec in zip(pairs, vectors, strict=True):
             per_asset[asset_id].append(EvidenceVector.from_array("mv", target, vec))
+        for asset_id, n_long in too_long.items():
+            envelopes["mv_embed"].append(
+                ResultEnvelope.build(
+                    mv_tasks[asset_id],
+                    run_ids["mv_embed"],
+                    error=ErrorInfo(
+                        error_class="ChunkTooLong",
+                        message=f"{n_long} chunk(s) longer than the model's "
+                        f"{window.budget} word pieces",
+                        retryable=False,
+                    ),
+                )
+            )
         for asset_id in texts_for_mv:
+            if asset_id in too_long:
+                continue
             # An image with no description has nothing for the MV axis: that is an ok
             # result with no vectors (the unit stays searchable by its other fields).
             envelopes["mv_embed"].append(

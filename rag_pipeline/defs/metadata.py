@@ -3,7 +3,7 @@
 ``md_doc(title, *blocks)`` is the value an asset puts in its metadata: a ``###`` heading and the
 non-empty blocks below it. Blocks come from ``md_metrics`` (a dict as a metric | value table),
 ``md_table`` (rows as a table, one column per key) or any Markdown string (an evals report
-table, an image). Cells are escaped, so a partition key such as ``text-v1|03`` stays one cell.
+table, an image). Cells are escaped, so a partition key such as ``text-v2|03`` stays one cell.
 """
 
 from collections.abc import Iterable, Mapping, Sequence

@@ -34,15 +34,24 @@ FUSION_WEIGHTS: dict[str, dict[str, float]] = {
 }
 
 
-def weights_for(query_type: str, available_axes: Iterable[str]) -> dict[str, float]:
+def weights_for(
+    query_type: str,
+    available_axes: Iterable[str],
+    fts_share: Mapping[str, float] | None = None,
+) -> dict[str, float]:
     """The query type's fusion weights restricted to ``available_axes``, renormalised to sum 1.
 
+    ``fts_share``: learned per query type (``evals.fusion_sweep.choose_fusion``, carried by the
+    ranker file): the FTS axis' share of the two text axes' weight (their sum is kept).
     Axes unknown to the weight table are ignored; if none of the available axes has a weight
     (or none is available) this raises ``ValueError``: there is nothing to fuse.
     """
     if query_type not in FUSION_WEIGHTS:
         raise ValueError(f"unknown query type {query_type!r} (expected one of {QUERY_TYPES})")
-    table = FUSION_WEIGHTS[query_type]
+    table = dict(FUSION_WEIGHTS[query_type])
+    if fts_share and query_type in fts_share:
+        text = table["fts"] + table["mv"]
+        table["fts"], table["mv"] = text * fts_share[query_type], text * (1 - fts_share[query_type])
     available = set(available_axes)
     chosen = {a: table[a] for a in AXES if a in available and table.get(a, 0.0) > 0.0}
     total = sum(chosen.values())
@@ -144,7 +153,10 @@ def _rare_looking(tok: str) -> bool:
     )
 
 
-def classify_query(text: str) -> QueryType:
+SEMANTIC_MIN_WORDS = 6  # a query this long reads as a sentence: semantic
+
+
+def classify_query(text: str, semantic_min_words: int = SEMANTIC_MIN_WORDS) -> QueryType:
     """Classify a query to pick fusion weights. Rules, first match wins:
 
     1. **keyword** -- the query contains a quoted phrase (``"..."``), or a token that looks like an
@@ -155,7 +167,8 @@ def classify_query(text: str) -> QueryType:
     2. **visual** -- it mentions a visual word (photo, image, picture, showing, screenshot, a
        colour, ...) or the phrase "of a"/"of an" (as in "photo of a dog", "a drawing of an owl").
     3. **semantic** -- it reads like a natural-language question (ends with ``?`` or starts with a
-       question word such as what/how/why/which/can/does) or is long (6 words or more).
+       question word such as what/how/why/which/can/does) or is long (``semantic_min_words``,
+       6 words or more; a ranker file may carry a learned one).
     4. **balanced** -- everything else.
     """
     raw = text.strip()
@@ -171,6 +184,10 @@ def classify_query(text: str) -> QueryType:
         return "keyword"
     if any(w in _VISUAL_WORDS for w in words) or re.search(r"\bof an?\b", raw.lower()):
         return "visual"
-    if raw.endswith("?") or (words and words[0] in _QUESTION_WORDS) or len(words) >= 6:
+    if (
+        raw.endswith("?")
+        or (words and words[0] in _QUESTION_WORDS)
+        or len(words) >= semantic_min_words
+    ):
         return "semantic"
     return "balanced"

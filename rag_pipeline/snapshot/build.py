@@ -44,6 +44,8 @@ from rag_pipeline.contracts import stable_hash
 from rag_pipeline.settings import Settings
 from rag_pipeline.snapshot.leases import live_leases, snapshot_leases
 from rag_pipeline.snapshot.policy import effective_policy
+from rag_pipeline.snapshot.rankers import effective_ranker
+from rag_pipeline.snapshot.rankers import resolve as resolve_ranker
 from rag_pipeline.snapshot.schema import (
     FTS_FIELDS,
     SNAPSHOT_SCHEMA_VERSION,
@@ -649,7 +651,7 @@ def _table_stats(tbl: Any, plan: _Plan) -> dict[str, Any]:
     }
 
 
-def _fingerprint(plan: _Plan, settings: Settings) -> str:
+def _fingerprint(plan: _Plan, settings: Settings, ranker_version: str) -> str:
     """Identity of a snapshot's content: same evidence, policy and settings -> same value."""
     return stable_hash(
         [
@@ -657,6 +659,7 @@ def _fingerprint(plan: _Plan, settings: Settings) -> str:
             _plan_digest(plan.groups),
             settings.field_weights.model_dump(),
             plan.policy,
+            ranker_version,
             plan.mv_model_key,
             plan.vv_model_key,
             plan.vv_unavailable,
@@ -679,7 +682,10 @@ def build_snapshot(
     ``force``: publish even when nothing changed."""
     t0 = time.perf_counter()
     plan = plan_groups(settings, cat, policy)
-    fp = _fingerprint(plan, settings)
+    # The ranker the policy names travels in the manifest: serving reads it from there.
+    ranker_version = effective_ranker(settings, cat)
+    ranker = resolve_ranker(settings, ranker_version)
+    fp = _fingerprint(plan, settings, ranker_version)
     try:
         current = read_current_manifest(settings.snapshots_dir)
     except FileNotFoundError:
@@ -750,6 +756,7 @@ def build_snapshot(
         vv_reason = None
     stats |= {
         "fingerprint": fp,
+        "ranker": ranker_version,
         "table_version": version,
         "table_tag": snapshot_id,
         "publish_mode": mode,
@@ -786,10 +793,11 @@ def build_snapshot(
                 reason=vv_reason,
             ),
         },
-        policy=dict(plan.policy),
+        policy={**plan.policy, "ranker": ranker_version},
         field_weights=settings.field_weights.model_dump(),
         dagster_run_id=dagster_run_id,
         stats=stats,
+        ranker=ranker.model_dump(mode="json") if ranker is not None else None,
     )
     write_atomic(
         manifest_path(settings.snapshots_dir, snapshot_id), manifest.model_dump_json(indent=2)

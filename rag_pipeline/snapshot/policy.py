@@ -1,7 +1,8 @@
 """Snapshot policy: which profile serves each axis of the next snapshot.
 
 The models file gives the default; ``set_policy`` records a promotion or rollback in the catalog
-(newest row per axis wins, older rows are the history). Switching only changes which persisted
+(newest row per axis wins, older rows are the history). The same table holds the ranker's
+slot (``rankers.py``). Switching only changes which persisted
 evidence the next snapshot selects: nothing is recomputed.
 """
 
@@ -15,7 +16,7 @@ def effective_policy(profiles: Profiles, cat: Catalog) -> dict[str, str]:
     policy = dict(profiles.policy)
     for r in cat.rows(
         "SELECT axis, profile FROM (SELECT *, row_number() OVER (PARTITION BY axis "
-        "ORDER BY set_at DESC) AS rn FROM axis_policy) WHERE rn = 1"
+        "ORDER BY set_at DESC) AS rn FROM axis_policy WHERE axis <> 'ranker') WHERE rn = 1"
     ):
         if r["profile"] in profiles.by_name:  # a profile removed from the file falls back
             policy[r["axis"]] = r["profile"]

@@ -101,6 +101,9 @@ class SnapshotManifest(BaseModel):
     field_weights: dict[str, float]
     dagster_run_id: str | None = None
     stats: dict[str, Any] = Field(default_factory=dict)
+    # The ranker the policy names (``rag_pipeline.retrieval.ranker.RankerModel`` as JSON): the
+    # rerank stage serving applies to this snapshot; None: no rerank stage.
+    ranker: dict[str, Any] | None = None
 
 
 def normalize_tag(value: str) -> str:

@@ -10,12 +10,15 @@ import re
 from dataclasses import replace
 from itertools import islice
 from pathlib import PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rag_pipeline.analysis.analyzers.chunking import iter_chunks
 from rag_pipeline.analysis.analyzers.documents import Section, extract_document
 from rag_pipeline.contracts import EvidenceText
 from rag_pipeline.errors import NoTextContent
+
+if TYPE_CHECKING:
+    from rag_pipeline.analysis.analyzers.token_budget import ModelTokenizer
 
 # -2: HTML text from a single pass over the tag stream (heading parts joined without the
 # spaces the tree walk put between inline tags), and per-document caps on text and chunks.
@@ -59,12 +62,16 @@ def analyze_document(
     chunk_overlap: int,
     max_chars: int | None = None,
     max_chunks: int | None = None,
+    tokenizer: ModelTokenizer | None = None,
 ) -> list[EvidenceText]:
     """Evidence for one document. Raises the ``errors`` classes for bad input.
 
     A document past ``max_chars`` characters of text or ``max_chunks`` chunks is indexed up to
     the cap, and its last chunk says so: ``truncated`` with the original size in its locator
     (one huge file must not cost the partition minutes of embedding and gigabytes of memory).
+
+    ``tokenizer``: chunk lengths are the MV model's word pieces, the title (which the MV axis
+    puts in front of every chunk) included, so no chunk overflows ``chunk_tokens``.
     """
     doc = extract_document(data, media_type, name)
     total_chars = sum(len(s.text) for s in doc.sections)
@@ -73,7 +80,14 @@ def analyze_document(
     if max_chars is not None and total_chars > max_chars:
         sections = _cap_chars(sections, max_chars)
         truncated = {"truncated_by": "max_chars", "limit": max_chars}
-    stream = iter_chunks(sections, max_tokens=chunk_tokens, overlap=chunk_overlap)
+    title = doc.title or title_from_filename(name) or ""
+    stream = iter_chunks(
+        sections,
+        max_tokens=chunk_tokens,
+        overlap=chunk_overlap,
+        tokenizer=tokenizer,
+        prefix=title if tokenizer is not None else "",
+    )
     if max_chunks is not None:
         chunks = list(islice(stream, max_chunks + 1))
         if len(chunks) > max_chunks:

@@ -81,6 +81,7 @@ def _run_partition(context: dg.AssetExecutionContext, pipeline: PipelineSettings
             "vectors": result.n_vectors,
             "truncated_documents": result.n_truncated,
             **(result.limits.as_metadata() if result.limits else {}),
+            "truncated_chunks": result.truncated_chunks,
             "persisted_results": persisted.results,
             "duplicates_skipped": persisted.duplicates_skipped,
             "rejected_envelopes": persisted.rejected,
