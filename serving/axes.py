@@ -132,6 +132,8 @@ def vector_candidates(
     nearest: dict[str, Any] = {"column": column, "q": vec, "k": limit, "metric": "cosine"}
     if ann:
         nearest |= {k: v for k, v in ann.items() if k in _NEAREST_PARAMS and v is not None}
+        if "ef" in nearest:  # HNSW needs ef >= the candidates it returns (k x refine factor)
+            nearest["ef"] = max(int(nearest["ef"]), limit * int(nearest.get("refine_factor") or 1))
     tbl = dataset.to_table(
         nearest=nearest,
         filter=sql_and(where, has_clause, exclude),
