@@ -121,6 +121,12 @@ def build_table(mat: Any, tenants: int, groups: int) -> Any:
     return tbl
 
 
+class _Rows(list):
+    def append(self, row) -> None:
+        super().append(row)
+        eprint(f"| {row[0]} | {row[1]} | {row[2]:.2f} | {row[3]:.2f} | {row[4]} |")
+
+
 def timed(fn, queries) -> tuple[list[float], list[Any]]:
     times, results = [], []
     for q in queries:
@@ -161,7 +167,7 @@ def main() -> None:
         "tenant+acl": "tenant_id = 't1' AND array_has_any(acl_groups, ['g1'])",
     }
     k = a.depth
-    rows: list[tuple[str, str, float, float, str]] = []  # path, filter, p50, p95, recall
+    rows = _Rows()  # path, filter, p50, p95, recall; each also on stderr as it comes
 
     # numpy floor: the matrix product and a top-k, nothing else
     def floor(q):

@@ -84,6 +84,9 @@ def test_publisher_indexes_past_the_threshold_and_ann_agrees(tmp_path):
             )
             recalls.append(len(truth & set(got.row_ids)) / 10)
     assert np.mean(recalls) >= 0.9, recalls
+    # the searcher's depth (100) x refine factor exceeds the index's ef: raised, not refused
+    deep = vector_candidates(ds, "vector_mv", "has_mv = true", q, None, 100, ann=ann["vector_mv"])
+    assert len(deep.row_ids) == 100
 
 
 @pytest.mark.parametrize("n", [0])

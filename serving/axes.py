@@ -132,6 +132,8 @@ def vector_candidates(
     nearest: dict[str, Any] = {"column": column, "q": vec, "k": limit, "metric": "cosine"}
     if ann:
         nearest |= {k: v for k, v in ann.items() if k in _NEAREST_PARAMS and v is not None}
+        if "ef" in nearest:  # HNSW needs ef >= the candidates it returns (k x refine factor)
+            nearest["ef"] = max(int(nearest["ef"]), limit * int(nearest.get("refine_factor") or 1))
     tbl = dataset.to_table(
         nearest=nearest,
         filter=sql_and(where, has_clause, exclude),
@@ -147,7 +149,7 @@ def vector_candidates(
 class ExactVectors:
     """Exact cosine search over one vector column of a snapshot version, in memory.
 
-    Lance's flat scan reads and decodes every vector per query (at 100k x 384 it was ~20x
+    Lance's flat scan reads and decodes every vector per query (at 100k x 384 it was ~16x
     numpy's ``M @ q``, docs/benchmarks.md); below the publisher's ANN threshold the searcher
     keeps the rows that have a vector as one L2-normalised float32 matrix instead (4 x dim
     bytes a row) and answers with a matrix-vector product and ``argpartition``. A request's
