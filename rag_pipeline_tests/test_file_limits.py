@@ -14,7 +14,8 @@ import pytest
 from rag_pipeline import errors
 from rag_pipeline.analysis.analyzers.doc_text import analyze_document
 from rag_pipeline.analysis.analyzers.documents import extract_document
-from rag_pipeline.analysis.isolation import ParseLimits, ParserProcess
+from rag_pipeline.analysis.isolation import ParserProcess
+from rag_pipeline.analysis.limits import ParseLimits
 
 # Generous: a loaded 2-core machine is slow; what fails is minutes and gigabytes.
 BOUND_S = 30.0

@@ -26,25 +26,10 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from rag_pipeline import errors
+from rag_pipeline.analysis.limits import ParseLimits
 
 STARTUP_TIMEOUT_S = 120.0
-
-
-class ParseLimits(BaseModel):
-    """The per-file bounds of text analysis (from settings; recorded in the run metadata)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    max_text_chars: int = Field(gt=0)
-    max_chunks: int = Field(gt=0)
-    timeout_s: float = Field(gt=0)
-    memory_mb: int = Field(ge=0)  # 0: no address-space cap
-
-    def as_metadata(self) -> dict[str, float | int]:
-        return {f"limit_{k}": v for k, v in self.model_dump().items()}
 
 
 def _serve(conn_in: Connection, conn_out: Connection, memory_mb: int) -> None:

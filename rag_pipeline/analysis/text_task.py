@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rag_pipeline.analysis.analyzers.doc_text import analyze_document
 from rag_pipeline.analysis.analyzers.image_metadata import analyze_image
-from rag_pipeline.analysis.isolation import ParseLimits
+from rag_pipeline.analysis.limits import ParseLimits
 from rag_pipeline.analysis.task_inputs import read_verified
 from rag_pipeline.contracts import EvidenceText, TaskSpec
 from rag_pipeline.discovery.scanner import sidecar_bytes

@@ -19,7 +19,8 @@ from pathlib import Path
 from rag_pipeline import errors
 from rag_pipeline.analysis import image_worker
 from rag_pipeline.analysis.analyzers.text_embedding import TextEncoder, model_spec_for
-from rag_pipeline.analysis.isolation import ParseLimits, shared_parser
+from rag_pipeline.analysis.isolation import shared_parser
+from rag_pipeline.analysis.limits import ParseLimits
 from rag_pipeline.analysis.profiles import (
     IMAGE_ONLY,
     Profile,
