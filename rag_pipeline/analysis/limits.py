@@ -1,5 +1,6 @@
-"""The per-file bounds of text analysis, shared by the worker, the parser child and the task
-it runs."""
+"""The per-file bounds of text analysis (from settings; recorded in each partition's
+materialization): what the parser process (``isolation``) and the analyzers it runs
+(``text_task``) both read."""
 
 from __future__ import annotations
 
