@@ -517,7 +517,9 @@ def cmd_demo(args) -> int:
     corpus = generate_demo_corpus(corpus_dir, DEMO_GOLD)
     print(f"demo corpus: {corpus.n_documents} documents, {corpus.n_images} images in {corpus_dir}")
     os.environ.setdefault("RAG_SOURCES", str(corpus_dir))
-    cmd_materialize(argparse.Namespace(shard=None, all_partitions=False, in_process=False))
+    cmd_materialize(
+        argparse.Namespace(shard=None, all_partitions=False, in_process=False, full=False)
+    )
     settings = _settings()
     searcher = _searcher(settings)
     from serving import SearchRequest
