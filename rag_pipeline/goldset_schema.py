@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -39,6 +39,8 @@ from pydantic import (
 )
 
 from rag_pipeline.contracts import QueryType
+
+_Row = TypeVar("_Row", bound=BaseModel)
 
 __all__ = [
     "GoldQuery",
@@ -107,7 +109,12 @@ def parse_gold_jsonl(text: str, source: str) -> list[GoldQuery]:
     Any bad line is a ``ValueError('source:line: reason')``: invalid JSON, not an object, a
     schema violation, or a ``query_id`` already used. An empty set is returned as ``[]``.
     """
-    queries: list[GoldQuery] = []
+    return _parse_jsonl(text, source, GoldQuery, "query_id")
+
+
+def _parse_jsonl(text: str, source: str, model: type[_Row], id_field: str) -> list[_Row]:
+    """One ``model`` per non-blank, non-comment line; ids unique by ``id_field``."""
+    rows: list[_Row] = []
     first: dict[str, int] = {}
     # Lines end at "\n" only: str.splitlines would also split at characters JSON strings may hold
     # raw (U+2028, form feed ...).
@@ -123,17 +130,17 @@ def parse_gold_jsonl(text: str, source: str) -> list[GoldQuery]:
         if not isinstance(obj, dict):
             raise ValueError(f"{source}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         try:
-            q = GoldQuery.model_validate(obj)
+            row = model.model_validate(obj)
         except ValidationError as exc:
             raise ValueError(f"{source}:{lineno}: {_reason(exc)}") from None
-        if q.query_id in first:
+        key = getattr(row, id_field)
+        if key in first:
             raise ValueError(
-                f"{source}:{lineno}: duplicate query_id {q.query_id!r} "
-                f"(first at line {first[q.query_id]})"
+                f"{source}:{lineno}: duplicate {id_field} {key!r} (first at line {first[key]})"
             )
-        first[q.query_id] = lineno
-        queries.append(q)
-    return queries
+        first[key] = lineno
+        rows.append(row)
+    return rows
 
 
 def gold_jsonl_line(q: GoldQuery) -> str:
@@ -189,27 +196,4 @@ class QAQuestion(BaseModel):
 def parse_qa_jsonl(text: str, source: str) -> list[QAQuestion]:
     """Validate a golden QA file (``text``: the whole file); a bad line is a
     ``ValueError('source:line: reason')``, as in ``parse_gold_jsonl``."""
-    out: list[QAQuestion] = []
-    first: dict[str, int] = {}
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(
-                f"{source}:{lineno}: invalid JSON: {exc.msg} (column {exc.colno})"
-            ) from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{source}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-        try:
-            q = QAQuestion.model_validate(obj)
-        except ValidationError as exc:
-            raise ValueError(f"{source}:{lineno}: {_reason(exc)}") from None
-        if q.qa_id in first:
-            raise ValueError(
-                f"{source}:{lineno}: duplicate qa_id {q.qa_id!r} (first at line {first[q.qa_id]})"
-            )
-        first[q.qa_id] = lineno
-        out.append(q)
-    return out
+    return _parse_jsonl(text, source, QAQuestion, "qa_id")

@@ -21,7 +21,12 @@ import urllib.request
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
-from rag_pipeline.answers.extractive import content_terms, looks_like_injection, split_sentences
+from rag_pipeline.answers.extractive import (
+    citation,
+    content_terms,
+    looks_like_injection,
+    split_sentences,
+)
 from rag_pipeline.answers.models import Answer, AnswerSentence, Citation, Evidence
 
 log = logging.getLogger(__name__)
@@ -153,19 +158,7 @@ def validate(
             start, end = _best_span(ev, terms)
             cites.setdefault(
                 (n, start, end),
-                Citation(
-                    n=n,
-                    unit_id=ev.unit_id,
-                    asset_id=ev.asset_id,
-                    source=ev.source,
-                    path=ev.path,
-                    title=ev.title,
-                    page=ev.page,
-                    section=ev.section,
-                    text=ev.text[start:end],
-                    start=start,
-                    end=end,
-                ),
+                citation(ev, start, end),
             )
     if not sentences:
         raise GenerationError("the answer has no sentence")
