@@ -28,7 +28,7 @@ import tempfile
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -36,7 +36,7 @@ import sqlalchemy as sa
 
 from rag_pipeline import uploads
 from rag_pipeline.settings import Settings, shard_key, shard_of
-from serving.querylog import audit
+from serving.querylog import as_utc, audit, utcnow
 
 JobState = Literal["queued", "running", "succeeded", "failed"]
 JobKind = Literal["upload", "delete"]
@@ -83,17 +83,6 @@ def create_tables(engine: sa.Engine) -> None:
     metadata.create_all(engine)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    """Timestamps are stored in UTC; SQLite returns them naive."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
 def new_job_id() -> str:
     return "job_" + uuid.uuid4().hex
 
@@ -128,8 +117,8 @@ class IngestJob:
             promoted=row.promoted,
             error=row.error,
             key_id=row.key_id,
-            created_at=_utc(row.created_at),
-            finished_at=_utc(row.finished_at),
+            created_at=as_utc(row.created_at),
+            finished_at=as_utc(row.finished_at),
         )
 
 
@@ -229,7 +218,7 @@ class IngestStore:
         folder = uploads.groups_folder(groups)
         out: list[StoredFile] = []
         new: list[StoredFile] = []
-        now = _now()
+        now = utcnow()
         with self.engine.begin() as conn:
             for rec in files:
                 existing = next(
@@ -334,7 +323,7 @@ class IngestStore:
     ) -> IngestJob | None:
         """Remove this tenant's uploads of ``asset_id`` that ``groups`` can read and queue the
         job that tombstones them; None when there is none."""
-        now = _now()
+        now = utcnow()
         with self.engine.begin() as conn:
             rows = conn.execute(
                 sa.select(ingest_uploads).where(
@@ -391,7 +380,7 @@ class IngestStore:
         key_id: str | None,
         request_id: str | None,
     ) -> IngestJob:
-        now = _now()
+        now = utcnow()
         shards = sorted({shard_key(shard_of(f.asset_id, self.settings.shard_count)) for f in files})
         row: dict[str, Any] = {
             "job_id": job_id,
@@ -449,7 +438,7 @@ class IngestStore:
         promoted: bool | None = None,
         error: str | None = None,
     ) -> None:
-        values: dict[str, Any] = {"state": state, "updated_at": _now()}
+        values: dict[str, Any] = {"state": state, "updated_at": utcnow()}
         if promoted is not None:
             values["promoted"] = promoted
         if run_id is not None:
@@ -459,7 +448,7 @@ class IngestStore:
         if error is not None:
             values["error"] = error[:500]
         if state not in ACTIVE_STATES:
-            values["finished_at"] = _now()
+            values["finished_at"] = utcnow()
         with self.engine.begin() as conn:
             conn.execute(
                 ingest_jobs.update().where(ingest_jobs.c.job_id == job_id).values(**values)

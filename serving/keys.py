@@ -33,7 +33,7 @@ from sqlalchemy.pool import NullPool
 from rag_pipeline.settings import Settings
 from serving.ingest import create_tables as create_ingest_tables
 from serving.principal import TENANT_WIDE_GROUP, Principal
-from serving.querylog import audit
+from serving.querylog import as_utc, audit, utcnow
 from serving.querylog import create_tables as create_log_tables
 
 log = logging.getLogger(__name__)
@@ -80,17 +80,6 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """Timestamps are stored in UTC; SQLite returns them naive."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass(frozen=True)
 class KeyInfo:
     """One key's record, without its hash."""
@@ -110,7 +99,7 @@ class KeyInfo:
     def state(self, now: datetime | None = None) -> str:
         if self.revoked_at is not None:
             return "revoked"
-        if self.expires_at is not None and self.expires_at <= (now or _now()):
+        if self.expires_at is not None and self.expires_at <= (now or utcnow()):
             return "expired"
         return "active"
 
@@ -143,10 +132,10 @@ def _info(row: Any) -> KeyInfo:
         tenant=row.tenant,
         groups=tuple(row.groups or ()),
         scopes=tuple(row.scopes or ()),
-        created_at=_utc(row.created_at) or _now(),  # NOT NULL in the table
-        expires_at=_utc(row.expires_at),
-        revoked_at=_utc(row.revoked_at),
-        last_used_at=_utc(row.last_used_at),
+        created_at=as_utc(row.created_at) or utcnow(),  # NOT NULL in the table
+        expires_at=as_utc(row.expires_at),
+        revoked_at=as_utc(row.revoked_at),
+        last_used_at=as_utc(row.last_used_at),
         rate_per_min=getattr(row, "rate_per_min", None),
         burst=getattr(row, "burst", None),
     )
@@ -161,7 +150,7 @@ def parse_expiry(text: str | None, now: datetime | None = None) -> datetime | No
     if m:
         n, unit = int(m.group(1)), m.group(2)
         delta = {"d": timedelta(days=n), "h": timedelta(hours=n), "m": timedelta(minutes=n)}[unit]
-        return (now or _now()) + delta
+        return (now or utcnow()) + delta
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
@@ -275,7 +264,7 @@ class KeyStore:
             "tenant": principal.tenant,
             "groups": sorted(principal.groups),
             "scopes": scopes,
-            "created_at": _now(),
+            "created_at": utcnow(),
             "expires_at": expires_at,
             "revoked_at": None,
             "last_used_at": None,
@@ -317,14 +306,14 @@ class KeyStore:
                 return False
             if found.revoked_at is None:
                 conn.execute(
-                    api_keys.update().where(api_keys.c.key_id == key_id).values(revoked_at=_now())
+                    api_keys.update().where(api_keys.c.key_id == key_id).values(revoked_at=utcnow())
                 )
                 audit(conn, "key.revoke", actor, target=key_id, tenant=found.tenant)
         self.clear_cache()
         return True
 
     def active_count(self) -> int:
-        now = _now()
+        now = utcnow()
         return sum(1 for k in self.list() if k.state(now) == "active")
 
     # -- serving -----------------------------------------------------------------------------
@@ -404,7 +393,9 @@ class KeyStore:
         try:
             with self.engine.begin() as conn:
                 conn.execute(
-                    api_keys.update().where(api_keys.c.key_id == key_id).values(last_used_at=_now())
+                    api_keys.update()
+                    .where(api_keys.c.key_id == key_id)
+                    .values(last_used_at=utcnow())
                 )
         except sa.exc.SQLAlchemyError as exc:
             log.warning("could not record last use of key %s: %s", key_id, type(exc).__name__)

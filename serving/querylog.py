@@ -91,11 +91,12 @@ class QueryNotFound(LookupError):
     """No such query (for this tenant), or no such unit among its hits."""
 
 
-def _now() -> datetime:
+def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _utc(value: datetime | None) -> datetime | None:
+def as_utc(value: datetime | None) -> datetime | None:
+    """Timestamps are stored in UTC; SQLite returns them naive."""
     if value is None:
         return None
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -129,7 +130,7 @@ def audit(
     together)."""
     conn.execute(
         audit_log.insert().values(
-            created_at=_now(),
+            created_at=utcnow(),
             actor=(actor or cli_actor())[:200],
             action=action[:64],
             target=target,
@@ -192,7 +193,7 @@ class QueryLog:
 
     def record(self, row: dict[str, Any]) -> bool:
         """Enqueue one ``query_log`` row (False: dropped, the queue is full)."""
-        row.setdefault("created_at", _now())
+        row.setdefault("created_at", utcnow())
         with self._cond:
             self._pending += 1
         try:
@@ -287,7 +288,7 @@ class QueryLog:
             conn.execute(
                 feedback.insert().values(
                     feedback_id=fid,
-                    created_at=_now(),
+                    created_at=utcnow(),
                     query_id=query_id,
                     tenant=tenant,
                     key_id=key_id,
@@ -322,7 +323,7 @@ class QueryLog:
             )
             yield {
                 "feedback_id": r.feedback_id,
-                "created_at": _utc(r.created_at),
+                "created_at": as_utc(r.created_at),
                 "query_id": r.query_id,
                 "tenant": r.tenant,
                 "query": r.query,
@@ -344,7 +345,7 @@ class QueryLog:
         days = self.retention_days if days is None else days
         if days < 0:
             raise ValueError("--days must be 0 or more")
-        cutoff = (now or _now()) - timedelta(days=days)
+        cutoff = (now or utcnow()) - timedelta(days=days)
         with self.engine.begin() as conn:
             old = sa.select(query_log.c.query_id).where(query_log.c.created_at < cutoff)
             n_fb = conn.execute(
@@ -358,7 +359,7 @@ class QueryLog:
     def audit_rows(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(audit_log).order_by(audit_log.c.id)).all()
-        return [dict(r._mapping) | {"created_at": _utc(r.created_at)} for r in rows]
+        return [dict(r._mapping) | {"created_at": as_utc(r.created_at)} for r in rows]
 
     def audit(self, action: str, actor: str | None = None, **kw: Any) -> None:
         with self.engine.begin() as conn:
