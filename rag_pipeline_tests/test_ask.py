@@ -197,10 +197,10 @@ def test_the_injection_document_is_quoted_as_data_and_never_followed(server, key
         assert "PWNED" not in body["answer"] and "cancelled" not in body["answer"]
         assert "first Saturday of April" in body["answer"]
         user = chat.bodies[-1]["messages"][1]["content"]
-        # The injection reached the model only inside a quoted source.
-        assert user.count("PWNED") == 1 and any(
-            "PWNED" in t for t in prompt_sources(chat.bodies[-1]).values()
-        )
+        # The injection reached the model only inside quoted sources (overlapping chunks may
+        # both hold it): every occurrence in the prompt is one inside a source.
+        quoted = sum(t.count("PWNED") for t in prompt_sources(chat.bodies[-1]).values())
+        assert quoted >= 1 and user.count("PWNED") == quoted
 
 
 def test_answers_stream_as_server_sent_events(server, keys, chat):

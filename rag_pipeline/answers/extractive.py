@@ -62,7 +62,10 @@ QUESTION_FILLERS = frozenset(
 INJECTION = re.compile(
     r"\b(ignore|disregard|forget)\b.{0,40}\b(instructions?|prompts?|rules)\b"
     r"|\b(ai|language model|assistant|chatbot|llm)\b.{0,40}\b(reading|must|should)\b"
-    r"|\bsystem prompt\b|\byou are now\b",
+    r"|\bsystem prompt\b|\byou are now\b"
+    # What a chunk cut mid-sentence keeps of one (overlapping chunks start anywhere).
+    r"|\b(previous|prior|above)\s+(instructions?|prompts?)\b"
+    r"|\banswer\s+(every|each|all|any)\s+questions?\s+with\b",
     re.IGNORECASE | re.DOTALL,
 )
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n|\n")
