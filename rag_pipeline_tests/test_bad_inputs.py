@@ -107,7 +107,7 @@ def test_unreadable_file_is_dead_lettered(pipeline_env):
     src = settings.sources[0]
     _write_good(src)
     secret = write_unreadable(src)
-    cmd = [sys.executable, "-m", "rag_pipeline.cli", "materialize"]
+    cmd = [sys.executable, "-m", "rag_pipeline.cli", "materialize", "--in-process"]
     if os.geteuid() == 0:  # root reads anything unless it gives up the override capability
         caps = "-dac_override,-dac_read_search"
         cmd = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *cmd]

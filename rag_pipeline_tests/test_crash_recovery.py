@@ -26,7 +26,7 @@ def test_sigkill_then_rerun_gives_clean_rows(point, demo_env, clean_rows):
     settings, _ = demo_env
     env = os.environ.copy() | {"RAG_FAULT": point}
     proc = subprocess.run(
-        [sys.executable, "-m", "rag_pipeline.cli", "materialize"],
+        [sys.executable, "-m", "rag_pipeline.cli", "materialize", "--in-process"],
         env=env,
         capture_output=True,
         text=True,

@@ -172,7 +172,7 @@ def test_a_hanging_parser_is_a_timeout_dead_letter_and_the_partition_is_indexed(
     from rag_pipeline.settings import Settings
 
     settings = Settings.from_env()
-    assert summary["partitions"].count(f"text-v1|{shard:02d}") == 1
+    assert summary["partitions"].count(f"text-v2|{shard:02d}") == 1
     with open_settings_catalog(settings) as cat:
         letters = {Path(r["uri"]).name: r["error_class"] for r in cat.dead_letters()}
         long_id = hashlib.sha256((src / "long.txt").read_bytes()).hexdigest()

@@ -67,7 +67,7 @@ def test_incremental_publish_equals_full_rebuild(demo_env, tmp_path, monkeypatch
             "name": "tiny-384",
             "analyzer": "mv_embed",
             "model": {"model_dir": str(tiny)},
-            "config": {"text_profile": "text-v1"},
+            "config": {"text_profile": "text-v2"},
         }
     )
     models = tmp_path / "models.yaml"
