@@ -180,6 +180,7 @@ class SearchResponse(BaseModel):
     timings_ms: dict[str, float]
     # Set by the HTTP API when the query log is on: quote it in POST /v1/feedback.
     query_id: str | None = None
+    rerank: RerankInfo | None = None  # None: a request the stage does not apply to
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,4 +245,3 @@ class TagCount(BaseModel):
 class TagsResponse(BaseModel):
     snapshot_id: str
     tags: list[TagCount]
-    rerank: RerankInfo | None = None  # None: a request the stage does not apply to
