@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from rag_pipeline.contracts import QueryType
 from rag_pipeline.retrieval.fusion import AXES
@@ -26,6 +26,16 @@ class SearchFilters(BaseModel):
     taken_after: datetime | None = None  # an image's EXIF/XMP date >= this (no date: no match)
     taken_before: datetime | None = None  # taken_at < this
     tags: list[str] | None = None  # every one of these content tags (pre-filter)
+
+    @field_validator(
+        "modified_after", "modified_before", "taken_after", "taken_before", mode="before"
+    )
+    @classmethod
+    def _dates_are_dates(cls, v: object) -> object:
+        # A number is not a date (lax mode would read it as seconds since 1970).
+        if isinstance(v, int | float):  # bool is an int too
+            raise ValueError("expected an ISO 8601 date or date-time")
+        return v
 
 
 class SearchRequest(BaseModel):
@@ -198,7 +208,9 @@ class AskRequest(BaseModel):
     mode: Literal["auto", "extractive", "generative"] = Field(
         "auto", description="auto: generative when a generator is configured, else extractive"
     )
-    stream: bool = Field(False, description="server-sent events: token chunks, then the answer")
+    stream: StrictBool = Field(
+        False, description="server-sent events: token chunks, then the answer"
+    )
 
 
 class AskSentence(BaseModel):
