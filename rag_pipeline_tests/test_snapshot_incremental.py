@@ -123,12 +123,12 @@ def test_incremental_publish_equals_full_rebuild(demo_env, tmp_path, monkeypatch
     )
     assert m3.stats["publish_mode"] == "incremental" and m3.policy["mv"] == "tiny-384"
     with open_settings_catalog(settings) as cat:
-        set_policy(profiles, cat, "mv", "minilm-l6", "rollback")
+        set_policy(profiles, cat, "mv", "minilm-l6-fit", "rollback")
     fourth = run_all()
     m4 = SnapshotManifest.model_validate_json(
         (settings.snapshots_dir / f"{fourth['snapshot_id']}.json").read_text()
     )
-    assert m4.stats["publish_mode"] == "incremental" and m4.policy["mv"] == "minilm-l6"
+    assert m4.stats["publish_mode"] == "incremental" and m4.policy["mv"] == "minilm-l6-fit"
 
     with open_settings_catalog(settings) as cat:
         full = build_snapshot(settings, cat, full=True).manifest
