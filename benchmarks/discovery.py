@@ -13,7 +13,7 @@ Generates N small text files (1,000 per folder) under ``--root`` (kept between r
   find|stat       find ROOT -type f | xargs stat   (the floor for a stat walk)
   sha256sum       find ROOT -type f | xargs sha256sum   (the floor for hashing everything)
 
-Usage: python benchmarks/discovery.py [--files 100000] [--root /tmp/rag_discovery_tree]
+Usage: python benchmarks/discovery.py [--files 100000] [--root var/bench/discovery_tree]
        [--threads 8]
 """
 
@@ -69,7 +69,7 @@ def shell(cmd: str) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--files", type=int, default=100_000)
-    ap.add_argument("--root", type=Path, default=Path("/tmp/rag_discovery_tree"))
+    ap.add_argument("--root", type=Path, default=Path("var/bench/discovery_tree"))
     ap.add_argument("--threads", type=int, default=8)
     args = ap.parse_args()
     root = args.root.absolute()

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
+from rag_pipeline.answers.models import AnswerSentence, Citation
 from rag_pipeline.contracts import QueryType
 from rag_pipeline.retrieval.fusion import AXES
 
@@ -213,33 +214,14 @@ class AskRequest(BaseModel):
     )
 
 
-class AskSentence(BaseModel):
-    text: str
-    citations: list[int]  # numbers of ``AskResponse.citations``
-
-
-class AskCitation(BaseModel):
-    n: int  # 1-based source number, as the sentences cite it
-    unit_id: str
-    asset_id: str
-    source: str
-    path: str
-    title: str | None = None
-    page: int | None = None
-    section: str | None = None
-    text: str  # the cited span
-    start: int  # char offsets of the span in the unit's text
-    end: int
-
-
 class AskResponse(BaseModel):
     query_id: str = ""  # quote it in POST /v1/feedback (logged when the query log is on)
     answer: str
     refused: bool
     refusal_reason: str | None = None
     mode: Literal["extractive", "generative"]
-    sentences: list[AskSentence]
-    citations: list[AskCitation]
+    sentences: list[AnswerSentence]  # the core's answer models, as they are
+    citations: list[Citation]
     hits: list[Hit]  # the evidence searched; when refused, the closest hits
     snapshot_id: str
     latency_ms: float
