@@ -75,6 +75,20 @@ def _word_starts(low: str, stem_: str) -> list[int]:
     return out
 
 
+def _near(a: list[int], b: list[int]) -> bool:
+    """Is some offset of ``a`` within ``_NEAR_CHARS`` of some offset of ``b``? Both are
+    increasing: one merge-like walk instead of every pair."""
+    i = j = 0
+    while i < len(a) and j < len(b):
+        if abs(a[i] - b[j]) <= _NEAR_CHARS:
+            return True
+        if a[i] < b[j]:
+            i += 1
+        else:
+            j += 1
+    return False
+
+
 @dataclass
 class QueryFeatures:
     """One query's terms and their stems, made once per search.
@@ -143,7 +157,7 @@ class QueryFeatures:
                 for i in range(n_terms - 1):
                     a, b = starts[i], starts[i + 1]
                     if a and b and not near_pairs[i]:
-                        near_pairs[i] = any(abs(x - y) <= _NEAR_CHARS for x in a for y in b)
+                        near_pairs[i] = _near(a, b)
         tags = row.get("content_tags") or ()
         if tags:
             tag_hits = self._found(" ".join(str(t) for t in tags))
