@@ -126,8 +126,11 @@ class CrossEncoderScorer:
         if self.device == "auto":
             self.device = "cpu"
         dtype = config.dtype
-        if dtype == "auto":
-            dtype = "bfloat16" if self.device == "cuda" else "float32"
+        if dtype == "auto":  # half precision on a GPU (bf16 where it has it), fp32 on CPU
+            if self.device != "cuda":
+                dtype = "float32"
+            else:
+                dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
         self.dtype = dtype
         self._model = CrossEncoder(
             str(model_dir),
@@ -142,6 +145,8 @@ class CrossEncoderScorer:
         self._identity = torch.nn.Identity()
         self._torch = torch
         self._per_pair_s: float | None = None
+        # One forward pass at a time: a fast tokenizer shared by threads that set its
+        # truncation at once fails ("Already borrowed"), and the device runs one batch anyway.
         self._lock = threading.Lock()
 
     @classmethod
@@ -175,8 +180,8 @@ class CrossEncoderScorer:
         # and tokenizing megabytes to keep 256 pieces would cost more than the model.
         limit = self.max_length * 8
         pairs = [(query, t[:limit]) for t in texts]
-        t0 = time.perf_counter()
-        with self._autocast():
+        with self._lock, self._autocast():
+            t0 = time.perf_counter()  # the model's time, not the wait for it
             out = self._model.predict(
                 pairs,
                 batch_size=self.batch_size,
@@ -184,8 +189,7 @@ class CrossEncoderScorer:
                 show_progress_bar=False,
                 convert_to_numpy=True,
             )
-        per = (time.perf_counter() - t0) / len(pairs)
-        with self._lock:
+            per = (time.perf_counter() - t0) / len(pairs)
             old = self._per_pair_s
             self._per_pair_s = per if old is None else (1 - self._EWMA) * old + self._EWMA * per
         return [float(x) for x in out.reshape(-1)]
