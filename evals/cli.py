@@ -263,6 +263,18 @@ def cmd_eval_train_ranker(args) -> int:
         queries = [(q.query_id, q.query, dict(q.relevant)) for q in gs.queries]
         judged = ranker_training.collect(searcher, queries, mapper.row_keys, who, depth=args.depth)
         snapshot_id = searcher.manifest.snapshot_id
+        # The cross-encoder whose scores ``ce_score`` learned from (the weight is for those).
+        ce = searcher.manifest.cross_encoder
+        cross_encoder = (
+            {"profile": ce.profile, "model_key": ce.model.key, "top_n": ce.config.get("top_n")}
+            if ce is not None and searcher.cross_encoder is not None
+            else None
+        )
+        if ce is not None and cross_encoder is None:
+            print(
+                f"note: the snapshot's cross-encoder {ce.profile!r} is unavailable "
+                f"({searcher.cross_encoder_unavailable}): trained without ce_score"
+            )
     finally:
         searcher.close()
     version = args.version or f"ranker-{gs.name}-{snapshot_id}"
@@ -275,6 +287,7 @@ def cmd_eval_train_ranker(args) -> int:
             "gold_queries": len(gs.queries),
             "snapshot_id": snapshot_id,
             "depth": args.depth,
+            **({"cross_encoder": cross_encoder} if cross_encoder else {}),
         },
     )
     model.write(Path(args.out))

@@ -14,6 +14,11 @@ fold's queries are reranked by a model trained on the other folds, and the out-o
 rankings are scored against the fused order with paired bootstrap CIs (``evals.stats``).
 Those figures, never in-sample ones, go into the ranker file (``cv``); the weights written
 are then fitted on all queries.
+
+When the served snapshot has a cross-encoder (``Searcher.cross_encoder``), its score of each
+query's top ``top_n`` candidates is the ``ce_score`` feature, learned like the others; as in
+serving, a candidate it did not score counts as the mean of those it did. Without one the
+ranker does not list ``ce_score`` at all.
 """
 
 from __future__ import annotations
@@ -28,9 +33,9 @@ import numpy as np
 
 from evals.metrics import evaluate_per_query
 from evals.stats import paired_bootstrap
-from rag_pipeline.retrieval.features import FEATURES, PENALTIES, QueryFeatures
+from rag_pipeline.retrieval.features import FEATURES, MODEL_FEATURES, PENALTIES, QueryFeatures
 from rag_pipeline.retrieval.ranker import RankerModel
-from rag_pipeline.retrieval.rerank import candidate_features
+from rag_pipeline.retrieval.rerank import CE_FEATURE, candidate_features, cross_encoder_scores
 
 CV_METRICS = ("ndcg@10", "recall@100", "mrr@10")
 SEED = 20261129
@@ -64,19 +69,17 @@ def collect(
     **search_kw: Any,
 ) -> list[JudgedQuery]:
     """Features of every judged query's fused candidates. ``queries``: (id, text, qrels);
-    ``keys_of``: a candidate row (path, locations) -> the gold set's document keys."""
+    ``keys_of``: a candidate row (path, locations) -> the gold set's document keys. With the
+    searcher's cross-encoder, ``ce_score`` of the top candidates (no time budget here)."""
+    scorer = getattr(searcher, "cross_encoder", None)
     out = []
     for qid, text, qrels in queries:
         cands = searcher.fused_candidates(text, principal, rerank_depth=depth, **search_kw)
-        out.append(
-            JudgedQuery(
-                qid,
-                text,
-                [keys_of(c.row) for c in cands],
-                candidate_features(QueryFeatures(text), cands),
-                dict(qrels),
-            )
-        )
+        features = candidate_features(QueryFeatures(text), cands)
+        if scorer is not None:
+            for i, x in cross_encoder_scores(scorer, text, cands)[0].items():
+                features[i][CE_FEATURE] = x
+        out.append(JudgedQuery(qid, text, [keys_of(c.row) for c in cands], features, dict(qrels)))
     return out
 
 
@@ -84,17 +87,35 @@ def collect(
 # The model
 
 
-def _matrix(jq: JudgedQuery, names: Sequence[str]) -> np.ndarray:
-    return np.array([[f.get(n, 0.0) for n in names] for f in jq.features], dtype=np.float64)
+def _matrix(
+    jq: JudgedQuery, names: Sequence[str], fill: Mapping[str, float] | None = None
+) -> np.ndarray:
+    fill = fill or {}
+    return np.array(
+        [[f.get(n, fill.get(n, 0.0)) for n in names] for f in jq.features], dtype=np.float64
+    )
 
 
-def _pairs(queries: Sequence[JudgedQuery], names: Sequence[str]) -> np.ndarray:
+def _model_feature_fill(queries: Sequence[JudgedQuery]) -> dict[str, float]:
+    """Per model feature some candidate has: the mean of the values present, what a candidate
+    without one counts as (serving counts it as the ranker's mean: the same value)."""
+    fill = {}
+    for name in MODEL_FEATURES:
+        values = [f[name] for q in queries for f in q.features if name in f]
+        if values:
+            fill[name] = float(np.mean(values))
+    return fill
+
+
+def _pairs(
+    queries: Sequence[JudgedQuery], names: Sequence[str], fill: Mapping[str, float] | None = None
+) -> np.ndarray:
     """Feature differences (better - worse) of every judged pair."""
     diffs = []
     for jq in queries:
         if not jq.features:
             continue
-        x, y = _matrix(jq, names), np.array(jq.labels())
+        x, y = _matrix(jq, names, fill), np.array(jq.labels())
         for i in np.flatnonzero(y > 0):
             worse = [j for j in np.flatnonzero(y < y[i])][:MAX_NEGATIVES]
             if worse:
@@ -110,18 +131,23 @@ def fit(
     steps: int = STEPS,
     learning_rate: float = LEARNING_RATE,
 ) -> RankerModel:
-    """A ranker fitted on ``queries`` (pairwise logistic regression)."""
-    names = [*FEATURES, *PENALTIES]
-    all_x = np.vstack([_matrix(q, names) for q in queries if q.features] or [np.zeros((1, 1))])
+    """A ranker fitted on ``queries`` (pairwise logistic regression). A model feature
+    (``ce_score``) is listed only when some candidate has it."""
+    fill = _model_feature_fill(queries)
+    features = [f for f in FEATURES if f not in MODEL_FEATURES or f in fill]
+    names = [*features, *PENALTIES]
+    all_x = np.vstack(
+        [_matrix(q, names, fill) for q in queries if q.features] or [np.zeros((1, 1))]
+    )
     if all_x.shape[1] != len(names):
         all_x = np.zeros((1, len(names)))
-    n_feat = len(FEATURES)
+    n_feat = len(features)
     mean = np.zeros(len(names))
     mean[:n_feat] = all_x[:, :n_feat].mean(axis=0)
     scale = all_x.std(axis=0)
     scale[n_feat:] = np.maximum(np.abs(all_x[:, n_feat:]).max(axis=0), 0.0)
     scale = np.where(scale > 1e-9, scale, 1.0)
-    d = _pairs(queries, names) / scale  # the mean cancels in a difference
+    d = _pairs(queries, names, fill) / scale  # the mean cancels in a difference
     w = np.zeros(len(names))
     w[names.index("fused_rr")] = 1.0  # start from the fused order
     for _ in range(steps if len(d) else 0):
@@ -132,11 +158,11 @@ def fit(
     return RankerModel(
         version=version,
         created_at=datetime.now(UTC),
-        features=list(FEATURES),
+        features=features,
         penalties=list(PENALTIES),
         mean={n: float(m) for n, m in zip(names, mean, strict=True)},
         scale={n: float(s) for n, s in zip(names, scale, strict=True)},
-        weights={n: float(x) for n, x in zip(FEATURES, w[:n_feat], strict=True)},
+        weights={n: float(x) for n, x in zip(features, w[:n_feat], strict=True)},
         penalty_weights={
             n: max(0.0, float(-x)) + 0.0 for n, x in zip(PENALTIES, w[n_feat:], strict=True)
         },

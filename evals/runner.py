@@ -404,4 +404,5 @@ def open_searcher(
         snapshot_id=snapshot_id,
         fts_combine=fts_combine,
         mv_model_dir=Settings().query_model_dir,
+        ce_model_dir=Settings().query_ce_model_dir,
     )

@@ -448,10 +448,12 @@ def cmd_models(args) -> int:
             added = sync_profiles(instance, settings)
         print(f"registered as partitions: {', '.join(added) or 'nothing new'}")
     print(f"models file: {profiles.source}")
-    for p in profiles.by_name.values():
+    for p in [*profiles.by_name.values(), *profiles.query_time.values()]:
         spec = next(iter(p.tasks.values())).model
+        # Query-time profiles (cross-encoders) run in serving: no pool, no partitions.
+        where = "query-time" if p.name in profiles.query_time else f"pool={p.pool:<4}"
         print(
-            f"  {p.name:<16} {p.analyzer:<9} pool={p.pool:<4} {spec.model_id}@{spec.revision}"
+            f"  {p.name:<16} {p.analyzer:<9} {where} {spec.model_id}@{spec.revision}"
             + (f" dim={p.dim}" if p.dim else "")
             + (f"  UNAVAILABLE: {p.unavailable}" if p.unavailable else "")
         )
@@ -478,6 +480,10 @@ def _models_add(settings, args) -> None:
         from rag_pipeline.analysis.analyzers.image_embedding import image_model_spec
 
         spec, backend = image_model_spec(args.model_dir), "transformers"
+    elif args.analyzer == "cross_encoder":
+        from rag_pipeline.retrieval.cross_encoder import cross_encoder_spec
+
+        spec, backend = cross_encoder_spec(args.model_dir), "sentence-transformers"
     else:
         from rag_pipeline.analysis.analyzers.captioning import local_model_spec
 
@@ -718,8 +724,10 @@ def build_parser() -> argparse.ArgumentParser:
     po_sub = po.add_subparsers(dest="policy_cmd", required=True)
     po_sub.add_parser("show", help="current policy and its history")
     ps = po_sub.add_parser("set", help="serve AXIS from PROFILE in the next snapshot")
-    ps.add_argument("axis", choices=["text", "mv", "ocr", "vv", "caption"])
-    ps.add_argument("profile")
+    ps.add_argument("axis", choices=["text", "mv", "ocr", "vv", "caption", "cross_encoder"])
+    ps.add_argument(
+        "profile", help="a profile of the models file (cross_encoder: `none` switches it off)"
+    )
     ps.add_argument("--note", help="why (kept in the history)")
     po.set_defaults(func=cmd_policy)
 
@@ -749,13 +757,20 @@ def build_parser() -> argparse.ArgumentParser:
     mo_sub.add_parser("list", help="profiles in the models file")
     mo_sub.add_parser("init", help="write the packaged models.yaml to RAG_MODELS_FILE to edit")
     mo_sub.add_parser("sync", help="register every profile as a Dagster partition")
-    ma = mo_sub.add_parser("add", help="add a model profile (MV, VV or captions) and register it")
+    ma = mo_sub.add_parser(
+        "add", help="add a model profile (MV, VV, captions or a cross-encoder) and register it"
+    )
     ma.add_argument("name")
-    ma.add_argument("--analyzer", choices=["mv_embed", "vv_embed", "caption"], default="mv_embed")
+    ma.add_argument(
+        "--analyzer",
+        choices=["mv_embed", "vv_embed", "caption", "cross_encoder"],
+        default="mv_embed",
+    )
     ma.add_argument(
         "--model-dir",
         required=True,
-        help="local model directory (sentence-transformers, CLIP/SigLIP or a VLM)",
+        help="local model directory (sentence-transformers, CLIP/SigLIP, a VLM or a "
+        "sentence-transformers CrossEncoder)",
     )
     ma.add_argument(
         "--backend",

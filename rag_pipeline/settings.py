@@ -169,6 +169,11 @@ class Settings(BaseSettings):
     query_vv_model_dir: str | None = Field(
         None, description="another copy of the VV query model for serving (default: the snapshot's)"
     )
+    query_ce_model_dir: str | None = Field(
+        None,
+        description="another copy of the rerank stage's cross-encoder for serving (default: the "
+        "snapshot's); other weights are refused",
+    )
     snapshot_poll_s: float = Field(
         2.0,
         gt=0,
@@ -241,8 +246,9 @@ class Settings(BaseSettings):
         20.0,
         gt=0,
         le=10_000,
-        description="time ceiling of the rerank stage (ms): past it the fused order stands and "
-        "the response says `timed_out`",
+        description="time ceiling of the rerank stage (ms), its cross-encoder included: past it "
+        "the fused order stands and the response says `timed_out` (a cross-encoder stops at it "
+        "and the candidates it did not score count as neutral)",
     )
     log_query_text: bool = Field(
         False, description="put query strings in the access log (default: path only)"
@@ -407,6 +413,7 @@ class Settings(BaseSettings):
         "vv_dtype",
         "query_model_dir",
         "query_vv_model_dir",
+        "query_ce_model_dir",
         "fault",
         "eval_gates",
         "serving_db_url",

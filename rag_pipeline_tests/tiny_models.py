@@ -41,3 +41,11 @@ def build_tiny_clip_model(
         projection_dim=24 if kind == "clip" else None,
         max_text_len=16,
     )
+
+
+def build_tiny_cross_encoder(out: Path, seed: int = 0) -> Path:
+    """A tiny random cross-encoder (BERT, hidden 32, 2 layers, one label) saved as a local
+    directory that ``sentence_transformers.CrossEncoder`` loads (nothing downloaded)."""
+    from rag_pipeline.testing.random_models import build_random_cross_encoder
+
+    return build_random_cross_encoder(out, hidden=32, layers=2, heads=2, seed=seed)

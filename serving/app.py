@@ -710,7 +710,9 @@ def create_app(
                 else "degraded"
             )
         axes = info.pop("axes", {})
-        for entry in axes.values():  # reasons may name local directories: keep them in logs
+        ce = info.get("cross_encoder")
+        for entry in [*axes.values(), *([ce] if ce else [])]:
+            # Reasons may name local directories: keep them in the logs.
             if entry.get("reason"):
                 entry["reason"] = http_errors.scrub(entry["reason"])
         if "admin" not in caller.scopes:

@@ -136,6 +136,16 @@ class RerankExplanation(BaseModel):
     features: dict[str, float]
 
 
+class CrossEncoderSummary(BaseModel):
+    """What the cross-encoder did within the rerank stage's budget: candidates it did not
+    score (past its top N or the budget) count as neutral in the ranker's score."""
+
+    applied: bool  # it scored at least one candidate
+    scored: int  # the top candidates it scored
+    timed_out: bool  # the budget stopped it before its top N
+    reason: str | None = None  # why it did not run (unavailable, refused, failed)
+
+
 class RerankInfo(BaseModel):
     """What the rerank stage did for this response."""
 
@@ -143,6 +153,8 @@ class RerankInfo(BaseModel):
     reranked: int  # candidates reordered
     timed_out: bool  # the time ceiling was reached: the fused order stands
     ranker_version: str | None = None
+    # None: the ranker does not weigh ``ce_score`` (the cross-encoder is not run).
+    cross_encoder: CrossEncoderSummary | None = None
 
 
 class Explanation(BaseModel):

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from lance import query as lance_query
 
 from rag_pipeline.analysis.analyzers.text_embedding import TextEncoder, model_spec_for
+from rag_pipeline.retrieval.cross_encoder import PairScorer
 from rag_pipeline.retrieval.explain import QueryMatcher, query_terms
 from rag_pipeline.retrieval.features import AxisEvidence, QueryFeatures
 from rag_pipeline.retrieval.fusion import (
@@ -77,6 +78,7 @@ from serving.errors import AxisUnavailable, ModelMismatch, SearchError
 from serving.filters import build_filter, sql_and, sql_str
 from serving.hits import HIT_COLUMNS, build_hit
 from serving.models import (
+    CrossEncoderSummary,
     FusionInfo,
     Hit,
     RerankExplanation,
@@ -87,6 +89,7 @@ from serving.models import (
     SimilarRequest,
 )
 from serving.principal import TENANT_WIDE_GROUP, Principal
+from serving.reranking import load_cross_encoder
 from serving.tags import TagIndex
 from serving.visual import load_vv_encoder
 
@@ -121,6 +124,8 @@ class Searcher:
         ranker: RankerModel | str | None = FROM_SNAPSHOT,
         rerank_depth: int = DEFAULT_DEPTH,
         rerank_budget_ms: float = DEFAULT_BUDGET_MS,
+        cross_encoder: PairScorer | None = None,
+        cross_encoder_unavailable: str | None = None,
     ):
         if fts_combine not in ("max", "sum"):
             raise ValueError(f"fts_combine must be 'max' or 'sum', not {fts_combine!r}")
@@ -171,6 +176,9 @@ class Searcher:
         self.ranker: RankerModel | None = ranker if isinstance(ranker, RankerModel) else None
         self.rerank_depth = rerank_depth
         self.rerank_budget_ms = rerank_budget_ms
+        # The cross-encoder the manifest names (``serving.reranking``), or why there is none.
+        self.cross_encoder = cross_encoder
+        self.cross_encoder_unavailable = cross_encoder_unavailable
         # What features read: the text fields with text, tags, and the evidence (confidences)
         # only where a model read some of the text (OCR, captions, VLM tags).
         machine_read = {"caption", "ocr", "tags"} & set(self._fts_fields)
@@ -287,6 +295,7 @@ class Searcher:
         *,
         mv_model_dir: str | None = None,
         vv_model_dir: str | None = None,
+        ce_model_dir: str | None = None,
         pointer: str = "CURRENT",
         snapshot_id: str | None = None,
         fts_combine: FtsCombine = "max",
@@ -303,6 +312,10 @@ class Searcher:
         ``MultiMatchQuery``: the best boosted field wins, like Elasticsearch ``best_fields``) or
         "sum" (a ``BooleanQuery`` of boosted per-field SHOULD clauses: a term in title *and* body
         counts twice, like ``most_fields``).
+
+        The rerank stage's cross-encoder, if the manifest names one, is loaded and warmed here
+        (from ``ce_model_dir``, default: the manifest's directory); one that is missing, does
+        not load or has other weights is left out, with the reason (``serving.reranking``).
         """
         snapshots_dir, lance_dir = Path(snapshots_dir), Path(lance_dir)
         manifest = (
@@ -319,6 +332,10 @@ class Searcher:
         vv_encoder, vv_unavailable = load_vv_encoder(manifest, vv_model_dir)
         if vv_encoder is not None and "vector_vv" not in table.schema.names:
             vv_encoder, vv_unavailable = None, f"table {manifest.table_name} has no vector_vv"
+        if "cross_encoder" not in rerank_kw:
+            rerank_kw["cross_encoder"], rerank_kw["cross_encoder_unavailable"] = load_cross_encoder(
+                manifest, ce_model_dir
+            )
         return cls(
             manifest,
             table,
@@ -338,6 +355,7 @@ class Searcher:
         RAG_QUERY_MODEL_DIR points elsewhere (another copy of the same weights, say)."""
         kw.setdefault("mv_model_dir", settings.query_model_dir)
         kw.setdefault("vv_model_dir", settings.query_vv_model_dir)
+        kw.setdefault("ce_model_dir", settings.query_ce_model_dir)
         kw.setdefault("rerank_depth", settings.rerank_depth)
         kw.setdefault("rerank_budget_ms", settings.rerank_budget_ms)
         if "snapshot_id" not in kw:  # serving follows the promoted snapshot once there is one
@@ -444,6 +462,25 @@ class Searcher:
             "table_rows": n_rows,
             "axes": axes,
             "field_weights": m.field_weights,
+            "cross_encoder": self._cross_encoder_health(),
+        }
+
+    def _cross_encoder_health(self) -> dict[str, Any] | None:
+        """The rerank stage's cross-encoder: its profile, model, whether it is loaded and why
+        not (None: the snapshot names none)."""
+        info = self.manifest.cross_encoder
+        if info is None:
+            return None
+        return {
+            "profile": info.profile,
+            "available": self.cross_encoder is not None,
+            "reason": None if self.cross_encoder is not None else self.cross_encoder_unavailable,
+            "top_n": info.config.get("top_n"),
+            "model": {
+                "model_id": info.model.model_id,
+                "revision": info.model.revision,
+                "weights_checksum": info.model.weights_checksum,
+            },
         }
 
     # -- per-axis candidate retrieval --------------------------------------------------------
@@ -714,12 +751,22 @@ class Searcher:
             self.ranker,
             depth=depth,
             budget_ms=max(0.0, self.rerank_budget_ms - spent_ms),
+            cross_encoder=self.cross_encoder,
+            cross_encoder_unavailable=self.cross_encoder_unavailable,
         )
+        ce = outcome.cross_encoder
         info = RerankInfo(
             applied=outcome.applied,
             reranked=outcome.reranked,
             timed_out=outcome.timed_out,
             ranker_version=self.ranker.version,
+            cross_encoder=(
+                CrossEncoderSummary(
+                    applied=ce.applied, scored=ce.scored, timed_out=ce.timed_out, reason=ce.reason
+                )
+                if ce is not None
+                else None
+            ),
         )
         if not outcome.applied:
             return fused, {}, info

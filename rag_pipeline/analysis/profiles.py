@@ -12,6 +12,11 @@ pool) and ``caption`` (a VLM writing a caption and tags; transformers, vLLM or a
 OpenAI-compatible endpoint; GPU pool). A model profile whose local model directory is missing
 resolves as unavailable: it plans nothing and its axis is reported unavailable, rather than
 failing every run.
+
+``cross_encoder`` profiles are query-time only (``QUERY_TIME``): a local sentence-transformers
+CrossEncoder the rerank stage runs on the top candidates (``retrieval.cross_encoder``). They
+analyse nothing, so they are no partition and the planner never sees them (``Profiles.by_name``
+holds the analysis profiles, ``Profiles.query_time`` these); the policy names one like an axis.
 """
 
 from __future__ import annotations
@@ -33,16 +38,33 @@ from rag_pipeline.settings import Settings
 
 MODELS_FILE_VERSION = 1
 PROFILE_NAME = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
-Analyzer = Literal["text", "mv_embed", "ocr", "vv_embed", "caption"]
-POOL_OF = {"text": "cpu", "ocr": "cpu", "mv_embed": "gpu", "vv_embed": "gpu", "caption": "gpu"}
-# The policy slot a profile's evidence fills in the snapshot (mv and vv are vector axes).
-AXIS_OF = {"text": "text", "mv_embed": "mv", "ocr": "ocr", "vv_embed": "vv", "caption": "caption"}
+Analyzer = Literal["text", "mv_embed", "ocr", "vv_embed", "caption", "cross_encoder"]
+POOL_OF = {
+    "text": "cpu",
+    "ocr": "cpu",
+    "mv_embed": "gpu",
+    "vv_embed": "gpu",
+    "caption": "gpu",
+    "cross_encoder": "query",  # no pool: it runs in the serving process, per query
+}
+# The policy slot a profile's evidence fills in the snapshot (mv and vv are vector axes); a
+# cross-encoder's slot names the model the rerank stage runs.
+AXIS_OF = {
+    "text": "text",
+    "mv_embed": "mv",
+    "ocr": "ocr",
+    "vv_embed": "vv",
+    "caption": "caption",
+    "cross_encoder": "cross_encoder",
+}
 IMAGE_ONLY = frozenset({"ocr", "vv_embed", "caption"})
+QUERY_TIME = frozenset({"cross_encoder"})
 REQUIRED_POLICY = ("text", "mv")
 BACKENDS_OF = {
     "mv_embed": {"sentence-transformers"},
     "vv_embed": {"transformers"},
     "caption": {"transformers", "vllm", "openai"},
+    "cross_encoder": {"sentence-transformers"},
 }
 
 
@@ -404,7 +426,46 @@ def _resolve_model(spec: ProfileSpec, settings: Settings, base: Path | None) -> 
     )
 
 
+def _resolve_cross_encoder(spec: ProfileSpec, base: Path | None) -> Profile:
+    from rag_pipeline.retrieval.cross_encoder import (
+        IDENTITY_KEYS,
+        CrossEncoderConfig,
+        cross_encoder_spec,
+    )
+
+    ref = spec.model
+    assert ref is not None
+    model_dir = _local_dir(spec, resolve_model_dir(ref.model_dir, base) if ref.model_dir else None)
+    try:
+        cfg = CrossEncoderConfig.model_validate(spec.config)
+    except ValueError as exc:
+        raise ProfileError(f"profile {spec.name!r}: {exc}") from exc
+    unavailable = None
+    try:
+        declared = _pinned(cross_encoder_spec(model_dir), ref)
+    except (FileNotFoundError, OSError, ValueError, errors.ModelError) as exc:
+        declared, unavailable = _unavailable_spec(ref, model_dir), str(exc)
+    config = cfg.model_dump()
+    return Profile(
+        name=spec.name,
+        analyzer="cross_encoder",
+        pool=POOL_OF["cross_encoder"],
+        model_dir=model_dir,
+        declared=ref,
+        description=spec.description,
+        runtime={k: v for k, v in config.items() if k not in IDENTITY_KEYS},
+        unavailable=unavailable,
+        tasks={
+            "cross_encoder": TaskProfile(
+                "cross_encoder", declared, {k: config[k] for k in IDENTITY_KEYS}
+            )
+        },
+    )
+
+
 def _resolve(spec: ProfileSpec, settings: Settings, base: Path | None) -> Profile:
+    if spec.analyzer == "cross_encoder":
+        return _resolve_cross_encoder(spec, base)
     if spec.analyzer == "text":
         return _resolve_text(spec, settings, base)
     if spec.analyzer == "ocr":
@@ -414,18 +475,25 @@ def _resolve(spec: ProfileSpec, settings: Settings, base: Path | None) -> Profil
 
 @dataclass(frozen=True)
 class Profiles:
-    by_name: dict[str, Profile]
+    by_name: dict[str, Profile]  # analysis profiles: each a partition the planner fills
     policy: dict[str, str]  # from the models file
     source: str
+    # Query-time profiles (cross-encoders): named by the policy, never planned or partitioned.
+    query_time: dict[str, Profile] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> Profile:
-        try:
-            return self.by_name[name]
-        except KeyError:
-            raise ProfileError(f"unknown profile {name!r}; known: {sorted(self.by_name)}") from None
+        prof = self.by_name.get(name) or self.query_time.get(name)
+        if prof is None:
+            known = sorted([*self.by_name, *self.query_time])
+            raise ProfileError(f"unknown profile {name!r}; known: {known}")
+        return prof
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.by_name or name in self.query_time
 
     @property
     def names(self) -> list[str]:
+        """The analysis profiles (partitions); ``query_time`` has the others."""
         return list(self.by_name)
 
     def of_analyzer(self, analyzer: str) -> list[Profile]:
@@ -441,7 +509,9 @@ def _load_cached(path: str, mtime_ns: int, settings_json: str) -> Profiles:
     p = Path(path)
     mf = load_models_file(p)
     base = p.parent
-    by_name = {s.name: _resolve(s, settings, base) for s in mf.profiles}
+    resolved = {s.name: _resolve(s, settings, base) for s in mf.profiles}
+    by_name = {n: p for n, p in resolved.items() if p.analyzer not in QUERY_TIME}
+    query_time = {n: p for n, p in resolved.items() if p.analyzer in QUERY_TIME}
     for prof in by_name.values():
         if prof.analyzer == "mv_embed":
             tp = prof.text_profile or mf.policy["text"]
@@ -449,7 +519,7 @@ def _load_cached(path: str, mtime_ns: int, settings_json: str) -> Profiles:
                 raise ProfileError(
                     f"profile {prof.name!r}: text_profile {tp!r} is not a text profile"
                 )
-    return Profiles(by_name=by_name, policy=dict(mf.policy), source=str(p))
+    return Profiles(by_name=by_name, policy=dict(mf.policy), source=str(p), query_time=query_time)
 
 
 def load_profiles(settings: Settings) -> Profiles:

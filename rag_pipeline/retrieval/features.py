@@ -2,8 +2,9 @@
 
 Each candidate is described by numbers that say *why* it might answer the query, all cheap to
 compute from what the search already has (the axes' ranks and scores, the unit's text fields,
-tags and evidence): no model runs here. Pure Python, no I/O: serving and the evals' training
-both use it, so the features a ranker was trained on are the ones it is served.
+tags and evidence): no model runs here (``MODEL_FEATURES`` are added by the stage). Pure
+Python, no I/O: serving and the evals' training both use it, so the features a ranker was
+trained on are the ones it is served.
 
 Query terms are the content words of the query, stemmed as ``explain`` stems them; a term is
 found where a word of the text begins with its stem.
@@ -41,11 +42,19 @@ FEATURES: tuple[str, ...] = (
     "tag_overlap",  # share of the query terms among the unit's content tags
     "evidence_confidence",  # lowest confidence of the evidence a match relies on (1: none)
     "log_length",  # log(1 + words of the unit's text)
+    "ce_score",  # the cross-encoder's score of (query, text) (``cross_encoder.py``): optional
 )
+# Features a model computes outside this module, for some candidates only (the cross-encoder
+# scores the top N within the stage's budget): a candidate without one counts as the ranker's
+# mean for it, so the feature adds nothing to its score (``RankerModel``).
+MODEL_FEATURES: tuple[str, ...] = ("ce_score",)
 # Subtracted (their weights are kept >= 0): a query term the unit lacks, and a match that
 # rests only on weak machine-read evidence.
 PENALTIES: tuple[str, ...] = ("missing_terms", "weak_evidence_only")
 ALL_FEATURES: tuple[str, ...] = FEATURES + PENALTIES
+
+
+_COMPUTED = tuple(f for f in ALL_FEATURES if f not in MODEL_FEATURES)
 
 
 @dataclass(frozen=True)
@@ -119,7 +128,7 @@ class QueryFeatures:
     ) -> dict[str, float]:
         """The features of one candidate (``row``: its snapshot columns, at least the text
         fields present; ``fts_max``: the best BM25 score among this search's candidates)."""
-        f: dict[str, float] = dict.fromkeys(ALL_FEATURES, 0.0)
+        f: dict[str, float] = dict.fromkeys(_COMPUTED, 0.0)
         f["fused_score"] = float(fused_score)
         f["fused_rr"] = 1.0 / max(1, fused_rank)
         for axis, hit in axes.items():

@@ -7,7 +7,10 @@ weights, what it was trained on and its out-of-fold cross-validated figures. The
 manifest carries the promoted ranker, so serving reads it from the snapshot it serves.
 
 Features are standardised (``(x - mean) / scale``); penalties are only scaled (a unit with no
-penalty gets none), and their weights are >= 0, so a penalty can only push a unit down.
+penalty gets none), and their weights are >= 0, so a penalty can only push a unit down. A
+feature a candidate lacks (``features.MODEL_FEATURES``: the cross-encoder did not score it)
+counts as the mean: it adds nothing. A ranker lists only the features it was trained on, so one
+trained before ``ce_score`` existed (the packaged default) is served unchanged.
 """
 
 from __future__ import annotations
@@ -74,11 +77,16 @@ class RankerModel(BaseModel):
         return self
 
     # -- scoring ------------------------------------------------------------------------------
+    def weighs(self, feature: str) -> bool:
+        """Whether the ranker lists ``feature`` with a weight that moves a score."""
+        return bool(self.weights.get(feature) or self.penalty_weights.get(feature))
+
     def contributions(self, features: Mapping[str, float]) -> dict[str, float]:
         """Each feature's share of the final score (penalties negative); they sum to it."""
         out: dict[str, float] = {}
         for f in self.features:
-            z = (float(features.get(f, 0.0)) - self.mean.get(f, 0.0)) / self.scale.get(f, 1.0)
+            center = self.mean.get(f, 0.0)
+            z = (float(features.get(f, center)) - center) / self.scale.get(f, 1.0)
             out[f] = self.weights[f] * z
         for p in self.penalties:
             out[p] = -self.penalty_weights[p] * float(features.get(p, 0.0)) / self.scale.get(p, 1.0)
@@ -92,7 +100,10 @@ class RankerModel(BaseModel):
         if not rows:
             return np.zeros(0)
         names, center, scale, weight = self._vectors()
-        x = np.array([[r.get(n, 0.0) for n in names] for r in rows], dtype=np.float64)
+        x = np.array(
+            [[r.get(n, c) for n, c in zip(names, center.tolist(), strict=True)] for r in rows],
+            dtype=np.float64,
+        )
         return ((x - center) / scale) @ weight
 
     def _vectors(self) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:

@@ -51,6 +51,7 @@ from rag_pipeline.snapshot.schema import (
     SNAPSHOT_SCHEMA_VERSION,
     SNAPSHOT_TABLE,
     AxisInfo,
+    CrossEncoderInfo,
     SnapshotManifest,
     current_pointer,
     manifest_path,
@@ -651,21 +652,39 @@ def _table_stats(tbl: Any, plan: _Plan) -> dict[str, Any]:
     }
 
 
-def _fingerprint(plan: _Plan, settings: Settings, ranker_version: str) -> str:
-    """Identity of a snapshot's content: same evidence, policy and settings -> same value."""
-    return stable_hash(
-        [
-            SNAPSHOT_SCHEMA_VERSION,
-            _plan_digest(plan.groups),
-            settings.field_weights.model_dump(),
-            plan.policy,
-            ranker_version,
-            plan.mv_model_key,
-            plan.vv_model_key,
-            plan.vv_unavailable,
-        ],
-        32,
+def _cross_encoder(plan: _Plan) -> CrossEncoderInfo | None:
+    """The cross-encoder the policy names, as the manifest records it (None: none)."""
+    name = plan.policy.get("cross_encoder")
+    if not name:
+        return None
+    prof = plan.profiles[name]
+    return CrossEncoderInfo(
+        profile=name,
+        available=prof.unavailable is None,
+        model=prof.tasks["cross_encoder"].model,
+        model_dir=str(prof.model_dir) if prof.model_dir else None,
+        config={**prof.runtime, **prof.tasks["cross_encoder"].config},
+        reason=f"cross-encoder unavailable: {prof.unavailable}" if prof.unavailable else None,
     )
+
+
+def _fingerprint(
+    plan: _Plan, settings: Settings, ranker_version: str, ce: CrossEncoderInfo | None = None
+) -> str:
+    """Identity of a snapshot's content: same evidence, policy and settings -> same value."""
+    parts: list[Any] = [
+        SNAPSHOT_SCHEMA_VERSION,
+        _plan_digest(plan.groups),
+        settings.field_weights.model_dump(),
+        plan.policy,
+        ranker_version,
+        plan.mv_model_key,
+        plan.vv_model_key,
+        plan.vv_unavailable,
+    ]
+    if ce is not None:  # only then: snapshots without one keep their fingerprints
+        parts.append(ce.model_dump(mode="json"))
+    return stable_hash(parts, 32)
 
 
 def build_snapshot(
@@ -685,7 +704,8 @@ def build_snapshot(
     # The ranker the policy names travels in the manifest: serving reads it from there.
     ranker_version = effective_ranker(settings, cat)
     ranker = resolve_ranker(settings, ranker_version)
-    fp = _fingerprint(plan, settings, ranker_version)
+    cross_encoder = _cross_encoder(plan)
+    fp = _fingerprint(plan, settings, ranker_version, cross_encoder)
     try:
         current = read_current_manifest(settings.snapshots_dir)
     except FileNotFoundError:
@@ -798,6 +818,7 @@ def build_snapshot(
         dagster_run_id=dagster_run_id,
         stats=stats,
         ranker=ranker.model_dump(mode="json") if ranker is not None else None,
+        cross_encoder=cross_encoder,
     )
     write_atomic(
         manifest_path(settings.snapshots_dir, snapshot_id), manifest.model_dump_json(indent=2)

@@ -86,6 +86,18 @@ class AxisInfo(BaseModel):
     reason: str | None = None  # why an axis is unavailable
 
 
+class CrossEncoderInfo(BaseModel):
+    """The rerank stage's cross-encoder the policy named: its profile, exactly which weights
+    (serving loads those or none: model parity) and how it runs (top N, batch, length)."""
+
+    profile: str
+    available: bool
+    model: ModelSpec
+    model_dir: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)  # retrieval.cross_encoder's config
+    reason: str | None = None  # why it is unavailable (its directory was missing at publish)
+
+
 class SnapshotManifest(BaseModel):
     schema_version: int = SNAPSHOT_SCHEMA_VERSION
     snapshot_id: str
@@ -104,6 +116,8 @@ class SnapshotManifest(BaseModel):
     # The ranker the policy names (``rag_pipeline.retrieval.ranker.RankerModel`` as JSON): the
     # rerank stage serving applies to this snapshot; None: no rerank stage.
     ranker: dict[str, Any] | None = None
+    # The cross-encoder the policy names (``cross_encoder`` slot); None: none.
+    cross_encoder: CrossEncoderInfo | None = None
 
 
 def normalize_tag(value: str) -> str:

