@@ -69,7 +69,11 @@ def _text_storage(settings: Settings, m: SnapshotManifest) -> tuple[dict, dict]:
         f.fragment_id: sorted(d.path for d in f.metadata.files if ids & set(d.fields))
         for f in ds.get_fragments()
     }
-    indexes = {i["name"]: i["uuid"] for i in ds.list_indices() if "vector" not in i["name"]}
+    indexes = {
+        d.name: sorted(seg.uuid for seg in d.segments)
+        for d in ds.describe_indices()
+        if not {"vector_mv", "vector_vv"} & set(d.field_names)
+    }
     return files, indexes
 
 
@@ -83,6 +87,7 @@ def _switch(
         before = build_snapshot(settings, cat).manifest  # nothing changed: the current one
         set_policy(profiles, cat, "mv", profile, note)
     storage, old_rows = _text_storage(settings, before), _rows(settings, before)
+    assert all(storage[0].values()) and len(storage[1]) == len(FTS_FIELDS) + 2  # + tenant, acl
     old_ranked = _ranked(settings, before.snapshot_id, queries)
     m = SnapshotManifest.model_validate_json(
         (settings.snapshots_dir / f"{run_all()['snapshot_id']}.json").read_text()
