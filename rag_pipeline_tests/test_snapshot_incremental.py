@@ -64,7 +64,9 @@ def _text_storage(settings: Settings, m: SnapshotManifest) -> tuple[dict, dict]:
         str(settings.lance_dir / f"{SNAPSHOT_TABLE}.lance"), version=m.stats["table_version"]
     )
     text = {*FTS_FIELDS, "evidence", "unit_id", "tenant_id", "acl_groups", "path", "uri"}
-    ids = {ds.lance_schema.field(n).id() for n in text}
+    fields = [ds.lance_schema.field(n) for n in text]
+    ids = {f.id() for f in fields if f is not None}
+    assert len(ids) == len(text)
     files = {
         f.fragment_id: sorted(d.path for d in f.metadata.files if ids & set(d.fields))
         for f in ds.get_fragments()
