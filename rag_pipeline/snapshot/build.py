@@ -9,7 +9,9 @@ file's units under one ACL set) with a hash of every input its rows come from; o
 hash is new are expanded into units, batch by batch (their evidence and vectors read for that
 batch alone), and upserted (``merge_insert`` on ``unit_key``); units of vanished or changed
 groups that are no longer produced are deleted; small fragments are compacted and the indexes
-brought up to date; the resulting table version is tagged with the snapshot id. A full rebuild
+brought up to date; the resulting table version is tagged with the snapshot id. A group whose
+only change is a vector input (a policy switch of the MV or VV profile) keeps its rows: only its
+vector columns are rewritten, in place ("columns: vector_mv"). A full rebuild
 (``full=True``, ``rag-pipeline materialize --full``) overwrites the table with a new version,
 and happens by itself when the table's schema must change (a new vector dimension).
 
