@@ -204,12 +204,29 @@ def _terminated(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
+def initialize_pools(defs: dg.Definitions, instance: dg.DagsterInstance) -> list[str]:
+    """Give the analysis assets' pools (``gpu``) their default limit in the instance's storage
+    before any run of them is queued. The run queue enforces a pool's limit only for pools its
+    pass found in storage, and adds a new pool there itself during the pass: on the first pass
+    that sees it, every queued run of an unseen pool would be let through at once
+    (``test_gpu_pool.py``)."""
+    have = set(instance.event_log_storage.get_concurrency_keys())
+    pools = sorted(
+        {p for key in ANALYSIS_ASSETS.values() if (p := defs.resolve_assets_def(key).op.pool)}
+    )
+    for pool in pools:
+        if pool not in have:
+            instance.event_log_storage.initialize_concurrency_limit_to_default(pool)
+    return pools
+
+
 def launch_backfill(
     defs: dg.Definitions, instance: dg.DagsterInstance, work: list[tuple[str, str]], tags: dict
 ) -> str:
     """One asset backfill over the analysis partitions with work: the daemon submits one run per
     partition to the run queue, which runs them concurrently up to the instance's limits
-    (``max_concurrent_runs``; the ``gpu`` pool still meters inference steps)."""
+    (``max_concurrent_runs``; the ``gpu`` pool lets one inference run at a time through)."""
+    initialize_pools(defs, instance)
     from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
     from dagster._core.definitions.events import AssetKeyPartitionKey
     from dagster._core.execution.backfill import PartitionBackfill

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 
+import lance
 import lancedb
 import pytest
 import yaml
@@ -16,7 +17,12 @@ from rag_pipeline.settings import Settings, packaged_file
 from rag_pipeline.snapshot.build import build_snapshot
 from rag_pipeline.snapshot.leases import Lease
 from rag_pipeline.snapshot.policy import set_policy
-from rag_pipeline.snapshot.schema import SNAPSHOT_TABLE, SnapshotManifest, open_snapshot_table
+from rag_pipeline.snapshot.schema import (
+    FTS_FIELDS,
+    SNAPSHOT_TABLE,
+    SnapshotManifest,
+    open_snapshot_table,
+)
 from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 from rag_pipeline_tests.conftest import run_all
 from rag_pipeline_tests.tiny_models import build_tiny_sentence_model
@@ -49,6 +55,74 @@ def _ranked(settings: Settings, snapshot_id: str, queries: list[str]) -> list[li
         return out
     finally:
         s.close()
+
+
+def _text_storage(settings: Settings, m: SnapshotManifest) -> tuple[dict, dict]:
+    """At the manifest's version: per fragment, the data files holding the text columns (FTS
+    fields, evidence, filters), and the uuid of every index that is not a vector index."""
+    ds = lance.dataset(
+        str(settings.lance_dir / f"{SNAPSHOT_TABLE}.lance"), version=m.stats["table_version"]
+    )
+    text = {*FTS_FIELDS, "evidence", "unit_id", "tenant_id", "acl_groups", "path", "uri"}
+    fields = [ds.lance_schema.field(n) for n in text]
+    ids = {f.id() for f in fields if f is not None}
+    assert len(ids) == len(text)
+    files = {
+        f.fragment_id: sorted(d.path for d in f.metadata.files if ids & set(d.fields))
+        for f in ds.get_fragments()
+    }
+    indexes = {
+        d.name: sorted(seg.uuid for seg in d.segments)
+        for d in ds.describe_indices()
+        if not {"vector_mv", "vector_vv"} & set(d.field_names)
+    }
+    return files, indexes
+
+
+def _switch(
+    settings: Settings, profiles, profile: str, note: str, queries: list[str]
+) -> SnapshotManifest:
+    """Promote ``profile`` to the MV axis and publish; the MV-only change rewrites the vector
+    column alone: same text files and text indexes, new vectors (serving reads them), no row
+    written or deleted."""
+    with open_settings_catalog(settings) as cat:
+        before = build_snapshot(settings, cat).manifest  # nothing changed: the current one
+        set_policy(profiles, cat, "mv", profile, note)
+    storage, old_rows = _text_storage(settings, before), _rows(settings, before)
+    assert all(storage[0].values()) and len(storage[1]) == len(FTS_FIELDS) + 2  # + tenant, acl
+    old_ranked = _ranked(settings, before.snapshot_id, queries)
+    m = SnapshotManifest.model_validate_json(
+        (settings.snapshots_dir / f"{run_all()['snapshot_id']}.json").read_text()
+    )
+    st = m.stats
+    assert m.policy["mv"] == profile
+    assert st["publish_mode"] == "columns: vector_mv", st["publish_mode"]
+    assert st["columns_rewritten"] == ["vector_mv"]
+    assert st["rows_upserted"] == st["rows_deleted"] == 0
+    assert _text_storage(settings, m) == storage
+    rows = _rows(settings, m)
+    vec = "vector_mv"
+    assert [{k: v for k, v in r.items() if k not in {vec, "runs", "mv_hash", "group_hash"}}
+            for r in rows] == [
+        {k: v for k, v in r.items() if k not in {vec, "runs", "mv_hash", "group_hash"}}
+        for r in old_rows
+    ]  # fmt: skip
+    n_new = sum(a[vec] != b[vec] for a, b in zip(rows, old_rows, strict=True))
+    assert 0 < n_new <= st["rows_column_rewritten"] <= m.n_units
+    assert _ranked(settings, m.snapshot_id, queries) != old_ranked
+    return m
+
+
+def _same_as_full(settings: Settings, m: SnapshotManifest, queries: list[str]) -> None:
+    """A full rebuild of the same catalog and policy: same rows, same ranked results."""
+    lease = Lease.acquire(settings.snapshots_dir, m.snapshot_id)  # retention keeps one
+    with open_settings_catalog(settings) as cat:
+        full = build_snapshot(settings, cat, full=True).manifest
+    assert full.stats["publish_mode"] == "full"
+    assert full.stats["fingerprint"] == m.stats["fingerprint"]
+    assert _rows(settings, m) == _rows(settings, full)
+    assert _ranked(settings, m.snapshot_id, queries) == _ranked(settings, full.snapshot_id, queries)
+    lease.release()
 
 
 def _tags(settings: Settings) -> set[str]:
@@ -114,33 +188,27 @@ def test_incremental_publish_equals_full_rebuild(demo_env, tmp_path, monkeypatch
     assert 0 < st["rows_upserted"] < m2.n_units / 2 and st["rows_deleted"] > 0
     assert st["groups_changed"] == 3  # changed, moved (new locations), added
 
+    # A policy switch of the MV profile (same text profile, same dimension) keeps every unit:
+    # only the vector column is rewritten, and serving reads the new vectors. Then the rollback.
     profiles = load_profiles(settings)
-    with open_settings_catalog(settings) as cat:
-        set_policy(profiles, cat, "mv", "tiny-384", "switch")
-    third = run_all()
-    m3 = SnapshotManifest.model_validate_json(
-        (settings.snapshots_dir / f"{third['snapshot_id']}.json").read_text()
-    )
-    assert m3.stats["publish_mode"] == "incremental" and m3.policy["mv"] == "tiny-384"
-    with open_settings_catalog(settings) as cat:
-        set_policy(profiles, cat, "mv", "minilm-l6-fit", "rollback")
-    fourth = run_all()
-    m4 = SnapshotManifest.model_validate_json(
-        (settings.snapshots_dir / f"{fourth['snapshot_id']}.json").read_text()
-    )
-    assert m4.stats["publish_mode"] == "incremental" and m4.policy["mv"] == "minilm-l6-fit"
-
-    with open_settings_catalog(settings) as cat:
-        full = build_snapshot(settings, cat, full=True).manifest
-    assert full.stats["publish_mode"] == "full"
-    assert full.stats["fingerprint"] == m4.stats["fingerprint"]
-    assert _rows(settings, m4) == _rows(settings, full)
     queries = [q.query for q in read_gold(corpus.gold_path)]
-    assert _ranked(settings, m4.snapshot_id, queries) == _ranked(
-        settings, full.snapshot_id, queries
+    _same_as_full(settings, _switch(settings, profiles, "tiny-384", "switch", queries), queries)
+    _same_as_full(
+        settings, _switch(settings, profiles, "minilm-l6-fit", "rollback", queries), queries
     )
+    # Both in one publish: a switch and an edited file. The file's units are written whole, the
+    # others get only their vector column.
+    with open_settings_catalog(settings) as cat:
+        set_policy(profiles, cat, "mv", "tiny-384", "again")
+    changed.write_text(changed.read_text() + "\n\nA second appendix on quokka burrows.\n")
+    m5 = SnapshotManifest.model_validate_json(
+        (settings.snapshots_dir / f"{run_all()['snapshot_id']}.json").read_text()
+    )
+    assert m5.stats["publish_mode"] == "incremental + columns: vector_mv"
+    assert 0 < m5.stats["rows_upserted"] < m5.stats["rows_column_rewritten"]
+    _same_as_full(settings, m5, queries)
 
-    # The leased reader kept reading its tag through four retentions (snapshots_kept = 1).
+    # The leased reader kept reading its tag through every retention (snapshots_kept = 1).
     assert s1 in _tags(settings)
     assert reader.table.count_rows() == rows_s1
     assert [h.unit_id for h in reader.search("quokka", WHO, k=5).hits] == hits_s1

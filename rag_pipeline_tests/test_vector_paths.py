@@ -8,10 +8,10 @@ import lancedb
 import numpy as np
 import pyarrow as pa
 import pytest
-from lancedb.index import BTree
+from lancedb.index import BTree, HnswSq
 
 from rag_pipeline.settings import Settings
-from rag_pipeline.snapshot.build import ANN_QUERY, _ensure_vector_indexes
+from rag_pipeline.snapshot.build import ANN_INDEX, ANN_QUERY, _ensure_vector_indexes
 from serving.axes import ExactVectors, vector_candidates
 
 DIM = 32
@@ -71,7 +71,11 @@ def test_publisher_indexes_past_the_threshold_and_ann_agrees(tmp_path):
     ann = _ensure_vector_indexes(tbl, above)
     assert set(ann) == {"vector_mv"}
     assert {k: ann["vector_mv"][k] for k in ANN_QUERY} == ANN_QUERY
-    assert any("vector_mv" in idx.columns for idx in tbl.list_indices())
+    assert ann["vector_mv"]["index_type"] == ANN_INDEX
+    # sqrt(2,700 vectors) = 51 partitions, a sixteenth of them probed
+    assert ann["vector_mv"]["minimum_nprobes"] == 4
+    (idx,) = [idx for idx in tbl.list_indices() if "vector_mv" in idx.columns]
+    assert str(idx.index_type) == "IvfRq"
     ds = tbl.to_lance()
     exact = ExactVectors(ds, "vector_mv", "has_mv = true")
     recalls = []
@@ -84,9 +88,31 @@ def test_publisher_indexes_past_the_threshold_and_ann_agrees(tmp_path):
             )
             recalls.append(len(truth & set(got.row_ids)) / 10)
     assert np.mean(recalls) >= 0.9, recalls
-    # the searcher's depth (100) x refine factor exceeds the index's ef: raised, not refused
     deep = vector_candidates(ds, "vector_mv", "has_mv = true", q, None, 100, ann=ann["vector_mv"])
     assert len(deep.row_ids) == 100
+
+
+def test_vector_index_rebuilt_after_a_column_rewrite_or_of_another_type(tmp_path):
+    tbl, _ = _table(tmp_path, 3000, seed=2)
+    above = Settings(data_dir=tmp_path / "d", vector_ann_min_units=1000)
+
+    def uuid() -> str:
+        (idx,) = [idx for idx in tbl.list_indices() if "vector_mv" in idx.columns]
+        return str(idx.index_uuid)
+
+    # an index an earlier build made (IVF_HNSW_SQ) is replaced by the current kind
+    tbl.create_index("vector_mv", config=HnswSq(distance_type="cosine"))
+    old = uuid()
+    _ensure_vector_indexes(tbl, above)
+    assert uuid() != old
+    kept = uuid()
+    _ensure_vector_indexes(tbl, above)
+    assert uuid() == kept  # up to date: left alone (optimize_indices keeps it current)
+    _ensure_vector_indexes(tbl, above, rebuild=["vector_mv"])  # its column was rewritten
+    assert uuid() != kept
+    # below the threshold a rewritten column keeps an index it has (retrained), not dropped
+    below = Settings(data_dir=tmp_path / "d", vector_ann_min_units=10_000)
+    assert set(_ensure_vector_indexes(tbl, below, rebuild=["vector_mv"])) == {"vector_mv"}
 
 
 @pytest.mark.parametrize("n", [0])

@@ -19,7 +19,8 @@ from rag_pipeline.contracts import ModelSpec
 
 # 3: acl_groups, path and locations; source is the source's name; one snapshot, all tenants.
 # 4: one table, a tagged version per snapshot; unit_key, group_key and group_hash for upserts.
-SNAPSHOT_SCHEMA_VERSION = 4
+# 5: text_hash, mv_hash and vv_hash: a policy switch rewrites only the vector columns it changes.
+SNAPSHOT_SCHEMA_VERSION = 5
 
 # The one LanceDB table every snapshot since schema 4 is a tagged version of.
 SNAPSHOT_TABLE = "search_units"
@@ -74,6 +75,12 @@ def snapshot_arrow_schema(mv_dim: int, vv_dim: int | None = None) -> pa.Schema:
             pa.field("unit_key", pa.string()),
             pa.field("group_key", pa.string()),
             pa.field("group_hash", pa.string()),
+            # The parts of group_hash: the inputs of the unit set and its text columns, of the
+            # MV columns (has_mv, vector_mv) and of the VV ones. A group whose text_hash is
+            # unchanged keeps its rows and gets only its vector columns rewritten.
+            pa.field("text_hash", pa.string()),
+            pa.field("mv_hash", pa.string()),
+            pa.field("vv_hash", pa.string()),
         ]
     )
 

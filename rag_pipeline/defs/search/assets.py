@@ -66,10 +66,14 @@ def search_snapshot(
             "table": m.table_name,
             "table_version": stats.get("table_version", -1),
             "published": result.published,
-            # full (asked, first table, or schema change) or incremental, and what it wrote
+            # full (asked, first table, or schema change), incremental, or "columns: vector_mv"
+            # (a policy switch that rewrote only a vector column), and what it wrote
             "publish_mode": stats.get("publish_mode", "") if result.published else "unchanged",
             "rows_upserted": stats.get("rows_upserted", 0) if result.published else 0,
             "rows_deleted": stats.get("rows_deleted", 0) if result.published else 0,
+            "rows_column_rewritten": (
+                stats.get("rows_column_rewritten", 0) if result.published else 0
+            ),
             "dagster/row_count": m.n_units,
             "documents": m.n_documents,
             "images": m.n_images,
