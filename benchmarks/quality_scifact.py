@@ -25,8 +25,9 @@ title boost (in memory only: the searcher's per-field boosts are overridden for 
 
 ``--rerank`` measures the rerank stage instead (BM25, MV, the default hybrid and hybrid +
 rerank only): every query's top 100 fused candidates (``Searcher.fused_candidates``) get their
-features, a ranker is trained by ``evals.ranker_training`` with 5-fold cross-validation over
-the queries, and the **out-of-fold** reranked rankings are scored against the hybrid's, with
+features, a ranker (weights and rerank depth: the depth is chosen inside each training split)
+is trained by ``evals.ranker_training`` with 5-fold cross-validation over the queries, and the
+**out-of-fold** reranked rankings are scored against the hybrid's, with
 paired bootstrap CIs (10,000 resamples); the ranker fitted on all queries is written to
 ``--ranker-out`` (default ``var/bench/<dataset>/ranker.json``) with those figures in it.
 
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
 def rerank_quality(args) -> int:
     """BM25, MV, hybrid and hybrid + rerank (out-of-fold), with CIs against the hybrid."""
     from evals.fusion_sweep import choose_fusion
-    from evals.ranker_training import collect, cross_validate, fit, ranked_keys
+    from evals.ranker_training import collect, cross_validate, fit_with_depth, ranked_keys
     from evals.stats import paired_bootstrap
     from rag_pipeline.datasets import doc_id_for_uri
 
@@ -258,7 +259,8 @@ def rerank_quality(args) -> int:
     fusion = None if args.no_axes else choose_fusion(runs["BM25"], runs["MV"], dict(queries), qrels)
     eprint(f"fusion: {fusion}")
     figures, _fused_run, rerank_run = cross_validate(judged, folds=5)
-    runs["hybrid + rerank (out-of-fold)"] = rerank_run
+    # No cross-encoder weights here: the stage's features are all cross-encoder-free.
+    runs["hybrid + rerank, cross-encoder-free features (out-of-fold)"] = rerank_run
     per = {name: evaluate_per_query(run, qrels, METRICS) for name, run in runs.items()}
     ids = list(queries)
     print(
@@ -284,7 +286,7 @@ def rerank_quality(args) -> int:
             cells.append(f"{r[m]:.4f} ({ci['diff']:+.4f} [{ci['lo']:+.4f}, {ci['hi']:+.4f}])")
         rows.append([name, *cells])
     print(md_table(["configuration", "nDCG@10", "Recall@100", "MRR@10"], rows))
-    model = fit(judged, version=f"ranker-{args.dataset}-{args.split}")
+    model = fit_with_depth(judged, version=f"ranker-{args.dataset}-{args.split}")
     cvf = fusion["cv"] if fusion else None
     print(
         ""
@@ -315,7 +317,9 @@ def rerank_quality(args) -> int:
         + ", ".join(f"{k} {v:+.3f}" for k, v in top)
         + "; penalties: "
         + ", ".join(f"{k} {v:.3f}" for k, v in model.penalty_weights.items())
-        + f". Ranker file: {out}"
+        + f". Rerank depth chosen on all queries: {model.depth} (inner CV nDCG@10 "
+        + f"{model.trained.get('depth_ndcg@10_inner_cv')}; per outer fold: "
+        + f"{figures.get('depth_per_fold')}). Ranker file: {out}"
     )
     searcher.close()
     return 0

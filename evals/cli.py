@@ -286,13 +286,17 @@ def cmd_eval_train_ranker(args) -> int:
             "gold": str(args.gold),
             "gold_queries": len(gs.queries),
             "snapshot_id": snapshot_id,
-            "depth": args.depth,
+            "candidates": args.depth,
             **({"cross_encoder": cross_encoder} if cross_encoder else {}),
         },
     )
     model.write(Path(args.out))
     cv = model.cv
-    print(f"ranker {model.version}: {cv['queries']} queries, {cv['folds']}-fold out-of-fold:")
+    print(
+        f"ranker {model.version}: {cv['queries']} queries, {cv['folds']}-fold out-of-fold "
+        f"(rerank depth chosen per training split: {cv.get('depth_per_fold')}; served: "
+        f"{model.depth}):"
+    )
     for m, d in cv["diff"].items():
         print(
             f"  {m}: fused {cv['fused'][m]:.4f} -> reranked {cv['reranked'][m]:.4f} "
@@ -410,7 +414,9 @@ def add_eval_parser(subparsers, materialize: Materialize | None = None) -> argpa
     tr.add_argument("--version", help="ranker version (default: ranker-<gold>-<snapshot>)")
     tr.add_argument("--data-dir", help="default: RAG_DATA_DIR")
     tr.add_argument("--pointer", default="CURRENT", help="snapshot pointer (CURRENT, PROMOTED)")
-    tr.add_argument("--depth", type=int, default=100, help="fused candidates per query")
+    tr.add_argument(
+        "--depth", type=int, default=100, help="fused candidates per query to learn from"
+    )
     tr.add_argument("--folds", type=int, default=5, help="cross-validation folds over queries")
     tr.set_defaults(func=cmd_eval_train_ranker)
     return ev

@@ -13,7 +13,8 @@ rankings it picks, per query type, the FTS share of the text axes' weight, and t
 classifier's threshold (``semantic_min_words``: how long a query must be to read as a
 sentence), by nDCG@10, with a 5-fold cross-validation over queries whose out-of-fold figure
 (against the built-in weights and threshold, paired bootstrap CI) is written with the chosen
-values into the ranker file (``fusion``), which serving applies with the ranker.
+values into the ranker file (``fusion``); serving applies them with the ranker only when that
+figure's CI is above zero (``adopted``), else it keeps the built-in weights.
 """
 
 from __future__ import annotations
@@ -184,6 +185,9 @@ def choose_fusion(
     return {
         "fts_share": shares_all,
         "semantic_min_words": n_all,
+        # Served only when it beats the built-in weights out of fold (the CI above zero); else
+        # the ranker file keeps the figures and serving keeps the built-ins.
+        "adopted": bool(ci["lo"] > 0),
         "cv": {
             "metric": metric,
             "folds": folds,

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,6 +43,9 @@ L2 = 1e-3
 STEPS = 400
 LEARNING_RATE = 0.5
 MAX_NEGATIVES = 30  # per positive, the best-fused non-relevant candidates
+# Rerank depths training chooses from (inner cross-validation): reordering fewer, better-fused
+# candidates can beat reordering all of them, and costs less per search.
+DEPTHS = (20, 30, 50, 100)
 
 
 @dataclass
@@ -184,9 +187,68 @@ def ranked_keys(jq: JudgedQuery, order: Sequence[int]) -> list[str]:
     return list(out)
 
 
-def rerank_order(model: RankerModel, jq: JudgedQuery) -> list[int]:
-    scores = model.score_many(jq.features).tolist()
-    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+def top(jq: JudgedQuery, depth: int) -> JudgedQuery:
+    """The query with its first ``depth`` fused candidates only (what a stage of that depth
+    reorders)."""
+    return replace(jq, keys=jq.keys[:depth], features=jq.features[:depth])
+
+
+def rerank_order(model: RankerModel, jq: JudgedQuery, depth: int | None = None) -> list[int]:
+    """Candidate indices as the stage orders them: the first ``depth`` (default: the model's,
+    else all) by score, ties in fused order, then the rest in fused order."""
+    n = len(jq.features)
+    d = min(n, depth or model.depth or n)
+    scores = model.score_many(jq.features[:d]).tolist()
+    return sorted(range(d), key=lambda i: (-scores[i], i)) + list(range(d, n))
+
+
+def choose_depth(
+    queries: Sequence[JudgedQuery],
+    *,
+    depths: Sequence[int] = DEPTHS,
+    folds: int = 4,
+    seed: int = SEED,
+    **fit_kw: Any,
+) -> tuple[int, dict[int, float]]:
+    """The rerank depth with the best cross-validated nDCG@10 on ``queries`` (ties: the
+    smaller, cheaper one), and each depth's figure. Too few queries to split: the deepest."""
+    deepest = max(len(q.features) for q in queries) if queries else 0
+    usable = sorted({min(d, deepest) for d in depths if d > 0}) or [max(depths)]
+    if len(queries) < 2 * folds or len(usable) == 1:
+        return usable[-1], {}
+    fold = folds_of(queries, folds, seed)
+    qrels = {q.query_id: q.qrels for q in queries}
+    figures: dict[int, float] = {}
+    for d in usable:
+        run: dict[str, list[str]] = {}
+        for k in range(folds):
+            train_q = [top(q, d) for q, f in zip(queries, fold, strict=True) if f != k]
+            model = fit(train_q, version=f"depth-{d}-fold-{k}", **fit_kw)
+            for q, f in zip(queries, fold, strict=True):
+                if f == k:
+                    run[q.query_id] = ranked_keys(q, rerank_order(model, q, d))
+        per = evaluate_per_query(run, qrels, ["ndcg@10"])["ndcg@10"]
+        figures[d] = round(float(np.mean([per.get(q.query_id, 0.0) for q in queries])), 4)
+    best = max(usable, key=lambda d: (figures[d], -d))
+    return best, figures
+
+
+def fit_with_depth(
+    queries: Sequence[JudgedQuery],
+    *,
+    version: str,
+    depths: Sequence[int] | None = DEPTHS,
+    seed: int = SEED,
+    **fit_kw: Any,
+) -> RankerModel:
+    """A ranker fitted on ``queries``' top candidates at the depth ``choose_depth`` picks on
+    them (``depths`` None: every candidate, no depth recorded)."""
+    if not depths:
+        return fit(queries, version=version, **fit_kw)
+    depth, figures = choose_depth(queries, depths=depths, seed=seed, **fit_kw)
+    model = fit([top(q, depth) for q in queries], version=version, **fit_kw)
+    trained = {**model.trained, "depth_ndcg@10_inner_cv": {str(d): v for d, v in figures.items()}}
+    return model.model_copy(update={"depth": depth, "trained": trained})
 
 
 def folds_of(queries: Sequence[JudgedQuery], folds: int, seed: int = SEED) -> list[int]:
@@ -204,17 +266,21 @@ def cross_validate(
     folds: int = 5,
     seed: int = SEED,
     metrics: Sequence[str] = CV_METRICS,
+    depths: Sequence[int] | None = DEPTHS,
     **fit_kw: Any,
 ) -> tuple[dict[str, Any], dict[str, list[str]], dict[str, list[str]]]:
-    """Out-of-fold figures of the reranked order versus the fused order, and both runs."""
+    """Out-of-fold figures of the reranked order versus the fused order, and both runs. The
+    depth is chosen inside each training split (nested: the held-out fold never chooses it)."""
     if len(queries) < folds:
         raise ValueError(f"{len(queries)} judged queries cannot make {folds} folds")
     fold = folds_of(queries, folds, seed)
     fused_run: dict[str, list[str]] = {}
     rerank_run: dict[str, list[str]] = {}
+    chosen: list[int | None] = []
     for k in range(folds):
-        train = [q for q, f in zip(queries, fold, strict=True) if f != k]
-        model = fit(train, version=f"cv-fold-{k}", **fit_kw)
+        train_q = [q for q, f in zip(queries, fold, strict=True) if f != k]
+        model = fit_with_depth(train_q, version=f"cv-fold-{k}", depths=depths, seed=seed, **fit_kw)
+        chosen.append(model.depth)
         for q, f in zip(queries, fold, strict=True):
             if f == k:
                 fused_run[q.query_id] = ranked_keys(q, range(len(q.keys)))
@@ -227,6 +293,7 @@ def cross_validate(
         "folds": folds,
         "seed": seed,
         "queries": len(queries),
+        "depth_per_fold": chosen,
         "fused": {},
         "reranked": {},
         "diff": {},
@@ -251,11 +318,13 @@ def train(
     folds: int = 5,
     seed: int = SEED,
     trained_on: Mapping[str, Any] | None = None,
+    depths: Sequence[int] | None = DEPTHS,
     **fit_kw: Any,
 ) -> RankerModel:
-    """Cross-validate, then fit on every query: the ranker file's content."""
-    figures, _, _ = cross_validate(queries, folds=folds, seed=seed, **fit_kw)
-    model = fit(queries, version=version, **fit_kw)
+    """Cross-validate (weights and depth), then fit on every query: the ranker file's
+    content."""
+    figures, _, _ = cross_validate(queries, folds=folds, seed=seed, depths=depths, **fit_kw)
+    model = fit_with_depth(queries, version=version, depths=depths, seed=seed, **fit_kw)
     return model.model_copy(
         update={"cv": figures, "trained": {**model.trained, **(trained_on or {})}}
     )

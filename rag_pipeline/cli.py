@@ -348,6 +348,8 @@ def cmd_ranker(args) -> int:
             current = rankers.effective_ranker(settings, cat)
             model = rankers.resolve(settings, current)
             print(f"ranker: {current}")
+            if model is not None:
+                print(f"  rerank depth: {model.depth or 'the stage default (100)'}")
             if model is not None and model.cv:
                 cv = model.cv
                 for m, d in cv.get("diff", {}).items():

@@ -236,11 +236,12 @@ class Settings(BaseSettings):
     cors_origins: str = Field(
         "", description="comma-separated origins allowed by CORS (default: CORS off)"
     )
-    rerank_depth: int = Field(
-        100,
+    rerank_depth: int | None = Field(
+        None,
         ge=1,
         le=1000,
-        description="fused candidates the rerank stage reorders (a request's `rerank_depth` wins)",
+        description="fused candidates the rerank stage reorders (a request's `rerank_depth` "
+        "wins; unset: the depth the ranker was trained for, else 100)",
     )
     rerank_budget_ms: float = Field(
         20.0,

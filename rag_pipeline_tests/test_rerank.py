@@ -8,7 +8,15 @@ import random
 
 import pytest
 
-from evals.ranker_training import JudgedQuery, cross_validate, fit, train
+from evals.ranker_training import (
+    JudgedQuery,
+    choose_depth,
+    cross_validate,
+    fit,
+    fit_with_depth,
+    rerank_order,
+    train,
+)
 from rag_pipeline.retrieval.features import (
     ALL_FEATURES,
     FEATURES,
@@ -186,6 +194,40 @@ def test_training_learns_from_pairs_and_reports_out_of_fold_figures():
         cross_validate(queries[:3], folds=5)
 
 
+def _deep_distractors(n_queries: int = 40, seed: int = 5) -> list[JudgedQuery]:
+    """The relevant candidate is 4th fused with a middling MV score; the three above it score
+    lower, and deep candidates (6th on) score higher. No linear model orders all 60 right
+    (MV must count more than the fused rank above, less below), but the top 5 it can."""
+    rng = random.Random(seed)
+    out = []
+    for q in range(n_queries):
+        feats, keys = [], []
+        for i in range(60):
+            f = dict.fromkeys(ALL_FEATURES, 0.0)
+            f["fused_rr"] = 1.0 / (i + 1)
+            f["mv_score"] = 0.5 if i == 3 else (0.3 if i < 5 else 0.9) + rng.uniform(-0.02, 0.02)
+            feats.append(f)
+            keys.append([f"d{q}-{i}"])
+        out.append(JudgedQuery(f"q{q}", "x", keys, feats, {f"d{q}-3": 2}))
+    return out
+
+
+def test_training_chooses_the_rerank_depth_inside_each_training_split():
+    queries = _deep_distractors()
+    depth, figures = choose_depth(queries, depths=(5, 60))
+    assert depth == 5 and figures[5] > figures[60]
+    model = fit_with_depth(queries, version="d", depths=(5, 60))
+    assert model.depth == 5
+    order = rerank_order(model, queries[0])
+    assert order[0] == 3 and order[5:] == list(range(5, 60))  # past the depth: fused order
+    figures_cv, _, _ = cross_validate(queries, folds=5, depths=(5, 60))
+    assert figures_cv["depth_per_fold"] == [5] * 5
+    assert figures_cv["reranked"]["ndcg@10"] == 1.0
+    # Reordering all 60, no linear model puts the relevant one first.
+    everything = fit(queries, version="all")
+    assert everything.depth is None and rerank_order(everything, queries[0])[0] != 3
+
+
 # -- the ranker policy ------------------------------------------------------------------------
 
 
@@ -286,5 +328,28 @@ def test_choose_fusion_picks_per_type_shares_out_of_fold():
     cv = chosen["cv"]
     assert cv["folds"] == 5 and cv["queries"] == 60
     assert cv["learned_out_of_fold"] > cv["builtin"] and cv["diff"]["lo"] > 0
+    assert chosen["adopted"]
+    # Shares that do not beat the built-ins out of fold are recorded, not served.
+    noise = {q: {mv[q][0]: 2} for q in list(texts)[:30]} | {
+        q: {bm25[q][0]: 2} for q in list(texts)[30:]
+    }
+    assert not choose_fusion(bm25, mv, texts, noise)["adopted"]
     model = _model(coverage=1.0).model_copy(update={"fusion": chosen})
     assert RankerModel.model_validate(model.model_dump()).fusion == chosen
+
+
+def test_the_stage_reorders_the_request_s_then_the_configured_then_the_ranker_s_depth():
+    from types import SimpleNamespace
+
+    from serving.models import SearchRequest
+    from serving.searcher import Searcher
+
+    ranker = fit_with_depth(_deep_distractors(), version="d", depths=(5, 60))
+    plain = SearchRequest(query="x")
+    served = SimpleNamespace(ranker=ranker, rerank_depth=None)
+    assert Searcher.depth_for(served, plain) == 5  # type: ignore[arg-type]
+    assert Searcher.depth_for(served, SearchRequest(query="x", rerank_depth=9)) == 9  # type: ignore[arg-type]
+    configured = SimpleNamespace(ranker=ranker, rerank_depth=40)
+    assert Searcher.depth_for(configured, plain) == 40  # type: ignore[arg-type]
+    untrained = SimpleNamespace(ranker=fit(_deep_distractors(), version="u"), rerank_depth=None)
+    assert Searcher.depth_for(untrained, plain) == 100  # type: ignore[arg-type]

@@ -4,6 +4,8 @@ indexes a vector column whose ANN answers agree with the exact ones."""
 
 from __future__ import annotations
 
+import os
+
 import lancedb
 import numpy as np
 import pyarrow as pa
@@ -61,6 +63,20 @@ def test_exact_path_equals_lance_flat_scan(tmp_path):
     assert rest.row_ids[:3] == top.row_ids[2:]
     # a filter nothing passes: no candidates, not an error
     assert exact.search(ds, q, "tenant_id = 'nobody'", 5).row_ids == []
+
+
+def test_row_blocks_on_threads_give_the_single_product(tmp_path, monkeypatch):
+    tbl, rng = _table(tmp_path, 1000)
+    ds = tbl.to_lance()
+    whole = ExactVectors(ds, "vector_mv", "has_mv = true")
+    monkeypatch.setattr(ExactVectors, "PARALLEL_MIN_ROWS", 10)
+    blocked = ExactVectors(ds, "vector_mv", "has_mv = true")
+    assert len(whole._blocks) == 1 and len(blocked._blocks) == min(4, os.cpu_count() or 1)
+    for _ in range(5):
+        q = rng.standard_normal(DIM).astype(np.float32)
+        q /= np.linalg.norm(q)
+        np.testing.assert_allclose(blocked.scores(q), whole.matrix @ q, rtol=1e-5, atol=1e-6)
+        assert blocked.search(ds, q, None, 10) == whole.search(ds, q, None, 10)
 
 
 def test_publisher_indexes_past_the_threshold_and_ann_agrees(tmp_path):

@@ -5,15 +5,18 @@ dataset (row ids and the axis' own score, nothing else), how row ids map to file
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pyarrow.compute as pc
 from lance import query as lance_query
+from threadpoolctl import threadpool_limits
 
 from rag_pipeline.retrieval.fusion import AXES, RRF_K, weighted_rrf
 from serving.errors import SearchError
@@ -146,6 +149,34 @@ def vector_candidates(
     )
 
 
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+_BLAS_LIMITED = False
+
+
+def _workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(_workers(), thread_name_prefix="exact-vectors")
+        return _POOL
+
+
+def _single_threaded_blas() -> None:
+    """One BLAS thread per call, for the whole serving process. OpenBLAS' own worker threads
+    spin for a long while after every product, and on a small machine they took the cores
+    from the query encoder that runs next: hybrid p50 68 ms with them, 33 ms without
+    (SciFact, 2 cores, docs/benchmarks.md). ``ExactVectors`` parallelises by row blocks."""
+    global _BLAS_LIMITED
+    if not _BLAS_LIMITED:
+        threadpool_limits(limits=1, user_api="blas")
+        _BLAS_LIMITED = True
+
+
 class ExactVectors:
     """Exact cosine search over one vector column of a snapshot version, in memory.
 
@@ -158,8 +189,12 @@ class ExactVectors:
     """
 
     MASKS_KEPT = 256
+    # From this many rows the product runs in row blocks on a small thread pool (numpy releases
+    # the GIL in BLAS): as fast as OpenBLAS' own threads, without their spinning (below).
+    PARALLEL_MIN_ROWS = 50_000
 
     def __init__(self, dataset: Any, column: str, has_clause: str | None):
+        _single_threaded_blas()
         tbl = dataset.to_table(columns=[column], filter=has_clause, with_row_id=True)
         row_ids = tbl.column("_rowid").to_numpy()
         order = np.argsort(row_ids, kind="stable")
@@ -170,6 +205,9 @@ class ExactVectors:
         norms = np.linalg.norm(mat, axis=1, keepdims=True)
         mat /= np.maximum(norms, 1e-12)
         self.matrix = mat
+        n_blocks = _workers() if len(mat) >= self.PARALLEL_MIN_ROWS else 1
+        bounds = np.linspace(0, len(mat), n_blocks + 1).astype(int)
+        self._blocks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
         self.has_clause = has_clause
         self._masks: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
@@ -177,6 +215,19 @@ class ExactVectors:
     @property
     def nbytes(self) -> int:
         return int(self.matrix.nbytes + self.row_ids.nbytes)
+
+    def scores(self, q: np.ndarray) -> np.ndarray:
+        """Cosine of every row with the unit vector ``q``."""
+        if len(self._blocks) == 1:
+            return self.matrix @ q
+        out = np.empty(len(self.matrix), dtype=np.float32)
+
+        def block(bounds: tuple[int, int]) -> None:
+            a, b = bounds
+            np.dot(self.matrix[a:b], q, out=out[a:b])
+
+        list(_pool().map(block, self._blocks))
+        return out
 
     def mask(self, dataset: Any, where: str | None) -> np.ndarray | None:
         """Rows of the matrix passing ``where`` (None: all)."""
@@ -217,7 +268,7 @@ class ExactVectors:
     ) -> AxisCandidates:
         q = np.asarray(vec, dtype=np.float32).ravel()
         q = q / max(float(np.linalg.norm(q)), 1e-12)
-        scores = self.matrix @ q
+        scores = self.scores(q)
         mask = self.mask(dataset, where)
         if exclude_rows is not None and len(exclude_rows):
             mask = np.ones(len(scores), dtype=bool) if mask is None else mask.copy()

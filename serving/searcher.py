@@ -122,7 +122,7 @@ class Searcher:
         vv_unavailable: str | None = None,
         query_cache: Any | None = None,
         ranker: RankerModel | str | None = FROM_SNAPSHOT,
-        rerank_depth: int = DEFAULT_DEPTH,
+        rerank_depth: int | None = None,
         rerank_budget_ms: float = DEFAULT_BUDGET_MS,
         cross_encoder: PairScorer | None = None,
         cross_encoder_unavailable: str | None = None,
@@ -356,7 +356,7 @@ class Searcher:
         kw.setdefault("mv_model_dir", settings.query_model_dir)
         kw.setdefault("vv_model_dir", settings.query_vv_model_dir)
         kw.setdefault("ce_model_dir", settings.query_ce_model_dir)
-        kw.setdefault("rerank_depth", settings.rerank_depth)
+        kw.setdefault("rerank_depth", settings.rerank_depth)  # None: the ranker's own
         kw.setdefault("rerank_budget_ms", settings.rerank_budget_ms)
         if "snapshot_id" not in kw:  # serving follows the promoted snapshot once there is one
             promoted = (settings.snapshots_dir / "PROMOTED").exists()
@@ -610,6 +610,8 @@ class Searcher:
 
         # Fusion weights and the query classifier's threshold learned beside the ranker.
         learned = (self.ranker.fusion or {}) if self.ranker is not None else {}
+        if not learned.get("adopted", True):  # it did not beat the built-ins out of fold
+            learned = {}
         query_type: QueryType = req.query_type or classify_query(
             req.query, int(learned.get("semantic_min_words", SEMANTIC_MIN_WORDS))
         )
@@ -664,7 +666,7 @@ class Searcher:
             if isinstance(request, str)
             else SearchRequest.model_validate({**request.model_dump(), **kw})
         )
-        depth = req.rerank_depth or self.rerank_depth
+        depth = self.depth_for(req)
         fused = self._fused(req, principal, depth, {}, time.perf_counter())[0]
         return self.rerank_candidates(fused, extra_columns=["path", "locations", "unit_id"])
 
@@ -681,7 +683,7 @@ class Searcher:
             req = request
         timings: dict[str, float] = {}
 
-        depth = req.rerank_depth or self.rerank_depth
+        depth = self.depth_for(req)
         reranking = self.ranker is not None and req.rerank
         fused, query_type, weights, axes, entities, matcher = self._fused(
             req, principal, max(req.k, depth) if reranking else req.k, timings, t_start
@@ -718,6 +720,12 @@ class Searcher:
             timings_ms=timings,
             rerank=rerank_info,
         )
+
+    def depth_for(self, req: SearchRequest) -> int:
+        """Fused candidates the stage reorders: the request's, else the configured depth, else
+        the one the ranker was trained for, else ``DEFAULT_DEPTH``."""
+        ranker_depth = self.ranker.depth if self.ranker is not None else None
+        return req.rerank_depth or self.rerank_depth or ranker_depth or DEFAULT_DEPTH
 
     def rerank_candidates(
         self, fused: list[FusedHit], extra_columns: list[str] | None = None

@@ -47,6 +47,9 @@ class RankerModel(BaseModel):
     trained: dict[str, Any] = Field(default_factory=dict)
     # Out-of-fold figures: reranked versus fused order, with paired bootstrap CIs.
     cv: dict[str, Any] = Field(default_factory=dict)
+    # How many fused candidates it reorders, chosen by cross-validation with the weights (a
+    # linear model fitted on deep candidates learns their noise); None: the stage's default.
+    depth: int | None = Field(None, ge=1, le=1000)
     # Chosen beside the ranker on the same training split (fusion weights per query type,
     # query classifier thresholds) with their cross-validated figures; None: the built-ins.
     fusion: dict[str, Any] | None = None
