@@ -4,13 +4,14 @@ MiniLM's window), compared through the snapshot policy as a user would compare t
     python benchmarks/chunking_ab.py [--limit N] [--rebuild] [--no-update]
 
 The catalog of ``var/bench/<dataset>`` (``quality_scifact.py``'s, built with the default
-text-v2) gets the text-v1 profiles too (``benchmarks/config/models_chunking_ab.yaml``: text-v1 +
-minilm-l6 beside text-v2 + minilm-l6-fit): one ``materialize_all`` analyses what it lacks. Each arm is then published by switching the policy
-(``policy set text|mv``) and materializing again (only the snapshot changes), and every judged
-query runs through ``Searcher.search`` (k=100 files, the fused order: ``rerank=False``, so the
-comparison is the chunking's alone) for BM25, MV and the hybrid. Reported per arm: units,
-units whose title + text exceed the model's window (what MiniLM cuts), nDCG@10, Recall@100,
-MRR@10, and text-v2 minus text-v1 with paired bootstrap CIs.
+text-v2) gets the text-v1 profiles too (``benchmarks/config/models_chunking_ab.yaml``: text-v1
++ minilm-l6 beside text-v2 + minilm-l6-fit): one ``materialize_all`` analyses what it lacks.
+Each arm is then published by switching the policy (``policy set text|mv``) and materializing
+again (only the snapshot changes), and every judged query runs through ``Searcher.search``
+(k=100 files, the fused order: ``rerank=False``, so the comparison is the chunking's alone) for
+BM25, MV and the hybrid. Reported per arm: units, units whose title + text exceed the model's
+window (what MiniLM cuts), nDCG@10, Recall@100, MRR@10, and text-v2 minus text-v1 with paired
+bootstrap CIs.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ dataset (row ids and the axis' own score, nothing else), how row ids map to file
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import threading
@@ -207,7 +208,7 @@ class ExactVectors:
         self.matrix = mat
         n_blocks = _workers() if len(mat) >= self.PARALLEL_MIN_ROWS else 1
         bounds = np.linspace(0, len(mat), n_blocks + 1).astype(int)
-        self._blocks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        self._blocks = [(int(a), int(b)) for a, b in itertools.pairwise(bounds)]
         self.has_clause = has_clause
         self._masks: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
