@@ -15,7 +15,6 @@ directory (``local_files_only``): nothing is ever downloaded.
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -24,7 +23,7 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from rag_pipeline.analysis.analyzers.hf_offline import offline
+from rag_pipeline.analysis.analyzers.hf_offline import offline, read_model_config
 from rag_pipeline.analysis.analyzers.text_embedding import weights_checksum
 from rag_pipeline.contracts import ModelSpec
 from rag_pipeline.errors import ModelError
@@ -76,13 +75,7 @@ def cross_encoder_spec(model_dir: str | Path) -> ModelSpec:
     d = Path(model_dir)
     if not d.is_dir():
         raise ModelError(f"cross-encoder directory {d} does not exist")
-    cfg_path = d / "config.json"
-    if not cfg_path.is_file():
-        raise ModelError(f"{d} has no config.json: not a transformers model directory")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {cfg_path}: {exc}") from exc
+    cfg = read_model_config(d)
     # One relevance logit per pair: more labels would be a classifier, not a scorer.
     n_labels = int(cfg.get("num_labels") or len(cfg.get("id2label") or {}) or 1)
     if n_labels != 1:

