@@ -5,7 +5,8 @@ search cost what MiniLM's would; its weights are random, so no quality is measur
 Prints, side by side:
   full publish         materialize from scratch: wall time, peak RSS of this process and its
                        children (the partition runs)
-  incremental publish  materialize again after 0.1% of the files changed
+  incremental publish  materialize again after 0.1% of the files changed: one run per partition,
+                       then shards packed into runs (RAG_TASKS_PER_RUN), each after its own edit
   no-op materialize    materialize with nothing changed
   discovery            scan() of the unchanged tree
   search p50/p95/p99   hybrid, BM25 (fts), MV (Searcher.search), LanceDB's built-in hybrid, and
@@ -210,7 +211,7 @@ def main() -> None:
             [
                 label,
                 f"{secs:.1f} s",
-                f"{len(summary['partitions'])} partitions",
+                f"{len(summary['partitions'])} partitions, {len(summary['runs'])} runs",
                 f"peak RSS {own:.0f} MB (largest child process {kids:.0f} MB)",
             ]
         )
@@ -218,10 +219,16 @@ def main() -> None:
 
     materialize("full publish")
     rng = random.Random(1)
-    changed = rng.sample(docs, max(1, len(docs) // 1000))
-    for p in changed:
-        p.write_text(p.read_text() + f" edited {rng.random()}\n")
-    materialize(f"incremental publish ({len(changed)} files changed)")
+    # The same 0.1% change twice: one run per partition (a task budget of 1, what the launcher
+    # did before it packed shards into runs), then packed (the default budget).
+    for label, budget in (("one run per partition", "1"), ("packed runs", None)):
+        changed = rng.sample(docs, max(1, len(docs) // 1000))
+        for p in changed:
+            p.write_text(p.read_text() + f" edited {rng.random()}\n")
+        if budget:
+            os.environ["RAG_TASKS_PER_RUN"] = budget
+        materialize(f"incremental publish ({len(changed)} files changed, {label})")
+        os.environ.pop("RAG_TASKS_PER_RUN", None)
     materialize("no-op materialize")
     with open_settings_catalog(settings) as cat:
         t = time.perf_counter()

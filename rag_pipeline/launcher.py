@@ -2,14 +2,16 @@
 
 discover_job (one run), then the profile x shard partitions that have work, then publish_job.
 The partitions go to Dagster as one asset backfill (``launch="backfill"``, what
-``rag-pipeline materialize`` does): the daemon submits a run per partition to the run queue,
-which runs them concurrently up to the instance's limits, grouped under the backfill in the UI.
-That needs a ``dagster-daemon``: the one already running for DAGSTER_HOME, else one started here
-for the duration. ``launch="in_process"`` runs each partition's job in this process, one after
-another: what tests and ``--in-process`` use (no daemon, no code server, no subprocess per run,
-and a failure surfaces as an exception with its traceback). Partitions without work get a
-runless ``work: none`` materialization either way, so the UI shows every partition
-materialized. Every run is recorded in the DAGSTER_HOME instance.
+``rag-pipeline materialize`` does): the daemon submits runs of up to ``RAG_PARTITIONS_PER_RUN``
+partitions (the assets' backfill policy) to the run queue, which runs them concurrently up to
+the instance's limits, grouped under the backfill in the UI. That needs a ``dagster-daemon``:
+the one already running for DAGSTER_HOME, else one started here for the duration.
+``launch="in_process"`` runs the partitions' jobs in this process, one after another,
+consecutive shards of a profile packed into one run up to ``RAG_TASKS_PER_RUN`` planned tasks (a
+run's fixed cost is paid per run, not per shard): what tests and ``--in-process`` use (no
+daemon, no code server, no subprocess per run, and a failure surfaces as an exception with its
+traceback). Partitions without work get a runless ``work: none`` materialization either way, so
+the UI shows every partition materialized. Every run is recorded in the DAGSTER_HOME instance.
 """
 
 from __future__ import annotations
@@ -87,20 +89,46 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
 def partitions_with_work(settings: Settings) -> list[tuple[str, str]]:
     """(job name, partition key) for every profile x shard whose plan has tasks or whose shard
     has staged results waiting."""
-    out = []
+    return list(planned_tasks(settings))
+
+
+def planned_tasks(settings: Settings) -> dict[tuple[str, str], int]:
+    """{(job name, partition key): planned tasks} for the partitions with work (a shard with
+    staged results waiting counts for its cpu profiles, with its planned tasks, maybe 0)."""
+    out: dict[tuple[str, str], int] = {}
     profiles = load_profiles(settings)
     for i in range(settings.shard_count):
         shard = shard_key(i)
         leftovers = bool(staging.list_batches(settings.staging_dir, shard))
         for prof in profiles.by_name.values():
-            if plans.read_plan(settings, prof.name, shard) or (leftovers and prof.pool == "cpu"):
-                out.append(
-                    (
-                        "cpu_job" if prof.pool == "cpu" else "gpu_job",
-                        plans.partition_key(prof.name, shard),
-                    )
-                )
+            n = plans.plan_size(settings, prof.name, shard)
+            if n or (leftovers and prof.pool == "cpu"):
+                job = "cpu_job" if prof.pool == "cpu" else "gpu_job"
+                out[(job, plans.partition_key(prof.name, shard))] = n
     return out
+
+
+def batch_runs(work: dict[tuple[str, str], int], tasks_per_run: int) -> list[tuple[str, list[str]]]:
+    """Pack the partitions with work into runs: (job, partition keys) with consecutive shards of
+    one profile, cut once a run holds ``tasks_per_run`` planned tasks. A run covers the range
+    from its first to its last key, shards without work between included (they record
+    ``n_tasks: 0``), since Dagster runs a contiguous partition range."""
+    runs: list[tuple[str, list[str]]] = []
+    by_profile: dict[tuple[str, str], list[tuple[str, int]]] = {}
+    for (job, pk), n in work.items():
+        by_profile.setdefault((job, pk.split("|")[0]), []).append((pk, n))
+    for (job, _), keys in sorted(by_profile.items()):
+        batch: list[str] = []
+        held = 0
+        for pk, n in sorted(keys):
+            batch.append(pk)
+            held += n
+            if held >= tasks_per_run:
+                runs.append((job, batch))
+                batch, held = [], 0
+        if batch:
+            runs.append((job, batch))
+    return runs
 
 
 ANALYSIS_ASSETS = {
@@ -223,9 +251,10 @@ def initialize_pools(defs: dg.Definitions, instance: dg.DagsterInstance) -> list
 def launch_backfill(
     defs: dg.Definitions, instance: dg.DagsterInstance, work: list[tuple[str, str]], tags: dict
 ) -> str:
-    """One asset backfill over the analysis partitions with work: the daemon submits one run per
-    partition to the run queue, which runs them concurrently up to the instance's limits
-    (``max_concurrent_runs``; the ``gpu`` pool lets one inference run at a time through)."""
+    """One asset backfill over the analysis partitions with work: the daemon submits runs of up
+    to ``RAG_PARTITIONS_PER_RUN`` partitions (the assets' backfill policy) to the run queue,
+    which runs them concurrently up to the instance's limits (``max_concurrent_runs``; the
+    ``gpu`` pool lets one inference run at a time through)."""
     initialize_pools(defs, instance)
     from dagster._core.definitions.assets.graph.asset_graph_subset import AssetGraphSubset
     from dagster._core.definitions.events import AssetKeyPartitionKey
@@ -293,6 +322,20 @@ def wait_for_backfill(
         time.sleep(poll_s)
 
 
+def _partition_args(keys: list[str], tags: dict[str, str]) -> dict[str, Any]:
+    """execute_in_process arguments for a run over one partition key, or over the range from
+    the first key to the last."""
+    if len(keys) == 1:
+        return {"partition_key": keys[0], "tags": tags}
+    return {
+        "tags": {
+            **tags,
+            "dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1],
+        }
+    }
+
+
 def materialize_all(
     defs: dg.Definitions,
     instance: dg.DagsterInstance | None = None,
@@ -322,9 +365,12 @@ def materialize_all(
         instance=instance, run_config=quiet, tags=tags
     )
     summary["runs"].append(res.run_id)
-    work = all_partitions_of(settings) if all_partitions else partitions_with_work(settings)
+    sizes = (
+        dict.fromkeys(all_partitions_of(settings), 0) if all_partitions else planned_tasks(settings)
+    )
     if shards is not None:
-        work = [(j, pk) for j, pk in work if pk.split("|")[1] in shards]
+        sizes = {(j, pk): n for (j, pk), n in sizes.items() if pk.split("|")[1] in shards}
+    work = list(sizes)
     log(
         f"discover: run {res.run_id[:8]}; partitions with work: "
         f"{', '.join(pk for _, pk in work) or 'none'}"
@@ -340,12 +386,16 @@ def materialize_all(
             summary["backfill_id"] = backfill_id
             summary["runs"] += wait_for_backfill(instance, backfill_id, log=log, daemon=daemon)
     else:
-        for job_name, pk in work:
+        for job_name, keys in batch_runs(sizes, settings.tasks_per_run):
             r = defs.resolve_job_def(job_name).execute_in_process(
-                partition_key=pk, instance=instance, run_config=quiet, tags=tags
+                instance=instance, run_config=quiet, **_partition_args(keys, tags)
             )
             summary["runs"].append(r.run_id)
-            log(f"{pk}: run {r.run_id[:8]} ok")
+            log(
+                f"{keys[0]}..{keys[-1]}: run {r.run_id[:8]} ok"
+                if len(keys) > 1
+                else f"{keys[0]}: run {r.run_id[:8]} ok"
+            )
     publish_config: dict[str, Any] = dict(quiet)
     if full_snapshot:
         publish_config["ops"] = {"search_snapshot": {"config": {"full": True}}}

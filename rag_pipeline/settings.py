@@ -88,6 +88,21 @@ class Settings(BaseSettings):
         validation_alias=_env("RAG_SHARDS"),
         description="content-hash shards (the partition count)",
     )
+    tasks_per_run: int = Field(
+        2000,
+        ge=1,
+        validation_alias=_env("RAG_TASKS_PER_RUN"),
+        description="the launcher packs consecutive shards of one profile into one run until "
+        "it holds this many planned tasks: a small change touching many shards costs one run "
+        "per profile, not one per shard",
+    )
+    partitions_per_run: int = Field(
+        8,
+        ge=1,
+        validation_alias=_env("RAG_PARTITIONS_PER_RUN"),
+        description="the analysis assets' backfill policy: at most this many partitions per "
+        "run of a Dagster backfill (a backfill launched from the UI, or `--launch backfill`)",
+    )
     models_file: Path = Field(
         Path("models.yaml"),
         description="analyzer profiles and the default snapshot policy; when the file is "

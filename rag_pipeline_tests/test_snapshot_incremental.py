@@ -5,6 +5,8 @@ demo corpus, real LanceDB tags and version cleanup)."""
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime
+from unittest import mock
 
 import lance
 import lancedb
@@ -45,7 +47,11 @@ def _rows(settings: Settings, m: SnapshotManifest) -> list[dict]:
 
 
 def _ranked(settings: Settings, snapshot_id: str, queries: list[str]) -> list[list]:
-    s = Searcher.open(settings.snapshots_dir, settings.lance_dir, snapshot_id=snapshot_id)
+    # A generous rerank budget: on a loaded machine the stage's time ceiling would otherwise
+    # skip reranking for one snapshot and not the other, and the orders would differ.
+    s = Searcher.open(
+        settings.snapshots_dir, settings.lance_dir, snapshot_id=snapshot_id, rerank_budget_ms=60_000
+    )
     try:
         out = []
         for q in queries:
@@ -116,8 +122,16 @@ def _switch(
 def _same_as_full(settings: Settings, m: SnapshotManifest, queries: list[str]) -> None:
     """A full rebuild of the same catalog and policy: same rows, same ranked results."""
     lease = Lease.acquire(settings.snapshots_dir, m.snapshot_id)  # retention keeps one
-    with open_settings_catalog(settings) as cat:
+    # Within the same second as ``m``, with the same fingerprint: the id must still be new
+    # (it is a table tag).
+    same_second = datetime.strptime(m.snapshot_id[:15], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
+    with (
+        open_settings_catalog(settings) as cat,
+        mock.patch("rag_pipeline.snapshot.build.utcnow", return_value=same_second),
+    ):
         full = build_snapshot(settings, cat, full=True).manifest
+    assert full.snapshot_id != m.snapshot_id
+    assert full.snapshot_id.startswith(m.snapshot_id[:24]), "same second, same fingerprint"
     assert full.stats["publish_mode"] == "full"
     assert full.stats["fingerprint"] == m.stats["fingerprint"]
     assert _rows(settings, m) == _rows(settings, full)

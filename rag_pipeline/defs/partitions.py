@@ -11,7 +11,11 @@ import dagster as dg
 from rag_pipeline.analysis.profiles import load_profiles
 from rag_pipeline.settings import Settings, shard_key
 
-SHARD_COUNT = Settings.from_env().shard_count
+_SETTINGS = Settings.from_env()
+SHARD_COUNT = _SETTINGS.shard_count
+# A backfill batches up to this many partitions into one run: a run's fixed cost (run record,
+# event log, process start) is paid once per batch; a retry redoes one batch.
+ANALYSIS_BACKFILL_POLICY = dg.BackfillPolicy.multi_run(_SETTINGS.partitions_per_run)
 shard_partitions = dg.StaticPartitionsDefinition([shard_key(i) for i in range(SHARD_COUNT)])
 cpu_profiles = dg.DynamicPartitionsDefinition(name="cpu_profiles")
 gpu_profiles = dg.DynamicPartitionsDefinition(name="gpu_profiles")

@@ -22,10 +22,13 @@ def task_states(
     names = profiles or load_profiles(settings).names
     shards = shards or [shard_key(i) for i in range(settings.shard_count)]
     counts: dict[tuple[str, str, str], int] = {}  # (profile, shard, state) -> tasks
+    # Only the partitions asked for: a run reporting its shards must not aggregate the corpus.
     for r in cat.rows(
         "SELECT r.profile, a.shard, r.status, r.retryable, count(*) AS n FROM results r "
         "JOIN assets a ON a.tenant_id = r.tenant_id AND a.asset_id = r.asset_id "
-        "GROUP BY ALL"
+        "WHERE a.shard IN (SELECT unnest(?)) AND r.profile IN (SELECT unnest(?)) "
+        "GROUP BY ALL",
+        [[int(s) for s in shards], list(names)],
     ):  # every tenant (one partition serves them all)
         state = (
             "persisted" if r["status"] == "ok" else "failed" if r["retryable"] else "dead_letter"

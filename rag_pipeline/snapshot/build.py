@@ -876,6 +876,13 @@ def build_snapshot(
     schema = snapshot_arrow_schema(plan.dim, plan.vv_dim)
     db = lancedb.connect(str(settings.lance_dir))
     tbl = db.open_table(SNAPSHOT_TABLE) if SNAPSHOT_TABLE in db else None  # type: ignore[operator]
+    # The same state published twice within a second (a policy switched A -> B -> A): the
+    # id, a table tag, must still be new.
+    tags = set(tbl.tags.list()) if tbl is not None else set()
+    taken = 1
+    while snapshot_id in tags or manifest_path(settings.snapshots_dir, snapshot_id).exists():
+        taken += 1
+        snapshot_id = f"{now:%Y%m%dT%H%M%S}-{fp[:8]}-{taken}"
     if full:
         mode = "full"
     elif tbl is None:

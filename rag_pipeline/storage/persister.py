@@ -113,21 +113,23 @@ def _persist_batch(
             )
             report.dead_letters += 1
 
-    keys = [e.task.dedupe_key for e in envelopes]
+    # Each envelope's key once: it hashes the task's config (per evidence row it dominated).
+    keyed = [(e.task.dedupe_key, e) for e in envelopes]
+    keys = [k for k, _ in keyed]
     existing = {
         r["dedupe_key"]: r["status"]
         for r in cat.rows(
             "SELECT dedupe_key, status FROM results WHERE dedupe_key IN (SELECT unnest(?))", [keys]
         )
     }
-    fresh = [e for e in envelopes if existing.get(e.task.dedupe_key) != "ok"]
+    fresh = [(k, e) for k, e in keyed if existing.get(k) != "ok"]
     report.duplicates_skipped += len(envelopes) - len(fresh)
-    replaced_failed = [e.task.dedupe_key for e in fresh if e.task.dedupe_key in existing]
+    replaced_failed = [k for k, _ in fresh if k in existing]
 
     # Vectors first (LanceDB), keyed by run: a crash before the DuckDB commit is undone here
     # on the next attempt.
     vec_rows: dict[tuple[str, int], dict[str, list]] = {}
-    for e in fresh:
+    for key, e in fresh:
         for v in e.evidence_vectors:
             cols = vec_rows.setdefault(
                 (v.axis, v.dim),
@@ -148,10 +150,10 @@ def _persist_batch(
                     )
                 },
             )
-            cols["evidence_id"].append(stable_hash([e.task.dedupe_key, v.axis, v.target], 32))
+            cols["evidence_id"].append(stable_hash([key, v.axis, v.target], 32))
             cols["tenant_id"].append(e.task.tenant_id)
             cols["asset_id"].append(e.task.asset_id)
-            cols["dedupe_key"].append(e.task.dedupe_key)
+            cols["dedupe_key"].append(key)
             cols["run_id"].append(run.run_id)
             cols["axis"].append(v.axis)
             cols["target"].append(v.target)
@@ -165,11 +167,11 @@ def _persist_batch(
         fault_point(settings, "after_vectors")
 
     results_rows, text_rows = [], []
-    for e in fresh:
+    for key, e in fresh:
         t = e.task
         results_rows.append(
             dict(
-                dedupe_key=t.dedupe_key,
+                dedupe_key=key,
                 tenant_id=t.tenant_id,
                 asset_id=t.asset_id,
                 task_type=t.task_type,
@@ -190,10 +192,10 @@ def _persist_batch(
         for ev in e.evidence_text:
             text_rows.append(
                 dict(
-                    evidence_id=stable_hash([t.dedupe_key, ev.kind, ev.ordinal], 32),
+                    evidence_id=stable_hash([key, ev.kind, ev.ordinal], 32),
                     tenant_id=t.tenant_id,
                     asset_id=t.asset_id,
-                    dedupe_key=t.dedupe_key,
+                    dedupe_key=key,
                     run_id=run.run_id,
                     task_type=t.task_type,
                     kind=ev.kind,
@@ -220,7 +222,7 @@ def _persist_batch(
         if text_rows:
             _insert_batched(cat, "evidence_text", text_rows, settings.write_batch_rows)
         fault_point(settings, "mid_insert")
-        for e in fresh:
+        for _, e in fresh:
             if e.error and e.error.error_class != "UpstreamFailed":
                 cat.record_dead_letter(
                     tenant_id=e.task.tenant_id,

@@ -77,6 +77,12 @@ def prune_plan(settings: Settings, cat: Catalog, key: str) -> int:
     return pruned
 
 
+def plan_size(settings: Settings, profile: str, key: str) -> int:
+    """How many tasks a partition's plan holds, from the file's footer (no task is parsed)."""
+    path = plan_path(settings, profile, key)
+    return pq.read_metadata(path).num_rows if path.exists() else 0
+
+
 def read_plan(settings: Settings, profile: str, key: str) -> list[TaskSpec]:
     path = plan_path(settings, profile, key)
     if not path.exists():

@@ -12,10 +12,14 @@ from rag_pipeline.analysis import worker
 from rag_pipeline.analysis.failures import RETRY_RULES, batch_size_for_retry, classify
 from rag_pipeline.defs.metadata import md_doc, md_metrics, md_table
 from rag_pipeline.defs.owners import OWNERS
-from rag_pipeline.defs.partitions import cpu_partitions, gpu_partitions
+from rag_pipeline.defs.partitions import (
+    ANALYSIS_BACKFILL_POLICY,
+    cpu_partitions,
+    gpu_partitions,
+)
 from rag_pipeline.defs.resources import PipelineSettings
 from rag_pipeline.planning.task_states import task_states
-from rag_pipeline.storage import persister
+from rag_pipeline.storage import persister, staging
 from rag_pipeline.storage.catalog.catalog import open_settings_catalog
 
 STATE_COLUMNS = ("queued", "reported", "persisted", "failed", "dead_letter")
@@ -32,75 +36,109 @@ GPU_OP_TAGS = {
 }
 
 
-def _run_partition(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
-    """Analyse one profile x shard partition, persist it, report it; retry by failure class."""
+def _retry_or_fail(context: dg.AssetExecutionContext, exc: Exception, partitions: str):
+    """A RetryRequested for a retryable failure class within its budget, else a Failure."""
+    failure = classify(exc)
+    rule = RETRY_RULES[failure]
+    status = "model_mismatch" if failure == "model_mismatch" else "failed"
+    if context.retry_number < rule.max_retries:
+        context.log.warning(
+            f"{failure}: {exc}; retry {context.retry_number + 1}/"
+            f"{rule.max_retries} in {rule.delay(context.retry_number):.0f}s"
+        )
+        return dg.RetryRequested(
+            max_retries=rule.max_retries, seconds_to_wait=rule.delay(context.retry_number)
+        )
+    return dg.Failure(
+        description=f"{failure}: {exc}",
+        metadata={"status": status, "failure_class": failure, "partition": partitions},
+        allow_retries=False,
+    )
+
+
+def _sum_counts(dicts) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in dicts:
+        for k, v in d.items():
+            if isinstance(v, int):
+                out[k] = out.get(k, 0) + v
+    return out
+
+
+def _run_partitions(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
+    """Analyse the run's partitions: one, or a range of one profile's shards when the launcher
+    (or a backfill's policy) batches small partitions into one run, so that a change touching
+    many shards pays the run's fixed cost once. The metadata sums the partitions'."""
     settings = pipeline.settings()
-    keys = context.partition_key.keys_by_dimension
-    profile, shard = keys["profile"], keys["shard"]
     if context.retry_number:
         settings = settings.model_copy(
             update={
                 "mv_batch_size": batch_size_for_retry(settings.mv_batch_size, context.retry_number)
             }
         )
+    keys = [pk.keys_by_dimension for pk in context.partition_keys]
+    profile = keys[0]["profile"]  # a range spans one profile's shards (the launcher's batches)
+    shards = [k["shard"] for k in keys]
+    label = shards[0] if len(shards) == 1 else f"{shards[0]}..{shards[-1]}"
     try:
-        result = worker.run_partition(settings, profile, shard, dagster_run_id=context.run.run_id)
-        with open_settings_catalog(settings) as cat:
-            persisted = persister.persist_shard(settings, cat, shard)
-            states = task_states(settings, cat, shards=[shard], profiles=[profile])
-    except Exception as exc:
-        failure = classify(exc)
-        rule = RETRY_RULES[failure]
-        status = "model_mismatch" if failure == "model_mismatch" else "failed"
-        if context.retry_number < rule.max_retries:
-            context.log.warning(
-                f"{failure}: {exc}; retry {context.retry_number + 1}/"
-                f"{rule.max_retries} in {rule.delay(context.retry_number):.0f}s"
+        results = [
+            worker.run_partition(
+                settings, k["profile"], k["shard"], dagster_run_id=context.run.run_id
             )
-            raise dg.RetryRequested(
-                max_retries=rule.max_retries, seconds_to_wait=rule.delay(context.retry_number)
-            ) from exc
-        raise dg.Failure(
-            description=f"{failure}: {exc}",
-            metadata={
-                "status": status,
-                "failure_class": failure,
-                "partition": context.partition_key,
-            },
-            allow_retries=False,
-        ) from exc
-    state = states[0] if states else {}
+            for k in keys
+        ]
+        # One catalog session for the run: persist the shards that staged anything, and read
+        # the run's partitions' task states once.
+        with open_settings_catalog(settings) as cat:
+            persisted = [
+                persister.persist_shard(settings, cat, r_shard)
+                for r_shard, r in zip(shards, results, strict=True)
+                if r.staged_files or staging.list_batches(settings.staging_dir, r_shard)
+            ]
+            states = task_states(
+                settings, cat, shards=shards, profiles=sorted({k["profile"] for k in keys})
+            )
+    except Exception as exc:
+        raise _retry_or_fail(context, exc, f"{profile}|{label}") from exc
+    seconds: dict[str, float] = {}
+    for r in results:
+        for k, v in r.seconds.items():
+            seconds[k] = seconds.get(k, 0.0) + v
+    errors = _sum_counts(r.errors_by_class for r in results)
+    limits = results[0].limits
     return dg.MaterializeResult(
         metadata={
             "profile": profile,
-            "shard": shard,
-            "n_tasks": result.n_tasks,
-            "n_ok": result.n_ok,
-            "n_failed": result.n_failed,
-            "evidence_text": result.n_evidence_text,
-            "vectors": result.n_vectors,
-            "truncated_documents": result.n_truncated,
-            **(result.limits.as_metadata() if result.limits else {}),
-            "truncated_chunks": result.truncated_chunks,
-            "persisted_results": persisted.results,
-            "duplicates_skipped": persisted.duplicates_skipped,
-            "rejected_envelopes": persisted.rejected,
-            **{f"seconds_{k}": round(v, 3) for k, v in result.seconds.items()},
-            "seconds_persist": round(persisted.seconds, 3),
-            "errors_by_class": result.errors_by_class or {"none": 0},
-            "task_states": {k: v for k, v in state.items() if isinstance(v, int)},
+            "shard": label,
+            "partitions_in_run": len(results),
+            "n_tasks": sum(r.n_tasks for r in results),
+            "n_ok": sum(r.n_ok for r in results),
+            "n_failed": sum(r.n_failed for r in results),
+            "evidence_text": sum(r.n_evidence_text for r in results),
+            "vectors": sum(r.n_vectors for r in results),
+            "truncated_documents": sum(r.n_truncated for r in results),
+            **(limits.as_metadata() if limits else {}),
+            "truncated_chunks": sum(r.truncated_chunks for r in results),
+            "persisted_results": sum(p.results for p in persisted),
+            "duplicates_skipped": sum(p.duplicates_skipped for p in persisted),
+            "rejected_envelopes": sum(p.rejected for p in persisted),
+            **{f"seconds_{k}": round(v, 3) for k, v in seconds.items()},
+            "seconds_persist": round(sum(p.seconds for p in persisted), 3),
+            "errors_by_class": errors or {"none": 0},
+            "task_states": _sum_counts(states),
             "summary": md_doc(
                 "Analysis runs",
                 md_table(
                     [
                         {
-                            "run": f"`{r.run_id}`",
-                            "analyzer": r.analyzer,
-                            "model": f"{r.model.model_id}@{r.model.revision}",
-                            "ok": r.n_ok,
-                            "failed": r.n_failed,
+                            "run": f"`{run.run_id}`",
+                            "analyzer": run.analyzer,
+                            "model": f"{run.model.model_id}@{run.model.revision}",
+                            "ok": run.n_ok,
+                            "failed": run.n_failed,
                         }
-                        for r in result.runs
+                        for r in results
+                        for run in r.runs
                     ],
                     empty="Nothing planned: this partition is up to date.",
                 ),
@@ -113,6 +151,7 @@ def _run_partition(context: dg.AssetExecutionContext, pipeline: PipelineSettings
     name="analysis_runs",
     deps=["asset_versions"],
     partitions_def=cpu_partitions,
+    backfill_policy=ANALYSIS_BACKFILL_POLICY,
     kinds={"python"},
     owners=OWNERS,
     group_name="analysis",
@@ -122,13 +161,14 @@ def _run_partition(context: dg.AssetExecutionContext, pipeline: PipelineSettings
     "evidence_text under the catalog writer lock.",
 )
 def analysis_runs(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
-    return _run_partition(context, pipeline)
+    return _run_partitions(context, pipeline)
 
 
 @dg.asset(
     name="inference_runs",
     deps=["asset_versions"],
     partitions_def=gpu_partitions,
+    backfill_policy=ANALYSIS_BACKFILL_POLICY,
     kinds={"pytorch", "lancedb"},
     owners=OWNERS,
     group_name="analysis",
@@ -141,7 +181,7 @@ def analysis_runs(context: dg.AssetExecutionContext, pipeline: PipelineSettings)
     "vectors to LanceDB and captions/tags to evidence_text.",
 )
 def inference_runs(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
-    return _run_partition(context, pipeline)
+    return _run_partitions(context, pipeline)
 
 
 @dg.asset(
