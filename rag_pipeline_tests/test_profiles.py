@@ -178,3 +178,33 @@ def test_models_file_errors_are_clear(tmp_path, bad, message):
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(ProfileError, match=message):
         load_models_file(path)
+
+
+def test_planner_keys_equal_the_tasks_dedupe_keys(pipeline_env):
+    """The planner checks versions against results by key without building tasks: its key must
+    be the task's own, for every task type of the packaged profiles (document, image with a
+    sidecar hash, and an MV task keyed on its text task)."""
+    from rag_pipeline.analysis.profiles import load_profiles
+    from rag_pipeline.planning.planner import _Keys, _task
+
+    profiles = load_profiles(pipeline_env)
+    key_of = _Keys()
+    seen = set()
+    for media_type, sidecar in (("text/markdown", ""), ("image/jpeg", "a1b2c3")):
+        v = {
+            "asset_id": "f" * 64,
+            "version_id": "v1",
+            "uri": "/src/x",
+            "media_type": media_type,
+            "size": 10,
+            "sidecar_hash": sidecar,
+        }
+        for prof in profiles.by_name.values():
+            for tp in prof.tasks.values():
+                inputs = sidecar if tp.task_type == "image_meta" else ""
+                task = _task(tp, prof.name, v, "03", "acme", inputs_hash=inputs)
+                assert key_of(tp, "acme", v["asset_id"], inputs) == task.dedupe_key
+                seen.add(tp.task_type)
+                mv = _task(tp, prof.name, v, "03", "acme", inputs_hash=task.dedupe_key)
+                assert key_of(tp, "acme", v["asset_id"], task.dedupe_key) == mv.dedupe_key
+    assert {"doc_text", "image_meta", "mv_embed"} <= seen

@@ -17,7 +17,7 @@ from rag_pipeline.analysis.profiles import (
     TaskProfile,
     load_profiles,
 )
-from rag_pipeline.contracts import TaskSpec
+from rag_pipeline.contracts import TaskSpec, dedupe_key, stable_hash
 from rag_pipeline.media_types import is_document, is_image
 from rag_pipeline.settings import Settings, shard_key
 from rag_pipeline.storage.catalog.catalog import Catalog
@@ -60,21 +60,31 @@ def _task(
     )
 
 
-def text_task_for(text_profile: Profile, v: dict, key: str, tenant: str) -> TaskSpec | None:
-    """The text task of ``text_profile`` for one current version (None: no analyzer reads it)."""
+def text_task_profile(text_profile: Profile, v: dict) -> tuple[TaskProfile, str] | None:
+    """The text task profile of ``text_profile`` for one current version and its extra input
+    hash (None: no analyzer reads it)."""
     if is_document(v["media_type"]):
-        return _task(text_profile.tasks["doc_text"], text_profile.name, v, key, tenant)
+        return text_profile.tasks["doc_text"], ""
     if is_image(v["media_type"]):
         # The sidecar is an input too: a new description means new evidence.
-        return _task(
-            text_profile.tasks["image_meta"],
-            text_profile.name,
-            v,
-            key,
-            tenant,
-            inputs_hash=v["sidecar_hash"],
-        )
+        return text_profile.tasks["image_meta"], v["sidecar_hash"]
     return None
+
+
+class _Keys:
+    """A task's dedupe key without building the task: the planner checks every current
+    version against the results, and building and hashing a TaskSpec per version and profile
+    made planning follow the corpus at several microseconds a task. Equal to
+    ``TaskSpec.dedupe_key`` (a test holds them equal)."""
+
+    def __init__(self) -> None:
+        self._config_hash: dict[int, str] = {}
+
+    def __call__(self, tp: TaskProfile, tenant: str, asset_id: str, inputs_hash: str = "") -> str:
+        h = self._config_hash.get(id(tp))
+        if h is None:
+            h = self._config_hash[id(tp)] = stable_hash(tp.config)
+        return dedupe_key(tenant, asset_id, tp.model.key, tp.task_type, h + inputs_hash)
 
 
 def current_versions(cat: Catalog) -> list[dict]:
@@ -115,43 +125,50 @@ def plan(settings: Settings, cat: Catalog, profiles: Profiles | None = None) -> 
             return "done"
         return "pending" if r["retryable"] else "failed"
 
-    def add(task: TaskSpec, st: str, profile: str, key: str) -> None:
-        if st == "pending":
-            per[(profile, key)].append(task)
+    def add(
+        tp: TaskProfile, v: dict, st: str, profile: str, key: str, inputs_hash: str = ""
+    ) -> None:
+        if st == "pending":  # only pending work becomes a task
+            per[(profile, key)].append(
+                _task(tp, profile, v, key, v["tenant_id"], inputs_hash=inputs_hash)
+            )
         elif st == "done":
             report.already_done += 1
         else:
             report.skipped_failed += 1
 
+    key_of = _Keys()
     for prof in profiles.by_name.values():
         if prof.unavailable:
             report.unavailable[prof.name] = prof.unavailable
     for v in versions:
         key = shard_key(v["shard"])
-        tenant = v["tenant_id"]
+        tenant, asset_id = v["tenant_id"], v["asset_id"]
         for prof in profiles.by_name.values():
             if prof.analyzer in IMAGE_ONLY:
                 # Image analyzers read only the bytes (no text dependency); an unavailable
                 # model plans nothing rather than failing every task.
                 if is_image(v["media_type"]) and not prof.unavailable:
-                    task = _task(prof.tasks[prof.analyzer], prof.name, v, key, tenant)
-                    add(task, state(task.dedupe_key), prof.name, key)
+                    tp = prof.tasks[prof.analyzer]
+                    add(tp, v, state(key_of(tp, tenant, asset_id)), prof.name, key)
                 continue
             text_prof = prof if prof.analyzer == "text" else profiles.text_profile_for(prof)
-            text_task = text_task_for(text_prof, v, key, tenant)
-            if text_task is None:
+            text = text_task_profile(text_prof, v)
+            if text is None:
                 continue  # discovery recorded the type; the planner letters it below
-            text_state = state(text_task.dedupe_key)
+            text_tp, text_inputs = text
+            text_key = key_of(text_tp, tenant, asset_id, text_inputs)
+            text_state = state(text_key)
             if prof.analyzer == "text":
-                add(text_task, text_state, prof.name, key)
+                add(text_tp, v, text_state, prof.name, key, text_inputs)
                 continue
             if text_state == "failed":
                 report.skipped_failed += 1  # nothing to embed until the text is re-driven
                 continue
-            mv = _task(
-                prof.tasks["mv_embed"], prof.name, v, key, tenant, inputs_hash=text_task.dedupe_key
+            mv_tp = prof.tasks["mv_embed"]
+            add(
+                mv_tp, v, state(key_of(mv_tp, tenant, asset_id, text_key)), prof.name, key, text_key
             )
-            add(mv, state(mv.dedupe_key), prof.name, key)
 
     for u in cat.rows(
         "SELECT DISTINCT tenant_id, uri, content_hash, media_type "
