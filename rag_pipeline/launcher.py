@@ -86,12 +86,6 @@ def reap_dead_runs(instance: dg.DagsterInstance) -> list[str]:
     return reaped
 
 
-def partitions_with_work(settings: Settings) -> list[tuple[str, str]]:
-    """(job name, partition key) for every profile x shard whose plan has tasks or whose shard
-    has staged results waiting."""
-    return list(planned_tasks(settings))
-
-
 def planned_tasks(settings: Settings) -> dict[tuple[str, str], int]:
     """{(job name, partition key): planned tasks} for the partitions with work (a shard with
     staged results waiting counts for its cpu profiles, with its planned tasks, maybe 0)."""
@@ -365,9 +359,9 @@ def materialize_all(
         instance=instance, run_config=quiet, tags=tags
     )
     summary["runs"].append(res.run_id)
-    sizes = (
-        dict.fromkeys(all_partitions_of(settings), 0) if all_partitions else planned_tasks(settings)
-    )
+    sizes = planned_tasks(settings)
+    if all_partitions:  # every partition, sized by its plan so that runs are still cut by work
+        sizes = {**dict.fromkeys(all_partitions_of(settings), 0), **sizes}
     if shards is not None:
         sizes = {(j, pk): n for (j, pk), n in sizes.items() if pk.split("|")[1] in shards}
     work = list(sizes)
