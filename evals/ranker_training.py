@@ -33,9 +33,15 @@ import numpy as np
 
 from evals.metrics import evaluate_per_query
 from evals.stats import paired_bootstrap
-from rag_pipeline.retrieval.features import FEATURES, MODEL_FEATURES, PENALTIES, QueryFeatures
+from rag_pipeline.retrieval.features import (
+    CE_FEATURE,
+    FEATURES,
+    MODEL_FEATURES,
+    PENALTIES,
+    QueryFeatures,
+)
 from rag_pipeline.retrieval.ranker import RankerModel
-from rag_pipeline.retrieval.rerank import CE_FEATURE, candidate_features, cross_encoder_scores
+from rag_pipeline.retrieval.rerank import candidate_features, cross_encoder_scores
 
 CV_METRICS = ("ndcg@10", "recall@100", "mrr@10")
 SEED = 20261129

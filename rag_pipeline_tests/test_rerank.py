@@ -353,3 +353,15 @@ def test_the_stage_reorders_the_request_s_then_the_configured_then_the_ranker_s_
     assert Searcher.depth_for(configured, plain) == 40  # type: ignore[arg-type]
     untrained = SimpleNamespace(ranker=fit(_deep_distractors(), version="u"), rerank_depth=None)
     assert Searcher.depth_for(untrained, plain) == 100  # type: ignore[arg-type]
+
+
+def test_serving_applies_learned_fusion_only_when_adopted():
+    base = packaged_ranker()
+    learned = {"fts_share": {"keyword": 0.9}, "semantic_min_words": 7}
+    adopted = base.model_copy(update={"fusion": {**learned, "adopted": True}})
+    rejected = base.model_copy(update={"fusion": {**learned, "adopted": False}})
+    legacy = base.model_copy(update={"fusion": learned})  # written before adoption was recorded
+    assert adopted.served_fusion["semantic_min_words"] == 7
+    assert legacy.served_fusion == learned
+    assert rejected.served_fusion == {}
+    assert base.model_copy(update={"fusion": None}).served_fusion == {}

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from lance import query as lance_query
 
 from rag_pipeline.analysis.analyzers.text_embedding import TextEncoder, model_spec_for
+from rag_pipeline.contracts import ModelSpec
 from rag_pipeline.retrieval.cross_encoder import PairScorer
 from rag_pipeline.retrieval.explain import QueryMatcher, query_terms
 from rag_pipeline.retrieval.features import AxisEvidence, QueryFeatures
@@ -99,6 +100,15 @@ log = logging.getLogger(__name__)
 TAG_WEIGHT = 0.25
 # ``Searcher(ranker=...)`` default: the ranker the snapshot's manifest carries.
 FROM_SNAPSHOT = "snapshot"
+
+
+def _model_health(model: ModelSpec) -> dict[str, Any]:
+    """A model's identity as /health reports it: id, revision, weights checksum."""
+    return {
+        "model_id": model.model_id,
+        "revision": model.revision,
+        "weights_checksum": model.weights_checksum,
+    }
 
 
 def _ms(t0: float) -> float:
@@ -438,12 +448,7 @@ class Searcher:
                 "reason": self.unavailable.get(axis),
             }
             if info is not None and info.model is not None:
-                entry["model"] = {
-                    "model_id": info.model.model_id,
-                    "revision": info.model.revision,
-                    "weights_checksum": info.model.weights_checksum,
-                    "dim": info.dim or info.model.dim,
-                }
+                entry["model"] = _model_health(info.model) | {"dim": info.dim or info.model.dim}
             axes[axis] = entry
         try:
             n_rows = int(self.table.count_rows())
@@ -476,11 +481,7 @@ class Searcher:
             "available": self.cross_encoder is not None,
             "reason": None if self.cross_encoder is not None else self.cross_encoder_unavailable,
             "top_n": info.config.get("top_n"),
-            "model": {
-                "model_id": info.model.model_id,
-                "revision": info.model.revision,
-                "weights_checksum": info.model.weights_checksum,
-            },
+            "model": _model_health(info.model),
         }
 
     # -- per-axis candidate retrieval --------------------------------------------------------
@@ -609,9 +610,7 @@ class Searcher:
             )
 
         # Fusion weights and the query classifier's threshold learned beside the ranker.
-        learned = (self.ranker.fusion or {}) if self.ranker is not None else {}
-        if not learned.get("adopted", True):  # it did not beat the built-ins out of fold
-            learned = {}
+        learned = self.ranker.served_fusion if self.ranker is not None else {}
         query_type: QueryType = req.query_type or classify_query(
             req.query, int(learned.get("semantic_min_words", SEMANTIC_MIN_WORDS))
         )

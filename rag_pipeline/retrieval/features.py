@@ -28,6 +28,7 @@ RANK_AXES: tuple[str, ...] = ("fts", "mv", "vv", "tags")
 # is weak: a match found only there counts less (``weak_evidence_only``).
 WEAK_CONFIDENCE = 0.5
 
+CE_FEATURE = "ce_score"  # the cross-encoder's score (``cross_encoder.py``)
 FEATURES: tuple[str, ...] = (
     "fused_score",  # the weighted-RRF score the candidate was fused with
     "fused_rr",  # 1 / its fused rank
@@ -42,12 +43,12 @@ FEATURES: tuple[str, ...] = (
     "tag_overlap",  # share of the query terms among the unit's content tags
     "evidence_confidence",  # lowest confidence of the evidence a match relies on (1: none)
     "log_length",  # log(1 + words of the unit's text)
-    "ce_score",  # the cross-encoder's score of (query, text) (``cross_encoder.py``): optional
+    CE_FEATURE,  # the cross-encoder's score of (query, text): optional
 )
 # Features a model computes outside this module, for some candidates only (the cross-encoder
 # scores the top N within the stage's budget): a candidate without one counts as the ranker's
 # mean for it, so the feature adds nothing to its score (``RankerModel``).
-MODEL_FEATURES: tuple[str, ...] = ("ce_score",)
+MODEL_FEATURES: tuple[str, ...] = (CE_FEATURE,)
 # Subtracted (their weights are kept >= 0): a query term the unit lacks, and a match that
 # rests only on weak machine-read evidence.
 PENALTIES: tuple[str, ...] = ("missing_terms", "weak_evidence_only")

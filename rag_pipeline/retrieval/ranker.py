@@ -56,6 +56,13 @@ class RankerModel(BaseModel):
     # Names, centers, scales and signed weights as arrays (``score_many``), made once.
     _cached: tuple[list[str], np.ndarray, np.ndarray, np.ndarray] | None = PrivateAttr(None)
 
+    @property
+    def served_fusion(self) -> dict[str, Any]:
+        """The learned fusion that serving applies: none unless cross-validation adopted it
+        (it must beat the built-in weights out of fold)."""
+        learned = self.fusion or {}
+        return learned if learned.get("adopted", True) else {}
+
     @model_validator(mode="after")
     def _consistent(self) -> RankerModel:
         if self.schema_version != RANKER_SCHEMA_VERSION:

@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rag_pipeline.retrieval.cross_encoder import PairScorer, pair_text
-from rag_pipeline.retrieval.features import AxisEvidence, QueryFeatures
+from rag_pipeline.retrieval.features import CE_FEATURE, AxisEvidence, QueryFeatures
 from rag_pipeline.retrieval.ranker import RankerModel
-
-CE_FEATURE = "ce_score"
 
 DEFAULT_DEPTH = 100
 DEFAULT_BUDGET_MS = 50.0
@@ -66,8 +64,13 @@ class RerankOutcome:
 
 def candidate_features(query: QueryFeatures, candidates: Sequence[Candidate]) -> list[dict]:
     """Every candidate's features (what training and serving both compute)."""
-    fts_max = max((c.axes["fts"].score for c in candidates if "fts" in c.axes), default=0.0)
+    fts_max = best_fts_score(candidates)
     return [query.features(c.row, c.axes, c.fused_rank, c.fused_score, fts_max) for c in candidates]
+
+
+def best_fts_score(candidates: Sequence[Candidate]) -> float:
+    """The best BM25 score among the candidates: BM25 features are relative to it."""
+    return max((c.axes["fts"].score for c in candidates if "fts" in c.axes), default=0.0)
 
 
 def cross_encoder_scores(
@@ -109,7 +112,7 @@ def rerank(
     deadline = t0 + budget_ms / 1000.0
     qf = query if isinstance(query, QueryFeatures) else QueryFeatures(query)
     top = list(candidates[: max(0, depth)])
-    fts_max = max((c.axes["fts"].score for c in top if "fts" in c.axes), default=0.0)
+    fts_max = best_fts_score(top)
     out = RerankOutcome(order=list(range(len(candidates))), ranker_version=ranker.version)
     ce: CrossEncoderOutcome | None = None
     if ranker.weighs(CE_FEATURE):
