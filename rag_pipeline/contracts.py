@@ -109,12 +109,13 @@ class TaskSpec(_Contract):
 
     @property
     def dedupe_key(self) -> str:
-        return dedupe_key(
+        return task_key(
             self.tenant_id,
             self.asset_id,
             self.model.key,
             self.task_type,
-            self.config_hash + self.inputs_hash,
+            self.config_hash,
+            self.inputs_hash,
         )
 
 
@@ -123,6 +124,19 @@ def dedupe_key(
 ) -> str:
     """tenant + content hash + model revision + task type (+ config/inputs): one result each."""
     return stable_hash([tenant_id, content_hash, model_revision, task_type, extra], length=32)
+
+
+def task_key(
+    tenant_id: str,
+    asset_id: str,
+    model_key: str,
+    task_type: str,
+    config_hash: str,
+    inputs_hash: str = "",
+) -> str:
+    """A task's dedupe key from its parts (what ``TaskSpec.dedupe_key`` is, and what the
+    planner computes without building the task)."""
+    return dedupe_key(tenant_id, asset_id, model_key, task_type, config_hash + inputs_hash)
 
 
 class EvidenceText(_Contract):

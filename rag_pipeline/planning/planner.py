@@ -17,7 +17,7 @@ from rag_pipeline.analysis.profiles import (
     TaskProfile,
     load_profiles,
 )
-from rag_pipeline.contracts import TaskSpec, dedupe_key, stable_hash
+from rag_pipeline.contracts import TaskSpec, stable_hash, task_key
 from rag_pipeline.media_types import is_document, is_image
 from rag_pipeline.settings import Settings, shard_key
 from rag_pipeline.storage.catalog.catalog import Catalog
@@ -74,8 +74,8 @@ def text_task_profile(text_profile: Profile, v: dict) -> tuple[TaskProfile, str]
 class _Keys:
     """A task's dedupe key without building the task: the planner checks every current
     version against the results, and building and hashing a TaskSpec per version and profile
-    made planning follow the corpus at several microseconds a task. Equal to
-    ``TaskSpec.dedupe_key`` (a test holds them equal)."""
+    made planning follow the corpus at several microseconds a task. ``task_key`` is what
+    ``TaskSpec.dedupe_key`` computes; the config hash is made once per task profile."""
 
     def __init__(self) -> None:
         self._config_hash: dict[int, str] = {}
@@ -84,7 +84,7 @@ class _Keys:
         h = self._config_hash.get(id(tp))
         if h is None:
             h = self._config_hash[id(tp)] = stable_hash(tp.config)
-        return dedupe_key(tenant, asset_id, tp.model.key, tp.task_type, h + inputs_hash)
+        return task_key(tenant, asset_id, tp.model.key, tp.task_type, h, inputs_hash)
 
 
 def current_versions(cat: Catalog) -> list[dict]:

@@ -6,6 +6,8 @@ catalog writer lock in one short transaction. ``inference_runs`` (model inferenc
 ``gpu`` pool and carries placement tags; ``analysis_runs`` (CPU analyzers) runs apart from it.
 """
 
+from typing import Any
+
 import dagster as dg
 
 from rag_pipeline.analysis import worker
@@ -56,11 +58,12 @@ def _retry_or_fail(context: dg.AssetExecutionContext, exc: Exception, partitions
     )
 
 
-def _sum_counts(dicts) -> dict[str, int]:
-    out: dict[str, int] = {}
+def _totals(dicts) -> dict[str, Any]:
+    """Key-wise sums of the numbers in ``dicts`` (other values, e.g. names, are skipped)."""
+    out: dict[str, Any] = {}
     for d in dicts:
         for k, v in d.items():
-            if isinstance(v, int):
+            if isinstance(v, int | float) and not isinstance(v, bool):
                 out[k] = out.get(k, 0) + v
     return out
 
@@ -77,8 +80,10 @@ def _run_partitions(context: dg.AssetExecutionContext, pipeline: PipelineSetting
             }
         )
     keys = [pk.keys_by_dimension for pk in context.partition_keys]
-    profile = keys[0]["profile"]  # a range spans one profile's shards (the launcher's batches)
-    shards = [k["shard"] for k in keys]
+    # The launcher's ranges span one profile's shards; a backfill's range could span several.
+    profiles = sorted({k["profile"] for k in keys})
+    profile = ",".join(profiles)
+    shards = sorted({k["shard"] for k in keys})
     label = shards[0] if len(shards) == 1 else f"{shards[0]}..{shards[-1]}"
     try:
         results = [
@@ -91,20 +96,15 @@ def _run_partitions(context: dg.AssetExecutionContext, pipeline: PipelineSetting
         # the run's partitions' task states once.
         with open_settings_catalog(settings) as cat:
             persisted = [
-                persister.persist_shard(settings, cat, r_shard)
-                for r_shard, r in zip(shards, results, strict=True)
-                if r.staged_files or staging.list_batches(settings.staging_dir, r_shard)
+                persister.persist_shard(settings, cat, shard)
+                for shard in shards
+                if staging.list_batches(settings.staging_dir, shard)
             ]
-            states = task_states(
-                settings, cat, shards=shards, profiles=sorted({k["profile"] for k in keys})
-            )
+            states = task_states(settings, cat, shards=shards, profiles=profiles)
     except Exception as exc:
         raise _retry_or_fail(context, exc, f"{profile}|{label}") from exc
-    seconds: dict[str, float] = {}
-    for r in results:
-        for k, v in r.seconds.items():
-            seconds[k] = seconds.get(k, 0.0) + v
-    errors = _sum_counts(r.errors_by_class for r in results)
+    seconds = _totals(r.seconds for r in results)
+    errors = _totals(r.errors_by_class for r in results)
     limits = results[0].limits
     return dg.MaterializeResult(
         metadata={
@@ -125,7 +125,7 @@ def _run_partitions(context: dg.AssetExecutionContext, pipeline: PipelineSetting
             **{f"seconds_{k}": round(v, 3) for k, v in seconds.items()},
             "seconds_persist": round(sum(p.seconds for p in persisted), 3),
             "errors_by_class": errors or {"none": 0},
-            "task_states": _sum_counts(states),
+            "task_states": _totals(states),
             "summary": md_doc(
                 "Analysis runs",
                 md_table(
@@ -209,11 +209,7 @@ def evidence(context: dg.AssetExecutionContext, pipeline: PipelineSettings):
         counts = cat.counts()  # every tenant
         rejected_total = cat.dead_letter_count(error_class="ContractError")
         states = task_states(settings, cat)
-    totals: dict[str, int] = {}
-    for st in states:
-        for k, v in st.items():
-            if isinstance(v, int):
-                totals[k] = totals.get(k, 0) + v
+    totals = _totals(states)
     not_done = [s for s in states if any(s[c] for c in NOT_DONE)]
     yield dg.MaterializeResult(
         metadata={
